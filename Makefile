@@ -1,0 +1,75 @@
+# Two commands: `make demo` and `make test`. Both set everything up first (idempotent, fast when
+# nothing changed): Debian packages, .venv, Python dependencies, the native build.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+BUILD_DIR := build/native
+APT_PACKAGES := libeigen3-dev catch2 xtensor-dev
+# The CPU build that lies on this project's machines; only used when no torch is installed.
+TORCH_CPU_PIN := torch==2.13.0
+NATIVE_SOURCES := $(shell find cpp -type f) CMakeLists.txt pyproject.toml
+
+.PHONY: setup apt build test ctest pytest demo bench info clean
+
+setup: apt $(VENV)/.spectra-built
+
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "apt: installing$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  else \
+	    echo "Missing Debian packages:$$missing. Run:"; \
+	    echo "  sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y$$missing"; \
+	    exit 1; \
+	  fi; \
+	fi
+
+# A torch that is already installed system-wide (a CUDA build on a GPU machine) is reused through
+# --system-site-packages and never replaced.
+$(PY):
+	@if $(PYTHON) -c "import torch" 2>/dev/null; then \
+	  echo "venv: reusing the installed torch $$($(PYTHON) -c 'import torch; print(torch.__version__)')"; \
+	  $(PYTHON) -m venv --system-site-packages $(VENV); \
+	else \
+	  $(PYTHON) -m venv $(VENV); \
+	fi
+
+$(VENV)/.deps-installed: $(PY) pyproject.toml
+	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_CPU_PIN)"
+	$(PIP) install -q "scikit-build-core>=0.10" "ninja>=1.11" "cmake>=3.24"
+	@touch $@
+
+$(VENV)/.spectra-built: $(VENV)/.deps-installed $(NATIVE_SOURCES)
+	$(PIP) install -q --no-build-isolation -e ".[dev]"
+	@touch $@
+
+build: setup
+
+ctest: setup
+	ctest --test-dir $(BUILD_DIR) --output-on-failure
+
+# pytest exits 5 when it collects no test; any non-zero exit fails the target.
+pytest: setup
+	$(PY) -m pytest
+
+test: ctest pytest
+
+demo: setup
+	$(PY) -m spectra demo
+
+bench: setup
+	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(PY) "$$script"; done
+
+info: setup
+	$(PY) -m spectra.info
+
+clean:
+	rm -rf build $(VENV)

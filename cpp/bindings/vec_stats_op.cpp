@@ -1,0 +1,46 @@
+// CPU implementation of torch.ops.spectra.vec_stats.
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <tuple>
+
+#include "tensor_views.hpp"
+#include "vec_stats_op.hpp"
+
+namespace spectra::bindings {
+
+// Shared by the CPU and CUDA implementations so both reject the same inputs the same way.
+void check_vec_stats_args(const at::Tensor& x) {
+  TORCH_CHECK_VALUE(x.dim() >= 1, "vec_stats: x must have shape (..., D) with at least 1 dimension; got a 0-d tensor");
+  check_float_dtype(x, "vec_stats", "x");
+  TORCH_CHECK_VALUE(x.size(-1) >= 1, "vec_stats: x's last dimension D must be >= 1; got shape ", x.sizes());
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> vec_stats_cpu(const at::Tensor& x) {
+  check_vec_stats_args(x);
+  const auto out_shape = x.sizes().slice(0, x.dim() - 1);
+  const auto out_options = x.options().dtype(stats_dtype(x.scalar_type()));
+  at::Tensor norm = at::empty(out_shape, out_options);
+  at::Tensor max_abs = at::empty(out_shape, out_options);
+  at::Tensor participation_ratio = at::empty(out_shape, out_options);
+  // reshape is a view whenever the leading dims collapse, so strided inputs are read in place.
+  const at::Tensor x2d = x.reshape({-1, x.size(-1)});
+  const int64_t rows = x2d.size(0);
+  if (rows == 0) return {norm, max_abs, participation_ratio};
+  const int64_t grain = std::max<int64_t>(1, kElementsPerTask / x2d.size(1));
+  dispatch_float_types(x.scalar_type(), [&](auto in, auto out) {
+    using In = decltype(in);
+    using Out = decltype(out);
+    const RowsView<In> view = rows_view<In>(x2d);
+    Out* n = norm.mutable_data_ptr<Out>();
+    Out* m = max_abs.mutable_data_ptr<Out>();
+    Out* pr = participation_ratio.mutable_data_ptr<Out>();
+    at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) { vec_stats(view, begin, end, n, m, pr); });
+  });
+  return {norm, max_abs, participation_ratio};
+}
+
+}  // namespace spectra::bindings
+
+TORCH_LIBRARY_IMPL(spectra, CPU, m) { m.impl("vec_stats", &spectra::bindings::vec_stats_cpu); }
