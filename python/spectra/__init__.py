@@ -20,5 +20,14 @@ _core = load_core()
 if _core is not None:
     from spectra._core import RunningMoments
     from spectra._ops import VecStats, vec_stats
+    from spectra.head_geometry import HeadGeometry, head_geometry
 
-    __all__ = ["NativeModuleError", "RunningMoments", "VecStats", "__version__", "vec_stats"]
+    __all__ = [
+        "HeadGeometry",
+        "NativeModuleError",
+        "RunningMoments",
+        "VecStats",
+        "__version__",
+        "head_geometry",
+        "vec_stats",
+    ]

@@ -1,0 +1,3 @@
+from spectra.cli import main
+
+main()

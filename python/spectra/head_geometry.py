@@ -1,0 +1,144 @@
+"""Per-(layer, head) geometry of query and key vectors over a corpus: norms, max |x_d|, PR.
+
+Each forward pass hands the q/k projections of every layer to the native ``vec_stats`` op and
+folds the results into native ``RunningMoments`` accumulators, so memory stays O(layers × heads)
+however much text flows through.
+
+The vectors are the projection outputs, i.e. pre-RoPE and pre-QK-norm. RoPE is a rotation, so
+norms are the same post-RoPE; on models with q_norm/k_norm (Qwen3, OLMo2) they are not, and the
+Probe (post-RoPE, post-norm capture through the attention interface) is the right tool there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+
+import pandas as pd
+import torch
+from torch import nn
+
+from spectra._core import RunningMoments
+from spectra._ops import vec_stats
+
+STATS = ("norm", "max_abs", "participation_ratio")
+KINDS = ("q", "k")
+
+
+def _attention_modules(model: nn.Module) -> list[nn.Module]:
+    layers = getattr(getattr(model, "model", None), "layers", None)
+    if layers is None or not all(hasattr(layer, "self_attn") for layer in layers):
+        raise ValueError(
+            f"model: head_geometry needs a decoder with model.layers[i].self_attn.q_proj/k_proj "
+            f"(Llama, Mistral, Qwen2/3, Gemma); got {type(model).__name__}"
+        )
+    return [layer.self_attn for layer in layers]
+
+
+class HeadGeometry:
+    """Accumulates q/k vector statistics per (layer, head) across forward passes.
+
+    Use it as a context manager around forward passes; its hooks are removed on exit, even when
+    the forward raises, and only its own hooks are ever touched.
+
+    Example:
+        >>> import torch, spectra
+        >>> from spectra import zoo
+        >>> model, tok = zoo.load("tiny-llama")
+        >>> geometry = spectra.HeadGeometry(model)
+        >>> with geometry, torch.no_grad():
+        ...     _ = model(tok("In the beginning", return_tensors="pt").input_ids)
+        >>> table = geometry.table()
+        >>> list(table.columns[:4])
+        ['layer', 'head', 'kv_head', 'q_norm_mean']
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        config = model.config
+        self.model = model
+        self.attention = _attention_modules(model)
+        self.n_heads: int = config.num_attention_heads
+        self.n_kv_heads: int = getattr(config, "num_key_value_heads", None) or self.n_heads
+        self.head_dim: int = getattr(config, "head_dim", None) or config.hidden_size // self.n_heads
+        # One accumulator per (kind, stat, layer), one group per head of that kind.
+        self._moments = {
+            (kind, stat, layer): RunningMoments(self.n_heads if kind == "q" else self.n_kv_heads)
+            for kind in KINDS
+            for stat in STATS
+            for layer in range(len(self.attention))
+        }
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def _record(self, kind: str, layer: int, output: torch.Tensor) -> None:
+        n_heads = self.n_heads if kind == "q" else self.n_kv_heads
+        stats = vec_stats(output.detach().unflatten(-1, (n_heads, self.head_dim)))  # each (B, T, heads)
+        for stat in STATS:
+            self._moments[(kind, stat, layer)].update(getattr(stats, stat))
+
+    def __enter__(self) -> HeadGeometry:
+        if self._handles:
+            raise RuntimeError("HeadGeometry is already active; it cannot be entered twice at once")
+        try:
+            for layer, attention in enumerate(self.attention):
+                for kind in KINDS:
+                    projection = getattr(attention, f"{kind}_proj")
+                    hook = lambda _m, _i, out, kind=kind, layer=layer: self._record(kind, layer, out)  # noqa: E731
+                    self._handles.append(projection.register_forward_hook(hook))
+        except BaseException:
+            self._remove_hooks()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._remove_hooks()
+
+    def _remove_hooks(self) -> None:
+        while self._handles:
+            self._handles.pop().remove()
+
+    def table(self) -> pd.DataFrame:
+        """One row per (layer, query head); ``k_*`` columns belong to the head's KV head (h // group)."""
+        group = self.n_heads // self.n_kv_heads
+        frames = []
+        for layer in range(len(self.attention)):
+            kv_of_head = torch.arange(self.n_heads) // group
+            frame = {"layer": layer, "head": range(self.n_heads), "kv_head": kv_of_head.tolist()}
+            for kind in KINDS:
+                select = slice(None) if kind == "q" else kv_of_head
+                for stat in STATS:
+                    moments = self._moments[(kind, stat, layer)]
+                    frame[f"{kind}_{stat}_mean"] = moments.mean()[select].tolist()
+                    if stat == "norm":
+                        frame[f"{kind}_norm_std"] = moments.variance(0).sqrt()[select].tolist()
+            frame["tokens"] = self._moments[("q", "norm", layer)].count().tolist()
+            frames.append(pd.DataFrame(frame))
+        table = pd.concat(frames, ignore_index=True)
+        table["qk_norm_ratio"] = table["q_norm_mean"] / table["k_norm_mean"]
+        return table
+
+
+def token_windows(token_ids: list[int], seq_len: int, max_windows: int | None = None) -> Iterator[torch.Tensor]:
+    """Non-overlapping windows of exactly ``seq_len`` tokens (the remainder is dropped)."""
+    n = len(token_ids) // seq_len
+    if max_windows is not None:
+        n = min(n, max_windows)
+    for i in range(n):
+        yield torch.tensor(token_ids[i * seq_len : (i + 1) * seq_len])
+
+
+def head_geometry(model: nn.Module, batches: Iterable[torch.Tensor]) -> pd.DataFrame:
+    """Runs ``model`` on each ``(B, T)`` batch of token ids and returns :meth:`HeadGeometry.table`.
+
+    Example:
+        >>> import torch, spectra
+        >>> from spectra import zoo
+        >>> model, _ = zoo.load("tiny-llama")
+        >>> table = spectra.head_geometry(model, [torch.randint(0, 4096, (2, 32))])
+        >>> len(table) == model.config.num_hidden_layers * model.config.num_attention_heads
+        True
+    """
+    geometry = HeadGeometry(model)
+    with geometry, torch.no_grad():
+        for batch in batches:
+            model(input_ids=batch)
+    return geometry.table()

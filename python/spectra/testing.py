@@ -1,0 +1,55 @@
+"""Helpers shared by Spectra's tests (and usable by anyone validating a kernel of their own).
+
+The tolerance rule is FlashAttention's: against a float64 truth, a kernel may err at most twice as
+much as the same computation done by the pure-PyTorch reference in the kernel's output precision,
+plus a floor of a few output ulps for the final rounding. No hand-tuned atol per test.
+"""
+
+from __future__ import annotations
+
+import torch
+
+FLOAT_DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def devices() -> list[str]:
+    """``["cpu"]``, plus ``"cuda"`` when a GPU is visible and the core was built with CUDA kernels."""
+    import spectra
+
+    found = ["cpu"]
+    if torch.cuda.is_available() and spectra._core.build_info()["cuda"]:
+        found.append("cuda")
+    return found
+
+
+def assert_within_2x_reference(
+    kernel: torch.Tensor, reference: torch.Tensor, truth: torch.Tensor, *, name: str = "output", ulps: float = 4.0
+) -> None:
+    """Asserts ``|kernel - truth| <= 2·|reference - truth| + ulps·eps(kernel.dtype)·|truth|`` elementwise.
+
+    NaNs must coincide exactly between kernel and truth.
+
+    Example:
+        >>> import torch
+        >>> t = torch.tensor([1.0], dtype=torch.float64)
+        >>> assert_within_2x_reference(t.float(), t.float(), t)
+    """
+    truth = truth.to(torch.float64).cpu()
+    kernel64 = kernel.to(torch.float64).cpu()
+    reference64 = reference.to(torch.float64).cpu()
+    nan_truth = torch.isnan(truth)
+    mismatched = nan_truth != torch.isnan(kernel64)
+    if mismatched.any():
+        raise AssertionError(f"{name}: NaN pattern differs from the truth at {mismatched.nonzero()[:5].tolist()}")
+    finite = ~nan_truth
+    err_kernel = (kernel64 - truth).abs()[finite]
+    err_reference = (reference64 - truth).abs()[finite]
+    floor = ulps * torch.finfo(kernel.dtype).eps * truth.abs()[finite]
+    bad = err_kernel > 2 * err_reference + floor
+    if bad.any():
+        i = bad.nonzero()[0].item()
+        raise AssertionError(
+            f"{name}: kernel error {err_kernel[i].item():.3e} exceeds 2x reference error "
+            f"{err_reference[i].item():.3e} + floor {floor[i].item():.3e} (truth {truth[finite][i].item():.6e}); "
+            f"{int(bad.sum())} of {bad.numel()} elements"
+        )
