@@ -20,12 +20,12 @@ void running_moments_update(RunningMoments& self, const at::Tensor& x) {
                     self.n_groups(), ") (one column per group); got shape ", x.sizes());
   check_float_dtype(x, "RunningMoments.update", "x");
   TORCH_CHECK_VALUE(x.device().is_cpu(), "RunningMoments.update: x must be on the CPU; got device ", x.device());
-  const at::Tensor x2d = x.reshape({-1, self.n_groups()});
-  if (x2d.size(0) == 0) return;
+  const Rows x_rows(x);
+  if (x_rows.rows() == 0) return;
   py::gil_scoped_release no_gil;
   dispatch_float_types(x.scalar_type(), [&](auto in, auto) {
     using In = decltype(in);
-    const RowsView<In> view = rows_view<In>(x2d);
+    const RowsView<In> view = x_rows.view<In>();
     // Groups are independent, so disjoint group ranges update in parallel without locks.
     at::parallel_for(0, self.n_groups(), 1, [&](int64_t begin, int64_t end) { self.update(view, begin, end); });
   });

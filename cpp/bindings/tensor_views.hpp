@@ -4,6 +4,7 @@
 
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
+#include <cstdint>
 
 #include <utility>
 
@@ -40,11 +41,27 @@ void dispatch_float_types(at::ScalarType t, F&& f) {
   }
 }
 
-// A (rows, dim) tensor as a strided kernel view; In must match the tensor's dtype (same bits).
-template <typename In>
-RowsView<In> rows_view(const at::Tensor& x2d) {
-  return RowsView<In>{static_cast<const In*>(x2d.const_data_ptr()), x2d.size(0), x2d.size(1), x2d.stride(0),
-                      x2d.stride(1)};
-}
+// A (..., dim) tensor as rows of its last dimension, read in place whatever its strides.
+// Keeps the row-offset table (if one was needed) alive as long as the views made from it.
+class Rows {
+ public:
+  explicit Rows(const at::Tensor& x);
+
+  int64_t rows() const { return rows_; }
+  int64_t dim() const { return x_.size(-1); }
+
+  // In must match the tensor's dtype bit for bit (float16_t for at::Half, ...).
+  template <typename In>
+  RowsView<In> view() const {
+    return RowsView<In>{static_cast<const In*>(x_.const_data_ptr()), rows_, dim(), row_stride_, x_.stride(-1),
+                        offsets_.defined() ? offsets_.const_data_ptr<int64_t>() : nullptr};
+  }
+
+ private:
+  at::Tensor x_;
+  at::Tensor offsets_;
+  int64_t rows_;
+  int64_t row_stride_ = 0;
+};
 
 }  // namespace spectra::bindings

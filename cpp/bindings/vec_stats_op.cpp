@@ -24,15 +24,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> vec_stats_cpu(const at::Tensor& x
   at::Tensor norm = at::empty(out_shape, out_options);
   at::Tensor max_abs = at::empty(out_shape, out_options);
   at::Tensor participation_ratio = at::empty(out_shape, out_options);
-  // reshape is a view whenever the leading dims collapse, so strided inputs are read in place.
-  const at::Tensor x2d = x.reshape({-1, x.size(-1)});
-  const int64_t rows = x2d.size(0);
+  const Rows x_rows(x);
+  const int64_t rows = x_rows.rows();
   if (rows == 0) return {norm, max_abs, participation_ratio};
-  const int64_t grain = std::max<int64_t>(1, kElementsPerTask / x2d.size(1));
+  const int64_t grain = std::max<int64_t>(1, kElementsPerTask / x_rows.dim());
   dispatch_float_types(x.scalar_type(), [&](auto in, auto out) {
     using In = decltype(in);
     using Out = decltype(out);
-    const RowsView<In> view = rows_view<In>(x2d);
+    const RowsView<In> view = x_rows.view<In>();
     Out* n = norm.mutable_data_ptr<Out>();
     Out* m = max_abs.mutable_data_ptr<Out>();
     Out* pr = participation_ratio.mutable_data_ptr<Out>();

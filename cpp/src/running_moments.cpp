@@ -48,13 +48,13 @@ template <typename In>
 void RunningMoments::update(const RowsView<In>& x, int64_t group_begin, int64_t group_end) {
   if (x.dim != n_groups()) throw std::invalid_argument("x must have n_groups columns");
   for (int64_t g = group_begin; g < group_end; ++g) {
-    const In* column = x.data + g * x.col_stride;
+    const int64_t column = g * x.col_stride;
     // Two passes over the batch (mean, then squared deviations) before one pairwise merge:
     // more accurate than per-sample Welford and no slower.
     int64_t n = 0, nans = 0;
     double sum = 0.0, lo = kInf, hi = -kInf;
     for (int64_t r = 0; r < x.rows; ++r) {
-      const double v = static_cast<double>(to_float(column[r * x.row_stride]));
+      const double v = static_cast<double>(to_float(x.row(r)[column]));
       if (std::isnan(v)) {
         ++nans;
         continue;
@@ -69,7 +69,7 @@ void RunningMoments::update(const RowsView<In>& x, int64_t group_begin, int64_t 
     const double batch_mean = sum / static_cast<double>(n);
     double m2 = 0.0;
     for (int64_t r = 0; r < x.rows; ++r) {
-      const double v = static_cast<double>(to_float(column[r * x.row_stride]));
+      const double v = static_cast<double>(to_float(x.row(r)[column]));
       if (!std::isnan(v)) m2 += (v - batch_mean) * (v - batch_mean);
     }
     merge_group(g, n, batch_mean, m2, lo, hi);

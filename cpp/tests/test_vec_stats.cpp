@@ -129,3 +129,13 @@ TEST_CASE("vec_stats computes only the requested row range", "[vec_stats]") {
   CHECK(n[1] == 2);
   CHECK(n[2] == -1);
 }
+
+TEST_CASE("vec_stats reads rows through a row-offset table", "[vec_stats]") {
+  // Rows 0 and 2 of a 3x2 matrix, in reverse order: offsets {4, 0}.
+  const std::vector<double> data{3, 4, 9, 9, 1, 0};
+  const int64_t offsets[] = {4, 0};
+  const RowsView<double> view{data.data(), 2, 2, /*row_stride=*/0, 1, offsets};
+  const Stats s = run(view);
+  CHECK(s.norm[0] == 1.0);
+  CHECK(s.norm[1] == 5.0);
+}

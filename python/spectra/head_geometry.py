@@ -27,7 +27,7 @@ KINDS = ("q", "k")
 
 def _attention_modules(model: nn.Module) -> list[nn.Module]:
     layers = getattr(getattr(model, "model", None), "layers", None)
-    if layers is None or not all(hasattr(layer, "self_attn") for layer in layers):
+    if layers is None or not hasattr(model, "config") or not all(hasattr(layer, "self_attn") for layer in layers):
         raise ValueError(
             f"model: head_geometry needs a decoder with model.layers[i].self_attn.q_proj/k_proj "
             f"(Llama, Mistral, Qwen2/3, Gemma); got {type(model).__name__}"
@@ -54,9 +54,8 @@ class HeadGeometry:
     """
 
     def __init__(self, model: nn.Module) -> None:
-        config = model.config
-        self.model = model
         self.attention = _attention_modules(model)
+        config = model.config
         self.n_heads: int = config.num_attention_heads
         self.n_kv_heads: int = getattr(config, "num_key_value_heads", None) or self.n_heads
         self.head_dim: int = getattr(config, "head_dim", None) or config.hidden_size // self.n_heads

@@ -12,12 +12,15 @@ import torch
 FLOAT_DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def devices() -> list[str]:
-    """``["cpu"]``, plus ``"cuda"`` when a GPU is visible and the core was built with CUDA kernels."""
-    import spectra
+def devices(op: str) -> list[str]:
+    """``["cpu"]``, plus ``"cuda"`` when a GPU is visible and ``torch.ops.spectra.<op>`` has a CUDA kernel.
 
+    Example:
+        >>> devices("vec_stats")[0]
+        'cpu'
+    """
     found = ["cpu"]
-    if torch.cuda.is_available() and spectra._core.build_info()["cuda"]:
+    if torch.cuda.is_available() and torch._C._dispatch_has_kernel_for_dispatch_key(f"spectra::{op}", "CUDA"):
         found.append("cuda")
     return found
 

@@ -16,6 +16,8 @@
 namespace spectra {
 
 // Strided view of a (rows, dim) matrix; strides are in elements, as in ATen.
+// When the leading dims of an N-d tensor do not collapse into one stride (a (B, H, T, D) view of a
+// (B, T, H*D) projection, say), `row_offsets` gives each row's start instead, so no copy is needed.
 template <typename T>
 struct RowsView {
   const T* data;
@@ -23,6 +25,9 @@ struct RowsView {
   int64_t dim;
   int64_t row_stride;
   int64_t col_stride;
+  const int64_t* row_offsets = nullptr;
+
+  const T* row(int64_t r) const { return data + (row_offsets ? row_offsets[r] : r * row_stride); }
 };
 
 // Computes rows [row_begin, row_end) of `x`; outputs are indexed by row, contiguous.
