@@ -11,9 +11,14 @@ Example:
 
 from __future__ import annotations
 
+import importlib.metadata
+
 from spectra._native import NativeModuleError, load_core
 
-__version__ = "0.1.0"
+try:
+    __version__ = importlib.metadata.version("spectra-attention")
+except importlib.metadata.PackageNotFoundError:  # a source tree on PYTHONPATH, not installed
+    __version__ = "0+unknown"
 
 _core = load_core()
 
