@@ -54,12 +54,14 @@ class Rows {
   template <typename In>
   RowsView<In> view() const {
     return RowsView<In>{static_cast<const In*>(x_.const_data_ptr()), rows_, dim(), row_stride_, x_.stride(-1),
-                        offsets_.defined() ? offsets_.const_data_ptr<int64_t>() : nullptr};
+                        offsets_.defined() ? offsets_.const_data_ptr<int64_t>() : nullptr,
+                        out_rows_.defined() ? out_rows_.const_data_ptr<int64_t>() : nullptr};
   }
 
  private:
   at::Tensor x_;
   at::Tensor offsets_;
+  at::Tensor out_rows_;
   int64_t rows_;
   int64_t row_stride_ = 0;
 };

@@ -54,9 +54,10 @@ template <typename In, typename Out>
 void vec_stats(const RowsView<In>& x, int64_t row_begin, int64_t row_end, Out* norm, Out* max_abs,
                Out* participation_ratio) {
   constexpr double nan = std::numeric_limits<double>::quiet_NaN();
-  for (int64_t r = row_begin; r < row_end; ++r) {
-    const RowMoments m = x.col_stride == 1 ? row_moments<true>(x.row(r), x.dim, 1)
-                                            : row_moments<false>(x.row(r), x.dim, x.col_stride);
+  for (int64_t k = row_begin; k < row_end; ++k) {
+    const RowMoments m = x.col_stride == 1 ? row_moments<true>(x.row(k), x.dim, 1)
+                                            : row_moments<false>(x.row(k), x.dim, x.col_stride);
+    const int64_t r = x.out_row(k);
     // Any NaN input reaches sum_sq (NaN^2 is NaN); an inf alone does not (inf^2 = inf).
     if (std::isnan(m.sum_sq)) {
       norm[r] = max_abs[r] = participation_ratio[r] = static_cast<Out>(nan);

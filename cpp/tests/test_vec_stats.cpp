@@ -139,3 +139,13 @@ TEST_CASE("vec_stats reads rows through a row-offset table", "[vec_stats]") {
   CHECK(s.norm[0] == 1.0);
   CHECK(s.norm[1] == 5.0);
 }
+
+TEST_CASE("vec_stats writes each visited row to its logical output index", "[vec_stats]") {
+  const std::vector<double> data{3, 4, 9, 9, 1, 0};
+  const int64_t offsets[] = {0, 4};   // visit rows 0 and 2 of the buffer in memory order...
+  const int64_t out_rows[] = {1, 0};  // ...but they are logical rows 1 and 0
+  const RowsView<double> view{data.data(), 2, 2, 0, 1, offsets, out_rows};
+  const Stats s = run(view);
+  CHECK(s.norm[0] == 1.0);
+  CHECK(s.norm[1] == 5.0);
+}

@@ -17,7 +17,8 @@ namespace spectra {
 
 // Strided view of a (rows, dim) matrix; strides are in elements, as in ATen.
 // When the leading dims of an N-d tensor do not collapse into one stride (a (B, H, T, D) view of a
-// (B, T, H*D) projection, say), `row_offsets` gives each row's start instead, so no copy is needed.
+// (B, T, H*D) projection, say), `row_offsets` gives the start of the k-th row visited and
+// `out_rows` its logical (row-major) index, so rows can be read in memory order without a copy.
 template <typename T>
 struct RowsView {
   const T* data;
@@ -26,11 +27,15 @@ struct RowsView {
   int64_t row_stride;
   int64_t col_stride;
   const int64_t* row_offsets = nullptr;
+  const int64_t* out_rows = nullptr;
 
-  const T* row(int64_t r) const { return data + (row_offsets ? row_offsets[r] : r * row_stride); }
+  // The k-th row visited, and where its results go.
+  const T* row(int64_t k) const { return data + (row_offsets ? row_offsets[k] : k * row_stride); }
+  int64_t out_row(int64_t k) const { return out_rows ? out_rows[k] : k; }
 };
 
-// Computes rows [row_begin, row_end) of `x`; outputs are indexed by row, contiguous.
+// Computes the rows visited at positions [row_begin, row_end) of `x`; outputs are contiguous and
+// indexed by logical row (x.out_row(k)).
 // Out is float or double. Instantiated for In in {float, double, float16_t, bfloat16_t}.
 template <typename In, typename Out>
 void vec_stats(const RowsView<In>& x, int64_t row_begin, int64_t row_end, Out* norm, Out* max_abs,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from transformers.utils import logging as hf_logging
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from spectra.zoo.architectures import MODEL_NAMES
@@ -79,8 +80,16 @@ def load(
     (False, torch.float32)
     """
     folder = resolve(name_or_path, checkpoint)
-    model = AutoModelForCausalLM.from_pretrained(
-        folder, dtype=dtype, attn_implementation=attn_implementation, local_files_only=True
-    )
+    # A weight-loading progress bar for a few MB is noise in notebooks and CLI output; the
+    # global switch is restored afterwards so the caller's own setting is untouched.
+    bars_were_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=dtype, attn_implementation=attn_implementation, local_files_only=True
+        )
+    finally:
+        if bars_were_enabled:
+            hf_logging.enable_progress_bar()
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     return model.eval(), tokenizer
