@@ -11,7 +11,6 @@ Probe (post-RoPE, post-norm capture through the attention interface) is the righ
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable, Iterator
 
 import pandas as pd
