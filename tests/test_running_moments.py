@@ -67,3 +67,21 @@ def test_bad_arguments_name_themselves():
         acc.merge(spectra.RunningMoments(2))
     with pytest.raises(ValueError, match="ddof must be 0 or 1"):
         acc.variance(ddof=2)
+
+
+def test_pickle_round_trip_merges_like_the_original():
+    import pickle
+
+    x = torch.randn(40, 3, dtype=torch.float64)
+    x[3, 1] = float("nan")
+    shard_a, shard_b, whole = spectra.RunningMoments(3), spectra.RunningMoments(3), spectra.RunningMoments(3)
+    shard_a.update(x[:25])
+    shard_b.update(x[25:])
+    whole.update(x)
+    restored = pickle.loads(pickle.dumps(shard_a))
+    restored.merge(pickle.loads(pickle.dumps(shard_b)))
+    for stat in ("count", "nan_count", "mean", "min", "max"):
+        torch.testing.assert_close(getattr(restored, stat)(), getattr(whole, stat)(), rtol=1e-14, atol=0)
+    torch.testing.assert_close(restored.variance(1), whole.variance(1), rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match="unsupported pickled state"):
+        spectra.RunningMoments.__new__(spectra.RunningMoments).__setstate__((2, [], [], [], [], [], []))

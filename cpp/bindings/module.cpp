@@ -4,7 +4,11 @@
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
+#include <pybind11/stl.h>
+
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "spectra/build_info.hpp"
 #include "spectra/running_moments.hpp"
@@ -83,7 +87,8 @@ PYBIND11_MODULE(_core, m) {
 Streaming per-group count, mean, variance, min and max, in float64, NaNs counted apart.
 
 Feed it batches of shape (..., n_groups); it keeps O(n_groups) state, so per-(layer, head) means over
-a whole corpus never hold the activations. Two accumulators over disjoint data merge exactly.
+a whole corpus never hold the activations. Two accumulators over disjoint data merge exactly, and
+accumulators pickle, so shards computed in other processes merge too.
 
 >>> import torch, spectra
 >>> acc = spectra.RunningMoments(2)
@@ -121,6 +126,25 @@ a whole corpus never hold the activations. Two accumulators over disjoint data m
           py::arg("ddof") = 0)
       .def("min", [](const RunningMoments& s) { return per_group(s, at::kDouble, [&](int64_t g) { return s.min(g); }); })
       .def("max", [](const RunningMoments& s) { return per_group(s, at::kDouble, [&](int64_t g) { return s.max(g); }); })
+      .def(py::pickle(
+          // A versioned tuple of plain lists: shards pickled by one process (a Ray worker, a
+          // resumed job) merge in another, with no tensor or buffer ABI involved.
+          [](const RunningMoments& s) {
+            const RunningMoments::State& st = s.state();
+            return py::make_tuple(1, st.count, st.nan_count, st.mean, st.m2, st.min, st.max);
+          },
+          [](const py::tuple& t) {
+            TORCH_CHECK_VALUE(t.size() == 7 && t[0].cast<int>() == 1,
+                              "RunningMoments: unsupported pickled state (expected format version 1)");
+            RunningMoments::State st{t[1].cast<std::vector<int64_t>>(), t[2].cast<std::vector<int64_t>>(),
+                                     t[3].cast<std::vector<double>>(),  t[4].cast<std::vector<double>>(),
+                                     t[5].cast<std::vector<double>>(),  t[6].cast<std::vector<double>>()};
+            try {
+              return RunningMoments(std::move(st));
+            } catch (const std::invalid_argument& e) {
+              TORCH_CHECK_VALUE(false, "RunningMoments: corrupt pickled state: ", e.what());
+            }
+          }))
       .def("__repr__", [](const RunningMoments& s) {
         return "RunningMoments(n_groups=" + std::to_string(s.n_groups()) + ")";
       });

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <stdexcept>
+#include <utility>
 
 namespace spectra {
 namespace {
@@ -13,35 +14,43 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 
 RunningMoments::RunningMoments(int64_t n_groups) {
   if (n_groups < 1) throw std::invalid_argument("n_groups must be >= 1");
-  count_.resize(n_groups);
-  nan_count_.resize(n_groups);
-  mean_.resize(n_groups);
-  m2_.resize(n_groups);
-  min_.resize(n_groups);
-  max_.resize(n_groups);
+  s_.count.resize(n_groups);
+  s_.nan_count.resize(n_groups);
+  s_.mean.resize(n_groups);
+  s_.m2.resize(n_groups);
+  s_.min.resize(n_groups);
+  s_.max.resize(n_groups);
   reset();
 }
 
+RunningMoments::RunningMoments(State state) : s_(std::move(state)) {
+  const size_t n = s_.count.size();
+  if (n == 0 || s_.nan_count.size() != n || s_.mean.size() != n || s_.m2.size() != n || s_.min.size() != n ||
+      s_.max.size() != n) {
+    throw std::invalid_argument("RunningMoments state vectors must all have the same non-zero length");
+  }
+}
+
 void RunningMoments::reset() {
-  std::fill(count_.begin(), count_.end(), 0);
-  std::fill(nan_count_.begin(), nan_count_.end(), 0);
-  std::fill(mean_.begin(), mean_.end(), 0.0);
-  std::fill(m2_.begin(), m2_.end(), 0.0);
-  std::fill(min_.begin(), min_.end(), kInf);
-  std::fill(max_.begin(), max_.end(), -kInf);
+  std::fill(s_.count.begin(), s_.count.end(), 0);
+  std::fill(s_.nan_count.begin(), s_.nan_count.end(), 0);
+  std::fill(s_.mean.begin(), s_.mean.end(), 0.0);
+  std::fill(s_.m2.begin(), s_.m2.end(), 0.0);
+  std::fill(s_.min.begin(), s_.min.end(), kInf);
+  std::fill(s_.max.begin(), s_.max.end(), -kInf);
 }
 
 void RunningMoments::merge_group(int64_t g, int64_t n_b, double mean_b, double m2_b, double min_b,
                                  double max_b) {
   if (n_b == 0) return;
-  const int64_t n_a = count_[g];
+  const int64_t n_a = s_.count[g];
   const int64_t n = n_a + n_b;
-  const double delta = mean_b - mean_[g];
-  mean_[g] += delta * static_cast<double>(n_b) / static_cast<double>(n);
-  m2_[g] += m2_b + delta * delta * static_cast<double>(n_a) * static_cast<double>(n_b) / static_cast<double>(n);
-  count_[g] = n;
-  min_[g] = std::min(min_[g], min_b);
-  max_[g] = std::max(max_[g], max_b);
+  const double delta = mean_b - s_.mean[g];
+  s_.mean[g] += delta * static_cast<double>(n_b) / static_cast<double>(n);
+  s_.m2[g] += m2_b + delta * delta * static_cast<double>(n_a) * static_cast<double>(n_b) / static_cast<double>(n);
+  s_.count[g] = n;
+  s_.min[g] = std::min(s_.min[g], min_b);
+  s_.max[g] = std::max(s_.max[g], max_b);
 }
 
 template <typename In>
@@ -64,7 +73,7 @@ void RunningMoments::update(const RowsView<In>& x, int64_t group_begin, int64_t 
       lo = std::min(lo, v);
       hi = std::max(hi, v);
     }
-    nan_count_[g] += nans;
+    s_.nan_count[g] += nans;
     if (n == 0) continue;
     const double batch_mean = sum / static_cast<double>(n);
     double m2 = 0.0;
@@ -79,19 +88,19 @@ void RunningMoments::update(const RowsView<In>& x, int64_t group_begin, int64_t 
 void RunningMoments::merge(const RunningMoments& other) {
   if (other.n_groups() != n_groups()) throw std::invalid_argument("cannot merge RunningMoments with different n_groups");
   for (int64_t g = 0; g < n_groups(); ++g) {
-    nan_count_[g] += other.nan_count_[g];
-    merge_group(g, other.count_[g], other.mean_[g], other.m2_[g], other.min_[g], other.max_[g]);
+    s_.nan_count[g] += other.s_.nan_count[g];
+    merge_group(g, other.s_.count[g], other.s_.mean[g], other.s_.m2[g], other.s_.min[g], other.s_.max[g]);
   }
 }
 
-double RunningMoments::mean(int64_t g) const { return count_[g] > 0 ? mean_[g] : kNaN; }
+double RunningMoments::mean(int64_t g) const { return s_.count[g] > 0 ? s_.mean[g] : kNaN; }
 
 double RunningMoments::variance(int64_t g, int64_t ddof) const {
-  return count_[g] > ddof ? m2_[g] / static_cast<double>(count_[g] - ddof) : kNaN;
+  return s_.count[g] > ddof ? s_.m2[g] / static_cast<double>(s_.count[g] - ddof) : kNaN;
 }
 
-double RunningMoments::min(int64_t g) const { return count_[g] > 0 ? min_[g] : kNaN; }
-double RunningMoments::max(int64_t g) const { return count_[g] > 0 ? max_[g] : kNaN; }
+double RunningMoments::min(int64_t g) const { return s_.count[g] > 0 ? s_.min[g] : kNaN; }
+double RunningMoments::max(int64_t g) const { return s_.count[g] > 0 ? s_.max[g] : kNaN; }
 
 template void RunningMoments::update<float>(const RowsView<float>&, int64_t, int64_t);
 template void RunningMoments::update<double>(const RowsView<double>&, int64_t, int64_t);

@@ -81,3 +81,16 @@ TEST_CASE("RunningMoments rejects bad shapes", "[running_moments]") {
   const std::vector<double> x{1, 2, 3};
   CHECK_THROWS_AS(a.update(rows(x, 3), 0, 2), std::invalid_argument);
 }
+
+TEST_CASE("RunningMoments round-trips through its state", "[running_moments]") {
+  RunningMoments acc(2);
+  const std::vector<double> x{1, 2, 3, std::numeric_limits<double>::quiet_NaN()};
+  acc.update(rows(x, 2), 0, 2);
+  const RunningMoments copy(acc.state());
+  CHECK(copy.mean(0) == acc.mean(0));
+  CHECK(copy.variance(0, 1) == acc.variance(0, 1));
+  CHECK(copy.nan_count(1) == 1);
+  RunningMoments::State bad = acc.state();
+  bad.m2.pop_back();
+  CHECK_THROWS_AS(RunningMoments(bad), std::invalid_argument);
+}

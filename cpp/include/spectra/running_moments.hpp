@@ -14,9 +14,19 @@ namespace spectra {
 
 class RunningMoments {
  public:
-  explicit RunningMoments(int64_t n_groups);
+  // Everything the accumulator knows, for serialising shards and merging them elsewhere.
+  struct State {
+    std::vector<int64_t> count, nan_count;
+    std::vector<double> mean, m2, min, max;
+  };
 
-  int64_t n_groups() const { return static_cast<int64_t>(count_.size()); }
+  explicit RunningMoments(int64_t n_groups);
+  // Throws std::invalid_argument unless all vectors have the same, non-zero length.
+  explicit RunningMoments(State state);
+
+  const State& state() const { return s_; }
+
+  int64_t n_groups() const { return static_cast<int64_t>(s_.count.size()); }
 
   // Adds every row of `x` (rows, n_groups) as one sample per group, for groups
   // [group_begin, group_end). Disjoint group ranges may be updated from different threads.
@@ -28,8 +38,8 @@ class RunningMoments {
 
   void reset();
 
-  int64_t count(int64_t g) const { return count_[g]; }
-  int64_t nan_count(int64_t g) const { return nan_count_[g]; }
+  int64_t count(int64_t g) const { return s_.count[g]; }
+  int64_t nan_count(int64_t g) const { return s_.nan_count[g]; }
   // NaN when the group has no finite sample yet.
   double mean(int64_t g) const;
   // ddof = 0 gives the population variance, 1 the sample variance; NaN when count <= ddof.
@@ -40,12 +50,7 @@ class RunningMoments {
  private:
   void merge_group(int64_t g, int64_t n_b, double mean_b, double m2_b, double min_b, double max_b);
 
-  std::vector<int64_t> count_;
-  std::vector<int64_t> nan_count_;
-  std::vector<double> mean_;
-  std::vector<double> m2_;
-  std::vector<double> min_;
-  std::vector<double> max_;
+  State s_;
 };
 
 }  // namespace spectra
