@@ -20,25 +20,19 @@ template <bool kContiguous, typename In>
 RowMoments row_moments(const In* row, int64_t dim, int64_t strided_step) {
   const int64_t col_stride = kContiguous ? 1 : strided_step;
   double sq_lanes[kLanes] = {}, quartic_lanes[kLanes] = {}, max_lanes[kLanes] = {};
-  const int64_t body = dim - dim % kLanes;
-  for (int64_t d = 0; d < body; d += kLanes) {
-    for (int64_t l = 0; l < kLanes; ++l) {
-      const double v = static_cast<double>(to_float(row[(d + l) * col_stride]));
-      const double sq = v * v;
-      sq_lanes[l] += sq;
-      quartic_lanes[l] += sq * sq;
-      const double a = std::fabs(v);
-      max_lanes[l] = a > max_lanes[l] ? a : max_lanes[l];
-    }
-  }
-  for (int64_t d = body; d < dim; ++d) {
+  auto accumulate = [&](int64_t lane, int64_t d) {
     const double v = static_cast<double>(to_float(row[d * col_stride]));
     const double sq = v * v;
-    sq_lanes[0] += sq;
-    quartic_lanes[0] += sq * sq;
+    sq_lanes[lane] += sq;
+    quartic_lanes[lane] += sq * sq;
     const double a = std::fabs(v);
-    max_lanes[0] = a > max_lanes[0] ? a : max_lanes[0];
+    max_lanes[lane] = a > max_lanes[lane] ? a : max_lanes[lane];
+  };
+  const int64_t body = dim - dim % kLanes;
+  for (int64_t d = 0; d < body; d += kLanes) {
+    for (int64_t l = 0; l < kLanes; ++l) accumulate(l, d + l);
   }
+  for (int64_t d = body; d < dim; ++d) accumulate(0, d);
   RowMoments m;
   for (int64_t l = 0; l < kLanes; ++l) {
     m.sum_sq += sq_lanes[l];

@@ -23,12 +23,8 @@ def vec_stats(x: torch.Tensor, *, compute_dtype: torch.dtype | None = None) -> V
     xc = x.to(compute_dtype or out_dtype)
     sq = xc * xc
     sum_sq = sq.sum(-1)
-    # 0/0 -> NaN for the zero vector, by definition; no epsilon.
+    # 0/0 -> NaN for the zero vector, by definition; no epsilon. A NaN input propagates through
+    # the sums and through amax, so a row with a NaN is NaN in all three outputs.
     pr = sum_sq * sum_sq / (sq * sq).sum(-1)
     max_abs = xc.abs().amax(-1)
-    has_nan = torch.isnan(xc).any(-1)
-    nan = torch.tensor(float("nan"), dtype=xc.dtype)
-    norm = torch.where(has_nan, nan, sum_sq.sqrt())
-    max_abs = torch.where(has_nan, nan, max_abs)
-    pr = torch.where(has_nan, nan, pr)
-    return VecStats(norm.to(out_dtype), max_abs.to(out_dtype), pr.to(out_dtype))
+    return VecStats(sum_sq.sqrt().to(out_dtype), max_abs.to(out_dtype), pr.to(out_dtype))
