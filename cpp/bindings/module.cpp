@@ -17,6 +17,7 @@
 namespace py = pybind11;
 
 namespace spectra::bindings {
+void bind_hook_registry(py::module_& m);
 namespace {
 
 void running_moments_update(RunningMoments& self, const at::Tensor& x) {
@@ -81,6 +82,7 @@ PYBIND11_MODULE(_core, m) {
   using spectra::RunningMoments;
   using namespace spectra::bindings;
   m.doc() = "Spectra's native core: torch.ops.spectra.* tensor ops and stateful accumulators.";
+  bind_hook_registry(m);
   m.def("build_info", &build_info, "Compiler, flags, torch version and backends this module was built with.");
 
   py::class_<RunningMoments>(m, "RunningMoments", R"doc(

@@ -1,0 +1,169 @@
+// pybind11 face of the hook registry and the position sampler (spectra._core.HookRegistry,
+// spectra._core.PositionSampler). Python's Probe owns the hooks; this owns the decisions and data.
+#include <torch/extension.h>
+
+#include <pybind11/stl.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "hook_registry.hpp"
+
+namespace py = pybind11;
+
+namespace spectra::bindings {
+namespace {
+
+py::tuple rows_tuple(const CapturedRows& r) { return py::make_tuple(r.vectors, r.positions, r.example_ids, r.buckets); }
+
+PositionSampler make_sampler(const std::string& kind, int64_t bucket_size, double base_rate, uint64_t seed,
+                             std::vector<int64_t> positions) {
+  try {
+    return PositionSampler(sampler_kind_from_name(kind), bucket_size, base_rate, seed, std::move(positions));
+  } catch (const std::invalid_argument& e) {
+    TORCH_CHECK_VALUE(false, "PositionSampler: ", e.what());
+  }
+}
+
+}  // namespace
+
+void bind_hook_registry(py::module_& m) {
+  py::class_<PositionSampler>(m, "PositionSampler", R"doc(
+Which token positions a capture keeps, and their bucket ids (the thesis capture protocol's samplers).
+
+kind is one of all, uniform, log_uniform, explicit. uniform keeps each position with probability
+min(1, base_rate / bucket_size); log_uniform with min(1, base_rate / 2**bucket). The draws are
+deterministic in (seed, example id, layer, kind) and, with seed 0, bit-compatible with qk-sniffer.
+
+>>> import torch, spectra
+>>> s = spectra.PositionSampler("log_uniform", bucket_size=4)
+>>> s.bucket(torch.tensor([0, 3, 7, 8, 100])).tolist()
+[2, 2, 3, 3, 6]
+)doc")
+      .def(py::init(&make_sampler), py::arg("kind"), py::arg("bucket_size") = 1, py::arg("base_rate") = 1.0,
+           py::arg("seed") = 0, py::arg("positions") = std::vector<int64_t>{})
+      .def_property_readonly("kind", [](const PositionSampler& s) { return std::string(sampler_kind_name(s.kind())); })
+      .def_property_readonly("bucket_size", &PositionSampler::bucket_size)
+      .def_property_readonly("base_rate", &PositionSampler::base_rate)
+      .def_property_readonly("seed", &PositionSampler::seed)
+      .def_property_readonly("positions", &PositionSampler::positions)
+      .def(
+          "bucket",
+          [](const PositionSampler& s, const at::Tensor& positions) {
+            at::Tensor p = positions.to(at::kLong).contiguous();
+            at::Tensor out = at::empty_like(p);
+            const auto* in = p.const_data_ptr<int64_t>();
+            auto* o = out.mutable_data_ptr<int64_t>();
+            for (int64_t i = 0; i < p.numel(); ++i) {
+              TORCH_CHECK_VALUE(in[i] >= 0, "positions must be >= 0; got ", in[i]);
+              o[i] = s.bucket(in[i]);
+            }
+            return out;
+          },
+          py::arg("positions"), "Bucket id of each position.")
+      .def("keep_probability", &PositionSampler::keep_probability, py::arg("bucket"),
+           "Probability that a position of this bucket is kept.")
+      .def("__repr__", [](const PositionSampler& s) {
+        std::string r = std::string("PositionSampler('") + sampler_kind_name(s.kind()) +
+                        "', bucket_size=" + std::to_string(s.bucket_size());
+        if (s.is_random()) r += ", base_rate=" + std::to_string(s.base_rate()) + ", seed=" + std::to_string(s.seed());
+        if (s.kind() == SamplerKind::explicit_positions) r += ", positions=<" + std::to_string(s.positions().size()) + ">";
+        return r + ")";
+      });
+
+  py::class_<CaptureAction, std::shared_ptr<CaptureAction>>(m, "Capture",
+                                                             "One (layer, kind, stage) capture held by a HookRegistry.")
+      .def_property_readonly("layer", &CaptureAction::layer)
+      .def_property_readonly("kind", [](const CaptureAction& c) { return std::string(1, c.kind()); })
+      .def_property_readonly("stage", [](const CaptureAction& c) { return std::string(stage_name(c.stage())); })
+      .def_property_readonly("heads", &CaptureAction::heads)
+      .def_property_readonly("rows", &CaptureAction::rows, "Rows recorded so far (over all batches).")
+      .def(
+          "drain", [](CaptureAction& c) { return rows_tuple(c.rows_since_drain(true)); },
+          "Rows recorded since the last drain as (vectors (N, heads, D) float32, positions, example_ids, buckets).")
+      .def(
+          "all_rows", [](const CaptureAction& c) { return rows_tuple(c.all_rows()); },
+          "Every row kept in memory, same layout as drain().");
+
+  py::class_<HookRegistry, std::shared_ptr<HookRegistry>>(m, "HookRegistry", R"doc(
+Native per-layer action lists of a Probe: captures now, metrics and interventions later.
+
+The Python attention function forwards each layer's (q, k, v, scaling) to on_attention(); the
+registry runs that layer's actions in order and returns the (possibly replaced) q, k, v.
+
+>>> import torch, spectra
+>>> reg = spectra.HookRegistry(2, 4, 2, 8, spectra.PositionSampler("all"))
+>>> [reg.kv_head(h) for h in range(4)]
+[0, 0, 1, 1]
+>>> _ = reg.add_capture(0, "q", "post_rope", [1, 3])
+>>> reg.begin_batch(torch.tensor([7]), torch.arange(5)[None], torch.ones(1, 5, dtype=torch.bool))
+>>> _ = reg.on_attention(0, torch.randn(1, 4, 5, 8), torch.randn(1, 2, 5, 8), torch.randn(1, 2, 5, 8), None)
+>>> reg.end_batch()
+>>> vectors, positions, example_ids, buckets = reg.captured(0, 3, "q", "post_rope")
+>>> tuple(vectors.shape), positions.tolist(), example_ids.tolist()
+((5, 8), [0, 1, 2, 3, 4], [7, 7, 7, 7, 7])
+)doc")
+      .def(py::init<int64_t, int64_t, int64_t, int64_t, PositionSampler>(), py::arg("n_layers"), py::arg("n_heads"),
+           py::arg("n_kv_heads"), py::arg("head_dim"), py::arg("sampler"))
+      .def_property_readonly("n_layers", &HookRegistry::n_layers)
+      .def_property_readonly("n_heads", &HookRegistry::n_heads)
+      .def_property_readonly("n_kv_heads", &HookRegistry::n_kv_heads)
+      .def_property_readonly("head_dim", &HookRegistry::head_dim)
+      .def_property_readonly("sampler", &HookRegistry::sampler)
+      .def("kv_head", &HookRegistry::kv_head, py::arg("head"), "KV head read by query head `head`: h // (H / Hkv).")
+      .def("add_capture", &HookRegistry::add_capture, py::arg("layer"), py::arg("kind"), py::arg("stage"),
+           py::arg("heads"), py::arg("keep_in_memory") = true,
+           "Records `kind` at `stage` for `heads` (query heads for q, KV heads for k and v) of `layer`.")
+      .def("captures", &HookRegistry::captures)
+      .def("layers_with_actions", &HookRegistry::layers_with_actions)
+      .def(
+          "wants_stage",
+          [](const HookRegistry& r, int64_t layer, const std::string& kind, const std::string& stage) {
+            return r.wants_stage(layer, kind_from_name(kind), stage_from_name(stage));
+          },
+          py::arg("layer"), py::arg("kind"), py::arg("stage"))
+      .def("begin_batch", &HookRegistry::begin_batch, py::arg("example_ids"), py::arg("positions"), py::arg("valid"),
+           "Starts a forward: example id per row, position id per token, and which tokens are real.")
+      .def("end_batch", &HookRegistry::end_batch)
+      .def_property_readonly("in_batch", &HookRegistry::in_batch)
+      .def(
+          "on_attention",
+          [](HookRegistry& r, int64_t layer, at::Tensor q, at::Tensor k, at::Tensor v, std::optional<double> scaling) {
+            py::gil_scoped_release no_gil;
+            return r.on_attention(layer, std::move(q), std::move(k), std::move(v), scaling);
+          },
+          py::arg("layer"), py::arg("q"), py::arg("k"), py::arg("v"), py::arg("scaling"))
+      .def(
+          "on_stage",
+          [](HookRegistry& r, int64_t layer, const std::string& kind, const std::string& stage, const at::Tensor& x) {
+            py::gil_scoped_release no_gil;
+            r.on_stage(layer, kind, stage, x);
+          },
+          py::arg("layer"), py::arg("kind"), py::arg("stage"), py::arg("x"),
+          "Hands a stage reached outside the attention function (pre-RoPE): x is (B, heads, T, D).")
+      .def(
+          "sample_mask",
+          [](const HookRegistry& r, int64_t layer, const std::string& kind, const at::Tensor& example_ids,
+             const at::Tensor& positions, const at::Tensor& valid) {
+            return r.sample_mask(layer, kind_from_name(kind), example_ids, positions, valid);
+          },
+          py::arg("layer"), py::arg("kind"), py::arg("example_ids"), py::arg("positions"), py::arg("valid"),
+          "The (B, T) keep mask the sampler draws for these rows of `layer` and `kind`.")
+      .def(
+          "captured",
+          [](const HookRegistry& r, int64_t layer, int64_t head, const std::string& kind, const std::string& stage) {
+            const char k = kind_from_name(kind);
+            const Stage s = stage_from_name(stage);
+            auto capture = r.find_capture(layer, k, s, head);
+            TORCH_CHECK_VALUE(capture != nullptr, "captured: layer ", layer, " ", k == 'q' ? "query" : "KV", " head ",
+                              head, " kind ", kind, " stage ", stage, " was not captured");
+            CapturedRows rows = capture->all_rows();
+            const auto& heads = capture->heads();
+            const int64_t column = std::lower_bound(heads.begin(), heads.end(), head) - heads.begin();
+            return py::make_tuple(rows.vectors.select(1, column), rows.positions, rows.example_ids, rows.buckets);
+          },
+          py::arg("layer"), py::arg("head"), py::arg("kind"), py::arg("stage"),
+          "(vectors (N, D), positions, example_ids, buckets) of one head; `head` is a KV head for k and v.");
+}
+
+}  // namespace spectra::bindings
