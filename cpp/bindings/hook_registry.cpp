@@ -87,6 +87,13 @@ void CaptureAction::record(HookRegistry& registry, const at::Tensor& x_in) {
   rows_ += rows.size(0);
 }
 
+void CaptureAction::on_end_batch(bool discard) {
+  if (!discard) return;
+  // A forward that raised leaves no rows behind (some layers may already have recorded).
+  for (size_t i = batch_mark_; i < chunks_.size(); ++i) rows_ -= chunks_[i].vectors.size(0);
+  chunks_.resize(std::min(batch_mark_, chunks_.size()));
+}
+
 CapturedRows CaptureAction::rows_since_drain(bool drain) {
   const int64_t dim = chunks_.empty() ? 0 : chunks_.front().vectors.size(2);
   CapturedRows out = concat(chunks_, drained_, static_cast<int64_t>(heads_.size()), dim);
@@ -190,9 +197,13 @@ void HookRegistry::begin_batch(at::Tensor example_ids, at::Tensor positions, at:
   batch_ = Batch{example_ids.to(at::TensorOptions().dtype(at::kLong).device(at::kCPU)).contiguous(), pos,
                  valid.to(at::TensorOptions().dtype(at::kBool).device(at::kCPU)).contiguous()};
   selections_.clear();
+  for (const auto& layer_actions : by_layer_)
+    for (const auto& a : layer_actions) a->on_begin_batch();
 }
 
-void HookRegistry::end_batch() {
+void HookRegistry::end_batch(bool discard) {
+  for (const auto& layer_actions : by_layer_)
+    for (const auto& a : layer_actions) a->on_end_batch(discard);
   batch_.reset();
   selections_.clear();
 }

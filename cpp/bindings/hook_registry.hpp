@@ -67,6 +67,9 @@ class Action {
   // A stage reached outside the attention function (pre-RoPE hooks): x is (B, heads, T, D).
   virtual void on_stage(HookRegistry& registry, char kind, Stage stage, const at::Tensor& x) {}
   virtual bool wants_stage(char kind, Stage stage) const { return false; }
+  // Batch boundaries; a batch whose forward raised ends with discard = true.
+  virtual void on_begin_batch() {}
+  virtual void on_end_batch(bool discard) {}
 };
 
 class CaptureAction final : public Action {
@@ -81,6 +84,8 @@ class CaptureAction final : public Action {
   void on_attention(HookRegistry& registry, AttentionCall& call) override;
   void on_stage(HookRegistry& registry, char kind, Stage stage, const at::Tensor& x) override;
   bool wants_stage(char kind, Stage stage) const override { return kind == kind_ && stage == stage_; }
+  void on_begin_batch() override { batch_mark_ = chunks_.size(); }
+  void on_end_batch(bool discard) override;
 
   // All rows so far (drain=false) or the rows since the last drain, which are then released.
   CapturedRows rows_since_drain(bool drain);
@@ -97,6 +102,7 @@ class CaptureAction final : public Action {
   bool keep_;  // keep every row for captured() as well as handing them to drain()
   std::vector<CapturedRows> chunks_;  // one per recorded batch
   size_t drained_ = 0;                // chunks_[0, drained_) were handed out by a drain already
+  size_t batch_mark_ = 0;             // chunks_.size() when the current batch began
   int64_t rows_ = 0;
 };
 
@@ -120,7 +126,7 @@ class HookRegistry {
   std::vector<int64_t> layers_with_actions() const;
 
   void begin_batch(at::Tensor example_ids, at::Tensor positions, at::Tensor valid);
-  void end_batch();
+  void end_batch(bool discard = false);
   bool in_batch() const { return batch_.has_value(); }
   const Batch& batch() const;
 

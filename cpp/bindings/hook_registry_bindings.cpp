@@ -124,7 +124,8 @@ registry runs that layer's actions in order and returns the (possibly replaced) 
           py::arg("layer"), py::arg("kind"), py::arg("stage"))
       .def("begin_batch", &HookRegistry::begin_batch, py::arg("example_ids"), py::arg("positions"), py::arg("valid"),
            "Starts a forward: example id per row, position id per token, and which tokens are real.")
-      .def("end_batch", &HookRegistry::end_batch)
+      .def("end_batch", &HookRegistry::end_batch, py::arg("discard") = false,
+           "Ends the forward; discard=True drops the rows the failed forward had recorded.")
       .def_property_readonly("in_batch", &HookRegistry::in_batch)
       .def(
           "on_attention",

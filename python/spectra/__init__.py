@@ -23,14 +23,25 @@ except importlib.metadata.PackageNotFoundError:  # a source tree on PYTHONPATH, 
 _core = load_core()
 
 if _core is not None:
-    from spectra._core import RunningMoments
+    from spectra._core import HookRegistry, PositionSampler, RunningMoments
     from spectra._ops import VecStats, vec_stats
+    from spectra.capture_store import Captured, read_capture, read_sidecar
     from spectra.head_geometry import HeadGeometry, head_geometry
+    from spectra.models import SUPPORTED_MODEL_TYPES, UnsupportedModelError
+    from spectra.probe import Probe
 
     __all__ = [
+        "SUPPORTED_MODEL_TYPES",
+        "Captured",
         "HeadGeometry",
+        "HookRegistry",
         "NativeModuleError",
+        "PositionSampler",
+        "Probe",
         "RunningMoments",
+        "UnsupportedModelError",
+        "read_capture",
+        "read_sidecar",
         "VecStats",
         "__version__",
         "head_geometry",

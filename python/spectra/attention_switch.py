@@ -1,0 +1,221 @@
+"""Routes a model's attention through Spectra while at least one Spectra context is active.
+
+Spectra registers one attention function per original implementation (``spectra_sdpa``,
+``spectra_eager``, ...) with ``transformers.AttentionInterface`` and the original's mask builder
+under the same name with ``AttentionMaskInterface`` (without the mask entry the model would build
+no causal or padding mask at all), switches the model to that name, and delegates every call to
+the implementation the model had, so outputs do not change. Clients (a Probe, later interventions)
+see each layer's ``(q, k, v)`` first and may replace them.
+
+Everything is undone on release: the model's implementation, the backbone hooks, and the global
+registrations once no model uses them. Only Spectra's own entries and hooks are ever removed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+from spectra.models import Adapter, adapter_for
+
+NAME_PREFIX = "spectra_"
+
+
+class AttentionClient(Protocol):
+    """What an attached object receives: batch boundaries and every layer's attention inputs."""
+
+    def begin_batch(self, positions: torch.Tensor, valid: torch.Tensor) -> None: ...
+
+    def end_batch(self, failed: bool) -> None: ...
+
+    def on_attention(
+        self, layer: int, module: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kwargs: dict
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+
+
+_lock = threading.RLock()
+_switches: dict[int, AttentionSwitch] = {}  # id(model) -> switch, while attached
+_routes: dict[int, tuple[AttentionSwitch, int]] = {}  # id(attention module) -> (switch, layer)
+_name_users: Counter[str] = Counter()
+
+
+def spectra_attention(module: nn.Module, query, key, value, attention_mask, **kwargs):
+    """The function Spectra registers: hands (q, k, v) to the model's clients, then delegates."""
+    route = _routes.get(id(module))
+    if route is None:
+        raise RuntimeError(
+            f"{type(module).__name__} runs Spectra's attention implementation but is not inside a Spectra context; "
+            "set its attn_implementation back (model.set_attn_implementation('sdpa'))"
+        )
+    switch, layer = route
+    return switch.attend(layer, module, query, key, value, attention_mask, kwargs)
+
+
+def switch_for(model: nn.Module) -> AttentionSwitch:
+    """The model's switch (created on first use; shared by every Spectra context on that model)."""
+    with _lock:
+        switch = _switches.get(id(model))
+        if switch is None or switch.model is not model:
+            switch = AttentionSwitch(model)
+        return switch
+
+
+def is_attached(model: nn.Module) -> bool:
+    return id(model) in _switches
+
+
+class AttentionSwitch:
+    def __init__(self, model: nn.Module) -> None:
+        self.adapter: Adapter = adapter_for(model)
+        self.model = model
+        self.clients: list[AttentionClient] = []
+        self.original: str | None = None
+        self.name: str | None = None
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._delegates: dict[int, Callable[..., Any]] = {}
+        self._signature = inspect.signature(self.adapter.backbone.forward)
+
+    # ---- attach / detach ----
+    def attach(self, client: AttentionClient) -> None:
+        with _lock:
+            if not self.clients:
+                self._switch_on()
+            self.clients.append(client)
+
+    def detach(self, client: AttentionClient) -> None:
+        with _lock:
+            self.clients = [c for c in self.clients if c is not client]
+            if not self.clients:
+                self._switch_off()
+
+    def _switch_on(self) -> None:
+        model, adapter = self.model, self.adapter
+        original = model.config._attn_implementation or "eager"
+        if original.startswith(NAME_PREFIX):
+            raise RuntimeError(f"model already uses {original!r}, left behind by a Spectra context that did not exit")
+        name = NAME_PREFIX + original
+        try:
+            if _name_users[name] == 0:
+                AttentionInterface.register(name, spectra_attention)
+                mask_function = AttentionMaskInterface._global_mapping.get(original)
+                if mask_function is not None:
+                    AttentionMaskInterface.register(name, mask_function)
+            _name_users[name] += 1
+            self.original, self.name = original, name
+            for layer, module in enumerate(adapter.attention):
+                _routes[id(module)] = (self, layer)
+            self._handles.append(
+                adapter.backbone.register_forward_pre_hook(self._begin_batch, with_kwargs=True, prepend=True)
+            )
+            self._handles.append(adapter.backbone.register_forward_hook(self._end_batch, always_call=True))
+            model.set_attn_implementation(name)
+            if model.config._attn_implementation != name:
+                raise RuntimeError(
+                    f"model: {type(model).__name__} refused to switch its attention implementation to {name!r}; "
+                    "Spectra needs a model that calls transformers' AttentionInterface"
+                )
+            _switches[id(model)] = self
+        except BaseException:
+            self._switch_off()
+            raise
+
+    def _switch_off(self) -> None:
+        try:
+            if self.original is not None and self.model.config._attn_implementation != self.original:
+                self.model.set_attn_implementation(self.original)
+        finally:
+            for handle in self._handles:
+                handle.remove()
+            self._handles.clear()
+            for module in self.adapter.attention:
+                if _routes.get(id(module), (None,))[0] is self:
+                    del _routes[id(module)]
+            if _switches.get(id(self.model)) is self:
+                del _switches[id(self.model)]
+            if self.name is not None:
+                _name_users[self.name] -= 1
+                if _name_users[self.name] <= 0:
+                    del _name_users[self.name]
+                    AttentionInterface._global_mapping.pop(self.name, None)
+                    AttentionMaskInterface._global_mapping.pop(self.name, None)
+            self.original = self.name = None
+            self._delegates.clear()
+
+    # ---- forward ----
+    def _begin_batch(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        bound = self._signature.bind_partial(*args, **kwargs).arguments
+        positions, valid = batch_layout(bound)
+        for client in self.clients:
+            client.begin_batch(positions, valid)
+
+    def _end_batch(self, module: nn.Module, args: tuple, output: Any) -> None:
+        # always_call=True: also runs when the forward raised; clients then drop the partial batch.
+        failed = output is None
+        for client in self.clients:
+            client.end_batch(failed)
+
+    def attend(self, layer: int, module: nn.Module, q, k, v, attention_mask, kwargs: dict):
+        for client in self.clients:
+            q, k, v = client.on_attention(layer, module, q, k, v, kwargs)
+        return self._delegate(module)(module, q, k, v, attention_mask, **kwargs)
+
+    def _delegate(self, module: nn.Module) -> Callable[..., Any]:
+        fn = self._delegates.get(id(module))
+        if fn is None:
+            override = getattr(self.adapter, "delegate_override", None)
+            fn = override(self.original, module) if override else None
+            if fn is None:
+                fn = (
+                    self.adapter.eager_attention(module)
+                    if self.original == "eager"
+                    else ALL_ATTENTION_FUNCTIONS[self.original]
+                )
+            self._delegates[id(module)] = fn
+        return fn
+
+
+def batch_layout(bound: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(positions (B, T), valid (B, T)) from the backbone's call arguments.
+
+    Positions are the position ids the model uses: ``position_ids`` when given, else
+    ``cache_position``, else ``past_length + arange(T)`` — which, as in transformers, ignores left
+    padding unless the caller passes position_ids. ``valid`` is the 2D attention mask (all True
+    without one, or with a prepared 4D mask).
+    """
+    ids = bound.get("input_ids")
+    embeds = bound.get("inputs_embeds")
+    if ids is not None:
+        batch_size, seq_len = ids.shape[0], ids.shape[1]
+    elif embeds is not None:
+        batch_size, seq_len = embeds.shape[0], embeds.shape[1]
+    else:
+        raise ValueError("input_ids: the model was called with neither input_ids nor inputs_embeds")
+    if seq_len == 0:
+        raise ValueError("input_ids: the sequence is empty (length 0)")
+    mask = bound.get("attention_mask")
+    if isinstance(mask, torch.Tensor) and mask.dim() == 2:
+        valid = mask[:, -seq_len:].to(device="cpu", dtype=torch.bool)
+    else:
+        valid = torch.ones(batch_size, seq_len, dtype=torch.bool)
+    position_ids = bound.get("position_ids")
+    if position_ids is not None:
+        positions = position_ids.to("cpu", torch.long).expand(batch_size, seq_len)
+    else:
+        cache_position = bound.get("cache_position")
+        if cache_position is not None:
+            base = cache_position.to("cpu", torch.long)
+        else:
+            cache = bound.get("past_key_values")
+            past = int(cache.get_seq_length()) if cache is not None and hasattr(cache, "get_seq_length") else 0
+            base = torch.arange(past, past + seq_len, dtype=torch.long)
+        positions = base.expand(batch_size, seq_len)
+    return positions.contiguous(), valid.contiguous()

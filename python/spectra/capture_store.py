@@ -1,0 +1,188 @@
+"""Captured Q/K/V on disk: the qk-sniffer Parquet layout, written atomically, and its reader.
+
+Layout under ``out_dir`` (spec qk-geometry-plasticity §2.6)::
+
+    l{LL:02d}h{HH:02d}{q|k|v}/data.parquet            post_rope (the reference tool's layout)
+    pre_rope/l{LL:02d}h{HH:02d}{q|k|v}/data.parquet   pre_rope
+    spectra_capture.json                               model, heads, GQA map, sampler, seed, version
+
+For k and v, HH is the KV-head index. Columns: ``bucket`` int32, ``example_id`` int32, ``position``
+int32, ``vector`` fixed_size_list<float32>[d], ``sliding_window`` int64 (null on full-attention
+layers; the reference tool infers a null-typed column there), ``stage`` string. zstd-compressed.
+
+Each file is streamed batch by batch into ``data.parquet.tmp`` and renamed into place when the
+capture finishes; a capture that fails leaves no file behind, only its earlier complete ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+SIDECAR = "spectra_capture.json"
+
+
+def capture_path(out_dir: str | os.PathLike, layer: int, head: int, kind: str, stage: str = "post_rope") -> Path:
+    """Where one (layer, head, kind, stage) capture lives; ``head`` is the KV head for k and v."""
+    name = f"l{layer:02d}h{head:02d}{kind}"
+    root = Path(out_dir) if stage == "post_rope" else Path(out_dir) / stage
+    return root / name / "data.parquet"
+
+
+def capture_schema(head_dim: int) -> pa.Schema:
+    return pa.schema(
+        [
+            ("bucket", pa.int32()),
+            ("example_id", pa.int32()),
+            ("position", pa.int32()),
+            ("vector", pa.list_(pa.float32(), head_dim)),
+            ("sliding_window", pa.int64()),
+            ("stage", pa.string()),
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class Captured:
+    """Rows of one captured head: vectors (N, D) float32 and, per row, position, example id, bucket."""
+
+    vectors: torch.Tensor
+    positions: torch.Tensor
+    example_ids: torch.Tensor
+    buckets: torch.Tensor
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class CaptureWriter:
+    """Streams capture rows into one Parquet file per (layer, head, kind, stage)."""
+
+    def __init__(self, out_dir: str | os.PathLike) -> None:
+        self.out_dir = Path(out_dir)
+        self._writers: dict[Path, pq.ParquetWriter] = {}
+        self.rows: dict[str, int] = {}
+        self._raised_fd_limit: tuple[int, int] | None = None
+
+    def reserve(self, n_files: int) -> None:
+        """Makes room for n_files open writers (raising the soft fd limit if needed)."""
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = n_files + 256
+        if wanted > soft:
+            new_soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
+            self._raised_fd_limit = (soft, hard)
+
+    def write(
+        self,
+        path: Path,
+        vectors: np.ndarray,
+        positions: np.ndarray,
+        example_ids: np.ndarray,
+        buckets: np.ndarray,
+        sliding_window: int | None,
+        stage: str,
+    ) -> None:
+        n, head_dim = vectors.shape
+        writer = self._writers.get(path)
+        if writer is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            writer = pq.ParquetWriter(path.with_name(path.name + ".tmp"), capture_schema(head_dim), compression="zstd")
+            self._writers[path] = writer
+            self.rows[str(path.relative_to(self.out_dir))] = 0
+        if n == 0:
+            return
+        flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1), type=pa.float32())
+        table = pa.table(
+            {
+                "bucket": pa.array(buckets, type=pa.int32()),
+                "example_id": pa.array(example_ids, type=pa.int32()),
+                "position": pa.array(positions, type=pa.int32()),
+                "vector": pa.FixedSizeListArray.from_arrays(flat, head_dim),
+                "sliding_window": pa.array([sliding_window] * n, type=pa.int64()),
+                "stage": pa.array([stage] * n, type=pa.string()),
+            },
+            schema=capture_schema(head_dim),
+        )
+        writer.write_table(table)
+        self.rows[str(path.relative_to(self.out_dir))] += n
+
+    def commit(self, sidecar: dict[str, Any]) -> None:
+        """Closes every file, renames it into place, then writes the sidecar (last, so its presence
+        means the capture is complete)."""
+        try:
+            for path, writer in self._writers.items():
+                writer.close()
+                os.replace(path.with_name(path.name + ".tmp"), path)
+            self._writers.clear()
+            sidecar = {**sidecar, "rows": self.rows}
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.out_dir / SIDECAR, json.dumps(sidecar, indent=2, sort_keys=True))
+        finally:
+            self._restore_fd_limit()
+
+    def abort(self) -> None:
+        """Drops every unfinished file."""
+        try:
+            for path, writer in self._writers.items():
+                writer.close()
+                path.with_name(path.name + ".tmp").unlink(missing_ok=True)
+            self._writers.clear()
+        finally:
+            self._restore_fd_limit()
+
+    def _restore_fd_limit(self) -> None:
+        if self._raised_fd_limit is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, self._raised_fd_limit)
+            self._raised_fd_limit = None
+
+
+def read_capture(
+    out_dir: str | os.PathLike, layer: int, head: int, kind: str = "q", stage: str = "post_rope"
+) -> Captured:
+    """Reads one captured head back from a capture folder (any tool writing the §2.6 layout).
+
+    Example:
+        >>> import tempfile, torch, spectra
+        >>> from spectra import zoo
+        >>> model, tok = zoo.load("tiny-llama")
+        >>> out = tempfile.mkdtemp()
+        >>> with spectra.Probe(model, layers=[0], heads=[0], out_dir=out), torch.no_grad():
+        ...     _ = model(tok("In the beginning", return_tensors="pt").input_ids)
+        >>> rows = spectra.read_capture(out, layer=0, head=0, kind="k")
+        >>> rows.vectors.shape[1], rows.positions.tolist()[:3]
+        (32, [0, 1, 2])
+    """
+    path = capture_path(out_dir, layer, head, kind, stage)
+    if not path.exists():
+        raise FileNotFoundError(f"no capture for layer {layer} head {head} kind {kind!r} stage {stage!r} at {path}")
+    table = pq.read_table(path, columns=["bucket", "example_id", "position", "vector"])
+    vector = table.column("vector").combine_chunks()
+    head_dim = vector.type.list_size
+    values = vector.flatten().to_numpy(zero_copy_only=False).reshape(-1, head_dim)
+    return Captured(
+        vectors=torch.from_numpy(np.array(values, dtype=np.float32)),
+        positions=torch.from_numpy(table.column("position").to_numpy().astype(np.int32)),
+        example_ids=torch.from_numpy(table.column("example_id").to_numpy().astype(np.int32)),
+        buckets=torch.from_numpy(table.column("bucket").to_numpy().astype(np.int32)),
+    )
+
+
+def read_sidecar(out_dir: str | os.PathLike) -> dict[str, Any]:
+    """The capture's description (model, heads, GQA map, sampler, rows per file)."""
+    path = Path(out_dir) / SIDECAR
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: not a finished Spectra capture folder")
+    return json.loads(path.read_text())

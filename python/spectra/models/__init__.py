@@ -1,0 +1,74 @@
+"""Architecture adapters: one small file per family, looked up by ``config.model_type``.
+
+>>> from spectra import models, zoo
+>>> model, _ = zoo.load("tiny-llama")
+>>> adapter = models.adapter_for(model)
+>>> adapter.family, adapter.n_heads, adapter.n_kv_heads, adapter.head_dim
+('llama', 8, 2, 32)
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from spectra.models.base import Adapter, StageHook, inverse_rope, split_heads
+from spectra.models.bert import BertAdapter
+from spectra.models.gemma2 import Gemma2Adapter
+from spectra.models.gemma3 import Gemma3Adapter
+from spectra.models.gpt2 import GPT2Adapter
+from spectra.models.gpt_neox import GPTNeoXAdapter
+from spectra.models.llama import LlamaAdapter
+from spectra.models.mistral import MistralAdapter
+from spectra.models.phi import PhiAdapter
+from spectra.models.qwen2 import Qwen2Adapter
+from spectra.models.qwen3 import Qwen3Adapter
+from spectra.models.smollm3 import SmolLM3Adapter
+
+ADAPTERS: tuple[type[Adapter], ...] = (
+    LlamaAdapter,
+    MistralAdapter,
+    Qwen2Adapter,
+    Qwen3Adapter,
+    Gemma2Adapter,
+    Gemma3Adapter,
+    SmolLM3Adapter,
+    PhiAdapter,
+    GPTNeoXAdapter,
+    GPT2Adapter,
+    BertAdapter,
+)
+_BY_MODEL_TYPE = {model_type: adapter for adapter in ADAPTERS for model_type in adapter.model_types}
+SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(_BY_MODEL_TYPE)
+
+
+class UnsupportedModelError(ValueError):
+    """The model's architecture has no Spectra adapter."""
+
+
+def adapter_for(model: nn.Module) -> Adapter:
+    """The adapter for a transformers model; raises naming the supported model types otherwise."""
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(model, "base_model") or not isinstance(model, nn.Module):
+        raise TypeError(
+            f"model: expected a transformers PreTrainedModel (with .config and .base_model); got {type(model).__name__}"
+        )
+    model_type = getattr(config, "model_type", None)
+    adapter = _BY_MODEL_TYPE.get(model_type)
+    if adapter is None:
+        raise UnsupportedModelError(
+            f"model: architecture {model_type!r} ({type(model).__name__}) is not supported; supported model types are "
+            f"{', '.join(SUPPORTED_MODEL_TYPES)}"
+        )
+    return adapter(model)
+
+
+__all__ = [
+    "ADAPTERS",
+    "SUPPORTED_MODEL_TYPES",
+    "Adapter",
+    "StageHook",
+    "UnsupportedModelError",
+    "adapter_for",
+    "inverse_rope",
+    "split_heads",
+]
