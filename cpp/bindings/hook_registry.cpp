@@ -109,7 +109,7 @@ CapturedRows CaptureAction::rows_since_drain(bool drain) {
 }
 
 CapturedRows CaptureAction::all_rows() const {
-  TORCH_CHECK(keep_ || chunks_.empty() || drained_ == 0,
+  TORCH_CHECK(keep_,
               "captured(): this capture streams to disk and does not keep rows in memory; pass "
               "keep_in_memory=True to the Probe to read them back here");
   const int64_t dim = chunks_.empty() ? 0 : chunks_.front().vectors.size(2);

@@ -73,6 +73,7 @@ class CaptureWriter:
     def __init__(self, out_dir: str | os.PathLike) -> None:
         self.out_dir = Path(out_dir)
         self._writers: dict[Path, pq.ParquetWriter] = {}
+        self._created_dirs: list[Path] = []
         self.rows: dict[str, int] = {}
         self._raised_fd_limit: tuple[int, int] | None = None
 
@@ -98,6 +99,10 @@ class CaptureWriter:
         n, head_dim = vectors.shape
         writer = self._writers.get(path)
         if writer is None:
+            for parent in reversed(path.relative_to(self.out_dir).parents):
+                directory = self.out_dir / parent
+                if not directory.exists():
+                    self._created_dirs.append(directory)
             path.parent.mkdir(parents=True, exist_ok=True)
             writer = pq.ParquetWriter(path.with_name(path.name + ".tmp"), capture_schema(head_dim), compression="zstd")
             self._writers[path] = writer
@@ -134,12 +139,15 @@ class CaptureWriter:
             self._restore_fd_limit()
 
     def abort(self) -> None:
-        """Drops every unfinished file."""
+        """Drops every unfinished file and the folders this writer created for them."""
         try:
             for path, writer in self._writers.items():
                 writer.close()
                 path.with_name(path.name + ".tmp").unlink(missing_ok=True)
             self._writers.clear()
+            for directory in reversed(self._created_dirs):
+                if directory.exists() and not any(directory.iterdir()):
+                    directory.rmdir()
         finally:
             self._restore_fd_limit()
 
