@@ -66,7 +66,7 @@ demo: setup
 	$(PY) -m spectra demo
 
 bench: setup
-	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(PY) "$$script"; done
+	@for script in benchmarks/*.py; do echo "== $$script"; $(PY) "$$script"; done
 
 info: setup
 	$(PY) -m spectra.info

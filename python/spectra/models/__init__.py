@@ -62,6 +62,23 @@ def adapter_for(model: nn.Module) -> Adapter:
     return adapter(model)
 
 
+def supported_table() -> str:
+    """The README's supported-architectures table (Markdown), rendered from the adapters.
+
+    tests/test_probe_families.py runs every family listed here, and tests/test_docs.py checks
+    that README.md carries exactly this table.
+    """
+    lines = [
+        "| family | `config.model_type` | RoPE | where the stages sit |",
+        "|---|---|---|---|",
+    ]
+    for adapter in ADAPTERS:
+        types = ", ".join(f"`{t}`" for t in adapter.model_types)
+        rope = "yes" if adapter.has_rope else "no"
+        lines.append(f"| {adapter.family} | {types} | {rope} | {adapter.stages} |")
+    return "\n".join(lines)
+
+
 __all__ = [
     "ADAPTERS",
     "SUPPORTED_MODEL_TYPES",
@@ -71,4 +88,5 @@ __all__ = [
     "adapter_for",
     "inverse_rope",
     "split_heads",
+    "supported_table",
 ]
