@@ -50,12 +50,20 @@ struct CapturedRows {
 
 class HookRegistry;
 
+// How a layer's queries may see keys, as far as the model tells the attention function.
+struct MaskInfo {
+  std::optional<at::Tensor> attention_mask;  // as built for the delegate: bool (True = attend) or additive float, (B, 1, Tq, Tk); None when the implementation relies on is_causal
+  bool is_causal = true;                      // the module's is_causal (False for BERT-style encoders)
+  std::optional<int64_t> sliding_window;      // tokens, when the layer is a sliding-window layer
+};
+
 // Arguments of one attention call as the model hands them over (post-RoPE, post-QK-norm, keys and
 // values per KV head, not repeated).
 struct AttentionCall {
   int64_t layer;
   at::Tensor q, k, v;
-  std::optional<double> scaling;
+  std::optional<double> scaling;  // None when the model passes none (GPT-2); see the adapter's scaling()
+  MaskInfo mask;
 };
 
 class Action {
@@ -132,7 +140,8 @@ class HookRegistry {
 
   // Runs the layer's actions; returns the (possibly replaced) q, k, v.
   std::tuple<at::Tensor, at::Tensor, at::Tensor> on_attention(int64_t layer, at::Tensor q, at::Tensor k,
-                                                               at::Tensor v, std::optional<double> scaling);
+                                                               at::Tensor v, std::optional<double> scaling,
+                                                               MaskInfo mask = {});
   void on_stage(int64_t layer, const std::string& kind, const std::string& stage, const at::Tensor& x);
 
   // The kept rows of a (layer, kind) in the current batch; drawn once, then shared.

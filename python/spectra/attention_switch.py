@@ -38,7 +38,14 @@ class AttentionClient(Protocol):
     def end_batch(self, failed: bool) -> None: ...
 
     def on_attention(
-        self, layer: int, module: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kwargs: dict
+        self,
+        layer: int,
+        module: nn.Module,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        kwargs: dict,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
 
 
@@ -165,7 +172,7 @@ class AttentionSwitch:
 
     def attend(self, layer: int, module: nn.Module, q, k, v, attention_mask, kwargs: dict):
         for client in self.clients:
-            q, k, v = client.on_attention(layer, module, q, k, v, kwargs)
+            q, k, v = client.on_attention(layer, module, q, k, v, attention_mask, kwargs)
         return self._delegate(module)(module, q, k, v, attention_mask, **kwargs)
 
     def _delegate(self, module: nn.Module) -> Callable[..., Any]:

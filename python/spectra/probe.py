@@ -181,6 +181,7 @@ class Probe:
                 for st in self.stages:
                     self.registry.add_capture(layer, kind, st, list(targets), self.keep_in_memory)
         self._active_layers = frozenset(self.heads_by_layer)
+        self._windows = [self.adapter.sliding_window(layer) for layer in range(self.adapter.n_layers)]
         self._pre_rope_kinds = {
             layer: tuple(k for k in self.kinds if "pre_rope" in self.stages) for layer in self.heads_by_layer
         }
@@ -318,7 +319,7 @@ class Probe:
         if not failed and self._writer is not None:
             self._flush()
 
-    def on_attention(self, layer: int, module: nn.Module, q, k, v, kwargs: dict):
+    def on_attention(self, layer: int, module: nn.Module, q, k, v, attention_mask, kwargs: dict):
         if layer not in self._active_layers:
             return q, k, v
         if self.pre_rope_route == "inverse_rope" and "pre_rope" in self.stages and self.adapter.uses_rope(layer):
@@ -326,7 +327,11 @@ class Probe:
             for kind, x in (("q", q), ("k", k), ("v", v)):
                 if kind in self.kinds:
                     self.registry.on_stage(layer, kind, "pre_rope", x if kind == "v" else inverse_rope(x, cos, sin))
-        return self.registry.on_attention(layer, q, k, v, kwargs.get("scaling"))
+        mask = attention_mask if isinstance(attention_mask, torch.Tensor) else None  # flex BlockMasks stay in Python
+        return self.registry.on_attention(
+            layer, q, k, v, kwargs.get("scaling"), mask,
+            bool(kwargs.get("is_causal", getattr(module, "is_causal", True))), self._windows[layer],
+        )
 
     def _flush(self) -> None:
         for capture in self.registry.captures():
