@@ -46,8 +46,9 @@ CapturedRows concat(const std::vector<CapturedRows>& chunks, size_t begin, int64
 
 // ---- CaptureAction ----
 
-CaptureAction::CaptureAction(int64_t layer, char kind, Stage stage, std::vector<int64_t> heads, bool keep)
-    : layer_(layer), kind_(kind), stage_(stage), heads_(std::move(heads)), keep_(keep) {
+CaptureAction::CaptureAction(int64_t layer, char kind, Stage stage, std::vector<int64_t> heads, bool keep,
+                             int64_t head_dim)
+    : layer_(layer), kind_(kind), stage_(stage), heads_(std::move(heads)), keep_(keep), dim_(head_dim) {
   head_index_ = at::tensor(heads_, at::TensorOptions().dtype(at::kLong));
 }
 
@@ -83,6 +84,7 @@ void CaptureAction::record(HookRegistry& registry, const at::Tensor& x_in) {
     rows = x.transpose(1, 2).index({b, t}).index_select(1, head_index_.to(x.device()));
     rows = rows.to(at::TensorOptions().dtype(at::kFloat).device(at::kCPU)).contiguous();
   }
+  dim_ = x.size(3);
   chunks_.push_back({rows, sel.positions, sel.example_ids, sel.buckets});
   rows_ += rows.size(0);
 }
@@ -95,8 +97,7 @@ void CaptureAction::on_end_batch(bool discard) {
 }
 
 CapturedRows CaptureAction::rows_since_drain(bool drain) {
-  const int64_t dim = chunks_.empty() ? 0 : chunks_.front().vectors.size(2);
-  CapturedRows out = concat(chunks_, drained_, static_cast<int64_t>(heads_.size()), dim);
+  CapturedRows out = concat(chunks_, drained_, static_cast<int64_t>(heads_.size()), dim_);
   if (drain) {
     if (keep_) {
       drained_ = chunks_.size();
@@ -112,8 +113,7 @@ CapturedRows CaptureAction::all_rows() const {
   TORCH_CHECK(keep_,
               "captured(): this capture streams to disk and does not keep rows in memory; pass "
               "keep_in_memory=True to the Probe to read them back here");
-  const int64_t dim = chunks_.empty() ? 0 : chunks_.front().vectors.size(2);
-  return concat(chunks_, 0, static_cast<int64_t>(heads_.size()), dim);
+  return concat(chunks_, 0, static_cast<int64_t>(heads_.size()), dim_);
 }
 
 // ---- HookRegistry ----
@@ -155,7 +155,7 @@ std::shared_ptr<CaptureAction> HookRegistry::add_capture(int64_t layer, const st
   for (const auto& existing : captures())
     TORCH_CHECK_VALUE(!(existing->layer() == layer && existing->kind() == kind && existing->stage() == stage),
                       "HookRegistry: layer ", layer, " ", kind, " ", stage_name(stage), " is already captured");
-  auto action = std::make_shared<CaptureAction>(layer, kind, stage, std::move(heads), keep);
+  auto action = std::make_shared<CaptureAction>(layer, kind, stage, std::move(heads), keep, head_dim_);
   add_action(action);
   return action;
 }

@@ -82,7 +82,7 @@ class Action {
 
 class CaptureAction final : public Action {
  public:
-  CaptureAction(int64_t layer, char kind, Stage stage, std::vector<int64_t> heads, bool keep);
+  CaptureAction(int64_t layer, char kind, Stage stage, std::vector<int64_t> heads, bool keep, int64_t head_dim);
   int64_t layer() const override { return layer_; }
   char kind() const { return kind_; }
   Stage stage() const { return stage_; }
@@ -112,6 +112,7 @@ class CaptureAction final : public Action {
   size_t drained_ = 0;                // chunks_[0, drained_) were handed out by a drain already
   size_t batch_mark_ = 0;             // chunks_.size() when the current batch began
   int64_t rows_ = 0;
+  int64_t dim_;  // vector size (the model's head_dim until a tensor says otherwise)
 };
 
 class HookRegistry {
