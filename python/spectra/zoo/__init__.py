@@ -15,5 +15,15 @@ from __future__ import annotations
 from spectra.zoo.architectures import MODEL_NAMES
 from spectra.zoo.corpus import heldout_text, train_text
 from spectra.zoo.loading import checkpoint_paths, load, model_path
+from spectra.zoo.minilm import load_minilm, minilm_path
 
-__all__ = ["MODEL_NAMES", "checkpoint_paths", "heldout_text", "load", "model_path", "train_text"]
+__all__ = [
+    "MODEL_NAMES",
+    "checkpoint_paths",
+    "heldout_text",
+    "load",
+    "load_minilm",
+    "minilm_path",
+    "model_path",
+    "train_text",
+]
