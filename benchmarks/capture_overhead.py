@@ -6,14 +6,15 @@ Two models: the embedded tiny-llama (T=256) and a random-init Llama-shaped model
 hidden 1024, 16 heads, 4 KV heads, head_dim 64, T=2048). The probe captures post-RoPE Q and K of
 every head of every layer at uniformly sampled positions (bucket 64: each token kept with
 probability 1/64). Runs alternate plain / probe so drift hits both; the table reports medians,
-their ratio, and each variant's peak memory above the pre-call baseline (CUDA: the allocator's
-peak; CPU: peak resident set size, sampled every 0.5 ms from /proc/self/statm).
+their ratio, and each variant's peak memory above the pre-call baseline (CUDA: the caching
+allocator's peak; CPU: bytes in use by malloc — glibc's mallinfo2, i.e. what torch's CPU allocator
+holds — sampled every 0.2 ms; RSS would mostly measure glibc's reluctance to return pages).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import ctypes
 import statistics
 import threading
 import time
@@ -24,16 +25,27 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 import spectra
 from spectra import zoo
 
-PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * PAGE
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")
+    ]
+
+
+_libc = ctypes.CDLL("libc.so.6")
+_libc.mallinfo2.restype = _MallInfo2
+
+
+def malloc_in_use() -> int:
+    """Bytes currently allocated through malloc: small chunks plus mmapped large ones."""
+    info = _libc.mallinfo2()
+    return info.uordblks + info.hblkhd
 
 
 class PeakMemory:
-    """Peak memory above the level at entry, for CPU (sampled RSS) or CUDA (allocator stats)."""
+    """Peak memory above the level at entry: CUDA allocator stats, or sampled malloc bytes in use."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
@@ -45,7 +57,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self.base = torch.cuda.memory_allocated()
         else:
-            self.base = rss_bytes()
+            self.base = malloc_in_use()
             self.top = self.base
             self.stop = threading.Event()
             self.thread = threading.Thread(target=self._sample, daemon=True)
@@ -54,8 +66,8 @@ class PeakMemory:
 
     def _sample(self) -> None:
         while not self.stop.is_set():
-            self.top = max(self.top, rss_bytes())
-            time.sleep(0.0005)
+            self.top = max(self.top, malloc_in_use())
+            time.sleep(0.0002)
 
     def __exit__(self, *exc) -> None:
         if self.device.type == "cuda":
@@ -64,7 +76,7 @@ class PeakMemory:
         else:
             self.stop.set()
             self.thread.join()
-            self.peak = max(self.top, rss_bytes()) - self.base
+            self.peak = max(self.top, malloc_in_use()) - self.base
 
 
 def llama_shaped(device: torch.device) -> torch.nn.Module:
@@ -77,24 +89,34 @@ def llama_shaped(device: torch.device) -> torch.nn.Module:
 
 
 def measure(model, ids, repeats: int, device: torch.device) -> dict[str, list[float]]:
-    results: dict[str, list[float]] = {"plain": [], "probe": [], "plain_mem": [], "probe_mem": []}
+    """Alternating runs of: a plain forward; a forward inside a probe entered before the clock
+    starts (the steady state of a long capture); and a forward that also builds, enters and exits
+    its probe."""
+    results: dict[str, list[float]] = {}
     rows = 0
 
-    def plain():
+    def new_probe():
+        return spectra.Probe(model, capture=("q", "k"), stage="post_rope", positions="uniform", bucket_size=64)
+
+    def forward():
         return model(ids, use_cache=False).logits
 
-    def probed():
+    def with_setup():
         nonlocal rows
-        probe = spectra.Probe(model, capture=("q", "k"), stage="post_rope", positions="uniform", bucket_size=64)
+        probe = new_probe()
         with probe:
-            out = model(ids, use_cache=False).logits
+            out = forward()
         rows = sum(c.rows * len(c.heads) for c in probe.registry.captures())
         return out
 
+    variants = (("plain", forward, False), ("probe", forward, True), ("probe+setup", with_setup, False))
     with torch.no_grad():
-        plain(), probed()  # warm-up (allocator, thread pool, lazy imports)
+        forward(), with_setup()  # warm-up (allocator, thread pool, lazy imports)
         for _ in range(repeats):
-            for label, fn in (("plain", plain), ("probe", probed)):
+            for label, fn, inside_probe in variants:
+                probe = new_probe() if inside_probe else None
+                if probe is not None:
+                    probe.__enter__()
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 with PeakMemory(device) as mem:
@@ -102,8 +124,11 @@ def measure(model, ids, repeats: int, device: torch.device) -> dict[str, list[fl
                     out = fn()
                     if device.type == "cuda":
                         torch.cuda.synchronize()
-                    results[label].append(time.perf_counter() - start)
-                results[label + "_mem"].append(mem.peak)
+                    elapsed = time.perf_counter() - start
+                if probe is not None:
+                    probe.__exit__(None, None, None)
+                results.setdefault(label, []).append(elapsed)
+                results.setdefault(label + "_mem", []).append(mem.peak)
                 del out
     results["rows"] = [rows]
     return results
@@ -118,7 +143,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(f"torch {torch.__version__}, device {device}, {args.threads} threads, median of {args.repeats} alternating runs")
-    print(f"{'model':<38} {'T':>5} {'plain ms':>9} {'probe ms':>9} {'ratio':>6} {'plain MiB':>10} {'probe MiB':>10} {'rows':>7}")
+    print(
+        f"{'model':<36} {'T':>5} {'plain ms':>9} {'probe ms':>9} {'ratio':>6} {'+setup ms':>10} {'ratio':>6} "
+        f"{'plain MiB':>10} {'probe MiB':>10} {'rows':>6}"
+    )
     tiny, tok = zoo.load("tiny-llama")
     cases = [
         ("tiny-llama (embedded)", tiny.to(device), 256),
@@ -127,11 +155,13 @@ def main() -> None:
     for name, model, length in cases:
         ids = torch.randint(0, model.config.vocab_size, (1, length), generator=torch.Generator().manual_seed(0))
         r = measure(model, ids.to(device), args.repeats, device)
-        plain, probe = statistics.median(r["plain"]), statistics.median(r["probe"])
+        plain, probe, setup = (statistics.median(r[k]) for k in ("plain", "probe", "probe+setup"))
         mib = 1 << 20
         print(
-            f"{name:<38} {length:>5} {plain * 1e3:>9.1f} {probe * 1e3:>9.1f} {probe / plain:>6.3f} "
-            f"{max(r['plain_mem']) / mib:>10.1f} {max(r['probe_mem']) / mib:>10.1f} {r['rows'][0]:>7}"
+            f"{name:<36} {length:>5} {plain * 1e3:>9.1f} {probe * 1e3:>9.1f} {probe / plain:>6.3f} "
+            f"{setup * 1e3:>10.1f} {setup / plain:>6.3f} "
+            f"{statistics.median(r['plain_mem']) / mib:>10.1f} {statistics.median(r['probe_mem']) / mib:>10.1f} "
+            f"{r['rows'][0]:>6}"
         )
 
 
