@@ -72,5 +72,22 @@ def test_reentry_and_unsupported_models_are_refused(tiny_llama):
     with geometry:
         with pytest.raises(RuntimeError, match="already active"):
             geometry.__enter__()
-    with pytest.raises(ValueError, match=r"model: head_geometry needs a decoder"):
+    with pytest.raises(TypeError, match=r"model: expected a transformers PreTrainedModel"):
         spectra.HeadGeometry(torch.nn.Linear(2, 2))
+
+
+def test_qk_norm_models_are_measured_after_the_norm():
+    # Qwen3: the statistics belong to the q_norm/k_norm outputs (the seeds' "k_norm output"), not
+    # to the raw projections the norm rescales.
+    from spectra.testing_models import tiny_model
+
+    model = tiny_model("qwen3")
+    x = torch.randint(0, model.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(3))
+    seen = {}
+    attention = model.model.layers[1].self_attn
+    handle = attention.k_norm.register_forward_hook(lambda m, a, out: seen.setdefault("k", out.detach()))
+    table = spectra.head_geometry(model, [x])
+    handle.remove()
+    expected = seen["k"].double().norm(dim=-1).mean((0, 1))  # (B, T, Hkv, D) -> per KV head
+    layer1 = table[table.layer == 1].set_index("head")
+    torch.testing.assert_close(torch.tensor(layer1.k_norm_mean.tolist()), expected[torch.tensor(layer1.kv_head.tolist())])

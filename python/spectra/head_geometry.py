@@ -4,9 +4,11 @@ Each forward pass hands the q/k projections of every layer to the native ``vec_s
 folds the results into native ``RunningMoments`` accumulators, so memory stays O(layers × heads)
 however much text flows through.
 
-The vectors are the projection outputs, i.e. pre-RoPE and pre-QK-norm. RoPE is a rotation, so
-norms are the same post-RoPE; on models with q_norm/k_norm (Qwen3, OLMo2) they are not, and the
-Probe (post-RoPE, post-norm capture through the attention interface) is the right tool there.
+The vectors are the Probe's ``pre_rope`` stage, read through the architecture adapter: after
+QK-norm where the family has one (the seeds' "k_norm output"), before RoPE. Norms are the same
+post-RoPE; max |x_d| and the participation ratio are not (RoPE mixes dimension pairs), which is why
+the axis-aligned ("golden dimension") statistics are taken before it. Every family in
+``spectra.models`` is supported.
 """
 
 from __future__ import annotations
@@ -19,19 +21,10 @@ from torch import nn
 
 from spectra._core import RunningMoments
 from spectra._ops import vec_stats
+from spectra.models import adapter_for
 
 STATS = ("norm", "max_abs", "participation_ratio")
 KINDS = ("q", "k")
-
-
-def _attention_modules(model: nn.Module) -> list[nn.Module]:
-    layers = getattr(getattr(model, "model", None), "layers", None)
-    if layers is None or not hasattr(model, "config") or not all(hasattr(layer, "self_attn") for layer in layers):
-        raise ValueError(
-            f"model: head_geometry needs a decoder with model.layers[i].self_attn.q_proj/k_proj "
-            f"(Llama, Mistral, Qwen2/3, Gemma); got {type(model).__name__}"
-        )
-    return [layer.self_attn for layer in layers]
 
 
 class HeadGeometry:
@@ -53,23 +46,22 @@ class HeadGeometry:
     """
 
     def __init__(self, model: nn.Module) -> None:
-        self.attention = _attention_modules(model)
-        config = model.config
-        self.n_heads: int = config.num_attention_heads
-        self.n_kv_heads: int = getattr(config, "num_key_value_heads", None) or self.n_heads
-        self.head_dim: int = getattr(config, "head_dim", None) or config.hidden_size // self.n_heads
+        self.adapter = adapter_for(model)
+        self.n_layers: int = self.adapter.n_layers
+        self.n_heads: int = self.adapter.n_heads
+        self.n_kv_heads: int = self.adapter.n_kv_heads
+        self.head_dim: int = self.adapter.head_dim
         # One accumulator per (kind, stat, layer), one group per head of that kind.
         self._moments = {
             (kind, stat, layer): RunningMoments(self.n_heads if kind == "q" else self.n_kv_heads)
             for kind in KINDS
             for stat in STATS
-            for layer in range(len(self.attention))
+            for layer in range(self.n_layers)
         }
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
-    def _record(self, kind: str, layer: int, output: torch.Tensor) -> None:
-        n_heads = self.n_heads if kind == "q" else self.n_kv_heads
-        stats = vec_stats(output.detach().unflatten(-1, (n_heads, self.head_dim)))  # each (B, T, heads)
+    def _record(self, kind: str, layer: int, x: torch.Tensor) -> None:
+        stats = vec_stats(x.detach().transpose(1, 2))  # x is (B, heads, T, D); each stat (B, T, heads)
         for stat in STATS:
             self._moments[(kind, stat, layer)].update(getattr(stats, stat))
 
@@ -77,15 +69,21 @@ class HeadGeometry:
         if self._handles:
             raise RuntimeError("HeadGeometry is already active; it cannot be entered twice at once")
         try:
-            for layer, attention in enumerate(self.attention):
-                for kind in KINDS:
-                    projection = getattr(attention, f"{kind}_proj")
-                    hook = lambda _m, _i, out, kind=kind, layer=layer: self._record(kind, layer, out)  # noqa: E731
-                    self._handles.append(projection.register_forward_hook(hook))
+            for layer in range(self.n_layers):
+                for stage_hook in self.adapter.stage_hooks(layer):
+                    self._handles.append(stage_hook.module.register_forward_hook(self._reader(layer, stage_hook)))
         except BaseException:
             self._remove_hooks()
             raise
         return self
+
+    def _reader(self, layer: int, stage_hook):
+        def read(module, args, output):
+            for kind, x in stage_hook.read(output).items():
+                if kind in KINDS:
+                    self._record(kind, layer, x)
+
+        return read
 
     def __exit__(self, *exc: object) -> None:
         self._remove_hooks()
@@ -98,7 +96,7 @@ class HeadGeometry:
         """One row per (layer, query head); ``k_*`` columns belong to the head's KV head (h // group)."""
         group = self.n_heads // self.n_kv_heads
         frames = []
-        for layer in range(len(self.attention)):
+        for layer in range(self.n_layers):
             kv_of_head = torch.arange(self.n_heads) // group
             frame = {"layer": layer, "head": range(self.n_heads), "kv_head": kv_of_head.tolist()}
             for kind in KINDS:
