@@ -90,4 +90,4 @@ def test_qk_norm_models_are_measured_after_the_norm():
     handle.remove()
     expected = seen["k"].double().norm(dim=-1).mean((0, 1))  # (B, T, Hkv, D) -> per KV head
     layer1 = table[table.layer == 1].set_index("head")
-    torch.testing.assert_close(torch.tensor(layer1.k_norm_mean.tolist()), expected[torch.tensor(layer1.kv_head.tolist())])
+    torch.testing.assert_close(torch.tensor(layer1.k_norm_mean.tolist(), dtype=torch.float64), expected[torch.tensor(layer1.kv_head.tolist())])
