@@ -425,3 +425,9 @@ def test_minilm_parity_and_bidirectional_attention_weights(attn_implementation):
             qs, ks = q.vectors[q.example_ids == row], k.vectors[k.example_ids == row]
             weights = torch.softmax(qs @ ks.T / scale**0.5, dim=-1)
             torch.testing.assert_close(weights, reference.attentions[layer][row, head, :n, :n], atol=2e-6, rtol=1e-5)
+
+
+def test_empty_sequence_is_refused(llama):
+    with pytest.raises(ValueError, match=r"input_ids: the sequence is empty"), spectra.Probe(llama), torch.no_grad():
+        llama(torch.zeros(1, 0, dtype=torch.long))
+    assert llama.config._attn_implementation == "sdpa" and spectra_names() == []
