@@ -24,7 +24,7 @@ _core = load_core()
 
 if _core is not None:
     from spectra._core import HookRegistry, PositionSampler, RunningMoments
-    from spectra._ops import VecStats, vec_stats
+    from spectra._ops import AttnRowStats, VecStats, attn_row_stats, vec_stats
     from spectra.capture_store import Captured, read_capture, read_sidecar
     from spectra.head_geometry import HeadGeometry, head_geometry
     from spectra.models import SUPPORTED_MODEL_TYPES, UnsupportedModelError
@@ -32,6 +32,8 @@ if _core is not None:
 
     __all__ = [
         "SUPPORTED_MODEL_TYPES",
+        "AttnRowStats",
+        "attn_row_stats",
         "Captured",
         "HeadGeometry",
         "HookRegistry",

@@ -3,6 +3,7 @@
 They materialise whatever is convenient and are meant for small inputs and for tests.
 """
 
+from spectra.reference.attn_row_stats import attn_row_stats, visible_keys
 from spectra.reference.vec_stats import vec_stats
 
-__all__ = ["vec_stats"]
+__all__ = ["attn_row_stats", "vec_stats", "visible_keys"]

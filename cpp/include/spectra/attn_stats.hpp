@@ -1,0 +1,84 @@
+// Per-query attention-row statistics without the T×T matrix: entropy, max weight, argmax key,
+// k_eff(θ), sink mass, normalised entropy — the seed's per-token metrics (spec seed-experiments §2,
+// M3–M5), computed exactly from float32 logits (float64 for float64 inputs).
+//
+// Each task is a block of consecutive query rows of one (batch, query head). The block's logits
+// against the keys it may see are written to a row buffer of O(T) floats per row — never a T×T
+// matrix — and every statistic is an exact pass over that buffer: max and argmax; exp(s − max),
+// Z and Σ e·(s − max) in float64 for the entropy H = ln Z − E[s − max]; and k_eff, the smallest
+// number of keys whose mass reaches θ − 1e-6, found with one histogram pass over the weights plus
+// a sort of the single histogram bin the threshold falls in. GQA reads KV head h / (H / Hkv)
+// directly; K is never repeated.
+#pragma once
+
+#include <cstdint>
+
+#include "spectra/scalar_types.hpp"
+
+namespace spectra {
+
+// A (batch, heads, seq, dim) tensor read in place through its strides (in elements).
+template <typename T>
+struct HeadsView {
+  const T* data = nullptr;
+  int64_t batch = 0, heads = 0, seq = 0, dim = 0;
+  int64_t stride_batch = 0, stride_head = 0, stride_seq = 0, stride_dim = 1;
+
+  const T* vec(int64_t b, int64_t h, int64_t t) const {
+    return data + b * stride_batch + h * stride_head + t * stride_seq;
+  }
+};
+
+// Which keys a query may see. Query row t sits at key index t + query_offset (query_offset =
+// Tk − Tq when a cache holds earlier keys, else 0). Causal: keys j <= that index. A sliding
+// window w > 0 also hides keys with index − j >= w (causal) or |index − j| >= w (bidirectional),
+// as transformers' sliding-window masks do. key_valid, when given, hides padding keys.
+struct AttnMaskSpec {
+  const bool* key_valid = nullptr;  // (batch, key seq), row-major; nullptr: every key is real
+  bool causal = true;
+  int64_t sliding_window = 0;
+  int64_t query_offset = 0;
+};
+
+struct AttnRowStatsParams {
+  double scaling = 1.0;     // logits = scaling · q·k (the model's own scaling)
+  double softcap = 0.0;     // > 0: logits = softcap · tanh(logits / softcap) (Gemma2)
+  double threshold = 0.9;   // k_eff's θ, in (0, 1]; compared as cumulative mass >= θ − 1e-6
+  int64_t n_sink = 4;       // sink_mass_n is the mass on keys 0 .. n_sink − 1
+};
+
+// Tolerance of the k_eff comparison: float32 cumulative sums of probabilities that should reach
+// θ exactly (p = [0.6, 0.3, 0.1], θ = 0.9) land on either side of it.
+inline constexpr double kKeffTolerance = 1e-6;
+
+// Outputs, each (batch, heads, query seq) contiguous. A row with no visible key gets NaN
+// statistics, argmax −1, k_eff 0 and n_visible 0. entropy_normalized = H / ln(n_visible) is NaN
+// when fewer than two keys are visible.
+template <typename Out>
+struct AttnRowStatsOutputs {
+  Out* entropy = nullptr;
+  Out* entropy_normalized = nullptr;
+  Out* max_attn = nullptr;
+  Out* sink_mass = nullptr;    // weight on key 0 (0 when key 0 is hidden)
+  Out* sink_mass_n = nullptr;  // weight on keys 0 .. n_sink − 1
+  int64_t* argmax = nullptr;   // first key of maximal weight
+  int64_t* k_eff = nullptr;
+  int64_t* n_visible = nullptr;
+};
+
+// Query rows per task: the block shares each converted key tile.
+inline constexpr int64_t kAttnRowsPerBlock = 16;
+
+inline int64_t attn_row_stats_tasks(int64_t batch, int64_t heads, int64_t query_seq) {
+  return batch * heads * ((query_seq + kAttnRowsPerBlock - 1) / kAttnRowsPerBlock);
+}
+
+// Runs tasks [task_begin, task_end); disjoint task ranges write disjoint outputs, so ranges can run
+// on different threads. q is (B, H, Tq, D), k is (B, Hkv, Tk, D) with H a multiple of Hkv.
+// Out is float for float/half/bfloat16 inputs and double for double inputs.
+template <typename In, typename Out>
+void attn_row_stats(const HeadsView<In>& q, const HeadsView<In>& k, const AttnMaskSpec& mask,
+                    const AttnRowStatsParams& params, const AttnRowStatsOutputs<Out>& out, int64_t task_begin,
+                    int64_t task_end);
+
+}  // namespace spectra
