@@ -90,11 +90,13 @@ struct RowResult {
 // e^x for x <= 0 in float, written as plain arithmetic so the compiler vectorises the loops that
 // call it (glibc's expf is a scalar call). Range reduction x = (n + f)·ln 2 with |f| <= 1/2 and a
 // degree-7 Taylor polynomial of e^(f ln 2): relative error below 1e-8, under float32's own
-// rounding. Arguments below −87 (weights under 1e-38) return 0.
+// rounding. 2^n is applied as 2^(n + 64) · 2^−64 so results stay right down into the subnormal
+// range, like expf; below −104 the result is 0.
 inline float exp_nonpositive(float x) {
   constexpr float kLog2e = 1.44269504088896341f, kLn2 = 0.693147180559945309f;
-  const bool underflow = x < -87.0f;
-  x = underflow ? -87.0f : x;
+  constexpr float kTwoToMinus64 = 5.42101086242752217e-20f;
+  const bool underflow = x < -104.0f;
+  x = underflow ? -104.0f : x;
   const float t = x * kLog2e;
   const float n = std::nearbyint(t);
   const float y = (t - n) * kLn2;
@@ -106,10 +108,10 @@ inline float exp_nonpositive(float x) {
   p = p * y + 0.5f;
   p = p * y + 1.0f;
   p = p * y + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  const int32_t bits = (static_cast<int32_t>(n) + 64 + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof scale);
-  return underflow ? 0.0f : p * scale;
+  return underflow ? 0.0f : (p * scale) * kTwoToMinus64;
 }
 
 inline double exp_nonpositive(double x) { return std::exp(x); }
