@@ -64,6 +64,7 @@ struct AttentionCall {
   at::Tensor q, k, v;
   std::optional<double> scaling;  // None when the model passes none (GPT-2); see the adapter's scaling()
   MaskInfo mask;
+  std::optional<double> softcap;  // Gemma2's attn_logit_softcapping, when the model passes it
 };
 
 class Action {
@@ -142,7 +143,7 @@ class HookRegistry {
   // Runs the layer's actions; returns the (possibly replaced) q, k, v.
   std::tuple<at::Tensor, at::Tensor, at::Tensor> on_attention(int64_t layer, at::Tensor q, at::Tensor k,
                                                                at::Tensor v, std::optional<double> scaling,
-                                                               MaskInfo mask = {});
+                                                               MaskInfo mask = {}, std::optional<double> softcap = {});
   void on_stage(int64_t layer, const std::string& kind, const std::string& stage, const at::Tensor& x);
 
   // The kept rows of a (layer, kind) in the current batch; drawn once, then shared.

@@ -4,10 +4,12 @@
 
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
 #include "hook_registry.hpp"
+#include "row_stats_action.hpp"
 
 namespace py = pybind11;
 
@@ -85,6 +87,38 @@ deterministic in (seed, example id, layer, kind) and, with seed 0, bit-compatibl
           "all_rows", [](const CaptureAction& c) { return rows_tuple(c.all_rows()); },
           "Every row kept in memory, same layout as drain().");
 
+  py::class_<RowStatsAction, std::shared_ptr<RowStatsAction>>(
+      m, "RowStats", "Per-token attention metrics of one layer's heads, measured inside the forward.")
+      .def_property_readonly("layer", &RowStatsAction::layer)
+      .def_property_readonly("heads", &RowStatsAction::heads)
+      .def_property_readonly("threshold", &RowStatsAction::threshold)
+      .def_property_readonly("n_sink", &RowStatsAction::n_sink)
+      .def(
+          "drain",
+          [](RowStatsAction& a) {
+            RowStatsColumns c;
+            {
+              py::gil_scoped_release no_gil;
+              c = a.drain();
+            }
+            py::dict d;
+            d["example_id"] = c.example_id;
+            d["head"] = c.head;
+            d["position"] = c.position;
+            d["entropy"] = c.entropy;
+            d["entropy_normalized"] = c.entropy_normalized;
+            d["max_attn"] = c.max_attn;
+            d["argmax"] = c.argmax;
+            d["k_eff"] = c.k_eff;
+            d["sink_mass"] = c.sink_mass;
+            d["sink_mass_n"] = c.sink_mass_n;
+            d["n_visible"] = c.n_visible;
+            d["q_norm"] = c.q_norm;
+            d["k_norm"] = c.k_norm;
+            return d;
+          },
+          "Columns of the rows recorded since the last drain (one per example, head, real token), then releases them.");
+
   py::class_<HookRegistry, std::shared_ptr<HookRegistry>>(m, "HookRegistry", R"doc(
 Native per-layer action lists of a Probe: captures now, metrics and interventions later.
 
@@ -114,6 +148,23 @@ registry runs that layer's actions in order and returns the (possibly replaced) 
       .def("add_capture", &HookRegistry::add_capture, py::arg("layer"), py::arg("kind"), py::arg("stage"),
            py::arg("heads"), py::arg("keep_in_memory") = true,
            "Records `kind` at `stage` for `heads` (query heads for q, KV heads for k and v) of `layer`.")
+      .def(
+          "add_row_stats",
+          [](HookRegistry& r, int64_t layer, std::vector<int64_t> heads, double threshold, int64_t n_sink) {
+            TORCH_CHECK_VALUE(layer >= 0 && layer < r.n_layers(), "layer: ", layer,
+                              " is not a layer of this model; allowed layers are 0..", r.n_layers() - 1);
+            for (int64_t h : heads)
+              TORCH_CHECK_VALUE(h >= 0 && h < r.n_heads(), "heads: ", h,
+                                " is not a query head; allowed heads are 0..", r.n_heads() - 1);
+            std::sort(heads.begin(), heads.end());
+            heads.erase(std::unique(heads.begin(), heads.end()), heads.end());
+            auto action = std::make_shared<RowStatsAction>(layer, std::move(heads), r.n_heads(), r.n_kv_heads(),
+                                                           threshold, n_sink);
+            r.add_action(action);
+            return action;
+          },
+          py::arg("layer"), py::arg("heads"), py::arg("threshold") = 0.9, py::arg("n_sink") = 4,
+          "Measures attention rows (entropy, max_attn, k_eff, sink mass, ...) and q/k norms of `heads` of `layer`.")
       .def("captures", &HookRegistry::captures)
       .def("layers_with_actions", &HookRegistry::layers_with_actions)
       .def(
@@ -130,13 +181,15 @@ registry runs that layer's actions in order and returns the (possibly replaced) 
       .def(
           "on_attention",
           [](HookRegistry& r, int64_t layer, at::Tensor q, at::Tensor k, at::Tensor v, std::optional<double> scaling,
-             std::optional<at::Tensor> attention_mask, bool is_causal, std::optional<int64_t> sliding_window) {
+             std::optional<at::Tensor> attention_mask, bool is_causal, std::optional<int64_t> sliding_window,
+             std::optional<double> softcap) {
             py::gil_scoped_release no_gil;
             return r.on_attention(layer, std::move(q), std::move(k), std::move(v), scaling,
-                                  MaskInfo{std::move(attention_mask), is_causal, sliding_window});
+                                  MaskInfo{std::move(attention_mask), is_causal, sliding_window}, softcap);
           },
           py::arg("layer"), py::arg("q"), py::arg("k"), py::arg("v"), py::arg("scaling"),
           py::arg("attention_mask") = py::none(), py::arg("is_causal") = true, py::arg("sliding_window") = py::none(),
+          py::arg("softcap") = py::none(),
           "Runs the layer's actions on its attention inputs (post-RoPE q (B, H, T, D), k and v (B, Hkv, T, D)) and "
           "the mask information the model gave; returns the (possibly replaced) q, k, v.")
       .def(

@@ -29,6 +29,7 @@ if _core is not None:
     from spectra.head_geometry import HeadGeometry, head_geometry
     from spectra.models import SUPPORTED_MODEL_TYPES, UnsupportedModelError
     from spectra.probe import Probe
+    from spectra.profile import NonFiniteActivationError, profile
 
     __all__ = [
         "SUPPORTED_MODEL_TYPES",
@@ -39,7 +40,9 @@ if _core is not None:
         "HookRegistry",
         "NativeModuleError",
         "PositionSampler",
+        "NonFiniteActivationError",
         "Probe",
+        "profile",
         "RunningMoments",
         "UnsupportedModelError",
         "read_capture",

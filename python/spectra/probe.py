@@ -159,10 +159,16 @@ class Probe:
         out_dir: str | Path | None = None,
         keep_in_memory: bool | None = None,
         pre_rope_route: Literal["hook", "inverse_rope"] = "hook",
+        row_stats: bool = False,
+        threshold: float = 0.9,
+        n_sink: int = 4,
     ) -> None:
         self.model = model
         self.adapter = adapter_for(model)
-        self.kinds = _as_tuple(capture, "capture", KINDS)
+        empty_capture = not isinstance(capture, str) and len(tuple(capture)) == 0
+        if empty_capture and not row_stats:
+            raise ValueError("capture: nothing requested; allowed values are q, k, v (or pass row_stats=True)")
+        self.kinds = () if empty_capture else _as_tuple(capture, "capture", KINDS)
         self.stages = _as_tuple(stage, "stage", STAGES)
         if pre_rope_route not in PRE_ROPE_ROUTES:
             raise ValueError(f"pre_rope_route: unknown route {pre_rope_route!r}; allowed are {', '.join(PRE_ROPE_ROUTES)}")
@@ -180,6 +186,14 @@ class Probe:
                 targets = layer_heads if kind == "q" else self.kv_heads(layer)
                 for st in self.stages:
                     self.registry.add_capture(layer, kind, st, list(targets), self.keep_in_memory)
+        if not (isinstance(threshold, (int, float)) and 0.0 < threshold <= 1.0):
+            raise ValueError(f"threshold: {threshold!r} is outside (0, 1]")
+        self._row_stats = [
+            self.registry.add_row_stats(layer, list(hs), float(threshold), int(n_sink))
+            for layer, hs in self.heads_by_layer.items()
+        ] if row_stats else []
+        self.threshold, self.n_sink = float(threshold), int(n_sink)
+        self._scalings = [self.adapter.scaling(layer) for layer in range(self.adapter.n_layers)]
         self._active_layers = frozenset(self.heads_by_layer)
         self._windows = [self.adapter.sliding_window(layer) for layer in range(self.adapter.n_layers)]
         self._pre_rope_kinds = {
@@ -328,10 +342,28 @@ class Probe:
                 if kind in self.kinds:
                     self.registry.on_stage(layer, kind, "pre_rope", x if kind == "v" else inverse_rope(x, cos, sin))
         mask = attention_mask if isinstance(attention_mask, torch.Tensor) else None  # flex BlockMasks stay in Python
+        scaling = kwargs.get("scaling")
         return self.registry.on_attention(
-            layer, q, k, v, kwargs.get("scaling"), mask,
+            layer, q, k, v, self._scalings[layer] if scaling is None else float(scaling), mask,
             bool(kwargs.get("is_causal", getattr(module, "is_causal", True))), self._windows[layer],
+            kwargs.get("softcap"),
         )
+
+    def drain_row_stats(self) -> dict[str, np.ndarray]:
+        """Per-token attention metrics recorded since the last call (``row_stats=True``), as columns.
+
+        One entry per (example, layer, head, real token): ``example_id, layer, head, position`` and
+        ``entropy, entropy_normalized, max_attn, argmax, k_eff, sink_mass, sink_mass_n, n_visible,
+        q_norm, k_norm`` (k_norm is the norm of the head's KV-head key at the same token).
+        """
+        if not self._row_stats:
+            raise RuntimeError("drain_row_stats: this probe was built without row_stats=True")
+        parts = []
+        for action in self._row_stats:
+            columns = {name: t.numpy() for name, t in action.drain().items()}
+            columns["layer"] = np.full(len(columns["head"]), action.layer, dtype=np.int64)
+            parts.append(columns)
+        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
     def _flush(self) -> None:
         for capture in self.registry.captures():
