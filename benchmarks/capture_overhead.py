@@ -8,15 +8,13 @@ every head of every layer at uniformly sampled positions (bucket 64: each token 
 probability 1/64). Runs alternate plain / probe so drift hits both; the table reports medians,
 their ratio, and each variant's peak memory above the pre-call baseline (CUDA: the caching
 allocator's peak; CPU: bytes in use by malloc — glibc's mallinfo2, i.e. what torch's CPU allocator
-holds — sampled every 0.2 ms; RSS would mostly measure glibc's reluctance to return pages).
+holds — sampled every 0.2 ms; see spectra.benchmarking).
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import statistics
-import threading
 import time
 
 import torch
@@ -24,59 +22,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 
 import spectra
 from spectra import zoo
-
-
-
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")
-    ]
-
-
-_libc = ctypes.CDLL("libc.so.6")
-_libc.mallinfo2.restype = _MallInfo2
-
-
-def malloc_in_use() -> int:
-    """Bytes currently allocated through malloc: small chunks plus mmapped large ones."""
-    info = _libc.mallinfo2()
-    return info.uordblks + info.hblkhd
-
-
-class PeakMemory:
-    """Peak memory above the level at entry: CUDA allocator stats, or sampled malloc bytes in use."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.peak = 0
-
-    def __enter__(self) -> PeakMemory:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.base = torch.cuda.memory_allocated()
-        else:
-            self.base = malloc_in_use()
-            self.top = self.base
-            self.stop = threading.Event()
-            self.thread = threading.Thread(target=self._sample, daemon=True)
-            self.thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self.stop.is_set():
-            self.top = max(self.top, malloc_in_use())
-            time.sleep(0.0002)
-
-    def __exit__(self, *exc) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            self.peak = torch.cuda.max_memory_allocated() - self.base
-        else:
-            self.stop.set()
-            self.thread.join()
-            self.peak = max(self.top, malloc_in_use()) - self.base
+from spectra.benchmarking import PeakMemory
 
 
 def llama_shaped(device: torch.device) -> torch.nn.Module:

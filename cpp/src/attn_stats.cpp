@@ -132,8 +132,29 @@ int32_t bin_of(Acc max, Acc s) {
 // k_eff: the smallest count of the largest weights whose sum reaches target. The bin holding the
 // threshold is found from per-bin sums; only its members are sorted.
 template <typename Acc>
-int64_t k_eff_of(const Acc* s, const Acc* e, int64_t n, Acc max, double target, Workspace<Acc>& ws) {
+int64_t k_eff_of(const Acc* s, const Acc* e, int64_t n, Acc max, double z, double target, Workspace<Acc>& ws) {
   if (target <= 1.0) return 1;  // the maximal key alone (weight exactly 1) reaches it
+  // Keys lighter than (Z − target) / n hold at most Z − target together, so the keys at least that
+  // heavy already reach target: the answer lies among them. When they are few (a peaked row),
+  // sorting just them is cheaper than the histogram.
+  constexpr size_t kSortLimit = 512;
+  const Acc cutoff = static_cast<Acc>((z - target) / static_cast<double>(n));
+  ws.boundary.clear();
+  for (int64_t i = 0; i < n; ++i) {
+    if (e[i] >= cutoff && e[i] > Acc(0)) {
+      ws.boundary.push_back(static_cast<double>(e[i]));
+      if (ws.boundary.size() > kSortLimit) break;
+    }
+  }
+  if (ws.boundary.size() <= kSortLimit) {
+    std::sort(ws.boundary.begin(), ws.boundary.end(), std::greater<double>());
+    double mass = 0.0;
+    for (size_t i = 0; i < ws.boundary.size(); ++i) {
+      mass += ws.boundary[i];
+      if (mass >= target) return static_cast<int64_t>(i) + 1;
+    }
+    // Rounding in Z can leave the candidates a hair short; the histogram below settles it.
+  }
   // The bins stay zero between rows: only the used prefix is touched, and cleared again below.
   int64_t used = 0;
   for (int64_t i = 0; i < n; ++i) {
@@ -212,7 +233,7 @@ RowResult row_stats(const Acc* s, int64_t n, int64_t lo, int64_t visible, const 
   for (int64_t j = lo; j < std::min<int64_t>(p.n_sink, lo + n); ++j) sink_n += static_cast<double>(e[j - lo]);
   res.sink_mass_n = sink_n / z;
   res.entropy_normalized = visible >= 2 ? res.entropy / std::log(static_cast<double>(visible)) : kNaN;
-  res.k_eff = std::min(k_eff_of(s, e, n, m, (p.threshold - kKeffTolerance) * z, ws), visible);
+  res.k_eff = std::min(k_eff_of(s, e, n, m, z, (p.threshold - kKeffTolerance) * z, ws), visible);
   return res;
 }
 
