@@ -19,13 +19,13 @@ import os
 import tempfile
 import time
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+import pandas as pd
 import torch
 
 import spectra
 from spectra import zoo
 from spectra.benchmarking import timed
+from spectra.profile import write_profile_parquet
 
 
 def windows(tokenizer, n: int, length: int) -> torch.Tensor:
@@ -83,8 +83,7 @@ def spectra_pipeline(model, batches, path: str) -> None:
         frames.append(spectra.profile(model, ids, metrics=("q_norm", "entropy", "max_attn", "k_eff"),
                                       sample_ids=range(start, start + ids.shape[0])))
         start += ids.shape[0]
-    table = pa.Table.from_pandas(__import__("pandas").concat(frames, ignore_index=True), preserve_index=False)
-    pq.write_table(table, path, compression="zstd")
+    write_profile_parquet(pd.concat(frames, ignore_index=True), path)
 
 
 def main() -> None:
