@@ -66,6 +66,7 @@ pytest: setup
 
 test: ctest pytest
 
+# Profiles tiny-llama on the held-out corpus into results/demo/ (spectra demo; see python/spectra/demo.py).
 demo: setup
 	$(PY) -m spectra demo
 

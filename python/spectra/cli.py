@@ -21,18 +21,20 @@ def info() -> None:
 
 
 @main.command()
-@click.option("--model", default="tiny-llama", show_default=True, help="Zoo model name.")
-@click.option("--seq-len", default=256, show_default=True, type=click.IntRange(min=1), help="Tokens per window.")
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
-@click.option("--max-windows", default=None, type=click.IntRange(min=1), help="Use at most this many windows.")
-def demo(model: str, seq_len: int, batch_size: int, max_windows: int | None) -> None:
-    """Per-(layer, head) Q/K geometry of an embedded model on held-out text."""
+@click.option("--model", default="tiny-llama", show_default=True, help="Zoo name or a local model folder.")
+@click.option("--context-length", default=256, show_default=True, type=click.IntRange(min=1), help="Tokens per window.")
+@click.option("--n-samples", default=16, show_default=True, type=click.IntRange(min=1), help="Windows to profile.")
+@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1), help="Windows per shard.")
+@click.option("--out", "out_dir", default="results/demo", show_default=True, type=click.Path(file_okay=False),
+              help="Result folder (a previous result folder there is replaced).")
+def demo(model: str, context_length: int, n_samples: int, batch_size: int, out_dir: str) -> None:
+    """Profile a model on the zoo's held-out text into results/demo; print the figures and a per-layer summary."""
     from spectra.demo import run_demo
 
     try:
-        run_demo(model, seq_len=seq_len, batch_size=batch_size, max_windows=max_windows)
-    except ValueError as error:
-        raise click.BadParameter(str(error)) from error
+        run_demo(model, context_length=context_length, n_samples=n_samples, batch_size=batch_size, out_dir=out_dir)
+    except (ValueError, FileNotFoundError) as error:
+        raise click.ClickException(str(error)) from error
 
 
 @main.command()
@@ -73,3 +75,101 @@ def capture(model_name, data_path, out_dir, layers, heads, kinds, stages, positi
         raise click.ClickException(str(error)) from error
     rows = sum(meta["rows"].values())
     click.echo(f"spectra capture: {meta['n_examples']} examples, {len(meta['rows'])} files, {rows} rows -> {out_dir}")
+
+
+# ---- spectra profile ------------------------------------------------------------------------
+
+def _option_keys(command: click.Command) -> dict[str, str]:
+    """Every spelling a --config YAML may use for an option (``context-length``, ``context_length``,
+    the parameter name) -> the parameter name."""
+    keys = {}
+    for param in command.params:
+        if not isinstance(param, click.Option) or param.name == "config":
+            continue
+        keys[param.name] = param.name
+        for opt in param.opts:
+            if opt.startswith("--"):
+                keys[opt[2:]] = keys[opt[2:].replace("-", "_")] = param.name
+    return keys
+
+
+def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--config run.yaml``: a mapping of option names to values that become the defaults."""
+    if value is None:
+        return None
+    import yaml
+
+    try:
+        with open(value, encoding="utf-8") as handle:
+            loaded = yaml.safe_load(handle)
+    except OSError as error:
+        raise click.BadParameter(f"cannot read {value}: {error.strerror}", ctx, param) from None
+    except yaml.YAMLError as error:
+        raise click.BadParameter(f"{value} is not valid YAML ({error})", ctx, param) from None
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise click.BadParameter(f"{value} must hold a mapping of option names to values", ctx, param)
+    keys = _option_keys(ctx.command)
+    unknown = sorted(str(k) for k in loaded if str(k) not in keys)
+    if unknown:
+        allowed = sorted({k for k in keys if "_" not in k})
+        raise click.BadParameter(f"{value}: unknown key(s) {', '.join(unknown)}; allowed keys are {', '.join(allowed)}",
+                                 ctx, param)
+    defaults = {}
+    for key, item in loaded.items():
+        if isinstance(item, (list, tuple)):
+            item = ",".join(str(v) for v in item)
+        defaults[keys[str(key)]] = item
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return value
+
+
+@main.command("profile")
+@click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False, callback=_load_config,
+              help="YAML file of option defaults (keys as the long options, e.g. context-length: 256); flags override it.")
+@click.option("--model", "model_name", required=True, help="Zoo name (tiny-llama, tiny-qwen3) or a local model folder.")
+@click.option("--data", "data_path", default=None, type=click.Path(),
+              help="Text file, folder of *.txt, .npz file or folder of shard_*.npz with input_ids "
+                   "(default: the zoo's held-out corpus).")
+@click.option("--context-length", required=True, type=click.IntRange(min=1), help="Tokens per window.")
+@click.option("--n-samples", default=None, type=click.IntRange(min=1), help="Profile the first N windows (default all).")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Windows per forward and per shard.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Result folder.")
+@click.option("--layers", default=None, help="Layers, e.g. '0,2,5-7' (default all).")
+@click.option("--heads", default=None, help="Query heads of every layer, e.g. '0-3' (default all).")
+@click.option("--metrics", default="entropy,entropy_normalized,max_attn,k_eff,sink_mass,q_norm,k_norm", show_default=True,
+              help="Comma-separated metrics.")
+@click.option("--threshold", default=0.9, show_default=True, type=float, help="Mass that k_eff must reach.")
+@click.option("--ignore-first", default=2, show_default=True, type=click.IntRange(min=0),
+              help="Row metrics are NaN for the first N tokens.")
+@click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "bfloat16"]))
+@click.option("--attn-implementation", default="sdpa", show_default=True, type=click.Choice(["sdpa", "eager"]))
+@click.option("--resume", is_flag=True, help="Finish an interrupted run in --out, skipping its finished shards.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def profile_command(model_name, data_path, context_length, n_samples, batch_size, out_dir, layers, heads, metrics,
+                    threshold, ignore_first, dtype, attn_implementation, resume, quiet) -> None:
+    """Per-token attention metrics of a model on token windows, as Parquet shards, plus the head summary,
+    the exp0 q-norm/entropy correlation tables and figures."""
+    import torch
+
+    from spectra.capture_job import load_model, parse_ints, split_names
+    from spectra.profile_job import load_windows, run_profile
+
+    try:
+        try:
+            layer_list, head_list = parse_ints(layers), parse_ints(heads)
+        except ValueError:
+            raise ValueError(f"layers/heads: expected e.g. '0,2,5-7'; got --layers {layers!r} --heads {heads!r}") from None
+        model, tokenizer = load_model(model_name, dtype=getattr(torch, dtype), attn_implementation=attn_implementation)
+        windows = load_windows(data_path, tokenizer, context_length, n_samples)
+        result = run_profile(
+            model, tokenizer, windows, out_dir, model_name=model_name, batch_size=batch_size, layers=layer_list,
+            heads=head_list, metrics=split_names(metrics), threshold=threshold, ignore_first=ignore_first,
+            resume=resume, data=data_path, n_samples=n_samples, command_line=sys.argv, progress=not quiet,
+        )
+    except (ValueError, FileNotFoundError, KeyError) as error:
+        raise click.ClickException(str(error).strip("'\"")) from error
+    from spectra.demo import print_result
+
+    print_result(result)
