@@ -24,8 +24,12 @@ constexpr int64_t kMicroRows = 4;
 constexpr int64_t kMicroKeys = 32;
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
+#define SPECTRA_TARGET_CLONES_DOT __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define SPECTRA_TARGET_CLONES_DOT
 #endif
+
+SPECTRA_TARGET_CLONES_DOT
 void dot_tile(const float* q, int64_t rows, const float* panels, int64_t keys, int64_t dim, float* out,
               int64_t out_stride) {
   for (int64_t r0 = 0; r0 < rows; r0 += kMicroRows) {
@@ -92,13 +96,16 @@ struct RowResult {
 // degree-7 Taylor polynomial of e^(f ln 2): relative error below 1e-8, under float32's own
 // rounding. 2^n is applied as 2^(n + 64) · 2^−64 so results stay right down into the subnormal
 // range, like expf; below −104 the result is 0.
-inline float exp_nonpositive(float x) {
+__attribute__((always_inline)) inline float exp_nonpositive(float x) {
   constexpr float kLog2e = 1.44269504088896341f, kLn2 = 0.693147180559945309f;
   constexpr float kTwoToMinus64 = 5.42101086242752217e-20f;
   const bool underflow = x < -104.0f;
   x = underflow ? -104.0f : x;
   const float t = x * kLog2e;
-  const float n = std::nearbyint(t);
+  // Round to nearest by adding and removing 1.5·2^23 (std::nearbyint is a library call below SSE4.1,
+  // which would keep this loop scalar). |t| <= 151, far inside the trick's range.
+  constexpr float kRound = 12582912.0f;
+  const float n = (t + kRound) - kRound;
   const float y = (t - n) * kLn2;
   float p = 1.0f / 5040.0f;
   p = p * y + 1.0f / 720.0f;
@@ -116,66 +123,126 @@ inline float exp_nonpositive(float x) {
 
 inline double exp_nonpositive(double x) { return std::exp(x); }
 
-// Histogram of the weights by their log-distance below the max: bin = floor((max − s) · 64), so
-// one bin spans 1/64 nat (weights within 1.6% of each other); everything more than 32 nats below
-// shares the last bin.
-constexpr double kBinsPerNat = 64.0;
+// The two full passes over a row, as non-template functions so target_clones can build AVX-512
+// and AVX2 versions of them (the loops are written for the vectoriser: no branches, explicit lanes).
+constexpr int64_t kLanes = 16;
 
-template <typename Acc>
-int32_t bin_of(Acc max, Acc s) {
-  // In the logits' own precision: the histogram and the gather below use the same function, so
-  // all that matters is that it is monotone in s.
-  const Acc b = (max - s) * static_cast<Acc>(kBinsPerNat);
-  return b >= static_cast<Acc>(kHistogramBins - 1) ? static_cast<int32_t>(kHistogramBins - 1) : static_cast<int32_t>(b);
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define SPECTRA_TARGET_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define SPECTRA_TARGET_CLONES
+#endif
+
+SPECTRA_TARGET_CLONES
+float row_max(const float* s, int64_t n) {
+  float lanes[kLanes];
+  for (int64_t l = 0; l < kLanes; ++l) lanes[l] = -std::numeric_limits<float>::infinity();
+  const int64_t body = n - n % kLanes;
+  for (int64_t i = 0; i < body; i += kLanes)
+    for (int64_t l = 0; l < kLanes; ++l) lanes[l] = s[i + l] > lanes[l] ? s[i + l] : lanes[l];
+  float m = -std::numeric_limits<float>::infinity();
+  for (int64_t l = 0; l < kLanes; ++l) m = lanes[l] > m ? lanes[l] : m;
+  for (int64_t i = body; i < n; ++i) m = s[i] > m ? s[i] : m;
+  return m;
 }
 
-// k_eff: the smallest count of the largest weights whose sum reaches target. The bin holding the
-// threshold is found from per-bin sums; only its members are sorted.
+double row_max(const double* s, int64_t n) {
+  double m = -std::numeric_limits<double>::infinity();
+  for (int64_t i = 0; i < n; ++i) m = s[i] > m ? s[i] : m;
+  return m;
+}
+
+// e[i] = exp(s[i] − m) (0 for hidden keys at −inf), z += Σ e, a += Σ e·(s − m). A NaN logit makes
+// z NaN. The distance is clamped at −104 nats before the product so 0 · (−inf) never occurs. Sums
+// run in float lanes over chunks of 256 keys (16 terms per lane) and in float64 across chunks:
+// all-float inner loops vectorise, and the error stays at float64 level over long rows.
+SPECTRA_TARGET_CLONES
+void row_weights(const float* s, int64_t n, float m, float* e, double& z, double& a) {
+  constexpr int64_t kChunk = 256;
+  for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
+    const int64_t c1 = std::min(n, c0 + kChunk);
+    const int64_t body = c0 + (c1 - c0) / kLanes * kLanes;
+    float z_lanes[kLanes] = {}, a_lanes[kLanes] = {};
+    for (int64_t i = c0; i < body; i += kLanes) {
+      for (int64_t l = 0; l < kLanes; ++l) {
+        const float d = s[i + l] - m;
+        const float w = exp_nonpositive(d);
+        const float dc = d > -104.0f ? d : -104.0f;
+        e[i + l] = w;
+        z_lanes[l] += w;
+        a_lanes[l] += w * dc;
+      }
+    }
+    for (int64_t i = body; i < c1; ++i) {
+      const float d = s[i] - m;
+      const float w = exp_nonpositive(d);
+      const float dc = d > -104.0f ? d : -104.0f;
+      e[i] = w;
+      z_lanes[0] += w;
+      a_lanes[0] += w * dc;
+    }
+    double zc = 0.0, ac = 0.0;
+    for (int64_t l = 0; l < kLanes; ++l) {
+      zc += z_lanes[l];
+      ac += a_lanes[l];
+    }
+    z += zc;
+    a += ac;
+  }
+}
+
+void row_weights(const double* s, int64_t n, double m, double* e, double& z, double& a) {
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = s[i] - m;
+    const double w = std::exp(d);
+    e[i] = w;
+    z += w;
+    a += w > 0.0 ? w * d : 0.0;
+  }
+}
+
+// k_eff: the smallest count of the largest weights whose sum reaches target (weights e = exp(s − m),
+// the largest exactly 1). A histogram of the logits' distance below the max locates the bin that
+// holds the threshold; only that bin's members are sorted. The bins adapt to the row: about one
+// per two keys (16 to kHistogramBins) spread over the row's logit span, capped at 32 nats (weights
+// below e^−32 share the last bin), so the work per row is O(n) however wide or narrow the row is.
 template <typename Acc>
-int64_t k_eff_of(const Acc* s, const Acc* e, int64_t n, Acc max, double z, double target, Workspace<Acc>& ws) {
+int64_t k_eff_of(const Acc* s, const Acc* e, int64_t n, Acc max, double target, Workspace<Acc>& ws) {
   if (target <= 1.0) return 1;  // the maximal key alone (weight exactly 1) reaches it
-  // Keys lighter than (Z − target) / n hold at most Z − target together, so the keys at least that
-  // heavy already reach target: the answer lies among them. When they are few (a peaked row),
-  // sorting just them is cheaper than the histogram.
-  constexpr size_t kSortLimit = 512;
-  const Acc cutoff = static_cast<Acc>((z - target) / static_cast<double>(n));
-  ws.boundary.clear();
+  Acc lowest = max;
   for (int64_t i = 0; i < n; ++i) {
-    if (e[i] >= cutoff && e[i] > Acc(0)) {
-      ws.boundary.push_back(static_cast<double>(e[i]));
-      if (ws.boundary.size() > kSortLimit) break;
-    }
+    const Acc v = e[i] > Acc(0) ? s[i] : max;  // hidden or underflowed keys carry no mass
+    lowest = v < lowest ? v : lowest;
   }
-  if (ws.boundary.size() <= kSortLimit) {
-    std::sort(ws.boundary.begin(), ws.boundary.end(), std::greater<double>());
-    double mass = 0.0;
-    for (size_t i = 0; i < ws.boundary.size(); ++i) {
-      mass += ws.boundary[i];
-      if (mass >= target) return static_cast<int64_t>(i) + 1;
-    }
-    // Rounding in Z can leave the candidates a hair short; the histogram below settles it.
+  const Acc span = std::min<Acc>(max - lowest, Acc(32));
+  if (!(span > Acc(0))) {
+    // Every key with mass has weight 1: k keys hold k units.
+    return static_cast<int64_t>(std::ceil(target - 1e-12));
   }
-  // The bins stay zero between rows: only the used prefix is touched, and cleared again below.
-  int64_t used = 0;
+  const int64_t n_bins = std::clamp<int64_t>(n / 2, 16, kHistogramBins);
+  const Acc scale = static_cast<Acc>(n_bins) / span;
+  auto bin_of = [&](Acc v) {
+    const Acc b = (max - v) * scale;
+    return b >= static_cast<Acc>(n_bins - 1) ? n_bins - 1 : static_cast<int64_t>(b);
+  };
   for (int64_t i = 0; i < n; ++i) {
-    if (!(e[i] > Acc(0))) continue;  // hidden (−inf) or underflowed: no mass
-    const int64_t b = bin_of(max, s[i]);
+    if (!(e[i] > Acc(0))) continue;
+    const int64_t b = bin_of(s[i]);
     ws.bin_mass[b] += static_cast<double>(e[i]);
     ++ws.bin_count[b];
-    used = b >= used ? b + 1 : used;
   }
   double above = 0.0;
   int64_t count_above = 0, bin = 0;
-  for (; bin < used - 1; ++bin) {
+  for (; bin < n_bins - 1; ++bin) {
     if (above + ws.bin_mass[bin] >= target) break;
     above += ws.bin_mass[bin];
     count_above += ws.bin_count[bin];
   }
-  std::fill_n(ws.bin_mass.begin(), used, 0.0);
-  std::fill_n(ws.bin_count.begin(), used, 0);
+  std::fill_n(ws.bin_mass.begin(), n_bins, 0.0);  // the bins stay zero between rows
+  std::fill_n(ws.bin_count.begin(), n_bins, 0);
   ws.boundary.clear();
   for (int64_t i = 0; i < n; ++i)
-    if (e[i] > Acc(0) && bin_of(max, s[i]) == bin) ws.boundary.push_back(static_cast<double>(e[i]));
+    if (e[i] > Acc(0) && bin_of(s[i]) == bin) ws.boundary.push_back(static_cast<double>(e[i]));
   std::sort(ws.boundary.begin(), ws.boundary.end(), std::greater<double>());
   double mass = above;
   for (size_t i = 0; i < ws.boundary.size(); ++i) {
@@ -193,35 +260,13 @@ RowResult row_stats(const Acc* s, int64_t n, int64_t lo, int64_t visible, const 
   RowResult res;
   res.n_visible = visible;
   if (visible == 0 || n <= 0) return res;
-  constexpr int64_t kLanes = 16;
-  const int64_t body = n - n % kLanes;
   // Pass 1: the max (NaNs compare false and are caught by the sums below).
-  Acc max_lanes[kLanes];
-  std::fill_n(max_lanes, kLanes, -std::numeric_limits<Acc>::infinity());
-  for (int64_t i = 0; i < body; i += kLanes)
-    for (int64_t l = 0; l < kLanes; ++l) max_lanes[l] = s[i + l] > max_lanes[l] ? s[i + l] : max_lanes[l];
-  Acc m = -std::numeric_limits<Acc>::infinity();
-  for (int64_t l = 0; l < kLanes; ++l) m = max_lanes[l] > m ? max_lanes[l] : m;
-  for (int64_t i = body; i < n; ++i) m = s[i] > m ? s[i] : m;
+  const Acc m = row_max(s, n);
   if (!(m > -std::numeric_limits<Acc>::infinity()) || std::isinf(m)) return res;  // no finite logit
   // Pass 2: weights e = exp(s − m) <= 1, Z = Σe and Σ e·(s − m), the sums in float64.
   Acc* e = ws.weights.data();
-  double z_lanes[kLanes] = {}, a_lanes[kLanes] = {};
-  auto weigh = [&](int64_t l, int64_t i) {
-    const Acc d = s[i] - m;
-    const Acc w = exp_nonpositive(d);  // −inf → 0
-    e[i] = w;
-    z_lanes[l] += static_cast<double>(w);
-    a_lanes[l] += w > Acc(0) ? static_cast<double>(w) * static_cast<double>(d) : 0.0;
-  };
-  for (int64_t i = 0; i < body; i += kLanes)
-    for (int64_t l = 0; l < kLanes; ++l) weigh(l, i + l);
-  for (int64_t i = body; i < n; ++i) weigh(0, i);
   double z = 0.0, a = 0.0;
-  for (int64_t l = 0; l < kLanes; ++l) {
-    z += z_lanes[l];
-    a += a_lanes[l];
-  }
+  row_weights(s, n, m, e, z, a);
   if (std::isnan(z)) return res;  // a NaN activation reached this row
   int64_t arg = 0;
   while (arg < n && !(s[arg] == m)) ++arg;
@@ -233,7 +278,7 @@ RowResult row_stats(const Acc* s, int64_t n, int64_t lo, int64_t visible, const 
   for (int64_t j = lo; j < std::min<int64_t>(p.n_sink, lo + n); ++j) sink_n += static_cast<double>(e[j - lo]);
   res.sink_mass_n = sink_n / z;
   res.entropy_normalized = visible >= 2 ? res.entropy / std::log(static_cast<double>(visible)) : kNaN;
-  res.k_eff = std::min(k_eff_of(s, e, n, m, z, (p.threshold - kKeffTolerance) * z, ws), visible);
+  res.k_eff = std::min(k_eff_of(s, e, n, m, (p.threshold - kKeffTolerance) * z, ws), visible);
   return res;
 }
 
