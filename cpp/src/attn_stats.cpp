@@ -201,6 +201,35 @@ void row_weights(const double* s, int64_t n, double m, double* e, double& z, dou
   }
 }
 
+// The smallest logit among keys with mass (hidden or underflowed keys count as the max).
+SPECTRA_TARGET_CLONES
+float row_lowest(const float* s, const float* e, int64_t n, float max) {
+  float lanes[kLanes];
+  for (int64_t l = 0; l < kLanes; ++l) lanes[l] = max;
+  const int64_t body = n - n % kLanes;
+  for (int64_t i = 0; i < body; i += kLanes)
+    for (int64_t l = 0; l < kLanes; ++l) {
+      const float v = e[i + l] > 0.0f ? s[i + l] : max;
+      lanes[l] = v < lanes[l] ? v : lanes[l];
+    }
+  float lowest = max;
+  for (int64_t l = 0; l < kLanes; ++l) lowest = lanes[l] < lowest ? lanes[l] : lowest;
+  for (int64_t i = body; i < n; ++i) {
+    const float v = e[i] > 0.0f ? s[i] : max;
+    lowest = v < lowest ? v : lowest;
+  }
+  return lowest;
+}
+
+double row_lowest(const double* s, const double* e, int64_t n, double max) {
+  double lowest = max;
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = e[i] > 0.0 ? s[i] : max;
+    lowest = v < lowest ? v : lowest;
+  }
+  return lowest;
+}
+
 // k_eff: the smallest count of the largest weights whose sum reaches target (weights e = exp(s − m),
 // the largest exactly 1). A histogram of the logits' distance below the max locates the bin that
 // holds the threshold; only that bin's members are sorted. The bins adapt to the row: about one
@@ -209,11 +238,7 @@ void row_weights(const double* s, int64_t n, double m, double* e, double& z, dou
 template <typename Acc>
 int64_t k_eff_of(const Acc* s, const Acc* e, int64_t n, Acc max, double target, Workspace<Acc>& ws) {
   if (target <= 1.0) return 1;  // the maximal key alone (weight exactly 1) reaches it
-  Acc lowest = max;
-  for (int64_t i = 0; i < n; ++i) {
-    const Acc v = e[i] > Acc(0) ? s[i] : max;  // hidden or underflowed keys carry no mass
-    lowest = v < lowest ? v : lowest;
-  }
+  const Acc lowest = row_lowest(s, e, n, max);
   const Acc span = std::min<Acc>(max - lowest, Acc(32));
   if (!(span > Acc(0))) {
     // Every key with mass has weight 1: k keys hold k units.
