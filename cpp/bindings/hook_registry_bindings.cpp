@@ -102,19 +102,7 @@ deterministic in (seed, example id, layer, kind) and, with seed 0, bit-compatibl
               c = a.drain();
             }
             py::dict d;
-            d["example_id"] = c.example_id;
-            d["head"] = c.head;
-            d["position"] = c.position;
-            d["entropy"] = c.entropy;
-            d["entropy_normalized"] = c.entropy_normalized;
-            d["max_attn"] = c.max_attn;
-            d["argmax"] = c.argmax;
-            d["k_eff"] = c.k_eff;
-            d["sink_mass"] = c.sink_mass;
-            d["sink_mass_n"] = c.sink_mass_n;
-            d["n_visible"] = c.n_visible;
-            d["q_norm"] = c.q_norm;
-            d["k_norm"] = c.k_norm;
+            c.for_each_column([&](const char* name, at::Tensor& column) { d[name] = column; });
             return d;
           },
           "Columns of the rows recorded since the last drain (one per example, head, real token), then releases them.");

@@ -5,6 +5,7 @@
 #include <c10/util/Exception.h>
 
 #include <map>
+#include <string>
 #include <tuple>
 
 namespace spectra::bindings {
@@ -25,11 +26,6 @@ auto attn_row_stats_op() {
 auto vec_stats_op() {
   static auto op = c10::Dispatcher::singleton().findSchemaOrThrow("spectra::vec_stats", "").typed<VecStatsFn>();
   return op;
-}
-
-at::Tensor cat_or_empty(const std::vector<at::Tensor>& parts, at::ScalarType dtype) {
-  if (parts.empty()) return at::empty({0}, at::TensorOptions().dtype(dtype));
-  return parts.size() == 1 ? parts.front() : at::cat(parts);
 }
 
 }  // namespace
@@ -106,20 +102,31 @@ void RowStatsAction::on_end_batch(bool discard) {
 }
 
 RowStatsColumns RowStatsAction::drain() {
-  RowStatsColumns out;
-  std::vector<at::Tensor> cols[13];
-  for (const auto& c : chunks_) {
-    const at::Tensor parts[13] = {c.example_id, c.head,   c.position, c.entropy,   c.entropy_normalized,
-                                  c.max_attn,   c.sink_mass, c.sink_mass_n, c.argmax, c.k_eff,
-                                  c.n_visible,  c.q_norm, c.k_norm};
-    for (int i = 0; i < 13; ++i) cols[i].push_back(parts[i]);
+  // Column i of every chunk, concatenated (dtypes as on_attention builds them).
+  if (chunks_.empty()) {
+    RowStatsColumns typed;  // dtypes of an empty drain: ids and counts int64, metrics float32
+    typed.for_each_column([](const char* name, at::Tensor& column) {
+      const std::string n(name);
+      const bool is_long = n == "example_id" || n == "head" || n == "position" || n == "argmax" || n == "k_eff" ||
+                           n == "n_visible";
+      column = at::empty({0}, at::TensorOptions().dtype(is_long ? at::kLong : at::kFloat));
+    });
+    return typed;
   }
-  const at::ScalarType types[13] = {at::kLong,  at::kLong,  at::kLong, at::kFloat, at::kFloat, at::kFloat, at::kFloat,
-                                    at::kFloat, at::kLong,  at::kLong, at::kLong,  at::kFloat, at::kFloat};
-  at::Tensor* dst[13] = {&out.example_id, &out.head,   &out.position, &out.entropy,   &out.entropy_normalized,
-                         &out.max_attn,   &out.sink_mass, &out.sink_mass_n, &out.argmax, &out.k_eff,
-                         &out.n_visible,  &out.q_norm, &out.k_norm};
-  for (int i = 0; i < 13; ++i) *dst[i] = cat_or_empty(cols[i], types[i]);
+  std::vector<std::vector<at::Tensor>> parts;
+  for (auto& chunk : chunks_) {
+    size_t i = 0;
+    chunk.for_each_column([&](const char*, at::Tensor& column) {
+      if (parts.size() <= i) parts.emplace_back();
+      parts[i++].push_back(column);
+    });
+  }
+  RowStatsColumns out;
+  size_t i = 0;
+  out.for_each_column([&](const char*, at::Tensor& column) {
+    const auto& pieces = parts[i++];
+    column = pieces.size() == 1 ? pieces.front() : at::cat(pieces);
+  });
   chunks_.clear();
   batch_mark_ = 0;
   return out;

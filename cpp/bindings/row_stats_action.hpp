@@ -19,6 +19,25 @@ struct RowStatsColumns {
   at::Tensor entropy, entropy_normalized, max_attn, sink_mass, sink_mass_n;  // float32
   at::Tensor argmax, k_eff, n_visible;                                       // int64
   at::Tensor q_norm, k_norm;                                                 // float32
+
+  // Calls f(name, column) for every column in the order above: the one list of names that the
+  // drain and the Python binding share.
+  template <typename F>
+  void for_each_column(F&& f) {
+    f("example_id", example_id);
+    f("head", head);
+    f("position", position);
+    f("entropy", entropy);
+    f("entropy_normalized", entropy_normalized);
+    f("max_attn", max_attn);
+    f("sink_mass", sink_mass);
+    f("sink_mass_n", sink_mass_n);
+    f("argmax", argmax);
+    f("k_eff", k_eff);
+    f("n_visible", n_visible);
+    f("q_norm", q_norm);
+    f("k_norm", k_norm);
+  }
 };
 
 class RowStatsAction final : public Action {

@@ -307,23 +307,15 @@ RowResult row_stats(const Acc* s, int64_t n, int64_t lo, int64_t visible, const 
   return res;
 }
 
+// to_float reads every input type (float16/bfloat16 bit patterns, float, double) at full value.
 template <typename Acc, typename In>
 Acc load_one(In x) {
-  if constexpr (std::is_same_v<In, double>) {
-    return static_cast<Acc>(x);
-  } else {
-    return static_cast<Acc>(to_float(x));
-  }
+  return static_cast<Acc>(to_float(x));
 }
 
 template <typename Acc, typename In>
 void load_vec(const In* src, int64_t dim, int64_t stride, Acc* dst) {
-  for (int64_t d = 0; d < dim; ++d) dst[d] = static_cast<Acc>(to_float(src[d * stride]));
-}
-
-template <typename Acc>
-void load_vec(const double* src, int64_t dim, int64_t stride, Acc* dst) {
-  for (int64_t d = 0; d < dim; ++d) dst[d] = static_cast<Acc>(src[d * stride]);
+  for (int64_t d = 0; d < dim; ++d) dst[d] = load_one<Acc>(src[d * stride]);
 }
 
 }  // namespace

@@ -76,10 +76,6 @@ def switch_for(model: nn.Module) -> AttentionSwitch:
         return switch
 
 
-def is_attached(model: nn.Module) -> bool:
-    return id(model) in _switches
-
-
 class AttentionSwitch:
     def __init__(self, model: nn.Module) -> None:
         self.adapter: Adapter = adapter_for(model)

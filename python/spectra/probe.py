@@ -196,9 +196,7 @@ class Probe:
         self._scalings = [self.adapter.scaling(layer) for layer in range(self.adapter.n_layers)]
         self._active_layers = frozenset(self.heads_by_layer)
         self._windows = [self.adapter.sliding_window(layer) for layer in range(self.adapter.n_layers)]
-        self._pre_rope_kinds = {
-            layer: tuple(k for k in self.kinds if "pre_rope" in self.stages) for layer in self.heads_by_layer
-        }
+        self._pre_rope_kinds = self.kinds if "pre_rope" in self.stages else ()
         self._switch: AttentionSwitch | None = None
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._rope: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -283,7 +281,7 @@ class Probe:
                 self._handles.append(module.register_forward_pre_hook(self._rope_stasher(layer), with_kwargs=True))
 
     def _stage_reader(self, layer: int, stage_hook):
-        wanted = self._pre_rope_kinds[layer]
+        wanted = self._pre_rope_kinds
 
         def read(module, args, output):
             if not self.registry.in_batch:
