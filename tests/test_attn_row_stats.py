@@ -31,6 +31,29 @@ def truth_cumulative(q, k, scaling, **mask):
     return p.sort(dim=-1, descending=True).values.cumsum(-1), p
 
 
+def check_logit_var(out, same, truth, q, k, scaling, **mask):
+    """logit_var = E[(s − max)²] − E[s − max]²: its rounding is relative to the second moment."""
+    batch, heads, tq, _ = q.shape
+    keys = k.double().repeat_interleave(heads // k.shape[1], dim=1)
+    logits = q.double() @ keys.transpose(-1, -2) * scaling
+    if mask.get("softcap"):
+        logits = mask["softcap"] * torch.tanh(logits / mask["softcap"])
+    visible = reference.visible_keys(
+        tq, k.shape[2], causal=mask.get("causal", True), sliding_window=mask.get("sliding_window"),
+        query_offset=mask.get("query_offset"), key_valid=mask.get("key_valid"),
+    ).expand_as(logits)
+    logits = logits.masked_fill(~visible, -math.inf)
+    p = torch.softmax(logits, dim=-1)
+    shifted = torch.where(visible, logits - logits.amax(-1, keepdim=True), torch.zeros_like(logits))
+    second_moment = (p * shifted**2).sum(-1)
+    got, ref, want = out.logit_var.double(), same.logit_var.double(), truth.logit_var.double()
+    assert torch.equal(torch.isnan(got), torch.isnan(want)), "logit_var: NaN pattern differs"
+    ok = ~torch.isnan(want)
+    eps = torch.finfo(out.logit_var.dtype).eps
+    tol = 2 * (ref - want).abs() + (16 + k.shape[2]) * eps * (second_moment + 1.0)
+    assert bool(((got - want).abs() <= tol)[ok].all()), "logit_var outside tolerance"
+
+
 def check(q, k, scaling, threshold=0.9, n_sink=4, **mask):
     out = spectra.attn_row_stats(q, k, scaling, threshold=threshold, n_sink=n_sink, **mask)
     same = reference.attn_row_stats(q, k, scaling, threshold=threshold, n_sink=n_sink, **mask)
@@ -46,6 +69,7 @@ def check(q, k, scaling, threshold=0.9, n_sink=4, **mask):
                                    ulps=8.0 + k.shape[2], scale=1.0 if name.startswith("entropy") else 0.0)
     assert torch.equal(out.n_visible, truth.n_visible)
     cumulative, p = truth_cumulative(q, k, scaling, **mask)
+    check_logit_var(out, same, truth, q, k, scaling, **mask)
     target = threshold - 1e-6
     ok = out.n_visible > 0
     # k_eff: any count whose float64 prefix mass reaches the target within rounding, and whose
@@ -85,6 +109,23 @@ def test_g3_and_g4_single_rows():
     tie = torch.tensor([0.6, 0.3, 0.1]).log().view(1, 1, 3, 1)
     for dtype in (torch.float32, torch.float64):
         assert spectra.attn_row_stats(q.to(dtype), tie.to(dtype), 1.0, causal=False).k_eff.item() == 2
+
+
+def test_g6_closed_form_entropy_slope():
+    # dH/d ln(alpha) = -Var_p(alpha s): logit_var against central finite differences (spec G6).
+    gen = torch.Generator().manual_seed(3)
+    q = torch.randn(1, 2, 7, 5, generator=gen, dtype=torch.float64)
+    k = torch.randn(1, 1, 7, 5, generator=gen, dtype=torch.float64)
+    h = 1e-5
+    for alpha in (0.5, 1.0, 1.5):
+        at = spectra.attn_row_stats(q, k, alpha)
+        up = spectra.attn_row_stats(q, k, alpha * math.exp(h)).entropy
+        down = spectra.attn_row_stats(q, k, alpha * math.exp(-h)).entropy
+        torch.testing.assert_close(-at.logit_var, (up - down) / (2 * h), atol=1e-6, rtol=0)
+    two_keys = spectra.attn_row_stats(torch.ones(1, 1, 1, 1, dtype=torch.float64),
+                                      torch.tensor([1.0, 0.0], dtype=torch.float64).view(1, 1, 2, 1), 1.0, causal=False)
+    p = 1 / (1 + math.exp(-1.0))
+    assert two_keys.logit_var.item() == pytest.approx(p * (1 - p), abs=1e-12)
 
 
 def test_gqa_reads_h_floordiv_group():

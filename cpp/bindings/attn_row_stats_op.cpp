@@ -15,7 +15,8 @@ namespace spectra::bindings {
 namespace {
 
 using AttnRowStatsResult =
-    std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+    std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+               at::Tensor>;
 
 template <typename T>
 HeadsView<T> heads_view_as(const at::Tensor& x) {
@@ -72,8 +73,9 @@ AttnRowStatsResult attn_row_stats_cpu(const at::Tensor& q, const at::Tensor& k, 
   at::Tensor argmax = at::empty(shape, long_options);
   at::Tensor k_eff = at::empty(shape, long_options);
   at::Tensor n_visible = at::empty(shape, long_options);
+  at::Tensor logit_var = at::empty(shape, float_options);
   const int64_t tasks = attn_row_stats_tasks(batch, heads, query_len);
-  if (tasks == 0) return {entropy, entropy_normalized, max_attn, argmax, k_eff, sink_mass, sink_mass_n, n_visible};
+  if (tasks == 0) return {entropy, entropy_normalized, max_attn, argmax, k_eff, sink_mass, sink_mass_n, n_visible, logit_var};
 
   at::Tensor valid = key_valid.has_value() ? key_valid->contiguous() : at::Tensor();
   AttnMaskSpec mask;
@@ -93,12 +95,13 @@ AttnRowStatsResult attn_row_stats_cpu(const at::Tensor& q, const at::Tensor& k, 
         entropy.mutable_data_ptr<Out>(),   entropy_normalized.mutable_data_ptr<Out>(),
         max_attn.mutable_data_ptr<Out>(),  sink_mass.mutable_data_ptr<Out>(),
         sink_mass_n.mutable_data_ptr<Out>(), argmax.mutable_data_ptr<int64_t>(),
-        k_eff.mutable_data_ptr<int64_t>(), n_visible.mutable_data_ptr<int64_t>()};
+        k_eff.mutable_data_ptr<int64_t>(), n_visible.mutable_data_ptr<int64_t>(),
+        logit_var.mutable_data_ptr<Out>()};
     at::parallel_for(0, tasks, grain, [&](int64_t begin, int64_t end) {
       attn_row_stats(qv, kv, mask, params, outputs, begin, end);
     });
   });
-  return {entropy, entropy_normalized, max_attn, argmax, k_eff, sink_mass, sink_mass_n, n_visible};
+  return {entropy, entropy_normalized, max_attn, argmax, k_eff, sink_mass, sink_mass_n, n_visible, logit_var};
 }
 
 }  // namespace spectra::bindings

@@ -12,7 +12,7 @@ namespace spectra::bindings {
 namespace {
 
 using AttnRowStatsFn = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-                                  at::Tensor>(const at::Tensor&, const at::Tensor&, double,
+                                  at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, double,
                                               const std::optional<at::Tensor>&, bool, int64_t,
                                               std::optional<int64_t>, double, int64_t, double);
 using VecStatsFn = std::tuple<at::Tensor, at::Tensor, at::Tensor>(const at::Tensor&);

@@ -87,7 +87,8 @@ struct Workspace {
 };
 
 struct RowResult {
-  double entropy = kNaN, entropy_normalized = kNaN, max_attn = kNaN, sink_mass = kNaN, sink_mass_n = kNaN;
+  double entropy = kNaN, entropy_normalized = kNaN, max_attn = kNaN, sink_mass = kNaN, sink_mass_n = kNaN,
+         logit_var = kNaN;
   int64_t argmax = -1, k_eff = 0, n_visible = 0;
 };
 
@@ -152,17 +153,18 @@ double row_max(const double* s, int64_t n) {
   return m;
 }
 
-// e[i] = exp(s[i] − m) (0 for hidden keys at −inf), z += Σ e, a += Σ e·(s − m). A NaN logit makes
+// e[i] = exp(s[i] − m) (0 for hidden keys at −inf), z += Σ e, a += Σ e·(s − m), b += Σ e·(s − m)².
+// A NaN logit makes
 // z NaN. The distance is clamped at −104 nats before the product so 0 · (−inf) never occurs. Sums
 // run in float lanes over chunks of 256 keys (16 terms per lane) and in float64 across chunks:
 // all-float inner loops vectorise, and the error stays at float64 level over long rows.
 SPECTRA_TARGET_CLONES
-void row_weights(const float* s, int64_t n, float m, float* e, double& z, double& a) {
+void row_weights(const float* s, int64_t n, float m, float* e, double& z, double& a, double& b) {
   constexpr int64_t kChunk = 256;
   for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
     const int64_t c1 = std::min(n, c0 + kChunk);
     const int64_t body = c0 + (c1 - c0) / kLanes * kLanes;
-    float z_lanes[kLanes] = {}, a_lanes[kLanes] = {};
+    float z_lanes[kLanes] = {}, a_lanes[kLanes] = {}, b_lanes[kLanes] = {};
     for (int64_t i = c0; i < body; i += kLanes) {
       for (int64_t l = 0; l < kLanes; ++l) {
         const float d = s[i + l] - m;
@@ -171,6 +173,7 @@ void row_weights(const float* s, int64_t n, float m, float* e, double& z, double
         e[i + l] = w;
         z_lanes[l] += w;
         a_lanes[l] += w * dc;
+        b_lanes[l] += w * dc * dc;
       }
     }
     for (int64_t i = body; i < c1; ++i) {
@@ -180,24 +183,28 @@ void row_weights(const float* s, int64_t n, float m, float* e, double& z, double
       e[i] = w;
       z_lanes[0] += w;
       a_lanes[0] += w * dc;
+      b_lanes[0] += w * dc * dc;
     }
-    double zc = 0.0, ac = 0.0;
+    double zc = 0.0, ac = 0.0, bc = 0.0;
     for (int64_t l = 0; l < kLanes; ++l) {
       zc += z_lanes[l];
       ac += a_lanes[l];
+      bc += b_lanes[l];
     }
     z += zc;
     a += ac;
+    b += bc;
   }
 }
 
-void row_weights(const double* s, int64_t n, double m, double* e, double& z, double& a) {
+void row_weights(const double* s, int64_t n, double m, double* e, double& z, double& a, double& b) {
   for (int64_t i = 0; i < n; ++i) {
     const double d = s[i] - m;
     const double w = std::exp(d);
     e[i] = w;
     z += w;
     a += w > 0.0 ? w * d : 0.0;
+    b += w > 0.0 ? w * d * d : 0.0;
   }
 }
 
@@ -290,14 +297,17 @@ RowResult row_stats(const Acc* s, int64_t n, int64_t lo, int64_t visible, const 
   if (!(m > -std::numeric_limits<Acc>::infinity()) || std::isinf(m)) return res;  // no finite logit
   // Pass 2: weights e = exp(s − m) <= 1, Z = Σe and Σ e·(s − m), the sums in float64.
   Acc* e = ws.weights.data();
-  double z = 0.0, a = 0.0;
-  row_weights(s, n, m, e, z, a);
+  double z = 0.0, a = 0.0, b = 0.0;
+  row_weights(s, n, m, e, z, a, b);
   if (std::isnan(z)) return res;  // a NaN activation reached this row
   int64_t arg = 0;
   while (arg < n && !(s[arg] == m)) ++arg;
   res.argmax = lo + arg;
   res.entropy = std::max(0.0, std::log(z) - a / z);
   res.max_attn = 1.0 / z;
+  // Var_p(s) = E[(s − m)²] − E[s − m]², clamped at 0 against cancellation: −dH/d ln α when every
+  // logit is scaled by α (spec M11).
+  res.logit_var = std::max(0.0, b / z - (a / z) * (a / z));
   res.sink_mass = lo == 0 ? static_cast<double>(e[0]) / z : 0.0;
   double sink_n = 0.0;
   for (int64_t j = lo; j < std::min<int64_t>(p.n_sink, lo + n); ++j) sink_n += static_cast<double>(e[j - lo]);
@@ -407,6 +417,7 @@ void attn_row_stats(const HeadsView<In>& q, const HeadsView<In>& k, const AttnMa
       out.max_attn[o] = static_cast<Out>(res.max_attn);
       out.sink_mass[o] = static_cast<Out>(res.sink_mass);
       out.sink_mass_n[o] = static_cast<Out>(res.sink_mass_n);
+      if (out.logit_var != nullptr) out.logit_var[o] = static_cast<Out>(res.logit_var);
       out.argmax[o] = res.argmax;
       out.k_eff[o] = res.k_eff;
       out.n_visible[o] = res.n_visible;

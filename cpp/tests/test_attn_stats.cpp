@@ -21,7 +21,7 @@ using spectra::HeadsView;
 namespace {
 
 struct Result {
-  std::vector<double> entropy, entropy_normalized, max_attn, sink_mass, sink_mass_n;
+  std::vector<double> entropy, entropy_normalized, max_attn, sink_mass, sink_mass_n, logit_var;
   std::vector<int64_t> argmax, k_eff, n_visible;
 };
 
@@ -33,19 +33,20 @@ Result run(const std::vector<T>& q, const std::vector<T>& k, int64_t B, int64_t 
   const HeadsView<T> kv{k.data(), B, Hkv, Tk, D, Hkv * Tk * D, Tk * D, D, 1};
   using Out = std::conditional_t<std::is_same_v<T, double>, double, float>;
   const size_t n = static_cast<size_t>(B * H * Tq);
-  std::vector<Out> e(n), en(n), ma(n), sm(n), smn(n);
+  std::vector<Out> e(n), en(n), ma(n), sm(n), smn(n), lv(n);
   Result r;
   r.argmax.resize(n);
   r.k_eff.resize(n);
   r.n_visible.resize(n);
   const AttnRowStatsOutputs<Out> out{e.data(), en.data(), ma.data(), sm.data(), smn.data(),
-                                       r.argmax.data(), r.k_eff.data(), r.n_visible.data()};
+                                       r.argmax.data(), r.k_eff.data(), r.n_visible.data(), lv.data()};
   spectra::attn_row_stats(qv, kv, mask, params, out, 0, spectra::attn_row_stats_tasks(B, H, Tq));
   r.entropy.assign(e.begin(), e.end());
   r.entropy_normalized.assign(en.begin(), en.end());
   r.max_attn.assign(ma.begin(), ma.end());
   r.sink_mass.assign(sm.begin(), sm.end());
   r.sink_mass_n.assign(smn.begin(), smn.end());
+  r.logit_var.assign(lv.begin(), lv.end());
   return r;
 }
 
@@ -70,6 +71,10 @@ TEST_CASE("G1/G3: entropy, max and k_eff of a peaked row", "[attn_stats]") {
   CHECK(one_row({2.0f, 1.0f, 0.0f}, 0.5).k_eff[0] == 1);
   CHECK(r.sink_mass[0] == Approx(0.6652409558).epsilon(1e-6));
   CHECK(r.entropy_normalized[0] == Approx(0.8323955818 / std::log(3.0)).epsilon(1e-6));
+  // Var_p(s) for p = softmax([2, 1, 0]): E[s²] − E[s]², the closed-form −dH/d ln α (spec M11).
+  const double p0 = 0.6652409558, p1 = 0.2447284711;
+  const double mean = 2 * p0 + p1, second = 4 * p0 + p1;
+  CHECK(r.logit_var[0] == Approx(second - mean * mean).epsilon(1e-6));
   // p = [0.5, 0.25, 0.25] -> 1.5 ln 2
   CHECK(one_row({std::log(2.0f), 0.0f, 0.0f}).entropy[0] == Approx(1.5 * std::log(2.0)).epsilon(1e-6));
 }

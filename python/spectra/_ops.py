@@ -60,6 +60,7 @@ class AttnRowStats(NamedTuple):
     sink_mass: torch.Tensor  # weight on key 0
     sink_mass_n: torch.Tensor  # weight on keys 0 .. n_sink - 1
     n_visible: torch.Tensor  # int64
+    logit_var: torch.Tensor  # Var_p(logits) = -dH/d ln(alpha) when every logit is scaled by alpha (spec M11)
 
 
 def attn_row_stats(
@@ -82,7 +83,9 @@ def attn_row_stats(
     ``scaling · q·k`` (default ``D**-0.5``; Gemma2's ``softcap`` optional) are computed in float32
     (float64 for float64 inputs). Query row t sits at key index ``t + query_offset`` (default
     ``Tk − Tq``); ``causal`` hides later keys, ``sliding_window`` keys ``>= window`` behind, and
-    ``key_valid (B, Tk)`` padding keys. Memory is O(T) per thread. The readable definition is
+    ``key_valid (B, Tk)`` padding keys. ``logit_var`` is the variance of the (scaled, capped) logits
+    under the row's attention, so ``dH/d ln α = −logit_var`` when every logit is scaled by α
+    (spec M11's closed form). Memory is O(T) per thread. The readable definition is
     :func:`spectra.reference.attn_row_stats`.
 
     Example:
@@ -110,4 +113,4 @@ def _attn_row_stats_fake(q, k, scaling, key_valid=None, causal=True, sliding_win
     real = q.new_empty(shape, dtype=_stats_dtype(q.dtype))
     index = q.new_empty(shape, dtype=torch.long)
     return (real, torch.empty_like(real), torch.empty_like(real), index, torch.empty_like(index),
-            torch.empty_like(real), torch.empty_like(real), torch.empty_like(index))
+            torch.empty_like(real), torch.empty_like(real), torch.empty_like(index), torch.empty_like(real))

@@ -64,6 +64,9 @@ struct AttnRowStatsOutputs {
   int64_t* argmax = nullptr;   // first key of maximal weight
   int64_t* k_eff = nullptr;
   int64_t* n_visible = nullptr;
+  // Variance of the logits under the row's attention, Var_p(s): dH/d ln α = −Var_p(s) when all the
+  // row's logits are scaled by α (spec M11's closed form). Optional (nullptr: not written).
+  Out* logit_var = nullptr;
 };
 
 // Query rows per task: the block shares each converted key tile.

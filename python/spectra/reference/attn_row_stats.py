@@ -92,13 +92,17 @@ def attn_row_stats(
     sink_mass_n = p[..., :n_sink].sum(-1) if n_sink > 0 else torch.zeros_like(sink_mass)
     log_n = torch.log(n_visible.to(cd))
     entropy_normalized = torch.where(n_visible >= 2, entropy / log_n, torch.full_like(entropy, math.nan))
+    finite_logits = torch.where(visible, logits, torch.zeros_like(logits))
+    mean_logit = (p * finite_logits).sum(-1, keepdim=True)
+    logit_var = (p * (finite_logits - mean_logit) ** 2).sum(-1)
     empty = n_visible == 0
     nan = torch.full_like(entropy, math.nan)
     entropy, max_attn = torch.where(empty, nan, entropy), torch.where(empty, nan, max_attn)
     sink_mass, sink_mass_n = torch.where(empty, nan, sink_mass), torch.where(empty, nan, sink_mass_n)
+    logit_var = torch.where(empty, nan, logit_var)
     argmax = torch.where(empty, torch.full_like(argmax, -1), argmax)
     k_eff = torch.where(empty, torch.zeros_like(k_eff), k_eff)
     return AttnRowStats(
         entropy.to(out_dtype), entropy_normalized.to(out_dtype), max_attn.to(out_dtype), argmax, k_eff,
-        sink_mass.to(out_dtype), sink_mass_n.to(out_dtype), n_visible,
+        sink_mass.to(out_dtype), sink_mass_n.to(out_dtype), n_visible, logit_var.to(out_dtype),
     )
