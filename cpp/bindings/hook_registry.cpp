@@ -282,6 +282,22 @@ void HookRegistry::on_stage(int64_t layer, const std::string& kind_name, const s
   for (const auto& action : by_layer_[static_cast<size_t>(layer)]) action->on_stage(*this, kind, stage, x);
 }
 
+at::Tensor HookRegistry::on_output(int64_t layer, at::Tensor output) {
+  check_layer(layer, "layer");
+  TORCH_CHECK_VALUE(output.dim() == 4 && output.size(2) == n_heads_,
+                    "HookRegistry: layer ", layer, " attention output has shape ", output.sizes(),
+                    "; expected (batch, seq_len, ", n_heads_, ", head_dim)");
+  for (const auto& action : by_layer_[static_cast<size_t>(layer)])
+    if (action->wants_output()) action->on_output(*this, layer, output);
+  return output;
+}
+
+bool HookRegistry::wants_output(int64_t layer) const {
+  for (const auto& a : actions(layer))
+    if (a->wants_output()) return true;
+  return false;
+}
+
 std::shared_ptr<CaptureAction> HookRegistry::find_capture(int64_t layer, char kind, Stage stage, int64_t head) const {
   for (const auto& c : captures())
     if (c->layer() == layer && c->kind() == kind && c->stage() == stage &&

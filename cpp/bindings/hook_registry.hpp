@@ -76,6 +76,9 @@ class Action {
   // A stage reached outside the attention function (pre-RoPE hooks): x is (B, heads, T, D).
   virtual void on_stage(HookRegistry& registry, char kind, Stage stage, const at::Tensor& x) {}
   virtual bool wants_stage(char kind, Stage stage) const { return false; }
+  // The attention function's output (B, T, H, D), before the output projection. May replace it.
+  virtual void on_output(HookRegistry& registry, int64_t layer, at::Tensor& output) {}
+  virtual bool wants_output() const { return false; }
   // Batch boundaries; a batch whose forward raised ends with discard = true.
   virtual void on_begin_batch() {}
   virtual void on_end_batch(bool discard) {}
@@ -145,6 +148,9 @@ class HookRegistry {
                                                                at::Tensor v, std::optional<double> scaling,
                                                                MaskInfo mask = {}, std::optional<double> softcap = {});
   void on_stage(int64_t layer, const std::string& kind, const std::string& stage, const at::Tensor& x);
+  // Runs the layer's output actions on the attention output (B, T, H, D); returns it, possibly replaced.
+  at::Tensor on_output(int64_t layer, at::Tensor output);
+  bool wants_output(int64_t layer) const;
 
   // The kept rows of a (layer, kind) in the current batch; drawn once, then shared.
   const Selection& selection(int64_t layer, char kind);

@@ -9,12 +9,28 @@
 #include <string>
 
 #include "hook_registry.hpp"
+#include "intervention_actions.hpp"
 #include "row_stats_action.hpp"
 
 namespace py = pybind11;
 
 namespace spectra::bindings {
 namespace {
+
+void check_head(const HookRegistry& r, int64_t layer, int64_t head, bool kv, const char* arg) {
+  TORCH_CHECK_VALUE(layer >= 0 && layer < r.n_layers(), "layer: ", layer,
+                    " is not a layer of this model; allowed layers are 0..", r.n_layers() - 1);
+  const int64_t limit = kv ? r.n_kv_heads() : r.n_heads();
+  TORCH_CHECK_VALUE(head >= 0 && head < limit, arg, ": ", head, " is not a ", kv ? "KV" : "query",
+                    " head of this model; allowed are 0..", limit - 1);
+}
+
+HeadOutputMode head_output_mode(const std::string& name) {
+  if (name == "zero") return HeadOutputMode::zero;
+  if (name == "mean") return HeadOutputMode::mean;
+  if (name == "patch") return HeadOutputMode::patch;
+  TORCH_CHECK_VALUE(false, "mode: unknown mode '", name, "'; allowed modes are zero, mean, patch");
+}
 
 py::tuple rows_tuple(const CapturedRows& r) { return py::make_tuple(r.vectors, r.positions, r.example_ids, r.buckets); }
 
@@ -107,6 +123,31 @@ deterministic in (seed, example id, layer, kind) and, with seed 0, bit-compatibl
           },
           "Columns of the rows recorded since the last drain (one per example, head, real token), then releases them.");
 
+  py::class_<ScaleHeadsAction, std::shared_ptr<ScaleHeadsAction>>(
+      m, "ScaleHeads", "Scales some query heads' q (kind 'q') or KV heads' k (kind 'k') inside the forward.")
+      .def_property_readonly("layer", &ScaleHeadsAction::layer)
+      .def_property_readonly("kind", [](const ScaleHeadsAction& a) { return std::string(1, a.kind()); })
+      .def_property_readonly("heads", &ScaleHeadsAction::heads)
+      .def_property_readonly("factor", &ScaleHeadsAction::factor)
+      .def_property_readonly("applied", &ScaleHeadsAction::applied, "Attention calls it has changed so far.")
+      .def_property_readonly("applied_this_batch", &ScaleHeadsAction::applied_this_batch);
+
+  py::class_<HeadOutputAction, std::shared_ptr<HeadOutputAction>>(
+      m, "HeadOutput", "Replaces one head's attention output before the output projection (zero, mean or patch).")
+      .def_property_readonly("layer", &HeadOutputAction::layer)
+      .def_property_readonly("head", &HeadOutputAction::head)
+      .def_property_readonly("applied", &HeadOutputAction::applied)
+      .def_property_readonly("applied_this_batch", &HeadOutputAction::applied_this_batch);
+
+  py::class_<HeadOutputRecorder, std::shared_ptr<HeadOutputRecorder>>(
+      m, "HeadOutputRecorder", "Copies some heads' attention output (before the output projection) per forward.")
+      .def_property_readonly("layer", &HeadOutputRecorder::layer)
+      .def_property_readonly("heads", &HeadOutputRecorder::heads)
+      .def_property_readonly("applied", &HeadOutputRecorder::applied)
+      .def_property_readonly("applied_this_batch", &HeadOutputRecorder::applied_this_batch)
+      .def_property_readonly("outputs", &HeadOutputRecorder::outputs,
+                             "One (batch, seq_len, len(heads), head_dim) tensor per completed forward.");
+
   py::class_<HookRegistry, std::shared_ptr<HookRegistry>>(m, "HookRegistry", R"doc(
 Native per-layer action lists of a Probe: captures now, metrics and interventions later.
 
@@ -153,6 +194,50 @@ registry runs that layer's actions in order and returns the (possibly replaced) 
           },
           py::arg("layer"), py::arg("heads"), py::arg("threshold") = 0.9, py::arg("n_sink") = 4,
           "Measures attention rows (entropy, max_attn, k_eff, sink mass, ...) and q/k norms of `heads` of `layer`.")
+      .def(
+          "add_scale",
+          [](HookRegistry& r, int64_t layer, const std::string& kind, std::vector<int64_t> heads, double factor) {
+            const char k = kind_from_name(kind);
+            TORCH_CHECK_VALUE(k != 'v', "kind: add_scale scales q or k; got 'v'");
+            for (int64_t h : heads) check_head(r, layer, h, k == 'k', k == 'k' ? "kv_head" : "head");
+            auto action = std::make_shared<ScaleHeadsAction>(layer, k, std::move(heads), factor);
+            r.add_action(action);
+            return action;
+          },
+          py::arg("layer"), py::arg("kind"), py::arg("heads"), py::arg("factor"),
+          "Multiplies q[:, heads] (kind 'q') or k[:, kv heads] (kind 'k') of `layer` by `factor` in every forward.")
+      .def(
+          "add_head_output",
+          [](HookRegistry& r, int64_t layer, int64_t head, const std::string& mode, std::optional<at::Tensor> value,
+             std::optional<at::Tensor> columns) {
+            check_head(r, layer, head, false, "head");
+            auto action = std::make_shared<HeadOutputAction>(layer, head, head_output_mode(mode), std::move(value),
+                                                             std::move(columns));
+            r.add_action(action);
+            return action;
+          },
+          py::arg("layer"), py::arg("head"), py::arg("mode"), py::arg("value") = py::none(),
+          py::arg("columns") = py::none(),
+          "Replaces head `head`'s attention output of `layer`: mode zero, mean (value: a (head_dim,) mean, or the "
+          "batch's mean over real tokens) or patch (value: the source (B, T, D) or (T, D); columns: token columns).")
+      .def(
+          "add_head_output_recorder",
+          [](HookRegistry& r, int64_t layer, std::vector<int64_t> heads) {
+            for (int64_t h : heads) check_head(r, layer, h, false, "heads");
+            auto action = std::make_shared<HeadOutputRecorder>(layer, std::move(heads));
+            r.add_action(action);
+            return action;
+          },
+          py::arg("layer"), py::arg("heads"), "Records the attention output of `heads` of `layer` in every forward.")
+      .def("wants_output", &HookRegistry::wants_output, py::arg("layer"))
+      .def(
+          "on_output",
+          [](HookRegistry& r, int64_t layer, at::Tensor output) {
+            py::gil_scoped_release no_gil;
+            return r.on_output(layer, std::move(output));
+          },
+          py::arg("layer"), py::arg("output"),
+          "Runs the layer's output actions on the attention output (B, T, H, D); returns it, possibly replaced.")
       .def("captures", &HookRegistry::captures)
       .def("layers_with_actions", &HookRegistry::layers_with_actions)
       .def(

@@ -27,12 +27,48 @@ if _core is not None:
     from spectra._ops import AttnRowStats, VecStats, attn_row_stats, vec_stats
     from spectra.capture_store import Captured, read_capture, read_sidecar
     from spectra.head_geometry import HeadGeometry, head_geometry
+    from spectra.intervene import (
+        AblateHead,
+        HeadOutputs,
+        InterventionNotReachedError,
+        OutputRecorder,
+        PatchHead,
+        ScaleKey,
+        ScaleLogits,
+        ScaleQuery,
+        intervene,
+        kv_group,
+        record_head_outputs,
+    )
+    from spectra.intervention_checks import (
+        BaselineReport,
+        InterventionCheckError,
+        IsolationReport,
+        check_baseline,
+        check_isolation,
+    )
     from spectra.models import SUPPORTED_MODEL_TYPES, UnsupportedModelError
     from spectra.probe import Probe
     from spectra.profile import NonFiniteActivationError, profile
 
     __all__ = [
         "SUPPORTED_MODEL_TYPES",
+        "AblateHead",
+        "BaselineReport",
+        "HeadOutputs",
+        "InterventionCheckError",
+        "InterventionNotReachedError",
+        "IsolationReport",
+        "OutputRecorder",
+        "PatchHead",
+        "ScaleKey",
+        "ScaleLogits",
+        "ScaleQuery",
+        "check_baseline",
+        "check_isolation",
+        "intervene",
+        "kv_group",
+        "record_head_outputs",
         "AttnRowStats",
         "attn_row_stats",
         "Captured",

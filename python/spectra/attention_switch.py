@@ -49,6 +49,12 @@ class AttentionClient(Protocol):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
 
 
+#: Clients run in this order within a layer: interventions first, so that every observer (a
+#: Probe, a recorder) sees the forward pass as the intervention made it.
+INTERVENTION_ORDER = 0
+OBSERVER_ORDER = 1
+
+
 _lock = threading.RLock()
 _switches: dict[int, AttentionSwitch] = {}  # id(model) -> switch, while attached
 _routes: dict[int, tuple[AttentionSwitch, int]] = {}  # id(attention module) -> (switch, layer)
@@ -93,6 +99,7 @@ class AttentionSwitch:
             if not self.clients:
                 self._switch_on()
             self.clients.append(client)
+            self.clients.sort(key=lambda c: getattr(c, "attention_order", OBSERVER_ORDER))  # stable
 
     def detach(self, client: AttentionClient) -> None:
         with _lock:
@@ -163,13 +170,27 @@ class AttentionSwitch:
     def _end_batch(self, module: nn.Module, args: tuple, output: Any) -> None:
         # always_call=True: also runs when the forward raised; clients then drop the partial batch.
         failed = output is None
-        for client in self.clients:
-            client.end_batch(failed)
+        error: BaseException | None = None
+        for client in list(self.clients):  # every client ends its batch even if one of them raises
+            try:
+                client.end_batch(failed)
+            except BaseException as e:  # noqa: BLE001 - re-raised below, after the others
+                error = error or e
+        if error is not None:
+            raise error
 
     def attend(self, layer: int, module: nn.Module, q, k, v, attention_mask, kwargs: dict):
         for client in self.clients:
             q, k, v = client.on_attention(layer, module, q, k, v, attention_mask, kwargs)
-        return self._delegate(module)(module, q, k, v, attention_mask, **kwargs)
+        result = self._delegate(module)(module, q, k, v, attention_mask, **kwargs)
+        # The attention output (B, T, H, D), before the module merges heads and applies o_proj.
+        readers = [c for c in self.clients if getattr(c, "wants_output", None) and c.wants_output(layer)]
+        if not readers:
+            return result
+        output, *rest = result
+        for client in readers:
+            output = client.on_output(layer, output)
+        return (output, *rest)
 
     def _delegate(self, module: nn.Module) -> Callable[..., Any]:
         fn = self._delegates.get(id(module))
