@@ -173,3 +173,23 @@ def profile_command(model_name, data_path, context_length, n_samples, batch_size
     from spectra.demo import print_result
 
     print_result(result)
+
+
+@main.command("sweep")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="YAML experiment file (see configs/): experiment scale_sweep | gain_map | qk_asymmetry, model, alphas, heads, ...")
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="Result folder (default: the config's out, else results/<experiment>).")
+@click.option("--resume", is_flag=True, help="Finish an interrupted run in the result folder, keeping its finished shards.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def sweep_command(config_path, out_dir, resume, quiet) -> None:
+    """The seed's intervention experiments: scale sweeps (exp1), gain fits (exp2), the global gain map (exp2b) and
+    Q-vs-K scaling (exp3, exp3b), as tables, summary.json and figures."""
+    from spectra.experiments.sweep_job import load_config, print_sweep_result, run_sweep
+
+    try:
+        config = load_config(config_path)
+        result = run_sweep(config, out=out_dir, resume=resume, progress=not quiet, command_line=sys.argv)
+    except (ValueError, FileNotFoundError, KeyError, TypeError) as error:
+        raise click.ClickException(str(error).strip("'\"")) from error
+    print_sweep_result(result)
