@@ -17,9 +17,8 @@ import argparse
 
 import numpy as np
 import pandas as pd
-import torch
-
 import spectra
+import torch
 from spectra import zoo
 from spectra.benchmarking import timed
 from spectra.experiments import DEFAULT_ALPHAS, scale_sweep

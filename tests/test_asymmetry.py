@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-
 from spectra.experiments.qk_asymmetry import asymmetry_table, interpret
 
 ALPHAS = [0.5, 0.75, 1.0, 1.25, 1.5]

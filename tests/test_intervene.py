@@ -7,9 +7,8 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
-
 import spectra
+import torch
 from spectra import AblateHead, PatchHead, ScaleKey, ScaleLogits, ScaleQuery
 from spectra.models import adapter_for
 from spectra.testing_models import VOCAB_SIZE, tiny_model
@@ -350,3 +349,38 @@ def test_generation_with_a_kv_cache_matches_the_full_forward():
         generated = model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=0)
         full = model(generated).logits
     assert torch.equal(full[0, ids.shape[1] - 1 : -1].argmax(-1), generated[0, ids.shape[1] :])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64], ids=str)
+def test_isolation_in_other_dtypes(dtype):
+    # The norm-ratio tolerance follows the model's dtype: one rounding of alpha * x per element.
+    model = tiny_model("llama", "sdpa", dtype=dtype)
+    ids = torch.randint(3, VOCAB_SIZE, (2, 9), generator=torch.Generator().manual_seed(10))
+    spectra.check_baseline(model, ids)
+    for iv in (ScaleQuery(1, 1, 1.3), ScaleKey(1, 0, 0.7), ScaleLogits(0, 3, 2.0), AblateHead(1, 2, "mean")):
+        report = spectra.check_isolation(model, iv, ids)
+        assert report.rtol == max(1e-6, torch.finfo(dtype).eps)
+
+
+def test_the_checks_fail_when_the_model_does_something_else():
+    # A checker that cannot fail proves nothing (the seed's B4): feed it interventions that lie.
+    model = tiny_model("llama", "sdpa")
+    ids = torch.randint(3, VOCAB_SIZE, (1, 8), generator=torch.Generator().manual_seed(11))
+
+    class ClaimsHeadTwo(ScaleQuery):  # scales head 1 but says it scales head 2
+        def q_factors(self, n_heads, n_kv_heads):
+            return {2: self.alpha}
+
+    with pytest.raises(spectra.InterventionCheckError, match="q head 1 changed but is not targeted"):
+        spectra.check_isolation(model, ClaimsHeadTwo(1, 1, 2.0), ids)
+
+    class WrongFactor(ScaleKey):  # scales by alpha but claims alpha squared
+        def k_factors(self, n_heads, n_kv_heads):
+            return {self.kv_head: self.alpha**2}
+
+    report = spectra.check_isolation(model, WrongFactor(0, 1, 2.0), ids, raise_on_failure=False)
+    assert not report.ok and any("norm ratio" in f for f in report.failures)
+    other = torch.randint(3, VOCAB_SIZE, (1, 8), generator=torch.Generator().manual_seed(12))
+    foreign = spectra.record_head_outputs(model, other, layers=[1], heads=[0])  # not this input's own output
+    with pytest.raises(spectra.InterventionCheckError, match="logits DIFFER"):
+        spectra.check_baseline(model, ids, [PatchHead(1, 0, source=foreign)])

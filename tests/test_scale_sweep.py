@@ -9,7 +9,6 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from spectra.experiments import scale_sweep
 from spectra.testing_models import VOCAB_SIZE, tiny_model
 

@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 import yaml
 from click.testing import CliRunner
-
 from spectra.cli import main
 from spectra.experiments.sweep_job import SweepConfig, load_config, run_sweep
 

@@ -29,7 +29,12 @@ import torch
 from torch import nn
 
 from spectra._core import HookRegistry, PositionSampler
-from spectra.attention_switch import INTERVENTION_ORDER, OBSERVER_ORDER, AttentionSwitch, switch_for
+from spectra.attention_switch import (
+    INTERVENTION_ORDER,
+    OBSERVER_ORDER,
+    AttentionSwitch,
+    switch_for,
+)
 from spectra.models import Adapter, adapter_for
 
 __all__ = [

@@ -30,8 +30,8 @@ import pandas as pd
 from scipy import stats
 
 __all__ = [
-    "GainFit",
     "MONOTONIC_DIRECTION",
+    "GainFit",
     "curves",
     "fit_gain",
     "gain_categories",

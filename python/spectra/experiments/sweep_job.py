@@ -28,12 +28,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 import yaml
 
 from spectra.experiments import gain as gain_mod
 from spectra.experiments import qk_asymmetry, sweep_figures
-from spectra.experiments.scale_sweep import DEFAULT_ALPHAS, KINDS, MODES, check_alphas, scale_sweep
+from spectra.experiments.scale_sweep import (
+    DEFAULT_ALPHAS,
+    KINDS,
+    MODES,
+    check_alphas,
+    scale_sweep,
+)
 
 __all__ = ["EXPERIMENTS", "SweepConfig", "SweepResult", "load_config", "run_sweep"]
 
@@ -248,7 +253,7 @@ def run_sweep(
     tables: dict[str, pd.DataFrame] = {}
     figures: list[Path] = []
     summary: dict[str, Any] = {"experiment": config.experiment, "model": config.model,
-                               "n_samples": int(len(windows)), "context_length": int(windows.shape[1]),
+                               "n_samples": len(windows), "context_length": int(windows.shape[1]),
                                "alphas": config.alphas}
     n_layers, n_heads = model.config.num_hidden_layers, model.config.num_attention_heads
     gain_kwargs = dict(n_bootstrap=config.n_bootstrap, seed=config.seed)
@@ -375,7 +380,8 @@ def print_sweep_result(result: SweepResult) -> None:
         print(f"  {mode}{role}L{row['layer']}H{row['head']} q_range {row['q_range']:.4g} k_range {row['k_range']:.4g} "
               f"asymmetry {asym} -> {row.get('interpretation', '')}")
         if row.get("k_group_entropy_shift") is not None:
-            print(f"      K scaling also shifts its GQA group's entropy by {row['k_group_entropy_shift']:+.4g} on average; "
+            print(f"      K scaling also moves the rest of its GQA group's mean entropy by {row['k_group_entropy_shift']:.4g} "
+                  f"nats (mean |shift|); "
                   f"logit KL q {row.get('q_kl_logits', float('nan')):.4g} vs k {row.get('k_kl_logits', float('nan')):.4g}")
     if result.computed_shards:
         print(f"computed {len(result.computed_shards)} shard(s)")
