@@ -124,3 +124,76 @@ def test_errors_name_the_argument():
         spectra.PositionSampler("explicit", positions=[-2])
     with pytest.raises(TypeError):
         spectra.PositionSampler("uniform", seed=-1)
+
+
+# ---- intervention actions ----
+
+def _registry():
+    reg = spectra.HookRegistry(2, 4, 2, 8, spectra.PositionSampler("all"))
+    reg.begin_batch(torch.tensor([0, 1]), torch.arange(5).expand(2, 5), torch.tensor([[1] * 5, [1, 1, 1, 0, 0]]).bool())
+    return reg
+
+
+def test_scale_actions_copy_and_scale_only_their_heads():
+    reg = _registry()
+    q_action = reg.add_scale(0, "q", [1, 3], 2.0)
+    k_action = reg.add_scale(0, "k", [1], 0.5)
+    q, k, v = torch.randn(2, 4, 5, 8), torch.randn(2, 2, 5, 8), torch.randn(2, 2, 5, 8)
+    q_before, k_before = q.clone(), k.clone()
+    q2, k2, v2 = reg.on_attention(0, q, k, v, None)
+    assert torch.equal(q, q_before) and torch.equal(k, k_before)  # inputs untouched (a KV cache may hold them)
+    assert torch.equal(q2[:, [0, 2]], q[:, [0, 2]]) and torch.equal(q2[:, [1, 3]], q[:, [1, 3]] * 2)
+    assert torch.equal(k2[:, 0], k[:, 0]) and torch.equal(k2[:, 1], k[:, 1] * 0.5) and v2 is not None
+    assert torch.equal(v2, v)
+    assert (q_action.applied, k_action.applied, q_action.applied_this_batch) == (1, 1, 1)
+    q3, _, _ = reg.on_attention(1, q, k, v, None)  # another layer: nothing to do
+    assert torch.equal(q3, q)
+
+
+def test_head_output_actions():
+    reg = _registry()
+    out = torch.randn(2, 5, 4, 8)
+    zero = reg.add_head_output(1, 2, "zero")
+    got = reg.on_output(1, out)
+    assert torch.equal(got[:, :, 2], torch.zeros(2, 5, 8)) and torch.equal(got[:, :, [0, 1, 3]], out[:, :, [0, 1, 3]])
+    assert zero.applied == 1
+    reg2 = _registry()
+    reg2.add_head_output(0, 1, "mean")
+    got = reg2.on_output(0, out)
+    valid = torch.tensor([[1] * 5, [1, 1, 1, 0, 0]]).bool()
+    expected = out[:, :, 1][valid].mean(0)  # real tokens only
+    torch.testing.assert_close(got[0, 0, 1], expected)
+    reg3 = _registry()
+    source = torch.randn(5, 8)
+    reg3.add_head_output(0, 3, "patch", source, torch.tensor([1, 4]))
+    got = reg3.on_output(0, out)
+    assert torch.equal(got[:, [1, 4], 3], source[[1, 4]].expand(2, 2, 8))
+    assert torch.equal(got[:, [0, 2, 3], 3], out[:, [0, 2, 3], 3])
+    rec = reg3.add_head_output_recorder(0, [3, 0])
+    reg3.on_output(0, out)
+    assert rec.outputs[0].shape == (2, 5, 2, 8)
+
+
+def test_intervention_action_errors():
+    reg = _registry()
+    with pytest.raises(ValueError, match="kv_head: 2 is not a KV head"):
+        reg.add_scale(0, "k", [2], 2.0)
+    with pytest.raises(ValueError, match="head: 4 is not a query head"):
+        reg.add_scale(0, "q", [4], 2.0)
+    with pytest.raises(ValueError, match="add_scale scales q or k"):
+        reg.add_scale(0, "v", [0], 2.0)
+    with pytest.raises(ValueError, match="alpha"):
+        reg.add_scale(0, "q", [0], 0.0)
+    with pytest.raises(ValueError, match="mode: unknown mode 'noise'"):
+        reg.add_head_output(0, 0, "noise")
+    with pytest.raises(ValueError, match="source"):
+        reg.add_head_output(0, 0, "patch")
+    reg.add_head_output(1, 0, "patch", torch.zeros(3, 8))
+    with pytest.raises(ValueError, match=r"source has shape \[3, 8\]"):
+        reg.on_output(1, torch.randn(2, 5, 4, 8))
+    with pytest.raises(ValueError, match="attention output has shape"):
+        reg.on_output(1, torch.randn(2, 5, 3, 8))
+    lone = spectra.HookRegistry(1, 4, 2, 8, spectra.PositionSampler("all"))
+    lone.add_head_output(0, 0, "mean")
+    with pytest.raises(RuntimeError, match="outside a model forward"):
+        lone.on_output(0, torch.randn(1, 5, 4, 8))
