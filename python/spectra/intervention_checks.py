@@ -21,16 +21,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from spectra.intervene import (
+from spectra.intervene import OutputRecorder, intervene, record_head_outputs
+from spectra.interventions import (
     INTERVENTION_TYPES,
     Intervention,
-    OutputRecorder,
     PatchHead,
     ScaleKey,
     ScaleLogits,
     ScaleQuery,
-    intervene,
-    record_head_outputs,
 )
 from spectra.models import adapter_for
 

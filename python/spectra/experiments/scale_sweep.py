@@ -33,7 +33,8 @@ from torch import nn
 
 from spectra._ops import attn_row_stats
 from spectra.attention_switch import OBSERVER_ORDER, switch_for
-from spectra.intervene import ScaleKey, ScaleLogits, ScaleQuery, intervene, kv_group
+from spectra.intervene import intervene
+from spectra.interventions import ScaleKey, ScaleLogits, ScaleQuery, kv_group
 from spectra.models import adapter_for
 from spectra.probe import Probe
 from spectra.profile import check_input_ids, check_threshold
