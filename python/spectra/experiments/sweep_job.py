@@ -370,6 +370,17 @@ def print_sweep_result(result: SweepResult) -> None:
         column = f"gain_{s['gain_by']}"
         for row in s["selected_heads"]:
             print(f"  {row['role']:>6}: L{row['layer']}H{row['head']}  gain {row[column]:.4g}")
+    if s["experiment"] == "scale_sweep":
+        by = "max_attn"
+        for row in s.get("gains", [])[:8]:
+            column = next((c for c in row if c.startswith("gain_")), None)
+            if column is None:
+                continue
+            by = column.removeprefix("gain_")
+            ci = (row.get(f"ci_low_{by}"), row.get(f"ci_high_{by}"))
+            ci_text = f" [{ci[0]:.4g}, {ci[1]:.4g}]" if None not in ci else ""
+            print(f"  [{row.get('mode', '')}/{row.get('kind', '')}] L{row['layer']}H{row['head']} gain_{by} "
+                  f"{row[column]:.4g}{ci_text}  R^2 {row.get(f'r_squared_{by}', float('nan')):.3f}")
     if "gain_ratio_verdict" in s:
         print(f"target/control gain ratio {s['gain_ratio']:.3f}: {s['gain_ratio_verdict']}")
     for row in s.get("asymmetry", [])[:12]:
