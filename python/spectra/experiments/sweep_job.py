@@ -18,6 +18,7 @@ finished ones), the analysis tables as Parquet and CSV, ``summary.json`` and the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import time
@@ -237,7 +238,7 @@ def run_sweep(
     model, tokenizer = load_model(config.model)
     windows = load_windows(config.data, tokenizer, config.context_length, config.n_samples)
     run = {k: v for k, v in asdict(config).items() if k != "out"}
-    run["data_sha256"] = __import__("hashlib").sha256(windows.contiguous().numpy().tobytes()).hexdigest()
+    run["data_sha256"] = hashlib.sha256(windows.contiguous().numpy().tobytes()).hexdigest()
     identity = {"class": type(model).__name__, "config_sha256": config_hash(model),
                 "weights_fingerprint": weights_fingerprint(model)}
     meta = {
