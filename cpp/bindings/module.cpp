@@ -18,6 +18,7 @@ namespace py = pybind11;
 
 namespace spectra::bindings {
 void bind_hook_registry(py::module_& m);
+void bind_second_moments(py::module_& m);
 namespace {
 
 void running_moments_update(RunningMoments& self, const at::Tensor& x) {
@@ -83,6 +84,7 @@ PYBIND11_MODULE(_core, m) {
   using namespace spectra::bindings;
   m.doc() = "Spectra's native core: torch.ops.spectra.* tensor ops and stateful accumulators.";
   bind_hook_registry(m);
+  bind_second_moments(m);
   m.def("build_info", &build_info, "Compiler, flags, torch version and backends this module was built with.");
 
   py::class_<RunningMoments>(m, "RunningMoments", R"doc(

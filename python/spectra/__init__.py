@@ -23,7 +23,7 @@ except importlib.metadata.PackageNotFoundError:  # a source tree on PYTHONPATH, 
 _core = load_core()
 
 if _core is not None:
-    from spectra._core import HookRegistry, PositionSampler, RunningMoments
+    from spectra._core import HookRegistry, PositionSampler, RunningMoments, SecondMoments
     from spectra._ops import AttnRowStats, VecStats, attn_row_stats, vec_stats
     from spectra.capture_store import Captured, read_capture, read_sidecar
     from spectra.head_geometry import HeadGeometry, head_geometry
@@ -80,6 +80,7 @@ if _core is not None:
         "Probe",
         "profile",
         "RunningMoments",
+        "SecondMoments",
         "UnsupportedModelError",
         "read_capture",
         "read_sidecar",

@@ -19,11 +19,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from spectra._core import RunningMoments
+from spectra._core import RunningMoments, SecondMoments
 from spectra._ops import vec_stats
 from spectra.models import adapter_for
 
-STATS = ("norm", "max_abs", "participation_ratio")
+STATS = ("norm", "max_abs", "participation_ratio", "one_hotness")
 KINDS = ("q", "k")
 
 
@@ -45,8 +45,9 @@ class HeadGeometry:
         ['layer', 'head', 'kv_head', 'q_norm_mean']
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, *, centered: bool = True) -> None:
         self.adapter = adapter_for(model)
+        self.centered = centered
         self.n_layers: int = self.adapter.n_layers
         self.n_heads: int = self.adapter.n_heads
         self.n_kv_heads: int = self.adapter.n_kv_heads
@@ -58,12 +59,19 @@ class HeadGeometry:
             for stat in STATS
             for layer in range(self.n_layers)
         }
+        # Σk and Σkkᵀ per KV head: the effective rank of each head's key matrix (spec M8).
+        self._key_moments = [SecondMoments(self.n_kv_heads, self.head_dim) for _ in range(self.n_layers)]
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def _record(self, kind: str, layer: int, x: torch.Tensor) -> None:
-        stats = vec_stats(x.detach().transpose(1, 2))  # x is (B, heads, T, D); each stat (B, T, heads)
-        for stat in STATS:
+        rows = x.detach().transpose(1, 2)  # x is (B, heads, T, D) -> (B, T, heads, D)
+        stats = vec_stats(rows)  # each stat (B, T, heads)
+        for stat in STATS[:3]:
             self._moments[(kind, stat, layer)].update(getattr(stats, stat))
+        # max|x_d| / ‖x‖ per vector (spec M6): 1 for an axis-aligned vector, 1/√D for a flat one.
+        self._moments[(kind, "one_hotness", layer)].update(stats.max_abs / stats.norm)
+        if kind == "k":
+            self._key_moments[layer].update(rows.cpu())
 
     def __enter__(self) -> HeadGeometry:
         if self._handles:
@@ -93,7 +101,12 @@ class HeadGeometry:
             self._handles.pop().remove()
 
     def table(self) -> pd.DataFrame:
-        """One row per (layer, query head); ``k_*`` columns belong to the head's KV head (h // group)."""
+        """One row per (layer, query head); ``k_*`` columns belong to the head's KV head (h // group).
+
+        ``k_spectral_pr`` and ``k_entropy_rank`` are the effective ranks of the KV head's key matrix
+        (spec M8: spectral participation ratio of the covariance's eigenvalues, and Roy–Vetterli's
+        entropy rank of its singular values; of the uncentered matrix with ``centered=False``).
+        """
         group = self.n_heads // self.n_kv_heads
         frames = []
         for layer in range(self.n_layers):
@@ -106,6 +119,9 @@ class HeadGeometry:
                     frame[f"{kind}_{stat}_mean"] = moments.mean()[select].tolist()
                     if stat == "norm":
                         frame[f"{kind}_norm_std"] = moments.variance(0).sqrt()[select].tolist()
+            ranks = self._key_moments[layer]
+            frame["k_spectral_pr"] = ranks.spectral_pr(self.centered)[kv_of_head].tolist()
+            frame["k_entropy_rank"] = ranks.entropy_rank(self.centered)[kv_of_head].tolist()
             frame["tokens"] = self._moments[("q", "norm", layer)].count().tolist()
             frames.append(pd.DataFrame(frame))
         table = pd.concat(frames, ignore_index=True)
