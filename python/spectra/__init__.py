@@ -50,6 +50,8 @@ if _core is not None:
     from spectra.models import SUPPORTED_MODEL_TYPES, UnsupportedModelError
     from spectra.probe import Probe
     from spectra.profile import NonFiniteActivationError, profile
+    from spectra import stats, taxonomy  # noqa: E402  (spectra.stats.head_stats, spectra.taxonomy.classify)
+    from spectra.stats import head_stats
 
     __all__ = [
         "SUPPORTED_MODEL_TYPES",
@@ -87,5 +89,8 @@ if _core is not None:
         "VecStats",
         "__version__",
         "head_geometry",
+        "head_stats",
+        "stats",
+        "taxonomy",
         "vec_stats",
     ]
