@@ -50,7 +50,7 @@ if _core is not None:
     from spectra.models import SUPPORTED_MODEL_TYPES, UnsupportedModelError
     from spectra.probe import Probe
     from spectra.profile import NonFiniteActivationError, profile
-    from spectra import stats, taxonomy  # noqa: E402  (spectra.stats.head_stats, spectra.taxonomy.classify)
+    from spectra import dynamics, stats, taxonomy  # spectra.stats.head_stats, spectra.taxonomy.classify, ...
     from spectra.stats import head_stats
 
     __all__ = [
@@ -90,6 +90,7 @@ if _core is not None:
         "__version__",
         "head_geometry",
         "head_stats",
+        "dynamics",
         "stats",
         "taxonomy",
         "vec_stats",

@@ -106,6 +106,21 @@ class Adapter:
             StageHook(attn.v_proj, lambda out: {"v": split_heads(out, d)}),
         ]
 
+    # ---- QK-norm gain (the seeds' k_norm γ) ----
+    def k_norm_module(self, layer: int) -> nn.Module | None:
+        """The module that normalises keys per head (QK-norm), or None when the family has none."""
+        return None
+
+    def k_gain(self, layer: int) -> torch.Tensor | None:
+        """The k_norm gain γ as the model applies it: (head_dim,) when shared by every head, (Hkv, head_dim)
+        when per head; None without QK-norm."""
+        module = self.k_norm_module(layer)
+        weight = getattr(module, "weight", None) if module is not None else None
+        if weight is None:
+            return None
+        gain = weight.detach().float().cpu()
+        return gain.view(self.n_kv_heads, self.head_dim) if gain.numel() == self.n_kv_heads * self.head_dim and gain.numel() != self.head_dim else gain
+
     # ---- delegation ----
     def eager_attention(self, module: nn.Module) -> Callable[..., Any]:
         """The family's own eager attention function (eager is not in AttentionInterface)."""
@@ -131,6 +146,9 @@ class QKNormAdapter(Adapter):
     k_norm_attr: ClassVar[str] = "k_norm"
     #: Whether the norm runs on (B, T, H, D) (before the transpose) rather than (B, H, T, D).
     norm_before_transpose: ClassVar[bool] = True
+
+    def k_norm_module(self, layer: int) -> nn.Module | None:
+        return getattr(self.attention[layer], self.k_norm_attr)
 
     def stage_hooks(self, layer: int) -> list[StageHook]:
         attn, d = self.attention[layer], self.head_dim

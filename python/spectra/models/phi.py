@@ -12,6 +12,10 @@ class PhiAdapter(Adapter):
     def rotary_dim(self, layer: int) -> int:
         return int(self.attention[layer].rotary_ndims)
 
+    def k_norm_module(self, layer: int):
+        attn = self.attention[layer]
+        return attn.k_layernorm if attn.qk_layernorm else None
+
     def stage_hooks(self, layer: int) -> list[StageHook]:
         attn, d = self.attention[layer], self.head_dim
         if not attn.qk_layernorm:
