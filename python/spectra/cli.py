@@ -193,3 +193,53 @@ def sweep_command(config_path, out_dir, resume, quiet) -> None:
     except (ValueError, FileNotFoundError, KeyError, TypeError) as error:
         raise click.ClickException(str(error).strip("'\"")) from error
     print_sweep_result(result)
+
+
+@main.command("dynamics")
+@click.option("--checkpoints", multiple=True, type=click.Path(file_okay=False),
+              help="Checkpoint folders of one model (repeat the option); named step-N / checkpoint-N or with trainer_state.json.")
+@click.option("--model", "model_name", default=None, help="Instead of --checkpoints: a zoo model with checkpoints (tiny-qwen3).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Result folder.")
+@click.option("--context-length", default=128, show_default=True, type=click.IntRange(min=1))
+@click.option("--n-samples", default=8, show_default=True, type=click.IntRange(min=1), help="Held-out text windows.")
+@click.option("--n-random", default=8, show_default=True, type=click.IntRange(min=1), help="Repeated random blocks.")
+@click.option("--random-block", default=32, show_default=True, type=click.IntRange(min=2), help="Tokens per random block.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def dynamics_command(checkpoints, model_name, out_dir, context_length, n_samples, n_random, random_block, quiet) -> None:
+    """Per-head statistics, classes and k_norm gain over training checkpoints: tables and figures."""
+    from spectra.dynamics_job import print_dynamics_result, run_dynamics
+
+    if bool(checkpoints) == bool(model_name):
+        raise click.UsageError("give either --checkpoints (one or more folders) or --model (e.g. tiny-qwen3)")
+    try:
+        result = run_dynamics(model_name or list(checkpoints), out_dir, context_length=context_length,
+                              n_samples=n_samples, n_random=n_random, random_block=random_block, progress=not quiet,
+                              command_line=sys.argv)
+    except (ValueError, FileNotFoundError) as error:
+        raise click.ClickException(str(error)) from error
+    print_dynamics_result(result)
+
+
+@main.command("taxonomy")
+@click.option("--model", "model_name", default="tiny-qwen3", show_default=True, help="Zoo name or a local model folder.")
+@click.option("--context-length", default=128, show_default=True, type=click.IntRange(min=1))
+@click.option("--n-samples", default=8, show_default=True, type=click.IntRange(min=1), help="Held-out text windows.")
+@click.option("--out", "out_csv", default=None, type=click.Path(dir_okay=False), help="Also write the table as CSV.")
+def taxonomy_command(model_name, context_length, n_samples, out_csv) -> None:
+    """Classify every head (sink, induction, previous-token, positional, gatherer, retriever) and print the table."""
+    from spectra.capture_job import load_model
+    from spectra.profile_job import load_windows
+    from spectra.stats import head_stats
+    from spectra.taxonomy import classify
+
+    try:
+        model, tokenizer = load_model(model_name)
+        stats = head_stats(model, load_windows(None, tokenizer, context_length, n_samples))
+    except (ValueError, FileNotFoundError) as error:
+        raise click.ClickException(str(error)) from error
+    table = classify(stats)
+    columns = ["layer", "head", "class", "score", "margin", "runner_up", "k_norm_mean", "entropy_mean"]
+    click.echo(table[columns].round(3).to_string(index=False))
+    click.echo("\n" + ", ".join(f"{k}: {v}" for k, v in table["class"].value_counts().items()))
+    if out_csv:
+        table.to_csv(out_csv, index=False)

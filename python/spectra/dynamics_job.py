@@ -1,0 +1,101 @@
+"""``spectra dynamics``: the training-dynamics tables and figures of a checkpoint series in one folder.
+
+``meta.json`` (checkpoints, steps, architecture, settings, versions), ``head_series``,
+``kv_series``, ``gamma`` and ``taxonomy`` as Parquet and CSV, ``summary.json`` (class counts per
+step), and the figures: per-head key-norm divergence, entropy vs norm coloured by step, effective
+rank / participation ratio per layer, the k_norm γ heatmap (families with QK-norm), ‖Q‖/‖K‖ over
+steps. Every file is written atomically; rerunning replaces the folder's contents.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from spectra import dynamics_figures
+from spectra.dynamics import Dynamics, track
+
+__all__ = ["DynamicsResult", "run_dynamics"]
+
+
+@dataclass
+class DynamicsResult:
+    out_dir: Path
+    dynamics: Dynamics
+    summary: dict[str, Any]
+    figures: list[Path]
+
+
+def run_dynamics(
+    checkpoints: Sequence[str | Path] | str,
+    out_dir: str | Path,
+    *,
+    context_length: int = 128,
+    n_samples: int = 8,
+    n_random: int = 8,
+    random_block: int = 32,
+    batch_size: int = 8,
+    progress: bool = True,
+    command_line: Sequence[str] | None = None,
+) -> DynamicsResult:
+    """Tracks ``checkpoints`` (folders, or a zoo name) into ``out_dir``.
+
+    Example:
+        >>> import tempfile
+        >>> result = run_dynamics("tiny-qwen3", tempfile.mkdtemp(), context_length=48, n_samples=2, n_random=2,
+        ...                       random_block=8, progress=False)
+        >>> sorted(p.name for p in result.figures)[:2], result.summary["steps"][-1]
+        (['entropy_vs_norm.png', 'gamma_heatmap.png'], 1600)
+    """
+    from spectra.profile_job import _atomic_csv, _atomic_json, _atomic_parquet, _versions
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out: {out} exists and is not a folder")
+    result = track(checkpoints, context_length=context_length, n_samples=n_samples, n_random=n_random,
+                   random_block=random_block, batch_size=batch_size, progress=progress)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("head_series", "kv_series", "gamma", "taxonomy"):
+        frame = getattr(result, name)
+        _atomic_parquet(out / f"{name}.parquet", frame)
+        _atomic_csv(out / f"{name}.csv", frame)
+    figures = [
+        dynamics_figures.plot_norm_divergence(result.kv_series, out / "norm_divergence.png"),
+        dynamics_figures.plot_entropy_vs_norm(result.head_series, out / "entropy_vs_norm.png"),
+        dynamics_figures.plot_rank_evolution(result.kv_series, out / "rank_evolution.png"),
+        dynamics_figures.plot_qk_ratio(result.head_series, out / "qk_ratio.png"),
+    ]
+    if not result.gamma.empty:
+        figures.append(dynamics_figures.plot_gamma_heatmap(result.gamma, out / "gamma_heatmap.png"))
+    counts = result.taxonomy.groupby(["step", "class"]).size().unstack(fill_value=0)
+    summary = {
+        "checkpoints": [str(c) for c in checkpoints] if not isinstance(checkpoints, str) else checkpoints,
+        "steps": result.steps,
+        "architecture": result.architecture,
+        "classes_per_step": {int(step): {k: int(v) for k, v in row.items() if v} for step, row in counts.iterrows()},
+        "has_gamma": not result.gamma.empty,
+        "files": sorted([f"{n}.parquet" for n in ("head_series", "kv_series", "gamma", "taxonomy")]
+                        + [p.name for p in figures]),
+    }
+    _atomic_json(out / "summary.json", summary)
+    _atomic_json(out / "meta.json", {
+        "settings": {"context_length": context_length, "n_samples": n_samples, "n_random": n_random,
+                     "random_block": random_block, "batch_size": batch_size},
+        "steps": result.steps, "architecture": result.architecture, "versions": _versions(),
+        "command_line": list(command_line) if command_line is not None else list(sys.argv),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    })
+    return DynamicsResult(out, result, summary, figures)
+
+
+def print_dynamics_result(result: DynamicsResult) -> None:
+    s = result.summary
+    print(f"spectra dynamics: {len(s['steps'])} checkpoints, steps {s['steps']} -> {result.out_dir}")
+    for step, classes in s["classes_per_step"].items():
+        print(f"  step {step:>6}: " + ", ".join(f"{k} {v}" for k, v in sorted(classes.items())))
+    for path in result.figures:
+        print(f"figure: {path}")
