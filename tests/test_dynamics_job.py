@@ -1,0 +1,51 @@
+"""``spectra dynamics`` and ``spectra taxonomy`` from the command line on the embedded checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+from click.testing import CliRunner
+
+from spectra import zoo
+from spectra.cli import main
+
+SMALL = ["--context-length", "48", "--n-samples", "2", "--n-random", "2", "--random-block", "8", "--quiet"]
+
+
+def test_dynamics_cli_on_the_embedded_checkpoints(tmp_path):
+    out = tmp_path / "dyn"
+    result = CliRunner().invoke(main, ["dynamics", "--model", "tiny-qwen3", "--out", str(out), *SMALL])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == [0, 100, 200, 400, 800, 1600] and summary["has_gamma"]
+    for name in summary["files"]:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    head = pd.read_parquet(out / "head_series.parquet")
+    assert head["step"].is_monotonic_increasing
+    assert set(pd.read_csv(out / "taxonomy.csv")["class"]) <= {
+        "static_sink", "induction", "previous_token", "positional", "gatherer", "semantic_retriever", "unclassified"}
+    assert summary["classes_per_step"]["0"] == {"gatherer": 32}  # random init: every head near uniform
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_dynamics_cli_with_folders_and_errors(tmp_path):
+    folders = [str(p) for p in zoo.checkpoint_paths("tiny-qwen3")[:2]]
+    args = ["dynamics", "--checkpoints", folders[0], "--checkpoints", folders[1], "--out", str(tmp_path / "two"), *SMALL]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "steps [0, 100]" in result.output
+    both = CliRunner().invoke(main, ["dynamics", "--model", "tiny-qwen3", "--checkpoints", folders[0], "--out",
+                                     str(tmp_path / "x")])
+    assert both.exit_code != 0 and "either --checkpoints" in both.output
+    llama = CliRunner().invoke(main, ["dynamics", "--model", "tiny-llama", "--out", str(tmp_path / "y"), *SMALL])
+    assert llama.exit_code != 0 and "no training checkpoints" in llama.output
+
+
+def test_taxonomy_cli(tmp_path):
+    csv = tmp_path / "t.csv"
+    result = CliRunner().invoke(main, ["taxonomy", "--model", "tiny-llama", "--context-length", "48", "--n-samples", "2",
+                                       "--out", str(csv)])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(csv)
+    assert len(table) == 32 and "runner_up" in table and "class" in result.output
