@@ -122,3 +122,18 @@ def test_classify_rules_and_margins():
         Thresholds(static_sink=1.5)
     with pytest.raises(ValueError, match="stats"):
         classify(pd.DataFrame())
+
+
+def test_g10_rmsnorm_outputs_have_norm_sqrt_d():
+    # An RMSNorm(gamma = 1) output of any nonzero D=64 vector has norm 8 (the seeds' initial k norm).
+    x = torch.nn.RMSNorm(64, eps=1e-12)(torch.randn(100, 64) * torch.rand(100, 1) * 10)
+    norms = spectra.vec_stats(x.detach()).norm
+    torch.testing.assert_close(norms, torch.full_like(norms, 8.0), rtol=1e-6, atol=0)
+    # So a QK-norm model at initialisation has k_norm_mean = sqrt(head_dim) for every head.
+    from spectra import zoo
+
+    model, _ = zoo.load(zoo.checkpoint_paths("tiny-qwen3")[0])
+    table = spectra.head_stats(model, torch.randint(3, 4000, (2, 32)), n_random=2, random_block=4)
+    assert table["k_norm_mean"].to_numpy() == pytest.approx(32**0.5, rel=1e-4)
+    assert table["k_norm_std"].max() < 1e-3
+    assert table["k_one_hotness_mean"].between(32**-0.5, 1.0).all()
