@@ -3,7 +3,7 @@
 Every class has a score in [0, 1] and a threshold; a head takes the first class, in the order
 below, whose score reaches its threshold, else ``unclassified``. The seeds gave no formal
 thresholds; these defaults are exposed as :class:`Thresholds` and were validated on planted heads
-(``spectra.testing_planted``), where every built head is recovered with a wide margin.
+(``spectra.planted_heads``), where every built head is recovered with a wide margin.
 
 | class | score | default threshold |
 |---|---|---|
