@@ -49,3 +49,16 @@ def test_taxonomy_cli(tmp_path):
     assert result.exit_code == 0, result.output
     table = pd.read_csv(csv)
     assert len(table) == 32 and "runner_up" in table and "class" in result.output
+
+
+def test_gamma_heatmap_of_a_family_without_qk_norm_is_a_clear_error(tmp_path):
+    import shutil
+
+    steps = [shutil.copytree(zoo.model_path("tiny-llama"), tmp_path / f"step-{s:06d}") for s in (0, 10)]
+    args = ["dynamics", "--checkpoints", str(steps[0]), "--checkpoints", str(steps[1]), "--out", str(tmp_path / "o"),
+            *SMALL]
+    refused = CliRunner().invoke(main, [*args, "--gamma-heatmap"])
+    assert refused.exit_code != 0 and "has no QK-norm" in refused.output and "Traceback" not in refused.output
+    drawn = CliRunner().invoke(main, args)  # by default the heatmap is simply left out for such a family
+    assert drawn.exit_code == 0, drawn.output
+    assert not (tmp_path / "o" / "gamma_heatmap.png").exists() and (tmp_path / "o" / "norm_divergence.png").is_file()

@@ -204,8 +204,11 @@ def sweep_command(config_path, out_dir, resume, quiet) -> None:
 @click.option("--n-samples", default=8, show_default=True, type=click.IntRange(min=1), help="Held-out text windows.")
 @click.option("--n-random", default=8, show_default=True, type=click.IntRange(min=1), help="Repeated random blocks.")
 @click.option("--random-block", default=32, show_default=True, type=click.IntRange(min=2), help="Tokens per random block.")
+@click.option("--gamma-heatmap/--no-gamma-heatmap", default=None,
+              help="Require (or skip) the k_norm gamma heatmap; default: drawn when the family has QK-norm.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def dynamics_command(checkpoints, model_name, out_dir, context_length, n_samples, n_random, random_block, quiet) -> None:
+def dynamics_command(checkpoints, model_name, out_dir, context_length, n_samples, n_random, random_block,
+                     gamma_heatmap, quiet) -> None:
     """Per-head statistics, classes and k_norm gain over training checkpoints: tables and figures."""
     from spectra.dynamics_job import print_dynamics_result, run_dynamics
 
@@ -213,8 +216,8 @@ def dynamics_command(checkpoints, model_name, out_dir, context_length, n_samples
         raise click.UsageError("give either --checkpoints (one or more folders) or --model (e.g. tiny-qwen3)")
     try:
         result = run_dynamics(model_name or list(checkpoints), out_dir, context_length=context_length,
-                              n_samples=n_samples, n_random=n_random, random_block=random_block, progress=not quiet,
-                              command_line=sys.argv)
+                              n_samples=n_samples, n_random=n_random, random_block=random_block,
+                              gamma_heatmap=gamma_heatmap, progress=not quiet, command_line=sys.argv)
     except (ValueError, FileNotFoundError) as error:
         raise click.ClickException(str(error)) from error
     print_dynamics_result(result)

@@ -39,10 +39,14 @@ def run_dynamics(
     n_random: int = 8,
     random_block: int = 32,
     batch_size: int = 8,
+    gamma_heatmap: bool | None = None,
     progress: bool = True,
     command_line: Sequence[str] | None = None,
 ) -> DynamicsResult:
     """Tracks ``checkpoints`` (folders, or a zoo name) into ``out_dir``.
+
+    ``gamma_heatmap``: None draws the k_norm γ heatmap when the family has QK-norm; True requires it
+    (a family without QK-norm is then a ValueError, before any checkpoint is processed); False skips it.
 
     Example:
         >>> import tempfile
@@ -56,6 +60,8 @@ def run_dynamics(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out: {out} exists and is not a folder")
+    if gamma_heatmap:
+        _require_qk_norm(checkpoints)
     result = track(checkpoints, context_length=context_length, n_samples=n_samples, n_random=n_random,
                    random_block=random_block, batch_size=batch_size, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
@@ -69,7 +75,7 @@ def run_dynamics(
         dynamics_figures.plot_rank_evolution(result.kv_series, out / "rank_evolution.png"),
         dynamics_figures.plot_qk_ratio(result.head_series, out / "qk_ratio.png"),
     ]
-    if not result.gamma.empty:
+    if gamma_heatmap is not False and not result.gamma.empty:
         figures.append(dynamics_figures.plot_gamma_heatmap(result.gamma, out / "gamma_heatmap.png"))
     counts = result.taxonomy.groupby(["step", "class"]).size().unstack(fill_value=0)
     summary = {
@@ -90,6 +96,20 @@ def run_dynamics(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     })
     return DynamicsResult(out, result, summary, figures)
+
+
+def _require_qk_norm(checkpoints: Sequence[str | Path] | str) -> None:
+    """Fails fast, on the first checkpoint, when a γ heatmap is asked of a family without QK-norm."""
+    from spectra import zoo
+    from spectra.dynamics import gamma_table
+
+    if isinstance(checkpoints, str) and checkpoints in zoo.MODEL_NAMES:
+        first = zoo.checkpoint_paths(checkpoints)[:1] or [zoo.model_path(checkpoints)]
+    else:
+        first = [Path(checkpoints[0])] if not isinstance(checkpoints, (str, Path)) and checkpoints else []
+    if first:
+        model, _ = zoo.load(first[0])
+        gamma_table(model, required=True)
 
 
 def print_dynamics_result(result: DynamicsResult) -> None:
