@@ -4,7 +4,6 @@ B5 (r² not r), bootstrap CIs against a naive loop, categories (G11's rule, B9),
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -293,3 +292,23 @@ def test_bad_input():
     for function in (gain_categories, select_heads):
         with pytest.raises(ValueError, match="by"):
             function(gains, by="k_eff")
+
+
+def test_g6_two_key_gain_matches_the_closed_forms_of_the_native_op():
+    # Logits s = [1, 0]: OLS on a tight grid around alpha equals the closed-form derivatives there.
+    import spectra
+    import torch
+
+    q = torch.ones(1, 1, 1, 1, dtype=torch.float64)
+    k = torch.tensor([1.0, 0.0], dtype=torch.float64).view(1, 1, 2, 1)
+    for alpha in (0.5, 1.0, 1.5):
+        grid = alpha * np.exp(np.linspace(-1e-4, 1e-4, 5))
+        rows = [spectra.attn_row_stats(q, k, float(a), causal=False) for a in grid]
+        entropy = np.array([r.entropy.item() for r in rows])
+        p_max = np.array([r.max_attn.item() for r in rows])
+        p = 1 / (1 + np.exp(-alpha))  # weight of the key with logit alpha * 1
+        variance = alpha**2 * p * (1 - p)  # Var_p(alpha s)
+        assert fit_gain(grid, entropy).slope == pytest.approx(-variance, abs=1e-6)
+        assert fit_gain(grid, p_max, "increasing").slope == pytest.approx(alpha * p * (1 - p), abs=1e-6)
+        at = spectra.attn_row_stats(q, k, alpha, causal=False)
+        assert -at.logit_var.item() == pytest.approx(-variance, abs=1e-12)

@@ -4,6 +4,8 @@ input."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -114,3 +116,29 @@ def test_bad_input():
         asymmetry_table(sweep, roles={(0, 0): "extreme"})
     with pytest.raises(ValueError, match="alpha"):
         asymmetry_table(sweep.assign(alpha=sweep["alpha"] - 1.0))
+
+
+_GRID = [0.5, 0.75, 1.0, 1.25, 1.5]
+
+
+def _sweep_with_effects(k_curve_of, heads=((20, 19), (14, 8), (0, 23)), with_effects=False) -> pd.DataFrame:
+    rows = []
+    for layer, head in heads:
+        for kind in ("q", "k"):
+            for a in _GRID:
+                e = 4 - 2 * math.log(a) if kind == "q" else k_curve_of(a)
+                row = {"mode": "propagated", "kind": kind, "layer": layer, "head": head, "alpha": a, "sample": 0,
+                       "entropy": e, "max_attn": 0.3, "k_eff": 5.0}
+                if with_effects:
+                    row.update(kl_logits=0.0 if a == 1 else 0.01 * (2 if kind == "k" else 1), delta_loss=0.0,
+                               group_entropy_shift=0.0 if kind == "q" else -math.log(a))
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_group_shift_is_the_mean_absolute_shift():
+    table = asymmetry_table(_sweep_with_effects(lambda a: 4 - 2 * math.log(a), heads=((0, 0),), with_effects=True))
+    row = table.iloc[0]
+    assert row["q_kl_logits"] == pytest.approx(0.01) and row["k_kl_logits"] == pytest.approx(0.02)
+    expected = np.mean([abs(math.log(a)) for a in _GRID if a != 1.0])
+    assert row["k_group_entropy_shift"] == pytest.approx(expected)
