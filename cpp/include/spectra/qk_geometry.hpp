@@ -1,0 +1,66 @@
+// Geometry of one attention head's captured queries and keys (spec qk-geometry-plasticity §3–§4):
+// the thesis's combined Q+K PCA and the planar rotation model, in float64 with Eigen.
+//
+// Inputs are the head's query rows Q (n_q × d) with positions t_q and its KV head's key rows
+// K (n_k × d) with positions t_k, post-RoPE, as the Probe captures them. Everything is a handful of
+// d × d covariances, d-vectors and one symmetric eigenproblem, so a head of 16k + 16k rows at
+// d = 128 costs a few matrix products.
+#pragma once
+
+#include <Eigen/Core>
+
+#include <cstdint>
+
+namespace spectra {
+
+using RowMatrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+struct QKRows {
+  Eigen::Ref<const RowMatrix> q;
+  Eigen::Ref<const Eigen::VectorXd> t_q;
+  Eigen::Ref<const RowMatrix> k;
+  Eigen::Ref<const Eigen::VectorXd> t_k;
+};
+
+// Pooled, centred PCA of [Q; K] (spec §3.2). Components are rows of `components`, ordered by
+// decreasing eigenvalue; `explained_variance` is λ_j / tr(Cov). r_q / r_k are Pearson correlations
+// of each component's projections with the raw positions on the Q rows and on the K rows. Sign rule
+// (§3.2 step 5, the notes' convention): flip so that r_q >= 0, or, when |r_q| < anchor_tolerance,
+// so that r_k >= 0. P_Q = Σ_j EV_j r_q², P_K likewise (§3.4). Fisher ratio on PC0:
+// (z̄_Q − z̄_K)² / (s_Q² + s_K²).
+struct CombinedPca {
+  Eigen::VectorXd mean;                 // (d,) pooled mean
+  RowMatrix components;                 // (n_components, d)
+  Eigen::VectorXd explained_variance;   // (n_components,)
+  Eigen::VectorXd r_q, r_k;             // (n_components,)
+  double p_q = 0.0, p_k = 0.0;          // position-linear variance shares
+  double fisher_pc0 = 0.0;              // Q/K separability on PC0
+};
+
+CombinedPca combined_pca(const QKRows& rows, int64_t n_components, double anchor_tolerance = 0.05);
+
+enum class AxisB { centroid, eigen };
+
+// The planar rotation model (§4). Axis a = Cov(X, t)/‖·‖ over the pooled rows; axis b ⊥ a is the
+// projected centroid difference P(μ_Q − μ_K) (AxisB::centroid, the thesis's formula) or the top
+// eigenvector of P C_δ P with C_δ = S_Q + S_K + ΔμΔμᵀ (AxisB::eigen: δ = q − k over independent
+// draws), signed so that bᵀΔμ >= 0. Projections are uncentred so that q·k = q_a k_a + q_b k_b +
+// q_⊥·k_⊥ exactly.
+struct Rotation {
+  Eigen::VectorXd a, b;                 // (d,) unit, a ⊥ b
+  double mu_q_a = 0, mu_k_a = 0, mu_q_b = 0, mu_k_b = 0;
+  double intercept_q_a = 0, intercept_k_a = 0;  // OLS intercepts of q_a on t_q, k_a on t_k
+  double alpha_q = 0, alpha_k = 0;      // OLS slopes
+  double r_q_a = 0, r_k_a = 0;          // Pearson (signed)
+  double position_r = 0;                // |corr(aᵀx, t)| over the pooled rows
+  double bias_strength = 0;             // mu_q_a · alpha_k
+  double separation_strength = 0;       // E[(bᵀδ)²] / E[‖δ‖²], δ = q − k over independent draws
+  double var_frac_a = 0, var_frac_b = 0, plane_var_fraction = 0;
+  double content_var_b = 0;             // ½(Var(q_b) + Var(k_b))
+  double residual_pos_r = 0;            // max |corr(vᵀx, t)| over the complement's SVD basis (analytically 0)
+  double drift_norm = 0;                // ‖Cov(X, t)‖; 0 means no axis a (all metrics NaN)
+};
+
+Rotation planar_rotation(const QKRows& rows, AxisB axis_b = AxisB::centroid);
+
+}  // namespace spectra

@@ -1,0 +1,188 @@
+#include "spectra/qk_geometry.hpp"
+
+#include <Eigen/Eigenvalues>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+
+namespace spectra {
+
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// Pearson correlation of x with t; 0 when either has no variance (the reference tool's rule).
+double pearson(const Eigen::VectorXd& x, const Eigen::Ref<const Eigen::VectorXd>& t) {
+  const Eigen::ArrayXd xc = x.array() - x.mean(), tc = t.array() - t.mean();
+  const double sxx = (xc * xc).sum(), stt = (tc * tc).sum();
+  if (!(sxx > 0.0) || !(stt > 0.0)) return 0.0;
+  return (xc * tc).sum() / std::sqrt(sxx * stt);
+}
+
+double variance(const Eigen::VectorXd& x) { return (x.array() - x.mean()).square().mean(); }
+
+// Population covariance of the rows and their mean.
+Eigen::MatrixXd covariance(const Eigen::Ref<const RowMatrix>& x, Eigen::VectorXd& mean) {
+  mean = x.colwise().mean().transpose();
+  const RowMatrix centred = x.rowwise() - mean.transpose();
+  Eigen::MatrixXd cov = Eigen::MatrixXd::Zero(x.cols(), x.cols());
+  cov.selfadjointView<Eigen::Lower>().rankUpdate(centred.transpose(), 1.0 / static_cast<double>(x.rows()));
+  return cov.selfadjointView<Eigen::Lower>();
+}
+
+void check(const QKRows& rows) {
+  if (rows.q.rows() < 2 || rows.k.rows() < 2)
+    throw std::invalid_argument("q and k need at least 2 rows each");
+  if (rows.q.cols() != rows.k.cols() || rows.q.cols() < 2)
+    throw std::invalid_argument("q and k must have the same head_dim (>= 2)");
+  if (rows.t_q.size() != rows.q.rows() || rows.t_k.size() != rows.k.rows())
+    throw std::invalid_argument("positions must have one entry per row");
+}
+
+struct Pooled {
+  Eigen::VectorXd mu_q, mu_k, mean, drift;  // drift = Cov(X, t)
+  Eigen::MatrixXd s_q, s_k, cov;
+  double t_mean = 0, t_var = 0;
+};
+
+Pooled pool(const QKRows& rows) {
+  Pooled p;
+  p.s_q = covariance(rows.q, p.mu_q);
+  p.s_k = covariance(rows.k, p.mu_k);
+  const double nq = static_cast<double>(rows.q.rows()), nk = static_cast<double>(rows.k.rows()), n = nq + nk;
+  p.mean = (nq * p.mu_q + nk * p.mu_k) / n;
+  const Eigen::VectorXd gap = p.mu_q - p.mu_k;
+  p.cov = (nq * p.s_q + nk * p.s_k) / n + (nq * nk / (n * n)) * gap * gap.transpose();
+  p.t_mean = (rows.t_q.sum() + rows.t_k.sum()) / n;
+  const Eigen::ArrayXd tq = rows.t_q.array() - p.t_mean, tk = rows.t_k.array() - p.t_mean;
+  p.t_var = ((tq * tq).sum() + (tk * tk).sum()) / n;
+  // Cov(X, t) = (1/N) Σ (x − x̄)(t − t̄) = (1/N) Σ x (t − t̄) since Σ (t − t̄) = 0.
+  p.drift = (rows.q.transpose() * tq.matrix() + rows.k.transpose() * tk.matrix()) / n;
+  return p;
+}
+
+}  // namespace
+
+CombinedPca combined_pca(const QKRows& rows, int64_t n_components, double anchor_tolerance) {
+  check(rows);
+  const Pooled p = pool(rows);
+  const int64_t d = rows.q.cols();
+  const int64_t n = std::min<int64_t>({n_components, d, rows.q.rows() + rows.k.rows()});
+  if (n < 1) throw std::invalid_argument("n_components must be >= 1");
+  Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> solver(p.cov);
+  const double total = p.cov.trace();
+  CombinedPca out;
+  out.mean = p.mean;
+  out.components.resize(n, d);
+  out.explained_variance.resize(n);
+  out.r_q.resize(n);
+  out.r_k.resize(n);
+  const RowMatrix q_centred = rows.q.rowwise() - p.mean.transpose();
+  const RowMatrix k_centred = rows.k.rowwise() - p.mean.transpose();
+  for (int64_t j = 0; j < n; ++j) {
+    Eigen::VectorXd v = solver.eigenvectors().col(d - 1 - j);  // eigenvalues ascend
+    const double lambda = std::max(0.0, solver.eigenvalues()(d - 1 - j));
+    Eigen::VectorXd z_q = q_centred * v, z_k = k_centred * v;
+    double r_q = pearson(z_q, rows.t_q), r_k = pearson(z_k, rows.t_k);
+    const bool flip = std::abs(r_q) < anchor_tolerance ? r_k < 0.0 : r_q < 0.0;
+    if (flip) {
+      v = -v;
+      z_q = -z_q;
+      z_k = -z_k;
+      r_q = -r_q;
+      r_k = -r_k;
+    }
+    out.components.row(j) = v.transpose();
+    out.explained_variance(j) = total > 0.0 ? lambda / total : kNaN;
+    out.r_q(j) = r_q;
+    out.r_k(j) = r_k;
+    if (j == 0) {
+      const double gap = z_q.mean() - z_k.mean(), spread = variance(z_q) + variance(z_k);
+      out.fisher_pc0 = spread > 0.0 ? gap * gap / spread : kNaN;
+    }
+  }
+  out.p_q = (out.explained_variance.array() * out.r_q.array().square()).sum();
+  out.p_k = (out.explained_variance.array() * out.r_k.array().square()).sum();
+  return out;
+}
+
+Rotation planar_rotation(const QKRows& rows, AxisB axis_b) {
+  check(rows);
+  const Pooled p = pool(rows);
+  const int64_t d = rows.q.cols();
+  Rotation out;
+  out.drift_norm = p.drift.norm();
+  if (!(out.drift_norm > 0.0)) {  // constant positions: no drift direction
+    const double nan = kNaN;
+    out.a = out.b = Eigen::VectorXd::Constant(d, nan);
+    out.mu_q_a = out.mu_k_a = out.mu_q_b = out.mu_k_b = out.intercept_q_a = out.intercept_k_a = nan;
+    out.alpha_q = out.alpha_k = out.r_q_a = out.r_k_a = out.position_r = out.bias_strength = nan;
+    out.separation_strength = out.var_frac_a = out.var_frac_b = out.plane_var_fraction = nan;
+    out.content_var_b = out.residual_pos_r = nan;
+    return out;
+  }
+  out.a = p.drift / out.drift_norm;
+  const Eigen::VectorXd gap = p.mu_q - p.mu_k;
+  const Eigen::MatrixXd project = Eigen::MatrixXd::Identity(d, d) - out.a * out.a.transpose();
+  if (axis_b == AxisB::centroid) {
+    out.b = project * gap;
+  } else {
+    const Eigen::MatrixXd c_delta = p.s_q + p.s_k + gap * gap.transpose();
+    Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> solver(project * c_delta * project);
+    out.b = solver.eigenvectors().col(d - 1);
+  }
+  out.b -= out.a * out.a.dot(out.b);  // exactly ⊥ a, whatever rounding left
+  const double b_norm = out.b.norm();
+  out.b = b_norm > 0.0 ? Eigen::VectorXd(out.b / b_norm) : Eigen::VectorXd::Constant(d, kNaN);
+  if (out.b.dot(gap) < 0.0) out.b = -out.b;
+
+  const Eigen::VectorXd q_a = rows.q * out.a, k_a = rows.k * out.a, q_b = rows.q * out.b, k_b = rows.k * out.b;
+  out.mu_q_a = q_a.mean();
+  out.mu_k_a = k_a.mean();
+  out.mu_q_b = q_b.mean();
+  out.mu_k_b = k_b.mean();
+  auto slope = [](const Eigen::VectorXd& y, const Eigen::Ref<const Eigen::VectorXd>& t) {
+    const Eigen::ArrayXd tc = t.array() - t.mean();
+    const double stt = (tc * tc).sum();
+    return stt > 0.0 ? (tc * (y.array() - y.mean())).sum() / stt : kNaN;
+  };
+  out.alpha_q = slope(q_a, rows.t_q);
+  out.alpha_k = slope(k_a, rows.t_k);
+  out.intercept_q_a = out.mu_q_a - out.alpha_q * rows.t_q.mean();
+  out.intercept_k_a = out.mu_k_a - out.alpha_k * rows.t_k.mean();
+  out.r_q_a = pearson(q_a, rows.t_q);
+  out.r_k_a = pearson(k_a, rows.t_k);
+  out.bias_strength = out.mu_q_a * out.alpha_k;
+
+  const double total = p.cov.trace();
+  const double var_a = out.a.dot(p.cov * out.a), var_b = out.b.dot(p.cov * out.b);
+  out.var_frac_a = var_a / total;
+  out.var_frac_b = var_b / total;
+  out.plane_var_fraction = out.var_frac_a + out.var_frac_b;
+  // corr(aᵀx, t) = aᵀc / sqrt(Var(aᵀx) Var(t)) = ‖c‖ / sqrt(var_a t_var).
+  out.position_r = std::abs(out.drift_norm / std::sqrt(var_a * p.t_var));
+  out.content_var_b = 0.5 * (variance(q_b) + variance(k_b));
+  const double gap_b = out.mu_q_b - out.mu_k_b;
+  const double delta_b = variance(q_b) + variance(k_b) + gap_b * gap_b;
+  const double delta_total = p.s_q.trace() + p.s_k.trace() + gap.squaredNorm();
+  out.separation_strength = delta_total > 0.0 ? delta_b / delta_total : kNaN;
+
+  // The complement of {a, b}: its covariance's eigenvectors are the centred SVD directions. Each
+  // one's correlation with position is vᵀc / sqrt(λ_v Var t), analytically 0 (c ∥ a).
+  const Eigen::MatrixXd plane = Eigen::MatrixXd::Identity(d, d) - out.a * out.a.transpose() - out.b * out.b.transpose();
+  Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> complement(plane * p.cov * plane);
+  const double top = complement.eigenvalues().maxCoeff();
+  double worst = 0.0;
+  for (int64_t i = 0; i < d; ++i) {
+    const double lambda = complement.eigenvalues()(i);
+    if (!(lambda > 1e-12 * top)) continue;  // the plane's own (null) directions and numerical zeros
+    const Eigen::VectorXd v = complement.eigenvectors().col(i);
+    worst = std::max(worst, std::abs(v.dot(p.drift)) / std::sqrt(lambda * p.t_var));
+  }
+  out.residual_pos_r = worst;
+  return out;
+}
+
+}  // namespace spectra

@@ -1,0 +1,95 @@
+"""The native per-head QK geometry (spectra._core.combined_pca / planar_rotation) against its twin
+in spectra.reference.qk_geometry, on synthetic "two clusters + drift" data and on keys and queries
+captured from the embedded model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import spectra
+from spectra import _core
+from spectra.reference import qk_geometry as ref
+
+
+def clusters_and_drift(n=2000, d=16, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    tq = torch.arange(n, dtype=torch.float64) % 512
+    tk = (7 * torch.arange(n, dtype=torch.float64)) % 512
+    q = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    k = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    q[:, 0] += 20 + 0.02 * tq
+    k[:, 0] -= 20
+    q[:, 1] += 0.002 * tq
+    k[:, 1] += 0.02 * tk
+    return q, tq, k, tk
+
+
+def captured(layer=2, head=5):
+    from spectra import zoo
+
+    model, tok = zoo.load("tiny-llama")
+    ids = tok(zoo.heldout_text()[:6000], return_tensors="pt").input_ids[:, :512].view(4, 128)
+    probe = spectra.Probe(model, layers=[layer], heads=[head], capture=("q", "k"))
+    with torch.no_grad(), probe:
+        model(ids)
+    q, k = probe.captured(layer, head, "q"), probe.captured(layer, probe.kv_head(head), "k")
+    return q.vectors, q.positions.double(), k.vectors, k.positions.double()
+
+
+@pytest.mark.parametrize("data", ["synthetic", "captured"])
+def test_combined_pca_matches_the_twin(data):
+    q, tq, k, tk = clusters_and_drift() if data == "synthetic" else captured()
+    got, want = _core.combined_pca(q, tq, k, tk, 6), ref.combined_pca(q, tq, k, tk, 6)
+    torch.testing.assert_close(got["explained_variance"], want["explained_variance"], rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(got["r_q"], want["r_q"], rtol=0, atol=1e-8)
+    torch.testing.assert_close(got["r_k"], want["r_k"], rtol=0, atol=1e-8)
+    torch.testing.assert_close(got["components"], want["components"], rtol=0, atol=1e-6)
+    for key in ("p_q", "p_k", "fisher_pc0"):
+        assert got[key] == pytest.approx(want[key], rel=1e-8), key
+
+
+@pytest.mark.parametrize("axis_b", ["centroid", "eigen"])
+@pytest.mark.parametrize("data", ["synthetic", "captured"])
+def test_planar_rotation_matches_the_twin(data, axis_b):
+    q, tq, k, tk = clusters_and_drift() if data == "synthetic" else captured()
+    got, want = _core.planar_rotation(q, tq, k, tk, axis_b), ref.planar_rotation(q, tq, k, tk, axis_b)
+    torch.testing.assert_close(got["a"], want["a"], rtol=0, atol=1e-10)
+    torch.testing.assert_close(got["b"], want["b"], rtol=0, atol=1e-6)
+    for key, value in want.items():
+        if key not in ("a", "b"):
+            assert got[key] == pytest.approx(value, rel=1e-7, abs=1e-10), key
+    assert got["residual_pos_r"] < 1e-10  # analytically 0 (the spec reports 7.3e-15)
+
+
+def test_the_pc0_confound():
+    # PCA's PC0 (the Q/K separation axis) says queries track position more than keys; the drift axis
+    # a shows keys drift faster (spec §9.6).
+    q, tq, k, tk = clusters_and_drift()
+    pca, rot = _core.combined_pca(q, tq, k, tk, 10), _core.planar_rotation(q, tq, k, tk)
+    assert pca["r_q"][0] > abs(pca["r_k"][0])
+    assert abs(rot["r_k_a"]) > abs(rot["r_q_a"])
+
+
+def test_bias_strength_is_invariant_under_flipping_a():
+    q, tq, k, tk = clusters_and_drift(500, 8, seed=2)
+    rot = _core.planar_rotation(q, tq, k, tk)
+    a = -rot["a"]
+    mu_q_a = float((q @ a).mean())
+    tc = tk - tk.mean()
+    alpha_k = float((tc * ((k @ a) - (k @ a).mean())).sum() / (tc * tc).sum())
+    assert mu_q_a * alpha_k == pytest.approx(rot["bias_strength"], rel=1e-12)
+
+
+def test_bad_input():
+    q = torch.randn(10, 4)
+    with pytest.raises(ValueError, match="same head_dim"):
+        _core.planar_rotation(q, torch.arange(10.0), torch.randn(10, 5), torch.arange(10.0))
+    with pytest.raises(ValueError, match="one entry per row"):
+        _core.combined_pca(q, torch.arange(9.0), q, torch.arange(10.0))
+    with pytest.raises(ValueError, match="axis_b"):
+        _core.planar_rotation(q, torch.arange(10.0), q, torch.arange(10.0), "random")
+    with pytest.raises(ValueError, match="rows, head_dim"):
+        _core.combined_pca(torch.randn(10), torch.arange(10.0), q, torch.arange(10.0))
+    const = _core.planar_rotation(q, torch.zeros(10), q, torch.zeros(10))
+    assert const["drift_norm"] == 0.0 and const["bias_strength"] != const["bias_strength"]  # NaN
