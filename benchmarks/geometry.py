@@ -5,7 +5,7 @@
 One head with ``rows`` query rows and ``rows`` key rows of dimension ``dim`` (Gaussian with a
 cluster offset and a positional drift). NumPy: the spec's formulas as written — full SVD of the
 pooled centred matrix for the 10-component PCA, explicit projections, ``numpy.cov`` for the
-eigen-b variant. Native: ``spectra._core.combined_pca`` + ``planar_rotation``. Prints the median
+eigen-b variant. Native: ``spectra._core.qk_geometry`` (both analyses, one pass). Prints the median
 times, the ratio and the largest difference in the outputs.
 """
 
@@ -50,8 +50,7 @@ def numpy_geometry(q, tq, k, tk, n_components=10):
 
 
 def native_geometry(q, tq, k, tk, n_components=10):
-    pca = _core.combined_pca(q, tq, k, tk, n_components)
-    rot = _core.planar_rotation(q, tq, k, tk, "centroid")
+    pca, rot = _core.qk_geometry(q, tq, k, tk, n_components, "centroid")
     return {"explained_variance": pca["explained_variance"].numpy(), "r_q": pca["r_q"].numpy(),
             "r_k": pca["r_k"].numpy(), "bias_strength": rot["bias_strength"], "residual_pos_r": rot["residual_pos_r"]}
 

@@ -93,3 +93,11 @@ def test_bad_input():
         _core.combined_pca(torch.randn(10), torch.arange(10.0), q, torch.arange(10.0))
     const = _core.planar_rotation(q, torch.zeros(10), q, torch.zeros(10))
     assert const["drift_norm"] == 0.0 and const["bias_strength"] != const["bias_strength"]  # NaN
+
+
+def test_one_pass_equals_the_two_analyses():
+    q, tq, k, tk = clusters_and_drift(800, 8, seed=4)
+    pca, rot = _core.qk_geometry(q, tq, k, tk, 5, "eigen")
+    alone_pca, alone_rot = _core.combined_pca(q, tq, k, tk, 5), _core.planar_rotation(q, tq, k, tk, "eigen")
+    assert torch.equal(pca["r_q"], alone_pca["r_q"]) and torch.equal(pca["components"], alone_pca["components"])
+    assert all(torch.equal(torch.as_tensor(rot[key]), torch.as_tensor(alone_rot[key])) for key in rot)

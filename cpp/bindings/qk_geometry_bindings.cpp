@@ -11,17 +11,11 @@ namespace py = pybind11;
 namespace spectra::bindings {
 namespace {
 
-RowMatrix rows_of(const at::Tensor& x, const char* name) {
-  TORCH_CHECK_VALUE(x.dim() == 2, name, " must have shape (rows, head_dim); got ", x.sizes());
-  TORCH_CHECK_VALUE(x.is_floating_point(), name, " must be a floating tensor; got ", x.scalar_type());
-  const at::Tensor d = x.detach().to(at::TensorOptions().dtype(at::kDouble).device(at::kCPU)).contiguous();
-  return Eigen::Map<const RowMatrix>(d.const_data_ptr<double>(), d.size(0), d.size(1));
-}
-
-Eigen::VectorXd vector_of(const at::Tensor& t, const char* name) {
-  TORCH_CHECK_VALUE(t.dim() == 1, name, " must be a 1-D tensor of positions; got ", t.sizes());
-  const at::Tensor d = t.detach().to(at::TensorOptions().dtype(at::kDouble).device(at::kCPU)).contiguous();
-  return Eigen::Map<const Eigen::VectorXd>(d.const_data_ptr<double>(), d.size(0));
+// float64, CPU, contiguous: a no-op for such tensors (read in place), one conversion otherwise.
+at::Tensor as_float64(const at::Tensor& x, const char* name, int64_t dim) {
+  TORCH_CHECK_VALUE(x.dim() == dim, name, dim == 2 ? " must have shape (rows, head_dim); got " : " must be a 1-D tensor of positions; got ", x.sizes());
+  TORCH_CHECK_VALUE(dim == 1 || x.is_floating_point(), name, " must be a floating tensor; got ", x.scalar_type());
+  return x.detach().to(at::TensorOptions().dtype(at::kDouble).device(at::kCPU)).contiguous();
 }
 
 at::Tensor matrix_tensor(const RowMatrix& m) {
@@ -37,15 +31,54 @@ at::Tensor tensor_of(const Eigen::VectorXd& v) {
 }
 
 template <typename F>
-auto with_inputs(const at::Tensor& q, const at::Tensor& t_q, const at::Tensor& k, const at::Tensor& t_k, F f) {
-  const RowMatrix qm = rows_of(q, "q"), km = rows_of(k, "k");
-  const Eigen::VectorXd tq = vector_of(t_q, "q_pos"), tk = vector_of(t_k, "k_pos");
+auto with_inputs(const at::Tensor& q_in, const at::Tensor& t_q_in, const at::Tensor& k_in, const at::Tensor& t_k_in, F f) {
+  const at::Tensor q = as_float64(q_in, "q", 2), k = as_float64(k_in, "k", 2);
+  const at::Tensor t_q = as_float64(t_q_in, "q_pos", 1), t_k = as_float64(t_k_in, "k_pos", 1);
+  const Eigen::Map<const RowMatrix> qm(q.const_data_ptr<double>(), q.size(0), q.size(1));
+  const Eigen::Map<const RowMatrix> km(k.const_data_ptr<double>(), k.size(0), k.size(1));
+  const Eigen::Map<const Eigen::VectorXd> tq(t_q.const_data_ptr<double>(), t_q.size(0));
+  const Eigen::Map<const Eigen::VectorXd> tk(t_k.const_data_ptr<double>(), t_k.size(0));
   py::gil_scoped_release no_gil;
   try {
     return f(QKRows{qm, tq, km, tk});
   } catch (const std::invalid_argument& e) {
     TORCH_CHECK_VALUE(false, e.what());
   }
+}
+
+py::dict pca_dict(const CombinedPca& r) {
+  py::dict out;
+  out["mean"] = tensor_of(r.mean);
+  out["components"] = matrix_tensor(r.components);
+  out["explained_variance"] = tensor_of(r.explained_variance);
+  out["r_q"] = tensor_of(r.r_q);
+  out["r_k"] = tensor_of(r.r_k);
+  out["p_q"] = r.p_q;
+  out["p_k"] = r.p_k;
+  out["fisher_pc0"] = r.fisher_pc0;
+  return out;
+}
+
+py::dict rotation_dict(const Rotation& r) {
+  py::dict out;
+  out["a"] = tensor_of(r.a);
+  out["b"] = tensor_of(r.b);
+  for (const auto& [name, value] :
+       {std::pair<const char*, double>{"mu_q_a", r.mu_q_a}, {"mu_k_a", r.mu_k_a}, {"mu_q_b", r.mu_q_b},
+        {"mu_k_b", r.mu_k_b}, {"intercept_q_a", r.intercept_q_a}, {"intercept_k_a", r.intercept_k_a},
+        {"alpha_q", r.alpha_q}, {"alpha_k", r.alpha_k}, {"r_q_a", r.r_q_a}, {"r_k_a", r.r_k_a},
+        {"position_r", r.position_r}, {"bias_strength", r.bias_strength},
+        {"separation_strength", r.separation_strength}, {"var_frac_a", r.var_frac_a},
+        {"var_frac_b", r.var_frac_b}, {"plane_var_fraction", r.plane_var_fraction},
+        {"content_var_b", r.content_var_b}, {"residual_pos_r", r.residual_pos_r}, {"drift_norm", r.drift_norm}})
+    out[name] = value;
+  return out;
+}
+
+AxisB axis_of(const std::string& axis_b) {
+  TORCH_CHECK_VALUE(axis_b == "centroid" || axis_b == "eigen", "axis_b: unknown '", axis_b,
+                    "'; allowed are centroid, eigen");
+  return axis_b == "centroid" ? AxisB::centroid : AxisB::eigen;
 }
 
 }  // namespace
@@ -55,19 +88,9 @@ void bind_qk_geometry(py::module_& m) {
       "combined_pca",
       [](const at::Tensor& q, const at::Tensor& q_pos, const at::Tensor& k, const at::Tensor& k_pos,
          int64_t n_components, double anchor_tolerance) {
-        const CombinedPca r = with_inputs(q, q_pos, k, k_pos, [&](const QKRows& rows) {
+        return pca_dict(with_inputs(q, q_pos, k, k_pos, [&](const QKRows& rows) {
           return combined_pca(rows, n_components, anchor_tolerance);
-        });
-        py::dict out;
-        out["mean"] = tensor_of(r.mean);
-        out["components"] = matrix_tensor(r.components);
-        out["explained_variance"] = tensor_of(r.explained_variance);
-        out["r_q"] = tensor_of(r.r_q);
-        out["r_k"] = tensor_of(r.r_k);
-        out["p_q"] = r.p_q;
-        out["p_k"] = r.p_k;
-        out["fisher_pc0"] = r.fisher_pc0;
-        return out;
+        }));
       },
       py::arg("q"), py::arg("q_pos"), py::arg("k"), py::arg("k_pos"), py::arg("n_components") = 10,
       py::arg("anchor_tolerance") = 0.05,
@@ -77,27 +100,26 @@ void bind_qk_geometry(py::module_& m) {
       "planar_rotation",
       [](const at::Tensor& q, const at::Tensor& q_pos, const at::Tensor& k, const at::Tensor& k_pos,
          const std::string& axis_b) {
-        TORCH_CHECK_VALUE(axis_b == "centroid" || axis_b == "eigen", "axis_b: unknown '", axis_b,
-                          "'; allowed are centroid, eigen");
-        const Rotation r = with_inputs(q, q_pos, k, k_pos, [&](const QKRows& rows) {
-          return planar_rotation(rows, axis_b == "centroid" ? AxisB::centroid : AxisB::eigen);
-        });
-        py::dict out;
-        out["a"] = tensor_of(r.a);
-        out["b"] = tensor_of(r.b);
-        for (const auto& [name, value] :
-             {std::pair<const char*, double>{"mu_q_a", r.mu_q_a}, {"mu_k_a", r.mu_k_a}, {"mu_q_b", r.mu_q_b},
-              {"mu_k_b", r.mu_k_b}, {"intercept_q_a", r.intercept_q_a}, {"intercept_k_a", r.intercept_k_a},
-              {"alpha_q", r.alpha_q}, {"alpha_k", r.alpha_k}, {"r_q_a", r.r_q_a}, {"r_k_a", r.r_k_a},
-              {"position_r", r.position_r}, {"bias_strength", r.bias_strength},
-              {"separation_strength", r.separation_strength}, {"var_frac_a", r.var_frac_a},
-              {"var_frac_b", r.var_frac_b}, {"plane_var_fraction", r.plane_var_fraction},
-              {"content_var_b", r.content_var_b}, {"residual_pos_r", r.residual_pos_r}, {"drift_norm", r.drift_norm}})
-          out[name] = value;
-        return out;
+        const AxisB axis = axis_of(axis_b);
+        return rotation_dict(with_inputs(q, q_pos, k, k_pos, [&](const QKRows& rows) {
+          return planar_rotation(rows, axis);
+        }));
       },
       py::arg("q"), py::arg("q_pos"), py::arg("k"), py::arg("k_pos"), py::arg("axis_b") = "centroid",
       "The planar rotation model of one head (spec qk-geometry §4): axes a, b and the per-head metrics.");
+  m.def(
+      "qk_geometry",
+      [](const at::Tensor& q, const at::Tensor& q_pos, const at::Tensor& k, const at::Tensor& k_pos,
+         int64_t n_components, const std::string& axis_b, double anchor_tolerance) {
+        const AxisB axis = axis_of(axis_b);
+        const QKGeometry g = with_inputs(q, q_pos, k, k_pos, [&](const QKRows& rows) {
+          return qk_geometry(rows, n_components, axis, anchor_tolerance);
+        });
+        return py::make_tuple(pca_dict(g.pca), rotation_dict(g.rotation));
+      },
+      py::arg("q"), py::arg("q_pos"), py::arg("k"), py::arg("k_pos"), py::arg("n_components") = 10,
+      py::arg("axis_b") = "centroid", py::arg("anchor_tolerance") = 0.05,
+      "(combined_pca, planar_rotation) of one head from one pass (they share the covariances).");
 }
 
 }  // namespace spectra::bindings

@@ -23,13 +23,16 @@ double pearson(const Eigen::VectorXd& x, const Eigen::Ref<const Eigen::VectorXd>
 
 double variance(const Eigen::VectorXd& x) { return (x.array() - x.mean()).square().mean(); }
 
-// Population covariance of the rows and their mean.
+// Population covariance of the rows and their mean, from the Gram matrix XᵀX (one matrix product,
+// no centred copy; float64 keeps the μμᵀ subtraction exact enough for activations of order 1–100).
 Eigen::MatrixXd covariance(const Eigen::Ref<const RowMatrix>& x, Eigen::VectorXd& mean) {
-  mean = x.colwise().mean().transpose();
-  const RowMatrix centred = x.rowwise() - mean.transpose();
-  Eigen::MatrixXd cov = Eigen::MatrixXd::Zero(x.cols(), x.cols());
-  cov.selfadjointView<Eigen::Lower>().rankUpdate(centred.transpose(), 1.0 / static_cast<double>(x.rows()));
-  return cov.selfadjointView<Eigen::Lower>();
+  const double n = static_cast<double>(x.rows());
+  mean = x.colwise().sum().transpose() / n;
+  Eigen::MatrixXd gram(x.cols(), x.cols());
+  gram.noalias() = x.transpose() * x;
+  gram /= n;
+  gram.noalias() -= mean * mean.transpose();
+  return gram;
 }
 
 void check(const QKRows& rows) {
@@ -65,9 +68,7 @@ Pooled pool(const QKRows& rows) {
 
 }  // namespace
 
-CombinedPca combined_pca(const QKRows& rows, int64_t n_components, double anchor_tolerance) {
-  check(rows);
-  const Pooled p = pool(rows);
+static CombinedPca combined_pca_of(const QKRows& rows, const Pooled& p, int64_t n_components, double anchor_tolerance) {
   const int64_t d = rows.q.cols();
   const int64_t n = std::min<int64_t>({n_components, d, rows.q.rows() + rows.k.rows()});
   if (n < 1) throw std::invalid_argument("n_components must be >= 1");
@@ -79,27 +80,24 @@ CombinedPca combined_pca(const QKRows& rows, int64_t n_components, double anchor
   out.explained_variance.resize(n);
   out.r_q.resize(n);
   out.r_k.resize(n);
-  const RowMatrix q_centred = rows.q.rowwise() - p.mean.transpose();
-  const RowMatrix k_centred = rows.k.rowwise() - p.mean.transpose();
+  // The top n eigenvectors (eigenvalues ascend), and every row's projection on them in one product each.
+  const Eigen::MatrixXd v = solver.eigenvectors().rightCols(n).rowwise().reverse();
+  const Eigen::RowVectorXd offset = p.mean.transpose() * v;
+  Eigen::MatrixXd z_q = rows.q * v, z_k = rows.k * v;
+  z_q.rowwise() -= offset;
+  z_k.rowwise() -= offset;
   for (int64_t j = 0; j < n; ++j) {
-    Eigen::VectorXd v = solver.eigenvectors().col(d - 1 - j);  // eigenvalues ascend
     const double lambda = std::max(0.0, solver.eigenvalues()(d - 1 - j));
-    Eigen::VectorXd z_q = q_centred * v, z_k = k_centred * v;
-    double r_q = pearson(z_q, rows.t_q), r_k = pearson(z_k, rows.t_k);
+    const Eigen::VectorXd zq = z_q.col(j), zk = z_k.col(j);
+    double r_q = pearson(zq, rows.t_q), r_k = pearson(zk, rows.t_k);
     const bool flip = std::abs(r_q) < anchor_tolerance ? r_k < 0.0 : r_q < 0.0;
-    if (flip) {
-      v = -v;
-      z_q = -z_q;
-      z_k = -z_k;
-      r_q = -r_q;
-      r_k = -r_k;
-    }
-    out.components.row(j) = v.transpose();
+    const double sign = flip ? -1.0 : 1.0;
+    out.components.row(j) = sign * v.col(j).transpose();
     out.explained_variance(j) = total > 0.0 ? lambda / total : kNaN;
-    out.r_q(j) = r_q;
-    out.r_k(j) = r_k;
+    out.r_q(j) = sign * r_q;
+    out.r_k(j) = sign * r_k;
     if (j == 0) {
-      const double gap = z_q.mean() - z_k.mean(), spread = variance(z_q) + variance(z_k);
+      const double gap = zq.mean() - zk.mean(), spread = variance(zq) + variance(zk);
       out.fisher_pc0 = spread > 0.0 ? gap * gap / spread : kNaN;
     }
   }
@@ -108,9 +106,12 @@ CombinedPca combined_pca(const QKRows& rows, int64_t n_components, double anchor
   return out;
 }
 
-Rotation planar_rotation(const QKRows& rows, AxisB axis_b) {
+CombinedPca combined_pca(const QKRows& rows, int64_t n_components, double anchor_tolerance) {
   check(rows);
-  const Pooled p = pool(rows);
+  return combined_pca_of(rows, pool(rows), n_components, anchor_tolerance);
+}
+
+static Rotation planar_rotation_of(const QKRows& rows, const Pooled& p, AxisB axis_b) {
   const int64_t d = rows.q.cols();
   Rotation out;
   out.drift_norm = p.drift.norm();
@@ -183,6 +184,17 @@ Rotation planar_rotation(const QKRows& rows, AxisB axis_b) {
   }
   out.residual_pos_r = worst;
   return out;
+}
+
+Rotation planar_rotation(const QKRows& rows, AxisB axis_b) {
+  check(rows);
+  return planar_rotation_of(rows, pool(rows), axis_b);
+}
+
+QKGeometry qk_geometry(const QKRows& rows, int64_t n_components, AxisB axis_b, double anchor_tolerance) {
+  check(rows);
+  const Pooled p = pool(rows);  // the covariances both analyses share, computed once
+  return {combined_pca_of(rows, p, n_components, anchor_tolerance), planar_rotation_of(rows, p, axis_b)};
 }
 
 }  // namespace spectra

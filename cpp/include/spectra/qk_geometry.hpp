@@ -63,4 +63,12 @@ struct Rotation {
 
 Rotation planar_rotation(const QKRows& rows, AxisB axis_b = AxisB::centroid);
 
+// Both analyses from one pass over the rows (they share the covariances).
+struct QKGeometry {
+  CombinedPca pca;
+  Rotation rotation;
+};
+QKGeometry qk_geometry(const QKRows& rows, int64_t n_components = 10, AxisB axis_b = AxisB::centroid,
+                       double anchor_tolerance = 0.05);
+
 }  // namespace spectra
