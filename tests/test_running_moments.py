@@ -36,13 +36,15 @@ def test_batches_match_numpy_over_everything(dtype):
 
 
 def test_merge_equals_one_pass_and_non_contiguous_input():
-    x = torch.randn(50, 6, dtype=torch.float64)
+    x = torch.randn(50, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     whole, left, right = spectra.RunningMoments(3), spectra.RunningMoments(3), spectra.RunningMoments(3)
     whole.update(x[:, ::2])  # strided columns
     left.update(x[:20, ::2].t().contiguous().t())  # column-major layout
     right.update(x[20:, ::2])
     left.merge(right)
-    torch.testing.assert_close(left.mean(), whole.mean(), rtol=1e-14, atol=0)
+    # Merged vs one-pass means differ by rounding of O(1) terms: an absolute bound (a mean near 0 has
+    # no meaningful relative error).
+    torch.testing.assert_close(left.mean(), whole.mean(), rtol=1e-14, atol=1e-15)
     torch.testing.assert_close(left.variance(), whole.variance(), rtol=1e-12, atol=0)
     assert left.count().tolist() == [50, 50, 50]
 
