@@ -1,4 +1,5 @@
 // pybind11 face of the per-head QK geometry (spectra._core.combined_pca, spectra._core.planar_rotation).
+#include <ATen/ATen.h>
 #include <torch/extension.h>
 
 #include <stdexcept>
@@ -39,8 +40,17 @@ auto with_inputs(const at::Tensor& q_in, const at::Tensor& t_q_in, const at::Ten
   const Eigen::Map<const Eigen::VectorXd> tq(t_q.const_data_ptr<double>(), t_q.size(0));
   const Eigen::Map<const Eigen::VectorXd> tk(t_k.const_data_ptr<double>(), t_k.size(0));
   py::gil_scoped_release no_gil;
+  // The two d × d Gram matrices are the only large products: torch's BLAS does them.
+  const bool same_dim = q.size(1) == k.size(1);
+  const at::Tensor gram_q = same_dim ? at::mm(q.t(), q).contiguous() : at::Tensor();
+  const at::Tensor gram_k = same_dim ? at::mm(k.t(), k).contiguous() : at::Tensor();
   try {
-    return f(QKRows{qm, tq, km, tk});
+    QKRows rows{qm, tq, km, tk};
+    if (same_dim) {
+      rows.gram_q = gram_q.const_data_ptr<double>();
+      rows.gram_k = gram_k.const_data_ptr<double>();
+    }
+    return f(rows);
   } catch (const std::invalid_argument& e) {
     TORCH_CHECK_VALUE(false, e.what());
   }

@@ -13,23 +13,23 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-// Pearson correlation of x with t; 0 when either has no variance (the reference tool's rule).
-double pearson(const Eigen::VectorXd& x, const Eigen::Ref<const Eigen::VectorXd>& t) {
-  const Eigen::ArrayXd xc = x.array() - x.mean(), tc = t.array() - t.mean();
-  const double sxx = (xc * xc).sum(), stt = (tc * tc).sum();
-  if (!(sxx > 0.0) || !(stt > 0.0)) return 0.0;
-  return (xc * tc).sum() / std::sqrt(sxx * stt);
+// Pearson correlation from a covariance and two variances; 0 when either variance is not positive
+// (the reference tool's rule for a constant side).
+double correlation(double cov, double var_x, double var_t) {
+  return var_x > 0.0 && var_t > 0.0 ? cov / std::sqrt(var_x * var_t) : 0.0;
 }
-
-double variance(const Eigen::VectorXd& x) { return (x.array() - x.mean()).square().mean(); }
 
 // Population covariance of the rows and their mean, from the Gram matrix XᵀX (one matrix product,
 // no centred copy; float64 keeps the μμᵀ subtraction exact enough for activations of order 1–100).
-Eigen::MatrixXd covariance(const Eigen::Ref<const RowMatrix>& x, Eigen::VectorXd& mean) {
+Eigen::MatrixXd covariance(const Eigen::Ref<const RowMatrix>& x, const double* given_gram, Eigen::VectorXd& mean) {
   const double n = static_cast<double>(x.rows());
   mean = x.colwise().sum().transpose() / n;
   Eigen::MatrixXd gram(x.cols(), x.cols());
-  gram.noalias() = x.transpose() * x;
+  if (given_gram != nullptr) {
+    gram = Eigen::Map<const RowMatrix>(given_gram, x.cols(), x.cols());
+  } else {
+    gram.noalias() = x.transpose() * x;
+  }
   gram /= n;
   gram.noalias() -= mean * mean.transpose();
   return gram;
@@ -44,16 +44,19 @@ void check(const QKRows& rows) {
     throw std::invalid_argument("positions must have one entry per row");
 }
 
+// Everything both analyses need, as sufficient statistics: every projection's mean, variance and
+// covariance with position is a quadratic or linear form in these, so no row is visited twice.
 struct Pooled {
-  Eigen::VectorXd mu_q, mu_k, mean, drift;  // drift = Cov(X, t)
+  Eigen::VectorXd mu_q, mu_k, mean, drift;  // drift = Cov(X, t) over the pooled rows
+  Eigen::VectorXd cov_qt, cov_kt;           // Cov(Q, t_q) and Cov(K, t_k), within each kind
   Eigen::MatrixXd s_q, s_k, cov;
-  double t_mean = 0, t_var = 0;
+  double t_mean = 0, t_var = 0, var_tq = 0, var_tk = 0, mean_tq = 0, mean_tk = 0;
 };
 
 Pooled pool(const QKRows& rows) {
   Pooled p;
-  p.s_q = covariance(rows.q, p.mu_q);
-  p.s_k = covariance(rows.k, p.mu_k);
+  p.s_q = covariance(rows.q, rows.gram_q, p.mu_q);
+  p.s_k = covariance(rows.k, rows.gram_k, p.mu_k);
   const double nq = static_cast<double>(rows.q.rows()), nk = static_cast<double>(rows.k.rows()), n = nq + nk;
   p.mean = (nq * p.mu_q + nk * p.mu_k) / n;
   const Eigen::VectorXd gap = p.mu_q - p.mu_k;
@@ -63,6 +66,13 @@ Pooled pool(const QKRows& rows) {
   p.t_var = ((tq * tq).sum() + (tk * tk).sum()) / n;
   // Cov(X, t) = (1/N) Σ (x − x̄)(t − t̄) = (1/N) Σ x (t − t̄) since Σ (t − t̄) = 0.
   p.drift = (rows.q.transpose() * tq.matrix() + rows.k.transpose() * tk.matrix()) / n;
+  p.mean_tq = rows.t_q.mean();
+  p.mean_tk = rows.t_k.mean();
+  const Eigen::ArrayXd tq_own = rows.t_q.array() - p.mean_tq, tk_own = rows.t_k.array() - p.mean_tk;
+  p.var_tq = (tq_own * tq_own).mean();
+  p.var_tk = (tk_own * tk_own).mean();
+  p.cov_qt = rows.q.transpose() * tq_own.matrix() / nq;
+  p.cov_kt = rows.k.transpose() * tk_own.matrix() / nk;
   return p;
 }
 
@@ -80,24 +90,23 @@ static CombinedPca combined_pca_of(const QKRows& rows, const Pooled& p, int64_t 
   out.explained_variance.resize(n);
   out.r_q.resize(n);
   out.r_k.resize(n);
-  // The top n eigenvectors (eigenvalues ascend), and every row's projection on them in one product each.
+  // The top n eigenvectors (eigenvalues ascend). A component's projections z = (x − m)ᵀv have, on
+  // the Q rows, mean (μ_Q − m)ᵀv, variance vᵀS_Q v and covariance with t_q vᵀCov(Q, t_q).
   const Eigen::MatrixXd v = solver.eigenvectors().rightCols(n).rowwise().reverse();
-  const Eigen::RowVectorXd offset = p.mean.transpose() * v;
-  Eigen::MatrixXd z_q = rows.q * v, z_k = rows.k * v;
-  z_q.rowwise() -= offset;
-  z_k.rowwise() -= offset;
   for (int64_t j = 0; j < n; ++j) {
     const double lambda = std::max(0.0, solver.eigenvalues()(d - 1 - j));
-    const Eigen::VectorXd zq = z_q.col(j), zk = z_k.col(j);
-    double r_q = pearson(zq, rows.t_q), r_k = pearson(zk, rows.t_k);
+    const Eigen::VectorXd vj = v.col(j);
+    const double var_zq = vj.dot(p.s_q * vj), var_zk = vj.dot(p.s_k * vj);
+    const double r_q = correlation(vj.dot(p.cov_qt), var_zq, p.var_tq);
+    const double r_k = correlation(vj.dot(p.cov_kt), var_zk, p.var_tk);
     const bool flip = std::abs(r_q) < anchor_tolerance ? r_k < 0.0 : r_q < 0.0;
     const double sign = flip ? -1.0 : 1.0;
-    out.components.row(j) = sign * v.col(j).transpose();
+    out.components.row(j) = sign * vj.transpose();
     out.explained_variance(j) = total > 0.0 ? lambda / total : kNaN;
     out.r_q(j) = sign * r_q;
     out.r_k(j) = sign * r_k;
     if (j == 0) {
-      const double gap = zq.mean() - zk.mean(), spread = variance(zq) + variance(zk);
+      const double gap = (p.mu_q - p.mu_k).dot(vj), spread = var_zq + var_zk;
       out.fisher_pc0 = spread > 0.0 ? gap * gap / spread : kNaN;
     }
   }
@@ -139,22 +148,20 @@ static Rotation planar_rotation_of(const QKRows& rows, const Pooled& p, AxisB ax
   out.b = b_norm > 0.0 ? Eigen::VectorXd(out.b / b_norm) : Eigen::VectorXd::Constant(d, kNaN);
   if (out.b.dot(gap) < 0.0) out.b = -out.b;
 
-  const Eigen::VectorXd q_a = rows.q * out.a, k_a = rows.k * out.a, q_b = rows.q * out.b, k_b = rows.k * out.b;
-  out.mu_q_a = q_a.mean();
-  out.mu_k_a = k_a.mean();
-  out.mu_q_b = q_b.mean();
-  out.mu_k_b = k_b.mean();
-  auto slope = [](const Eigen::VectorXd& y, const Eigen::Ref<const Eigen::VectorXd>& t) {
-    const Eigen::ArrayXd tc = t.array() - t.mean();
-    const double stt = (tc * tc).sum();
-    return stt > 0.0 ? (tc * (y.array() - y.mean())).sum() / stt : kNaN;
-  };
-  out.alpha_q = slope(q_a, rows.t_q);
-  out.alpha_k = slope(k_a, rows.t_k);
-  out.intercept_q_a = out.mu_q_a - out.alpha_q * rows.t_q.mean();
-  out.intercept_k_a = out.mu_k_a - out.alpha_k * rows.t_k.mean();
-  out.r_q_a = pearson(q_a, rows.t_q);
-  out.r_k_a = pearson(k_a, rows.t_k);
+  // Projections are uncentred (q_a = aᵀq): their means, variances and position covariances are
+  // forms in the kind's statistics.
+  out.mu_q_a = out.a.dot(p.mu_q);
+  out.mu_k_a = out.a.dot(p.mu_k);
+  out.mu_q_b = out.b.dot(p.mu_q);
+  out.mu_k_b = out.b.dot(p.mu_k);
+  const double var_qa = out.a.dot(p.s_q * out.a), var_ka = out.a.dot(p.s_k * out.a);
+  const double cov_qa = out.a.dot(p.cov_qt), cov_ka = out.a.dot(p.cov_kt);
+  out.alpha_q = p.var_tq > 0.0 ? cov_qa / p.var_tq : kNaN;
+  out.alpha_k = p.var_tk > 0.0 ? cov_ka / p.var_tk : kNaN;
+  out.intercept_q_a = out.mu_q_a - out.alpha_q * p.mean_tq;
+  out.intercept_k_a = out.mu_k_a - out.alpha_k * p.mean_tk;
+  out.r_q_a = correlation(cov_qa, var_qa, p.var_tq);
+  out.r_k_a = correlation(cov_ka, var_ka, p.var_tk);
   out.bias_strength = out.mu_q_a * out.alpha_k;
 
   const double total = p.cov.trace();
@@ -164,9 +171,10 @@ static Rotation planar_rotation_of(const QKRows& rows, const Pooled& p, AxisB ax
   out.plane_var_fraction = out.var_frac_a + out.var_frac_b;
   // corr(aᵀx, t) = aᵀc / sqrt(Var(aᵀx) Var(t)) = ‖c‖ / sqrt(var_a t_var).
   out.position_r = std::abs(out.drift_norm / std::sqrt(var_a * p.t_var));
-  out.content_var_b = 0.5 * (variance(q_b) + variance(k_b));
+  const double var_qb = out.b.dot(p.s_q * out.b), var_kb = out.b.dot(p.s_k * out.b);
+  out.content_var_b = 0.5 * (var_qb + var_kb);
   const double gap_b = out.mu_q_b - out.mu_k_b;
-  const double delta_b = variance(q_b) + variance(k_b) + gap_b * gap_b;
+  const double delta_b = var_qb + var_kb + gap_b * gap_b;
   const double delta_total = p.s_q.trace() + p.s_k.trace() + gap.squaredNorm();
   out.separation_strength = delta_total > 0.0 ? delta_b / delta_total : kNaN;
 

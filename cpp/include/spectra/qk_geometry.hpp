@@ -20,6 +20,10 @@ struct QKRows {
   Eigen::Ref<const Eigen::VectorXd> t_q;
   Eigen::Ref<const RowMatrix> k;
   Eigen::Ref<const Eigen::VectorXd> t_k;
+  // Optional QᵀQ and KᵀK (d × d), when the caller has a faster matrix product at hand (the Python
+  // binding uses torch's BLAS); computed here with Eigen otherwise.
+  const double* gram_q = nullptr;
+  const double* gram_k = nullptr;
 };
 
 // Pooled, centred PCA of [Q; K] (spec §3.2). Components are rows of `components`, ordered by
