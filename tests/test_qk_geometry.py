@@ -101,3 +101,48 @@ def test_one_pass_equals_the_two_analyses():
     alone_pca, alone_rot = _core.combined_pca(q, tq, k, tk, 5), _core.planar_rotation(q, tq, k, tk, "eigen")
     assert torch.equal(pca["r_q"], alone_pca["r_q"]) and torch.equal(pca["components"], alone_pca["components"])
     assert all(torch.equal(torch.as_tensor(rot[key]), torch.as_tensor(alone_rot[key])) for key in rot)
+
+
+# ---- spectra.geometry ----
+
+def test_pc0_taxonomy_boundaries_are_strict():
+    from spectra.geometry import pc0_class
+
+    grid = {(0.71, 0.71): "position-dominated", (0.7, 0.71): "mixed", (0.71, -0.29): "Q-positional",
+            (0.71, 0.3): "mixed", (0.29, -0.71): "K-positional", (0.3, 0.71): "mixed", (0.29, 0.29): "content-focused",
+            (0.29, 0.3): "mixed", (0.5, 0.5): "mixed"}
+    for (r_q, r_k), label in grid.items():
+        assert pc0_class(r_q, r_k) == label, (r_q, r_k)
+    assert pc0_class(0.6, 0.6, hi=0.5, lo=0.2) == "position-dominated"
+    with pytest.raises(ValueError, match="lo/hi"):
+        pc0_class(0.5, 0.5, hi=0.2, lo=0.3)
+
+
+def test_geometry_api_and_head_table():
+    from spectra import geometry
+
+    q, tq, k, tk = clusters_and_drift(600, 8, seed=6)
+    table = geometry.combined_pca(q, k, tq, tk, n_components=4)
+    assert len(table) == 4 and (table["r_q"] >= -1).all() and table.attrs["fisher_pc0"] > 0
+    rot = geometry.rotation(q, k, tq, tk, axis_b="eigen")
+    assert rot["residual_pos_r"] < 1e-10
+    with pytest.raises(ValueError, match="axis_b"):
+        geometry.rotation(q, k, tq, tk, axis_b="random")
+    with pytest.raises(ValueError, match="n_components"):
+        geometry.combined_pca(q, k, tq, tk, n_components=0)
+    bad = q.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="q: holds NaN"):
+        geometry.combined_pca(bad, k, tq, tk)
+    from spectra.testing_models import VOCAB_SIZE, tiny_model
+
+    model = tiny_model("qwen3", "sdpa")
+    probe = spectra.Probe(model, capture=("q", "k"))
+    with torch.no_grad(), probe:
+        model(torch.randint(3, VOCAB_SIZE, (2, 40)))
+    heads = geometry.head_table(probe)
+    assert len(heads) == 2 * 4 and set(heads["pc0_class"]) <= set(geometry.PC0_CLASSES)
+    assert (heads["residual_pos_r"] < 1e-8).all() and (heads["n_q"] == 80).all()
+    only_q = spectra.Probe(model, capture="q")
+    with pytest.raises(ValueError, match="needs capture"):
+        geometry.head_table(only_q)
