@@ -5,9 +5,8 @@ captured from the embedded model."""
 from __future__ import annotations
 
 import pytest
-import torch
-
 import spectra
+import torch
 from spectra import _core
 from spectra.reference import qk_geometry as ref
 
