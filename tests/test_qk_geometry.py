@@ -145,3 +145,28 @@ def test_geometry_api_and_head_table():
     only_q = spectra.Probe(model, capture="q")
     with pytest.raises(ValueError, match="needs capture"):
         geometry.head_table(only_q)
+
+
+def test_geometry_cli_on_a_capture_of_the_embedded_model(tmp_path):
+    import json
+
+    import pandas as pd
+    from click.testing import CliRunner
+    from spectra import zoo
+    from spectra.cli import main
+
+    model, tok = zoo.load("tiny-qwen3")
+    ids = tok(zoo.heldout_text()[:6000], return_tensors="pt").input_ids[:, :256].view(2, 128)
+    with spectra.Probe(model, layers=[0, 3], heads=[0, 5], out_dir=tmp_path / "qk"), torch.no_grad():
+        model(ids)
+    result = CliRunner().invoke(main, ["geometry", "--qk", str(tmp_path / "qk"), "--out", str(tmp_path / "g")])
+    assert result.exit_code == 0, result.output
+    heads = pd.read_csv(tmp_path / "g" / "heads.csv")
+    assert sorted(zip(heads["layer"], heads["head"])) == [(0, 0), (0, 5), (3, 0), (3, 5)]
+    assert (heads["kv_head"] == heads["head"] // 4).all()
+    assert len(pd.read_csv(tmp_path / "g" / "qk.csv")) == 4 * 10
+    summary = json.loads((tmp_path / "g" / "summary.json").read_text())
+    assert summary["n_heads"] == 4 and summary["max_residual_pos_r"] < 1e-8
+    assert abs(sum(summary["pc0_class_share"].values()) - 1) < 1e-12
+    empty = CliRunner().invoke(main, ["geometry", "--qk", str(tmp_path), "--out", str(tmp_path / "x")])
+    assert empty.exit_code != 0 and "no query captures" in empty.output

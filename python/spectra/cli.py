@@ -59,7 +59,13 @@ def capture(model_name, data_path, out_dir, layers, heads, kinds, stages, positi
     """Capture per-head Q/K/V of every example into Parquet (qk-sniffer layout) plus a JSON sidecar."""
     import torch
 
-    from spectra.capture_job import load_model, parse_ints, read_examples, run_capture, split_names
+    from spectra.capture_job import (
+        load_model,
+        parse_ints,
+        read_examples,
+        run_capture,
+        split_names,
+    )
 
     try:
         examples = read_examples(data_path)
@@ -246,3 +252,38 @@ def taxonomy_command(model_name, context_length, n_samples, out_csv) -> None:
     click.echo("\n" + ", ".join(f"{k}: {v}" for k, v in table["class"].value_counts().items()))
     if out_csv:
         table.to_csv(out_csv, index=False)
+
+
+@main.command("geometry")
+@click.option("--qk", "qk_dir", required=True, type=click.Path(file_okay=False, exists=True),
+              help="Capture folder (spectra capture / qk-sniffer layout) with post-RoPE q and k.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Result folder.")
+@click.option("--n-components", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--axis-b", default="centroid", show_default=True, type=click.Choice(["centroid", "eigen"]),
+              help="Separation axis: the thesis's projected centroid difference, or the top eigenvector of P C_δ P.")
+@click.option("--gqa-group", default=None, type=click.IntRange(min=1),
+              help="Query heads per KV head, for folders without spectra_capture.json.")
+def geometry_command(qk_dir, out_dir, n_components, axis_b, gqa_group) -> None:
+    """Combined Q+K PCA and the planar rotation model of every captured head: heads.csv, qk.csv, summary.json."""
+    import json
+    from pathlib import Path
+
+    from spectra.geometry import capture_table, summarize
+    from spectra.profile_job import _atomic_csv, _atomic_json, _atomic_parquet
+
+    try:
+        heads, components = capture_table(qk_dir, n_components=n_components, axis_b=axis_b, gqa_group=gqa_group)
+    except (ValueError, FileNotFoundError) as error:
+        raise click.ClickException(str(error)) from error
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_parquet(out / "heads.parquet", heads)
+    _atomic_csv(out / "heads.csv", heads)
+    _atomic_csv(out / "qk.csv", components)
+    summary = summarize(heads)
+    _atomic_json(out / "summary.json", summary)
+    click.echo(f"spectra geometry: {len(heads)} heads from {qk_dir} -> {out}")
+    click.echo("PC0 classes: " + ", ".join(f"{k} {v:.0%}" for k, v in summary["pc0_class_share"].items()))
+    click.echo(f"mean bias_strength {summary['mean_bias_strength']:.4g}, fraction > 0 {summary['fraction_bias_positive']:.2f}, "
+               f"median |alpha_k|/|alpha_q| {summary['median_alpha_k_over_alpha_q']:.3g}")
+    click.echo(json.dumps({"max_residual_pos_r": summary["max_residual_pos_r"]}))

@@ -16,7 +16,7 @@ import torch
 
 from spectra import _core
 
-__all__ = ["PC0_CLASSES", "combined_pca", "head_table", "pc0_class", "rotation"]
+__all__ = ["PC0_CLASSES", "capture_table", "combined_pca", "head_table", "pc0_class", "rotation", "summarize"]
 
 #: The 5-class PC0 taxonomy (spec §3.3), checked in this order.
 PC0_CLASSES = ("position-dominated", "Q-positional", "K-positional", "content-focused", "mixed")
@@ -130,13 +130,85 @@ def head_table(probe, heads: Iterable[tuple[int, int]] | None = None, *, n_compo
     for layer, head in targets:
         q = probe.captured(layer, head, "q", stage)
         k = probe.captured(layer, probe.kv_head(head), "k", stage)
-        pca, rot = _core.qk_geometry(q.vectors, q.positions.double(), k.vectors, k.positions.double(), n_components,
-                                     axis_b)
-        r_q0, r_k0 = float(pca["r_q"][0]), float(pca["r_k"][0])
-        row = {"layer": layer, "head": head, "kv_head": probe.kv_head(head), "n_q": len(q.positions),
-               "n_k": len(k.positions), "pc0_explained_variance": float(pca["explained_variance"][0]),
-               "pc0_r_q": r_q0, "pc0_r_k": r_k0, "pc0_class": pc0_class(r_q0, r_k0, hi=hi, lo=lo),
-               "p_q": pca["p_q"], "p_k": pca["p_k"], "fisher_pc0": pca["fisher_pc0"]}
-        row.update({key: value for key, value in rot.items() if key not in ("a", "b")})
-        rows.append(row)
+        rows.append(_head_row(layer, head, probe.kv_head(head), q, k, n_components, axis_b, hi, lo)[0])
     return pd.DataFrame(rows)
+
+
+def _head_row(layer, head, kv_head, q, k, n_components, axis_b, hi, lo) -> tuple[dict, pd.DataFrame]:
+    pca, rot = _core.qk_geometry(q.vectors, q.positions.double(), k.vectors, k.positions.double(), n_components, axis_b)
+    r_q0, r_k0 = float(pca["r_q"][0]), float(pca["r_k"][0])
+    row = {"layer": layer, "head": head, "kv_head": kv_head, "n_q": len(q.positions), "n_k": len(k.positions),
+           "pc0_explained_variance": float(pca["explained_variance"][0]), "pc0_r_q": r_q0, "pc0_r_k": r_k0,
+           "pc0_class": pc0_class(r_q0, r_k0, hi=hi, lo=lo), "p_q": pca["p_q"], "p_k": pca["p_k"],
+           "fisher_pc0": pca["fisher_pc0"]}
+    row.update({key: value for key, value in rot.items() if key not in ("a", "b")})
+    components = pd.DataFrame({"layer": layer, "head": head, "pc": np.arange(len(pca["r_q"])),
+                               "explained_variance": pca["explained_variance"].numpy(), "r_q": pca["r_q"].numpy(),
+                               "r_k": pca["r_k"].numpy()})
+    return row, components
+
+
+def capture_table(qk_dir, *, n_components: int = 10, axis_b: Literal["centroid", "eigen"] = "centroid",
+                  hi: float = 0.7, lo: float = 0.3, gqa_group: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(heads, components) of every captured query head in a qk-sniffer / Spectra capture folder
+    (``l{LL}h{HH}q`` with its KV head's ``l{LL}h{GG}k``; post-RoPE). The KV head comes from the
+    folder's ``spectra_capture.json`` when present, else ``h // gqa_group``. ``components`` is the
+    thesis's ``qk.csv`` layout: layer, head, pc, explained_variance, r_q, r_k."""
+    import re
+    from pathlib import Path
+
+    from spectra.capture_store import read_capture, read_sidecar
+
+    folder = Path(qk_dir)
+    if not folder.is_dir():
+        raise ValueError(f"qk: {folder} is not a folder")
+    found = sorted((int(m.group(1)), int(m.group(2))) for p in folder.iterdir()
+                   if (m := re.fullmatch(r"l(\d+)h(\d+)q", p.name)) and (p / "data.parquet").is_file())
+    if not found:
+        raise ValueError(f"qk: no query captures (l<L>h<H>q/data.parquet) in {folder}")
+    try:
+        kv_map = read_sidecar(folder).get("kv_head_map")
+    except FileNotFoundError:
+        kv_map = None
+    if kv_map is None and gqa_group is None:
+        raise ValueError(f"gqa_group: {folder} has no spectra_capture.json naming the KV head of each query head; "
+                         "pass gqa_group (query heads per KV head)")
+    rows, parts = [], []
+    for layer, head in found:
+        kv = int(kv_map[head]) if kv_map is not None else head // int(gqa_group)
+        q, k = read_capture(folder, layer, head, "q"), read_capture(folder, layer, kv, "k")
+        row, components = _head_row(layer, head, kv, q, k, n_components, axis_b, hi, lo)
+        rows.append(row)
+        parts.append(components)
+    return pd.DataFrame(rows), pd.concat(parts, ignore_index=True)
+
+
+def summarize(heads: pd.DataFrame, n_layers: int | None = None) -> dict[str, object]:
+    """Per-model aggregates of a head table (spec §4.6, §3.3): class shares, means of the rotation
+    metrics, the median |α_K|/|α_Q|, the fraction of heads with positive bias and mu_q_a, the
+    bias–separation correlation, and per-depth-bin means (10 bins of layer / max layer index)."""
+    if heads.empty:
+        raise ValueError("heads: the table is empty")
+    n_layers = n_layers or int(heads["layer"].max()) + 1
+    depth = heads["layer"] / max(n_layers - 1, 1)
+    bins = np.minimum((depth * 10).astype(int), 9)
+    ratio = (heads["alpha_k"].abs() / heads["alpha_q"].abs()).replace([np.inf, -np.inf], np.nan)
+    summary: dict[str, object] = {
+        "n_heads": int(len(heads)),
+        "pc0_class_share": {c: float((heads["pc0_class"] == c).mean()) for c in PC0_CLASSES},
+        "mean_bias_strength": float(heads["bias_strength"].mean()),
+        "mean_abs_alpha_k": float(heads["alpha_k"].abs().mean()),
+        "mean_abs_r_k_a": float(heads["r_k_a"].abs().mean()),
+        "mean_abs_r_q_a": float(heads["r_q_a"].abs().mean()),
+        "mean_separation_strength": float(heads["separation_strength"].mean()),
+        "mean_plane_var_fraction": float(heads["plane_var_fraction"].mean()),
+        "median_alpha_k_over_alpha_q": float(ratio.median()),
+        "fraction_bias_positive": float((heads["bias_strength"] > 0).mean()),
+        "fraction_mu_q_a_positive": float((heads["mu_q_a"] > 0).mean()),
+        "bias_vs_separation_r": float(heads["bias_strength"].corr(heads["separation_strength"])) if len(heads) > 2 else float("nan"),
+        "max_residual_pos_r": float(heads["residual_pos_r"].max()),
+    }
+    per_bin = heads.assign(depth_bin=bins).groupby("depth_bin")[["bias_strength", "alpha_k", "pc0_r_q", "pc0_r_k",
+                                                                  "plane_var_fraction"]].mean()
+    summary["depth_bins"] = {int(b): {k: float(v) for k, v in row.items()} for b, row in per_bin.iterrows()}
+    return summary
