@@ -168,5 +168,7 @@ def test_geometry_cli_on_a_capture_of_the_embedded_model(tmp_path):
     summary = json.loads((tmp_path / "g" / "summary.json").read_text())
     assert summary["n_heads"] == 4 and summary["max_residual_pos_r"] < 1e-8
     assert abs(sum(summary["pc0_class_share"].values()) - 1) < 1e-12
+    for figure in ("pc0_rq_rk.png", "explained_variance.png"):
+        assert (tmp_path / "g" / figure).stat().st_size > 0
     empty = CliRunner().invoke(main, ["geometry", "--qk", str(tmp_path), "--out", str(tmp_path / "x")])
     assert empty.exit_code != 0 and "no query captures" in empty.output

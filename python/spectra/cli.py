@@ -264,11 +264,12 @@ def taxonomy_command(model_name, context_length, n_samples, out_csv) -> None:
 @click.option("--gqa-group", default=None, type=click.IntRange(min=1),
               help="Query heads per KV head, for folders without spectra_capture.json.")
 def geometry_command(qk_dir, out_dir, n_components, axis_b, gqa_group) -> None:
-    """Combined Q+K PCA and the planar rotation model of every captured head: heads.csv, qk.csv, summary.json."""
+    """Combined Q+K PCA and the planar rotation model of every captured head: heads.csv, qk.csv, summary.json, figures."""
     import json
     from pathlib import Path
 
     from spectra.geometry import capture_table, summarize
+    from spectra.geometry_figures import plot_explained_variance, plot_pc0_scatter
     from spectra.profile_job import _atomic_csv, _atomic_json, _atomic_parquet
 
     try:
@@ -282,8 +283,11 @@ def geometry_command(qk_dir, out_dir, n_components, axis_b, gqa_group) -> None:
     _atomic_csv(out / "qk.csv", components)
     summary = summarize(heads)
     _atomic_json(out / "summary.json", summary)
+    figures = [plot_pc0_scatter(heads, out / "pc0_rq_rk.png"), plot_explained_variance(components, out / "explained_variance.png")]
     click.echo(f"spectra geometry: {len(heads)} heads from {qk_dir} -> {out}")
     click.echo("PC0 classes: " + ", ".join(f"{k} {v:.0%}" for k, v in summary["pc0_class_share"].items()))
     click.echo(f"mean bias_strength {summary['mean_bias_strength']:.4g}, fraction > 0 {summary['fraction_bias_positive']:.2f}, "
                f"median |alpha_k|/|alpha_q| {summary['median_alpha_k_over_alpha_q']:.3g}")
     click.echo(json.dumps({"max_residual_pos_r": summary["max_residual_pos_r"]}))
+    for path in figures:
+        click.echo(f"figure: {path}")
