@@ -108,10 +108,23 @@ class _HeadIntervention:
 
     def is_identity(self) -> bool:
         """True when the intervention cannot change anything (every factor 1)."""
-        return False
+        return getattr(self, "alpha", None) == 1.0
+
+    def __post_init__(self) -> None:
+        # The fields every intervention shares, validated (and normalised to plain numbers) once.
+        for name in ("layer", "head", "kv_head"):
+            if hasattr(self, name):
+                object.__setattr__(self, name, _index(getattr(self, name), name))
+        if hasattr(self, "alpha"):
+            object.__setattr__(self, "alpha", _alpha(self.alpha))
 
     def check(self, adapter: Adapter) -> None:
-        raise NotImplementedError
+        """Raises ValueError when the layer or head does not exist in the model."""
+        _check_layer(adapter, self.layer, str(self))
+        if hasattr(self, "kv_head"):
+            _check_head(adapter, self.kv_head, str(self), kv=True)
+        else:
+            _check_head(adapter, self.head, str(self))
 
     def install(self, registry: HookRegistry) -> list:
         raise NotImplementedError
@@ -130,20 +143,8 @@ class ScaleQuery(_HeadIntervention):
     head: int
     alpha: float
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "layer", _index(self.layer, "layer"))
-        object.__setattr__(self, "head", _index(self.head, "head"))
-        object.__setattr__(self, "alpha", _alpha(self.alpha))
-
     def q_factors(self, n_heads: int, n_kv_heads: int) -> dict[int, float]:
         return {self.head: self.alpha}
-
-    def is_identity(self) -> bool:
-        return self.alpha == 1.0
-
-    def check(self, adapter: Adapter) -> None:
-        _check_layer(adapter, self.layer, str(self))
-        _check_head(adapter, self.head, str(self))
 
     def install(self, registry: HookRegistry) -> list:
         return [registry.add_scale(self.layer, "q", [self.head], self.alpha)]
@@ -163,24 +164,12 @@ class ScaleKey(_HeadIntervention):
     kv_head: int
     alpha: float
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "layer", _index(self.layer, "layer"))
-        object.__setattr__(self, "kv_head", _index(self.kv_head, "kv_head"))
-        object.__setattr__(self, "alpha", _alpha(self.alpha))
-
     def affected_heads(self, n_heads: int, n_kv_heads: int) -> tuple[int, ...]:
         """The query heads whose logits this scales (the KV head's GQA group)."""
         return kv_group(n_heads, n_kv_heads, self.kv_head)
 
     def k_factors(self, n_heads: int, n_kv_heads: int) -> dict[int, float]:
         return {self.kv_head: self.alpha}
-
-    def is_identity(self) -> bool:
-        return self.alpha == 1.0
-
-    def check(self, adapter: Adapter) -> None:
-        _check_layer(adapter, self.layer, str(self))
-        _check_head(adapter, self.kv_head, str(self), kv=True)
 
     def install(self, registry: HookRegistry) -> list:
         return [registry.add_scale(self.layer, "k", [self.kv_head], self.alpha)]
@@ -200,11 +189,6 @@ class ScaleLogits(_HeadIntervention):
     head: int
     alpha: float
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "layer", _index(self.layer, "layer"))
-        object.__setattr__(self, "head", _index(self.head, "head"))
-        object.__setattr__(self, "alpha", _alpha(self.alpha))
-
     def q_factors(self, n_heads: int, n_kv_heads: int) -> dict[int, float]:
         return {self.head: math.sqrt(self.alpha)}
 
@@ -214,13 +198,6 @@ class ScaleLogits(_HeadIntervention):
     def side_effect_heads(self, n_heads: int, n_kv_heads: int) -> tuple[int, ...]:
         """The other heads of the group, whose logits scale by √α."""
         return tuple(h for h in kv_group(n_heads, n_kv_heads, self.head // (n_heads // n_kv_heads)) if h != self.head)
-
-    def is_identity(self) -> bool:
-        return self.alpha == 1.0
-
-    def check(self, adapter: Adapter) -> None:
-        _check_layer(adapter, self.layer, str(self))
-        _check_head(adapter, self.head, str(self))
 
     def install(self, registry: HookRegistry) -> list:
         root = math.sqrt(self.alpha)
@@ -245,8 +222,7 @@ class AblateHead(_HeadIntervention):
     mean: torch.Tensor | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "layer", _index(self.layer, "layer"))
-        object.__setattr__(self, "head", _index(self.head, "head"))
+        super().__post_init__()
         if self.mode not in ("zero", "mean"):
             raise ValueError(f"mode: unknown ablation {self.mode!r}; allowed are 'zero', 'mean'")
         if self.mean is not None:
@@ -261,8 +237,7 @@ class AblateHead(_HeadIntervention):
         return (self.head,)
 
     def check(self, adapter: Adapter) -> None:
-        _check_layer(adapter, self.layer, str(self))
-        _check_head(adapter, self.head, str(self))
+        super().check(adapter)
         if self.mean is not None and self.mean.shape[0] != adapter.head_dim:
             raise ValueError(f"mean: has {self.mean.shape[0]} entries; the model's head_dim is {adapter.head_dim}")
 
@@ -314,8 +289,7 @@ class PatchHead(_HeadIntervention):
     positions: Sequence[int] | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "layer", _index(self.layer, "layer"))
-        object.__setattr__(self, "head", _index(self.head, "head"))
+        super().__post_init__()
         source = self.source[(self.layer, self.head)] if isinstance(self.source, HeadOutputs) else self.source
         if not isinstance(source, torch.Tensor) or source.dim() not in (2, 3):
             raise ValueError(
@@ -335,8 +309,7 @@ class PatchHead(_HeadIntervention):
         return (self.head,)
 
     def check(self, adapter: Adapter) -> None:
-        _check_layer(adapter, self.layer, str(self))
-        _check_head(adapter, self.head, str(self))
+        super().check(adapter)
         if self.source.shape[-1] != adapter.head_dim:
             raise ValueError(f"source: head_dim {self.source.shape[-1]}; the model's head_dim is {adapter.head_dim}")
 
