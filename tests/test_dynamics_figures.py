@@ -4,11 +4,9 @@ PNG, and bad input is refused with a clear error."""
 import numpy as np
 import pandas as pd
 import pytest
-from matplotlib.image import imread
-
 from spectra import dynamics_figures as df
+from spectra.testing import assert_png_written
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 STEPS = [0, 100, 200, 400, 800, 1600]
 N_LAYERS, N_KV, N_HEADS, HEAD_DIM = 2, 2, 4, 16
 GOLDEN_DIM = 5
@@ -77,18 +75,6 @@ def _typed(frame, int_columns):
     return frame
 
 
-def _assert_png(path, folder):
-    assert path.is_file()
-    assert path.stat().st_size > 1000
-    with open(path, "rb") as f:
-        assert f.read(8) == PNG_MAGIC
-    image = imread(path)
-    assert image.ndim == 3 and image.shape[2] in (3, 4)
-    assert image.shape[0] > 100 and image.shape[1] > 100
-    leftovers = [p.name for p in folder.iterdir() if p.name.endswith(".tmp") or p.name.startswith(".")]
-    assert leftovers == []
-
-
 def test_synthetic_tables_follow_the_contract():
     kv, heads, gamma = _kv_series(), _head_series(), _gamma(per_head=True)
     assert list(kv.columns) == ["step", "layer", "kv_head", "stat", "value"]
@@ -107,74 +93,74 @@ def test_synthetic_tables_follow_the_contract():
 def test_norm_divergence(tmp_path):
     path = df.plot_norm_divergence(_kv_series(), tmp_path / "norms.png")
     assert path == tmp_path / "norms.png"
-    _assert_png(path, tmp_path)
+    assert_png_written(path, tmp_path)
     path = df.plot_norm_divergence(_kv_series(), str(tmp_path / "sub" / "pr.png"), stat="k_participation_ratio_mean", layers=[1])
-    _assert_png(path, tmp_path / "sub")
+    assert_png_written(path, tmp_path / "sub")
 
 
 def test_norm_divergence_with_nan_and_duplicates(tmp_path):
     kv = _kv_series()
     kv.loc[(kv["stat"] == "k_norm_mean") & (kv["kv_head"] == 1) & (kv["step"] == 200), "value"] = np.nan
     kv = pd.concat([kv, kv.iloc[:10]], ignore_index=True)  # repeated rows are averaged
-    _assert_png(df.plot_norm_divergence(kv, tmp_path / "nan.png"), tmp_path)
+    assert_png_written(df.plot_norm_divergence(kv, tmp_path / "nan.png"), tmp_path)
 
 
 def test_entropy_vs_norm(tmp_path):
     path = df.plot_entropy_vs_norm(_head_series(), tmp_path / "entropy_norm.png")
-    _assert_png(path, tmp_path)
+    assert_png_written(path, tmp_path)
     path = df.plot_entropy_vs_norm(_head_series(), tmp_path / "layer0.png", layers=0)
-    _assert_png(path, tmp_path)
+    assert_png_written(path, tmp_path)
 
 
 def test_rank_evolution(tmp_path):
     path = df.plot_rank_evolution(_kv_series(), tmp_path / "rank.png")
-    _assert_png(path, tmp_path)
+    assert_png_written(path, tmp_path)
     # An absent stat is skipped as long as one is present; a single stat as a string.
     kv = _kv_series()
     path = df.plot_rank_evolution(kv[kv["stat"] != "k_participation_ratio_mean"], tmp_path / "rank_skip.png")
-    _assert_png(path, tmp_path)
+    assert_png_written(path, tmp_path)
     path = df.plot_rank_evolution(kv, tmp_path / "one.png", stats="k_entropy_rank")
-    _assert_png(path, tmp_path)
+    assert_png_written(path, tmp_path)
 
 
 @pytest.mark.parametrize("per_head", [False, True], ids=["shared", "per_head"])
 def test_gamma_heatmap(tmp_path, per_head):
     path = df.plot_gamma_heatmap(_gamma(per_head=per_head), tmp_path / "gamma.png")
-    _assert_png(path, tmp_path)
+    assert_png_written(path, tmp_path)
 
 
 def test_gamma_heatmap_missing_cells_and_layer_choice(tmp_path):
     gamma = _gamma(per_head=True)
     gamma = gamma[~((gamma["step"] == 400) & (gamma["layer"] == 1))]  # a checkpoint without layer 1
     gamma.loc[gamma.index[:3], "gamma"] = np.nan
-    _assert_png(df.plot_gamma_heatmap(gamma, tmp_path / "holes.png"), tmp_path)
-    _assert_png(df.plot_gamma_heatmap(_gamma(), tmp_path / "l1.png", layers=[1]), tmp_path)
+    assert_png_written(df.plot_gamma_heatmap(gamma, tmp_path / "holes.png"), tmp_path)
+    assert_png_written(df.plot_gamma_heatmap(_gamma(), tmp_path / "l1.png", layers=[1]), tmp_path)
 
 
 def test_qk_ratio(tmp_path):
     path = df.plot_qk_ratio(_head_series(), tmp_path / "qk.png")
-    _assert_png(path, tmp_path)
+    assert_png_written(path, tmp_path)
     # Without kv_head, and with a non-positive ratio (linear y axis).
     heads = _head_series().drop(columns="kv_head")
     heads.loc[(heads["stat"] == "qk_norm_ratio") & (heads["step"] == 0), "value"] = 0.0
-    _assert_png(df.plot_qk_ratio(heads, tmp_path / "qk_lin.png"), tmp_path)
+    assert_png_written(df.plot_qk_ratio(heads, tmp_path / "qk_lin.png"), tmp_path)
 
 
 def test_single_checkpoint(tmp_path):
     kv, heads, gamma = _kv_series(), _head_series(), _gamma()
     last = STEPS[-1]
-    _assert_png(df.plot_norm_divergence(kv[kv["step"] == last], tmp_path / "a.png"), tmp_path)
-    _assert_png(df.plot_entropy_vs_norm(heads[heads["step"] == last], tmp_path / "b.png"), tmp_path)
-    _assert_png(df.plot_rank_evolution(kv[kv["step"] == 0], tmp_path / "c.png"), tmp_path)
-    _assert_png(df.plot_gamma_heatmap(gamma[gamma["step"] == 0], tmp_path / "d.png"), tmp_path)
-    _assert_png(df.plot_qk_ratio(heads[heads["step"] == last], tmp_path / "e.png"), tmp_path)
+    assert_png_written(df.plot_norm_divergence(kv[kv["step"] == last], tmp_path / "a.png"), tmp_path)
+    assert_png_written(df.plot_entropy_vs_norm(heads[heads["step"] == last], tmp_path / "b.png"), tmp_path)
+    assert_png_written(df.plot_rank_evolution(kv[kv["step"] == 0], tmp_path / "c.png"), tmp_path)
+    assert_png_written(df.plot_gamma_heatmap(gamma[gamma["step"] == 0], tmp_path / "d.png"), tmp_path)
+    assert_png_written(df.plot_qk_ratio(heads[heads["step"] == last], tmp_path / "e.png"), tmp_path)
 
 
 def test_overwrite_in_place(tmp_path):
     target = tmp_path / "fig.png"
     target.write_bytes(b"old")
     df.plot_gamma_heatmap(_gamma(), target)
-    _assert_png(target, tmp_path)
+    assert_png_written(target, tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,11 +4,9 @@ input is refused with a clear error."""
 import numpy as np
 import pandas as pd
 import pytest
-from matplotlib.image import imread
-
 from spectra.experiments import sweep_figures as sf
+from spectra.testing import assert_png_written
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ALPHAS = np.array([0.25, 0.5, 1.0, 2.0, 4.0])
 HEADS = [(0, 1), (1, 0), (1, 3)]
 FLAT_K_HEAD = (1, 3)  # its entropy does not move under K scaling
@@ -71,18 +69,6 @@ def _asymmetry():
     })
 
 
-def _assert_png(path, folder):
-    assert path.is_file()
-    assert path.stat().st_size > 1000
-    with open(path, "rb") as f:
-        assert f.read(8) == PNG_MAGIC
-    image = imread(path)
-    assert image.ndim == 3 and image.shape[2] in (3, 4)
-    assert image.shape[0] > 100 and image.shape[1] > 100
-    leftovers = [p.name for p in folder.iterdir() if p.name.endswith(".tmp") or p.name.startswith(".")]
-    assert leftovers == []
-
-
 # ---------------------------------------------------------------------------------------------
 # every figure, on the synthetic tables
 # ---------------------------------------------------------------------------------------------
@@ -91,55 +77,55 @@ def _assert_png(path, folder):
 def test_metric_vs_scale_mixed_modes_and_kinds(tmp_path):
     path = sf.plot_metric_vs_scale(_sweep(), tmp_path / "exp1.png")
     assert path == tmp_path / "exp1.png"
-    _assert_png(path, tmp_path)
+    assert_png_written(path, tmp_path)
 
 
 def test_metric_vs_scale_filters(tmp_path):
     sweep = _sweep()
     path = sf.plot_metric_vs_scale(sweep, str(tmp_path / "sub" / "exp1_q.png"), metrics="entropy",
                                    heads=[(1, 3)], kind="q", mode="local")
-    _assert_png(path, tmp_path / "sub")
+    assert_png_written(path, tmp_path / "sub")
     # Slope columns and a single sample (no standard-error band) draw too.
     one = sweep[sweep["sample"] == 0]
     path = sf.plot_metric_vs_scale(one, tmp_path / "slopes.png", metrics=["entropy_slope", "max_attn_slope"],
                                    kind=["q", "k"], mode=["propagated"])
-    _assert_png(path, tmp_path)
+    assert_png_written(path, tmp_path)
 
 
 def test_metric_vs_scale_all_nan_metric(tmp_path):
     sweep = _sweep()
     sweep["entropy_slope"] = np.nan  # soft-capped models have no closed form
     path = sf.plot_metric_vs_scale(sweep, tmp_path / "nan.png", metrics=["entropy_slope"])
-    _assert_png(path, tmp_path)
+    assert_png_written(path, tmp_path)
 
 
 def test_gain_fits(tmp_path):
     path = sf.plot_gain_fits(_sweep(), _gains(), tmp_path / "exp2.png", kind="q", mode="local")
-    _assert_png(path, tmp_path)
+    assert_png_written(path, tmp_path)
     # Defaults: mixed kinds -> q, mixed modes -> propagated; another metric; chosen heads.
     path = sf.plot_gain_fits(_sweep(), _gains(), tmp_path / "exp2_h.png", metric="entropy", heads=[(1, 3), (0, 1)])
-    _assert_png(path, tmp_path)
+    assert_png_written(path, tmp_path)
 
 
 def test_gain_fits_per_row_kind_and_many_heads(tmp_path):
     sweep = _sweep(modes=("local",))
     gains = pd.concat([_gains().assign(kind="q"), _gains().assign(kind="k")], ignore_index=True)
     path = sf.plot_gain_fits(sweep, gains, tmp_path / "kinds.png")
-    _assert_png(path, tmp_path)
+    assert_png_written(path, tmp_path)
     many = pd.DataFrame({"layer": np.repeat(np.arange(4), 5), "head": np.tile(np.arange(5), 4),
                          "gain_max_attn": 0.1, "intercept_max_attn": 0.3})
     path = sf.plot_gain_fits(sweep, many, tmp_path / "many.png")  # 20 gains rows, 12 panels
-    _assert_png(path, tmp_path)
+    assert_png_written(path, tmp_path)
 
 
 def test_gain_heatmap(tmp_path):
     path = sf.plot_gain_heatmap(_gains(), tmp_path / "exp2b.png")
-    _assert_png(path, tmp_path)
+    assert_png_written(path, tmp_path)
     path = sf.plot_gain_heatmap(_gains().drop(columns="category"), tmp_path / "exp2b_entropy.png",
                                 metric="entropy", n_layers=4, n_heads=8)
-    _assert_png(path, tmp_path)
+    assert_png_written(path, tmp_path)
     all_nan = _gains().assign(gain_max_attn=np.nan)
-    _assert_png(sf.plot_gain_heatmap(all_nan, tmp_path / "nan.png"), tmp_path)
+    assert_png_written(sf.plot_gain_heatmap(all_nan, tmp_path / "nan.png"), tmp_path)
 
 
 def test_gain_heatmap_category_codes():
@@ -150,24 +136,24 @@ def test_gain_heatmap_category_codes():
 
 def test_qk_delta_entropy(tmp_path):
     path = sf.plot_qk_delta_entropy(_sweep(), tmp_path / "exp3b.png")  # propagated: with the kl_logits row
-    _assert_png(path, tmp_path)
+    assert_png_written(path, tmp_path)
     path = sf.plot_qk_delta_entropy(_sweep(), tmp_path / "exp3b_local.png", heads=[(1, 3)], mode="local")
-    _assert_png(path, tmp_path)
+    assert_png_written(path, tmp_path)
 
 
 def test_qk_panel(tmp_path):
     path = sf.plot_qk_panel(_sweep(), _asymmetry(), tmp_path / "qk_panel.png")
-    _assert_png(path, tmp_path)
+    assert_png_written(path, tmp_path)
     bare = _asymmetry().drop(columns=["role", "k_group_entropy_shift"])
     path = sf.plot_qk_panel(_sweep(), bare, tmp_path / "qk_bare.png", heads=[(1, 3), (0, 1)], mode="local")
-    _assert_png(path, tmp_path)
+    assert_png_written(path, tmp_path)
 
 
 def test_overwrite_in_place(tmp_path):
     target = tmp_path / "fig.png"
     target.write_bytes(b"old")
     sf.plot_gain_heatmap(_gains(), target)
-    _assert_png(target, tmp_path)
+    assert_png_written(target, tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------

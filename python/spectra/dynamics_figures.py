@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -41,7 +41,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogFormatter, NullLocator
 
 from spectra.correlations import pearson
-from spectra.profile_report import _atomic_savefig
+from spectra.profile_report import _atomic_savefig, check_frame
 
 __all__ = [
     "MAX_GAMMA_PANELS",
@@ -67,16 +67,6 @@ LayerList = Sequence[int] | int | None
 # ----------------------------------------------------------------------------------------------
 # Input checks and table helpers
 # ----------------------------------------------------------------------------------------------
-
-
-def _check_frame(frame: pd.DataFrame, required: Iterable[str], name: str) -> None:
-    if not isinstance(frame, pd.DataFrame):
-        raise TypeError(f"{name} must be a pandas DataFrame, not {type(frame).__name__}")
-    if frame.empty:
-        raise ValueError(f"{name} is empty (columns {list(frame.columns)})")
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise KeyError(f"{name} has no column(s) {missing}; it has {list(frame.columns)}")
 
 
 def _stats_present(frame: pd.DataFrame) -> list[str]:
@@ -229,7 +219,7 @@ def plot_norm_divergence(
         >>> png.name, png.stat().st_size > 0, sorted(p.name for p in out.iterdir())
         ('norms.png', True, ['norms.png'])
     """
-    _check_frame(kv_series, ["step", "layer", "kv_head", "stat", "value"], "kv_series")
+    check_frame(kv_series, ["step", "layer", "kv_head", "stat", "value"], "kv_series")
     rows = _select_layers(_stat_rows(kv_series, stat, "kv_series"), layers, "kv_series")
     steps = _steps(rows, "kv_series")
     table = _wide(rows, ["layer", "kv_head", "step"])
@@ -281,7 +271,7 @@ def plot_entropy_vs_norm(
     Points need both stats finite. Each panel title gives the Pearson r over its points (NaN
     with fewer than 4). ``layers`` restricts the panels. Returns ``Path(path)``.
     """
-    _check_frame(head_series, ["step", "layer", "head", "stat", "value"], "head_series")
+    check_frame(head_series, ["step", "layer", "head", "stat", "value"], "head_series")
     stats = ("k_norm_mean", "entropy_mean")
     missing = [s for s in stats if not (head_series["stat"] == s).any()]
     if missing:
@@ -342,7 +332,7 @@ def plot_rank_evolution(
     wanted = [stats] if isinstance(stats, str) else list(stats)
     if not wanted:
         raise ValueError("stats is empty")
-    _check_frame(kv_series, ["step", "layer", "kv_head", "stat", "value"], "kv_series")
+    check_frame(kv_series, ["step", "layer", "kv_head", "stat", "value"], "kv_series")
     available = set(_stats_present(kv_series))
     present = [s for s in dict.fromkeys(wanted) if s in available]
     skipped = [s for s in dict.fromkeys(wanted) if s not in available]
@@ -408,7 +398,7 @@ def plot_gamma_heatmap(
     most :data:`MAX_GAMMA_PANELS` panels are drawn (the title says so); ``layers`` restricts
     them. Returns ``Path(path)``.
     """
-    _check_frame(gamma, ["step", "layer", "head", "dim", "gamma"], "gamma")
+    check_frame(gamma, ["step", "layer", "head", "dim", "gamma"], "gamma")
     rows = _select_layers(gamma, layers, "gamma")
     steps = _steps(rows, "gamma")
     table = _wide(rows, ["layer", "head", "dim", "step"], column="gamma")
@@ -499,7 +489,7 @@ def plot_qk_ratio(
     line at ratio 1 when it falls inside the data. ``layers`` restricts the panels. Returns
     ``Path(path)``.
     """
-    _check_frame(head_series, ["step", "layer", "head", "stat", "value"], "head_series")
+    check_frame(head_series, ["step", "layer", "head", "stat", "value"], "head_series")
     rows = _select_layers(_stat_rows(head_series, "qk_norm_ratio", "head_series"), layers, "head_series")
     steps = _steps(rows, "head_series")
     keys = ["layer", "head", "step"]

@@ -12,19 +12,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from spectra.geometry import PC0_CLASSES
-from spectra.profile_report import _atomic_savefig
+from spectra.profile_report import _atomic_savefig, check_frame
 
 __all__ = ["plot_explained_variance", "plot_pc0_scatter"]
 
 _COLOURS = dict(zip(PC0_CLASSES, ("tab:red", "tab:blue", "tab:green", "tab:grey", "tab:orange"), strict=True))
-
-
-def _require(frame: pd.DataFrame, columns: list[str], name: str) -> None:
-    if not isinstance(frame, pd.DataFrame) or frame.empty:
-        raise ValueError(f"{name}: expected a non-empty table")
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise KeyError(f"{name}: missing column(s) {missing}; it has {list(frame.columns)}")
 
 
 def plot_pc0_scatter(heads: pd.DataFrame, path: str | Path, *, hi: float = 0.7, lo: float = 0.3) -> Path:
@@ -37,7 +29,7 @@ def plot_pc0_scatter(heads: pd.DataFrame, path: str | Path, *, hi: float = 0.7, 
         >>> plot_pc0_scatter(heads, Path(tempfile.mkdtemp()) / "pc0.png").name
         'pc0.png'
     """
-    _require(heads, ["pc0_r_q", "pc0_r_k", "pc0_class"], "heads")
+    check_frame(heads, ["pc0_r_q", "pc0_r_k", "pc0_class"], "heads")
     fig = Figure(figsize=(5.5, 5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -63,7 +55,7 @@ def plot_explained_variance(components: pd.DataFrame, path: str | Path) -> Path:
         >>> plot_explained_variance(comps, Path(tempfile.mkdtemp()) / "ev.png").name
         'ev.png'
     """
-    _require(components, ["pc", "explained_variance"], "components")
+    check_frame(components, ["pc", "explained_variance"], "components")
     stats = components.groupby("pc")["explained_variance"].agg(
         mean="mean", low=lambda s: np.nanquantile(s, 0.1), high=lambda s: np.nanquantile(s, 0.9))
     fig = Figure(figsize=(5.5, 4))

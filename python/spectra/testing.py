@@ -68,3 +68,25 @@ def assert_within_2x_reference(
             f"{err_reference[i].item():.3e} + floor {floor[i].item():.3e} (truth {truth[finite][i].item():.6e}); "
             f"{int(bad.sum())} of {bad.numel()} elements"
         )
+
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png_written(path, folder) -> None:
+    """A figure function's output: a real, non-trivial PNG at ``path``, and no temporary or hidden
+    file left behind in ``folder`` (figures are written atomically)."""
+    from pathlib import Path
+
+    from matplotlib.image import imread
+
+    path, folder = Path(path), Path(folder)
+    assert path.is_file()
+    assert path.stat().st_size > 1000
+    with open(path, "rb") as f:
+        assert f.read(8) == PNG_MAGIC
+    image = imread(path)
+    assert image.ndim == 3 and image.shape[2] in (3, 4)
+    assert image.shape[0] > 100 and image.shape[1] > 100
+    leftovers = [p.name for p in folder.iterdir() if p.name.endswith(".tmp") or p.name.startswith(".")]
+    assert leftovers == []

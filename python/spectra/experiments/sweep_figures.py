@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -36,7 +36,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
-from spectra.profile_report import _atomic_savefig
+from spectra.profile_report import _atomic_savefig, check_frame
 
 __all__ = [
     "MAX_HEAD_PANELS",
@@ -60,16 +60,6 @@ HeadList = Sequence[tuple[int, int]]
 # ----------------------------------------------------------------------------------------------
 # Input checks and table helpers
 # ----------------------------------------------------------------------------------------------
-
-
-def _check_frame(frame: pd.DataFrame, required: Iterable[str], name: str) -> None:
-    if not isinstance(frame, pd.DataFrame):
-        raise TypeError(f"{name} must be a pandas DataFrame, not {type(frame).__name__}")
-    if frame.empty:
-        raise ValueError(f"{name} is empty (columns {list(frame.columns)})")
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise KeyError(f"{name} has no column(s) {missing}; it has {list(frame.columns)}")
 
 
 def _values(frame: pd.DataFrame, column: str) -> list:
@@ -238,7 +228,7 @@ def plot_metric_vs_scale(
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
     if not metrics:
         raise ValueError("metrics is empty")
-    _check_frame(sweep, ["layer", "head", "alpha", "sample", *metrics], "sweep")
+    check_frame(sweep, ["layer", "head", "alpha", "sample", *metrics], "sweep")
     rows = _some_values(sweep, "kind", kind, "sweep")
     rows = _some_values(rows, "mode", mode, "sweep")
     chosen = _chosen_heads(rows, heads, "sweep")
@@ -318,8 +308,8 @@ def plot_gain_fits(
     (default: the only mode, else ``"propagated"``) are used. Returns ``Path(path)``.
     """
     gain_col, icpt_col, r2_col = f"gain_{metric}", f"intercept_{metric}", f"r_squared_{metric}"
-    _check_frame(gains, ["layer", "head", gain_col, icpt_col], "gains")
-    _check_frame(sweep, ["layer", "head", "alpha", "sample", metric], "sweep")
+    check_frame(gains, ["layer", "head", gain_col, icpt_col], "gains")
+    check_frame(sweep, ["layer", "head", "alpha", "sample", metric], "sweep")
     table = gains
     if kind is not None and "kind" in table.columns:
         table, _ = _one_value(table, "kind", kind, None, "gains")
@@ -412,7 +402,7 @@ def plot_gain_heatmap(
     per (layer, head): filter by kind/mode first. Returns ``Path(path)``.
     """
     column = f"gain_{metric}"
-    _check_frame(gains, ["layer", "head", column], "gains")
+    check_frame(gains, ["layer", "head", column], "gains")
     dup = gains.duplicated(["layer", "head"])
     if dup.any():
         raise ValueError(f"gains has {int(dup.sum())} duplicate (layer, head) row(s); filter it to one row per "
@@ -469,7 +459,7 @@ def plot_gain_heatmap(
 
 def _qk_rows(sweep: pd.DataFrame, heads: HeadList | None, mode: str | None) -> tuple[pd.DataFrame, object, list]:
     """The sweep's q and k rows of one mode and the heads that have both (or ``heads``)."""
-    _check_frame(sweep, ["layer", "head", "kind", "alpha", "sample", "entropy"], "sweep")
+    check_frame(sweep, ["layer", "head", "kind", "alpha", "sample", "entropy"], "sweep")
     rows, chosen_mode = _one_value(sweep, "mode", mode, "propagated", "sweep")
     rows = rows[rows["kind"].isin(["q", "k"])]
     q_heads = set(_head_pairs(rows[rows["kind"] == "q"]))
@@ -606,7 +596,7 @@ def plot_qk_panel(
     asymmetry table's heads in its row order. Every chosen head gets a bar; the curves are drawn
     for the first :data:`MAX_HEAD_PANELS`. Returns ``Path(path)``.
     """
-    _check_frame(asymmetry, ["layer", "head", "asymmetry"], "asymmetry")
+    check_frame(asymmetry, ["layer", "head", "asymmetry"], "asymmetry")
     dup = asymmetry.duplicated(["layer", "head"])
     if dup.any():
         raise ValueError(f"asymmetry has {int(dup.sum())} duplicate (layer, head) row(s)")
