@@ -40,6 +40,7 @@ __all__ = [
     "check_isolation",
     "logit_effect",
     "run_model",
+    "token_logit_effect",
 ]
 
 
@@ -73,31 +74,35 @@ def _logits(output) -> torch.Tensor:
     return logits if logits is not None else output.last_hidden_state
 
 
+def token_logit_effect(base: torch.Tensor, new: torch.Tensor, ids: torch.Tensor | None, valid: torch.Tensor,
+                       causal: bool = True):
+    """Per token: KL(p_base ‖ p_new) (B, T), and, for next-token models, the next-token NLL under
+    each (B, T−1) with the mask of (token, next token) pairs that are both real; (kl, None, None, None)
+    otherwise. The shared core of :func:`logit_effect` and the sweeps' per-sample effects."""
+    logp = torch.log_softmax(base.double().cpu(), -1)
+    logq = torch.log_softmax(new.double().cpu(), -1)
+    kl_tokens = (logp.exp() * (logp - logq)).sum(-1)
+    if not causal or ids is None or ids.shape[1] < 2:
+        return kl_tokens, None, None, None
+    target = ids[:, 1:].cpu().unsqueeze(-1)
+    nll_base = -logp[:, :-1].gather(-1, target).squeeze(-1)
+    nll_new = -logq[:, :-1].gather(-1, target).squeeze(-1)
+    return kl_tokens, nll_base, nll_new, valid[:, 1:] & valid[:, :-1]
+
+
 def logit_effect(base: torch.Tensor, new: torch.Tensor, inputs, *, causal: bool = True) -> tuple[float, float]:
     """(mean KL(p_base ‖ p_new) over real tokens, next-token loss under ``new`` minus under ``base``).
 
     The loss is NaN for models that do not predict the next token (``causal=False``).
     """
     args = _model_inputs(inputs)
-    ids = args.get("input_ids")
     mask = args.get("attention_mask")
     valid = torch.ones(base.shape[:2], dtype=torch.bool) if mask is None else mask.to(torch.bool).cpu()
-    logp = torch.log_softmax(base.double().cpu(), -1)
-    logq = torch.log_softmax(new.double().cpu(), -1)
-    kl_tokens = (logp.exp() * (logp - logq)).sum(-1)
+    kl_tokens, nll_base, nll_new, pairs = token_logit_effect(base, new, args.get("input_ids"), valid, causal)
     kl = float(kl_tokens[valid].mean()) if bool(valid.any()) else math.nan
-    if not causal or ids is None or ids.shape[1] < 2:
+    if pairs is None or not bool(pairs.any()):
         return kl, math.nan
-    target = ids[:, 1:].cpu()
-    pairs = valid[:, 1:] & valid[:, :-1]
-    if not bool(pairs.any()):
-        return kl, math.nan
-
-    def loss(lp: torch.Tensor) -> float:
-        nll = -lp[:, :-1].gather(-1, target.unsqueeze(-1)).squeeze(-1)
-        return float(nll[pairs].mean())
-
-    return kl, loss(logq) - loss(logp)
+    return kl, float(nll_new[pairs].mean()) - float(nll_base[pairs].mean())
 
 
 # ---- baseline ----

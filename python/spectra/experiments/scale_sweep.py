@@ -34,6 +34,7 @@ from torch import nn
 from spectra._ops import attn_row_stats
 from spectra.attention_switch import OBSERVER_ORDER, switch_for
 from spectra.intervene import intervene
+from spectra.intervention_checks import token_logit_effect
 from spectra.interventions import ScaleKey, ScaleLogits, ScaleQuery, kv_group
 from spectra.models import adapter_for
 from spectra.probe import Probe
@@ -207,19 +208,15 @@ def _head_means(columns: dict[str, np.ndarray], ignore_first: int) -> pd.DataFra
 
 
 def _per_sample_logit_effect(base: torch.Tensor, new: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor, causal: bool):
-    logp = torch.log_softmax(base.double().cpu(), -1)
-    logq = torch.log_softmax(new.double().cpu(), -1)
-    kl_tokens = (logp.exp() * (logp - logq)).sum(-1)
+    """Per sample: mean KL over its real tokens and its change in next-token loss."""
+    kl_tokens, nll_base, nll_new, pairs = token_logit_effect(base, new, ids, valid, causal)
     v = valid.to(torch.float64)
     kl = (kl_tokens * v).sum(-1) / v.sum(-1).clamp(min=1)
-    if not causal or ids.shape[1] < 2:
+    if pairs is None:
         return kl.numpy(), np.full(len(kl), math.nan)
-    target = ids[:, 1:].cpu().unsqueeze(-1)
-    pairs = (valid[:, 1:] & valid[:, :-1]).to(torch.float64)
-    nll_p = -logp[:, :-1].gather(-1, target).squeeze(-1)
-    nll_q = -logq[:, :-1].gather(-1, target).squeeze(-1)
-    n = pairs.sum(-1)
-    delta = ((nll_q - nll_p) * pairs).sum(-1) / n.clamp(min=1)
+    weight = pairs.to(torch.float64)
+    n = weight.sum(-1)
+    delta = ((nll_new - nll_base) * weight).sum(-1) / n.clamp(min=1)
     return kl.numpy(), torch.where(n > 0, delta, torch.full_like(delta, math.nan)).numpy()
 
 
