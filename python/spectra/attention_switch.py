@@ -16,8 +16,9 @@ from __future__ import annotations
 import inspect
 import threading
 from collections import Counter
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import nn
@@ -53,6 +54,38 @@ class AttentionClient(Protocol):
 #: Probe, a recorder) sees the forward pass as the intervention made it.
 INTERVENTION_ORDER = 0
 OBSERVER_ORDER = 1
+
+
+class LayerAttention(NamedTuple):
+    """How a layer's attention turns q·k into weights, for a client that recomputes it."""
+
+    scaling: float
+    softcap: float | None
+    causal: bool
+    sliding_window: int | None
+
+
+def layer_attention(adapter: Adapter, layer: int, module: nn.Module, kwargs: dict) -> LayerAttention:
+    """What the model passed to its attention function, with the adapter filling what it left out
+    (GPT-2 passes no scaling; the window and causality come from the module)."""
+    scaling = kwargs.get("scaling")
+    return LayerAttention(
+        adapter.scaling(layer) if scaling is None else float(scaling),
+        kwargs.get("softcap"),
+        bool(kwargs.get("is_causal", getattr(module, "is_causal", True))),
+        adapter.sliding_window(layer),
+    )
+
+
+@contextmanager
+def attached(model: nn.Module, client: AttentionClient) -> Iterator[AttentionSwitch]:
+    """Routes ``model``'s attention to ``client`` for the block; detaches it even if the block raises."""
+    switch = switch_for(model)
+    switch.attach(client)
+    try:
+        yield switch
+    finally:
+        switch.detach(client)
 
 
 _lock = threading.RLock()

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from spectra._core import HookRegistry, PositionSampler
-from spectra.attention_switch import AttentionSwitch, switch_for
+from spectra.attention_switch import AttentionSwitch, layer_attention, switch_for
 from spectra.capture_store import Captured, CaptureWriter, capture_path
 from spectra.models import Adapter, adapter_for, inverse_rope
 
@@ -193,9 +193,7 @@ class Probe:
             for layer, hs in self.heads_by_layer.items()
         ] if row_stats else []
         self.threshold, self.n_sink = float(threshold), int(n_sink)
-        self._scalings = [self.adapter.scaling(layer) for layer in range(self.adapter.n_layers)]
         self._active_layers = frozenset(self.heads_by_layer)
-        self._windows = [self.adapter.sliding_window(layer) for layer in range(self.adapter.n_layers)]
         self._pre_rope_kinds = self.kinds if "pre_rope" in self.stages else ()
         self._switch: AttentionSwitch | None = None
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
@@ -340,12 +338,8 @@ class Probe:
                 if kind in self.kinds:
                     self.registry.on_stage(layer, kind, "pre_rope", x if kind == "v" else inverse_rope(x, cos, sin))
         mask = attention_mask if isinstance(attention_mask, torch.Tensor) else None  # flex BlockMasks stay in Python
-        scaling = kwargs.get("scaling")
-        return self.registry.on_attention(
-            layer, q, k, v, self._scalings[layer] if scaling is None else float(scaling), mask,
-            bool(kwargs.get("is_causal", getattr(module, "is_causal", True))), self._windows[layer],
-            kwargs.get("softcap"),
-        )
+        how = layer_attention(self.adapter, layer, module, kwargs)
+        return self.registry.on_attention(layer, q, k, v, how.scaling, mask, how.causal, how.sliding_window, how.softcap)
 
     def drain_row_stats(self) -> dict[str, np.ndarray]:
         """Per-token attention metrics recorded since the last call (``row_stats=True``), as columns.

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from spectra._ops import attn_row_stats
-from spectra.attention_switch import OBSERVER_ORDER, switch_for
+from spectra.attention_switch import OBSERVER_ORDER, attached, layer_attention
 from spectra.head_geometry import HeadGeometry
 from spectra.models import adapter_for
 from spectra.profile import check_input_ids, check_threshold
@@ -100,13 +100,10 @@ class _AttentionScores:
     def on_attention(self, layer, module, q, k, v, attention_mask, kwargs):
         if self._positions is None:
             return q, k, v
-        scaling = kwargs.get("scaling")
-        scaling = self.adapter.scaling(layer) if scaling is None else float(scaling)
-        softcap = kwargs.get("softcap")
-        causal = bool(kwargs.get("is_causal", getattr(module, "is_causal", True)))
+        scaling, softcap, causal, window = layer_attention(self.adapter, layer, module, kwargs)
         qd, kd = q.detach(), k.detach()
-        s = attn_row_stats(qd, kd, scaling, causal=causal, sliding_window=self.adapter.sliding_window(layer),
-                           threshold=self.threshold, softcap=softcap)
+        s = attn_row_stats(qd, kd, scaling, causal=causal, sliding_window=window, threshold=self.threshold,
+                           softcap=softcap)
         positions = self._positions.to(torch.long)  # (B, T)
         seq = positions.shape[1]
         if self.mode == "text":
@@ -128,8 +125,6 @@ class _AttentionScores:
         argmax = s.argmax.to(qd.device)
         top = logits_at(argmax)
         t = torch.arange(seq, device=qd.device)
-
-        window = self.adapter.sliding_window(layer)
 
         def weight_on(offset: int) -> tuple[torch.Tensor, torch.Tensor]:
             """Weight on key t − offset, and where that key exists and is visible (a sliding window hides it)."""
@@ -175,14 +170,9 @@ class _AttentionScores:
 
 
 def _run(model, client, batches) -> None:
-    switch = switch_for(model)
-    switch.attach(client)
-    try:
-        with torch.no_grad():
-            for batch in batches:
-                model(input_ids=batch)
-    finally:
-        switch.detach(client)
+    with attached(model, client), torch.no_grad():
+        for batch in batches:
+            model(input_ids=batch)
 
 
 def head_stats(

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from spectra._ops import attn_row_stats
-from spectra.attention_switch import OBSERVER_ORDER, switch_for
+from spectra.attention_switch import OBSERVER_ORDER, attached, layer_attention
 from spectra.intervene import intervene
 from spectra.intervention_checks import token_logit_effect
 from spectra.interventions import ScaleKey, ScaleLogits, ScaleQuery, kv_group
@@ -125,10 +125,7 @@ class _LocalSweep:
         if heads is None or self._batch is None:
             return q, k, v
         positions, valid = self._batch
-        scaling = kwargs.get("scaling")
-        scaling = self.adapter.scaling(layer) if scaling is None else float(scaling)
-        softcap = kwargs.get("softcap")
-        causal = bool(kwargs.get("is_causal", getattr(module, "is_causal", True)))
+        scaling, softcap, causal, window = layer_attention(self.adapter, layer, module, kwargs)
         qd, kd = q.detach(), k.detach()
         key_valid = valid.to(qd.device) if kd.shape[2] == valid.shape[1] else None
         tokens = (valid & (positions >= self.ignore_first))[:, None, :]
@@ -136,7 +133,7 @@ class _LocalSweep:
         batch = q.shape[0]
         for alpha in self.alphas:
             s = attn_row_stats(qd, kd, scaling * alpha, key_valid=key_valid, causal=causal,
-                               sliding_window=self.adapter.sliding_window(layer), threshold=self.threshold,
+                               sliding_window=window, threshold=self.threshold,
                                softcap=softcap)
             entropy = s.entropy.cpu().index_select(1, index)
             max_attn = s.max_attn.cpu().index_select(1, index)
@@ -181,18 +178,14 @@ def _local(model, input_ids, attention_mask, targets, alphas, kinds, threshold, 
     for layer, head in targets:
         heads_by_layer.setdefault(layer, []).append(head)
     client = _LocalSweep(model, heads_by_layer, alphas, threshold, ignore_first)
-    switch = switch_for(model)
-    switch.attach(client)
-    try:
-        from tqdm.auto import tqdm
+    from tqdm.auto import tqdm
 
+    with attached(model, client):
         for start, end in tqdm(list(_batches(len(input_ids), batch_size)), desc="scale sweep (local)",
                                disable=not progress):
             client.sample_offset = start
             _forward(model.base_model, input_ids[start:end],
                      None if attention_mask is None else attention_mask[start:end])
-    finally:
-        switch.detach(client)
     table = pd.DataFrame({name: np.concatenate([p[name] for p in client.parts]) for name in client.parts[0]})
     frames = [table.assign(mode="local", kind=kind) for kind in kinds]
     return pd.concat(frames, ignore_index=True)
