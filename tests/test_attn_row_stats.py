@@ -16,23 +16,8 @@ from spectra.testing import FLOAT_DTYPES, assert_within_2x_reference, devices
 REAL_OUTPUTS = ("entropy", "entropy_normalized", "max_attn", "sink_mass", "sink_mass_n")
 
 
-def truth_cumulative(q, k, scaling, **mask):
-    """Sorted cumulative probabilities of every row, in float64 (for judging k_eff near ties)."""
-    batch, heads, tq, _ = q.shape
-    keys = k.double().repeat_interleave(heads // k.shape[1], dim=1)
-    logits = q.double() @ keys.transpose(-1, -2) * scaling
-    if mask.get("softcap"):
-        logits = mask["softcap"] * torch.tanh(logits / mask["softcap"])
-    visible = reference.visible_keys(
-        tq, k.shape[2], causal=mask.get("causal", True), sliding_window=mask.get("sliding_window"),
-        query_offset=mask.get("query_offset"), key_valid=mask.get("key_valid"),
-    )
-    p = torch.softmax(logits.masked_fill(~visible, -math.inf), dim=-1)
-    return p.sort(dim=-1, descending=True).values.cumsum(-1), p
-
-
-def check_logit_var(out, same, truth, q, k, scaling, **mask):
-    """logit_var = E[(s − max)²] − E[s − max]²: its rounding is relative to the second moment."""
+def truth_logits(q, k, scaling, **mask):
+    """(float64 logits with hidden keys at −inf, visible mask), both (B, H, Tq, Tk)."""
     batch, heads, tq, _ = q.shape
     keys = k.double().repeat_interleave(heads // k.shape[1], dim=1)
     logits = q.double() @ keys.transpose(-1, -2) * scaling
@@ -42,7 +27,18 @@ def check_logit_var(out, same, truth, q, k, scaling, **mask):
         tq, k.shape[2], causal=mask.get("causal", True), sliding_window=mask.get("sliding_window"),
         query_offset=mask.get("query_offset"), key_valid=mask.get("key_valid"),
     ).expand_as(logits)
-    logits = logits.masked_fill(~visible, -math.inf)
+    return logits.masked_fill(~visible, -math.inf), visible
+
+
+def truth_cumulative(q, k, scaling, **mask):
+    """Sorted cumulative probabilities of every row, in float64 (for judging k_eff near ties)."""
+    p = torch.softmax(truth_logits(q, k, scaling, **mask)[0], dim=-1)
+    return p.sort(dim=-1, descending=True).values.cumsum(-1), p
+
+
+def check_logit_var(out, same, truth, q, k, scaling, **mask):
+    """logit_var = E[(s − max)²] − E[s − max]²: its rounding is relative to the second moment."""
+    logits, visible = truth_logits(q, k, scaling, **mask)
     p = torch.softmax(logits, dim=-1)
     shifted = torch.where(visible, logits - logits.amax(-1, keepdim=True), torch.zeros_like(logits))
     second_moment = (p * shifted**2).sum(-1)
