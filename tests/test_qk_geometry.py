@@ -159,16 +159,66 @@ def test_geometry_cli_on_a_capture_of_the_embedded_model(tmp_path):
     ids = tok(zoo.heldout_text()[:6000], return_tensors="pt").input_ids[:, :256].view(2, 128)
     with spectra.Probe(model, layers=[0, 3], heads=[0, 5], out_dir=tmp_path / "qk"), torch.no_grad():
         model(ids)
-    result = CliRunner().invoke(main, ["geometry", "--qk", str(tmp_path / "qk"), "--out", str(tmp_path / "g")])
+    result = CliRunner().invoke(main, ["geometry", "--qk", str(tmp_path / "qk"), "--out", str(tmp_path / "g"),
+                                       "--per-kind", "--scatter-head", "3,5"])
     assert result.exit_code == 0, result.output
-    heads = pd.read_csv(tmp_path / "g" / "heads.csv")
+    out = tmp_path / "g"
+    heads = pd.read_csv(out / "heads.csv")
     assert sorted(zip(heads["layer"], heads["head"])) == [(0, 0), (0, 5), (3, 0), (3, 5)]
-    assert (heads["kv_head"] == heads["head"] // 4).all()
-    assert len(pd.read_csv(tmp_path / "g" / "qk.csv")) == 4 * 10
-    summary = json.loads((tmp_path / "g" / "summary.json").read_text())
+    assert (heads["kv_head"] == heads["head"] // 4).all() and heads["uses_rope"].all()
+    assert len(pd.read_csv(out / "qk.csv")) == 4 * 10
+    planes = pd.read_csv(out / "planes.csv")
+    assert len(planes) == 4 * 15  # head_dim 32: 30 complement directions, 15 planes
+    correlations = pd.read_csv(out / "correlations.csv")  # the published per-kind layout: 4 q and 4 k files
+    assert list(correlations.columns) == ["checkpoint", "step", "layer", "head", "kind", "pca_dim", "correlation",
+                                          "p_value", "explained_variance_ratio"]
+    assert len(correlations) == (4 + 4) * 10
+    summary = json.loads((out / "summary.json").read_text())["final"]
     assert summary["n_heads"] == 4 and summary["max_residual_pos_r"] < 1e-8
     assert abs(sum(summary["pc0_class_share"].values()) - 1) < 1e-12
-    for figure in ("pc0_rq_rk.png", "explained_variance.png"):
-        assert (tmp_path / "g" / figure).stat().st_size > 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["options"]["per_kind"] is True and meta["inputs"][0]["family"] == "qwen3"
+    for figure in ("pc0_rq_rk.png", "explained_variance.png", "depth_heatmaps.png", "pc_scatter_l03h05.png"):
+        assert (out / "figures" / figure).stat().st_size > 0
+    assert not (out / "series.csv").exists()  # one capture: no series
     empty = CliRunner().invoke(main, ["geometry", "--qk", str(tmp_path), "--out", str(tmp_path / "x")])
     assert empty.exit_code != 0 and "no query captures" in empty.output
+    both = CliRunner().invoke(main, ["geometry", "--qk", str(tmp_path / "qk"), "--model", "tiny-qwen3", "--out", "x"])
+    assert both.exit_code != 0 and "either --qk" in both.output
+    bad_head = CliRunner().invoke(main, ["geometry", "--qk", str(tmp_path / "qk"), "--out", str(tmp_path / "y"),
+                                         "--scatter-head", "1,2"])
+    assert bad_head.exit_code != 0 and "layer 1 head 2 is not among" in bad_head.output
+
+
+def test_geometry_cli_over_the_embedded_checkpoints(tmp_path):
+    import json
+
+    import pandas as pd
+    from click.testing import CliRunner
+    from spectra.cli import main
+
+    args = ["geometry", "--model", "tiny-qwen3", "--checkpoints", "--n-examples", "2", "--max-length", "128",
+            "--out", str(tmp_path / "g")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "g"
+    series = pd.read_csv(out / "series.csv")
+    assert series["step"].tolist() == [0, 100, 200, 400, 800, 1600] and (series["n_heads"] == 32).all()
+    heads = pd.read_csv(out / "heads.csv")
+    assert len(heads) == 6 * 32 and heads.groupby("checkpoint")["step"].nunique().eq(1).all()
+    # The bias decomposition columns are the per-checkpoint means of the head table.
+    last = heads[heads["step"] == 1600]
+    assert series["mean_bias_strength"].iloc[-1] == pytest.approx(last["bias_strength"].mean(), rel=1e-9)
+    assert series["mean_mu_q_a"].iloc[-1] == pytest.approx(last["mu_q_a"].mean(), rel=1e-9)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["final"]["checkpoint"] == "step-001600" and len(summary["series"]) == 6
+    for figure in ("bias_decomposition.png", "class_shares.png", "depth_bias_strength.png"):
+        assert (out / "figures" / figure).stat().st_size > 0
+    captured = sorted(p.name for p in (out / "qk").iterdir())
+    assert captured[0] == "step-000000" and len(captured) == 6
+    # A rerun reuses the finished captures and gives the same tables.
+    stamp = (out / "qk" / "step-000000" / "spectra_capture.json").stat().st_mtime_ns
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0, again.output
+    assert (out / "qk" / "step-000000" / "spectra_capture.json").stat().st_mtime_ns == stamp
+    pd.testing.assert_frame_equal(pd.read_csv(out / "heads.csv"), heads)

@@ -1,17 +1,26 @@
 #include "spectra/qk_geometry.hpp"
 
 #include <Eigen/Eigenvalues>
+#include <unsupported/Eigen/FFT>
 
 #include <algorithm>
 #include <cmath>
+#include <complex>
+#include <numbers>
 #include <limits>
 #include <stdexcept>
+#include <string>
+#include <vector>
 
 namespace spectra {
 
 namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+struct PlaneRotation {
+  double omega, coherence;
+};
 
 // Pearson correlation from a covariance and two variances; 0 when either variance is not positive
 // (the reference tool's rule for a constant side).
@@ -28,11 +37,83 @@ Eigen::MatrixXd covariance(const Eigen::Ref<const RowMatrix>& x, const double* g
   if (given_gram != nullptr) {
     gram = Eigen::Map<const RowMatrix>(given_gram, x.cols(), x.cols());
   } else {
-    gram.noalias() = x.transpose() * x;
+    gram.setZero();
+    gram.selfadjointView<Eigen::Lower>().rankUpdate(x.transpose());
+    gram.triangularView<Eigen::StrictlyUpper>() = gram.transpose();
   }
   gram /= n;
   gram.noalias() -= mean * mean.transpose();
   return gram;
+}
+
+// Training accuracy of the equal-prior linear discriminant between the Q rows' and the K rows'
+// coordinates zq (n_q × m) and zk (n_k × m), m small: w = S_w⁻¹(μ_Q − μ_K) with S_w = ½(S_Q + S_K)
+// (population covariances), a row is called Q when wᵀz exceeds wᵀ(μ_Q + μ_K)/2.
+double discriminant_accuracy(const Eigen::MatrixXd& zq, const Eigen::MatrixXd& zk) {
+  const Eigen::RowVectorXd mq = zq.colwise().mean(), mk = zk.colwise().mean();
+  const Eigen::MatrixXd cq = zq.rowwise() - mq, ck = zk.rowwise() - mk;
+  const Eigen::MatrixXd within = 0.5 * (cq.transpose() * cq / static_cast<double>(zq.rows()) +
+                                        ck.transpose() * ck / static_cast<double>(zk.rows()));
+  const Eigen::VectorXd gap = (mq - mk).transpose();
+  // The pseudo-inverse keeps a degenerate direction (zero within-kind variance) from blowing up.
+  const Eigen::VectorXd w = within.completeOrthogonalDecomposition().solve(gap);
+  const double threshold = 0.5 * w.dot((mq + mk).transpose());
+  const Eigen::ArrayXd sq = (zq * w).array(), sk = (zk * w).array();
+  const double right = static_cast<double>((sq > threshold).count() + (sk <= threshold).count());
+  return right / static_cast<double>(zq.rows() + zk.rows());
+}
+
+// How well the angles θ of a plane's rows turn with position at one rate: the phase coherence
+// R(ω) = |Σ_j u_j e^{−iωt_j}| / Σ_j |u_j| with u_j = e^{iθ_j} − mean(e^{iθ}) (removing the mean keeps
+// a plane whose angles merely cluster from looking like a rotation), maximised over ω ≠ 0. A
+// perfect rotation θ = ωt + φ gives R = 1; angles unrelated to position give about sqrt(ln M / n).
+// The search is one FFT of the u_j binned by (integer, rounded) position, zero-padded to M >= 2T,
+// then a golden-section refinement between the neighbours of the best bin. The direction of turn
+// depends on the sign of the plane's basis vectors, so |ω| is reported (radians per token).
+PlaneRotation rotation_frequency(const Eigen::ArrayXd& theta, const Eigen::ArrayXd& t) {
+  using Complex = std::complex<double>;
+  const int64_t n = theta.size();
+  std::vector<Complex> u(n);
+  Complex mean(0.0, 0.0);
+  for (int64_t j = 0; j < n; ++j) mean += (u[j] = std::polar(1.0, theta(j)));
+  mean /= static_cast<double>(n);
+  double norm = 0.0;
+  for (auto& x : u) norm += std::abs(x -= mean);
+  if (!(norm > 0.0)) return {kNaN, 0.0};
+  const double t_min = t.minCoeff();
+  std::vector<int64_t> slot(n);
+  int64_t span = 1;
+  for (int64_t j = 0; j < n; ++j) span = std::max(span, (slot[j] = std::llround(t(j) - t_min)) + 1);
+  int64_t m = 64;
+  while (m < 2 * span) m *= 2;
+  std::vector<Complex> binned(m, Complex(0.0, 0.0)), spectrum;
+  for (int64_t j = 0; j < n; ++j) binned[slot[j]] += u[j];
+  Eigen::FFT<double> fft;
+  fft.fwd(spectrum, binned);  // spectrum[k] = Σ_p binned[p] e^{−2πi kp/m}
+  int64_t best = 1;
+  for (int64_t k = 2; k < m; ++k)
+    if (std::norm(spectrum[k]) > std::norm(spectrum[best])) best = k;
+  const double step = 2.0 * std::numbers::pi / static_cast<double>(m);
+  auto coherence = [&](double omega) {
+    Complex sum(0.0, 0.0);
+    for (int64_t j = 0; j < n; ++j) sum += u[j] * std::polar(1.0, -omega * static_cast<double>(slot[j]));
+    return std::abs(sum);
+  };
+  const double centre = (best <= m / 2 ? best : best - m) * step;
+  double lo = centre - step, hi = centre + step;
+  const double golden = 0.5 * (std::sqrt(5.0) - 1.0);
+  double x1 = hi - golden * (hi - lo), x2 = lo + golden * (hi - lo), f1 = coherence(x1), f2 = coherence(x2);
+  for (int iteration = 0; iteration < 40; ++iteration) {
+    if (f1 > f2) {
+      hi = x2, x2 = x1, f2 = f1, x1 = hi - golden * (hi - lo), f1 = coherence(x1);
+    } else {
+      lo = x1, x1 = x2, f1 = f2, x2 = lo + golden * (hi - lo), f2 = coherence(x2);
+    }
+  }
+  const double at_bin = std::abs(spectrum[best]);
+  const double refined = std::max(f1, f2);
+  const double omega = refined >= at_bin ? (f1 > f2 ? x1 : x2) : centre;
+  return {std::abs(omega), std::min(1.0, std::max(refined, at_bin) / norm)};
 }
 
 void check(const QKRows& rows) {
@@ -110,6 +191,12 @@ static CombinedPca combined_pca_of(const QKRows& rows, const Pooled& p, int64_t 
       out.fisher_pc0 = spread > 0.0 ? gap * gap / spread : kNaN;
     }
   }
+  // Q/K separability on (PC0, PC1): the rows' coordinates, from two products with the components.
+  const int64_t m = std::min<int64_t>(n, 2);
+  const Eigen::MatrixXd basis = out.components.topRows(m).transpose();
+  const Eigen::RowVectorXd shift = out.mean.transpose() * basis;
+  const Eigen::MatrixXd zq = (rows.q * basis).rowwise() - shift, zk = (rows.k * basis).rowwise() - shift;
+  out.accuracy_pc01 = discriminant_accuracy(zq, zk);
   out.p_q = (out.explained_variance.array() * out.r_q.array().square()).sum();
   out.p_k = (out.explained_variance.array() * out.r_k.array().square()).sum();
   return out;
@@ -120,7 +207,7 @@ CombinedPca combined_pca(const QKRows& rows, int64_t n_components, double anchor
   return combined_pca_of(rows, pool(rows), n_components, anchor_tolerance);
 }
 
-static Rotation planar_rotation_of(const QKRows& rows, const Pooled& p, AxisB axis_b) {
+static Rotation planar_rotation_of(const QKRows& rows, const Pooled& p, AxisB axis_b, const PlaneOptions& options) {
   const int64_t d = rows.q.cols();
   Rotation out;
   out.drift_norm = p.drift.norm();
@@ -130,7 +217,7 @@ static Rotation planar_rotation_of(const QKRows& rows, const Pooled& p, AxisB ax
     out.mu_q_a = out.mu_k_a = out.mu_q_b = out.mu_k_b = out.intercept_q_a = out.intercept_k_a = nan;
     out.alpha_q = out.alpha_k = out.r_q_a = out.r_k_a = out.position_r = out.bias_strength = nan;
     out.separation_strength = out.var_frac_a = out.var_frac_b = out.plane_var_fraction = nan;
-    out.content_var_b = out.residual_pos_r = nan;
+    out.content_var_b = out.residual_pos_r = out.complement_var_fraction = out.active_var_fraction = nan;
     return out;
   }
   out.a = p.drift / out.drift_norm;
@@ -182,27 +269,110 @@ static Rotation planar_rotation_of(const QKRows& rows, const Pooled& p, AxisB ax
   // one's correlation with position is vᵀc / sqrt(λ_v Var t), analytically 0 (c ∥ a).
   const Eigen::MatrixXd plane = Eigen::MatrixXd::Identity(d, d) - out.a * out.a.transpose() - out.b * out.b.transpose();
   Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> complement(plane * p.cov * plane);
-  const double top = complement.eigenvalues().maxCoeff();
+  const Eigen::VectorXd& lambdas = complement.eigenvalues();  // ascending
+  const double top = lambdas.maxCoeff();
+  const double complement_total = std::max(0.0, lambdas.sum());
+  out.complement_var_fraction = complement_total / total;
   double worst = 0.0;
+  int64_t usable = 0;  // directions with variance: the plane's own (null) directions and numerical zeros are not
   for (int64_t i = 0; i < d; ++i) {
-    const double lambda = complement.eigenvalues()(i);
-    if (!(lambda > 1e-12 * top)) continue;  // the plane's own (null) directions and numerical zeros
+    const double lambda = lambdas(i);
+    if (!(lambda > 1e-12 * top)) continue;
+    ++usable;
     const Eigen::VectorXd v = complement.eigenvectors().col(i);
     worst = std::max(worst, std::abs(v.dot(p.drift)) / std::sqrt(lambda * p.t_var));
   }
   out.residual_pos_r = worst;
+
+  // Rotation planes: directions paired (2i, 2i+1) by decreasing variance; every row's centred
+  // coordinates in them come from one product per kind.
+  const int64_t n_planes = std::min<int64_t>(std::max<int64_t>(options.n_planes, 0), usable / 2);
+  if (n_planes > 0 && complement_total > 0.0) {
+    const Eigen::MatrixXd basis = complement.eigenvectors().rightCols(2 * n_planes).rowwise().reverse();
+    const Eigen::RowVectorXd shift = p.mean.transpose() * basis;
+    const Eigen::MatrixXd zq = (rows.q * basis).rowwise() - shift, zk = (rows.k * basis).rowwise() - shift;
+    const int64_t nq = rows.q.rows(), nk = rows.k.rows();
+    Eigen::ArrayXd t(nq + nk), theta(nq + nk);
+    t << rows.t_q.array(), rows.t_k.array();
+    for (int64_t i = 0; i < n_planes; ++i) {
+      ComplementPlane stats;
+      const double lambda = lambdas(d - 1 - 2 * i) + lambdas(d - 2 - 2 * i);
+      stats.var_fraction = std::max(0.0, lambda) / complement_total;
+      for (int64_t r = 0; r < nq; ++r) theta(r) = std::atan2(zq(r, 2 * i + 1), zq(r, 2 * i));
+      for (int64_t r = 0; r < nk; ++r) theta(nq + r) = std::atan2(zk(r, 2 * i + 1), zk(r, 2 * i));
+      const PlaneRotation turn = rotation_frequency(theta, t);
+      stats.omega = turn.omega;
+      stats.angle_r = turn.coherence;
+      stats.accuracy = discriminant_accuracy(zq.middleCols(2 * i, 2), zk.middleCols(2 * i, 2));
+      stats.active = stats.angle_r > options.active_threshold;
+      if (stats.active) {
+        ++out.n_active_planes;
+        out.active_var_fraction += stats.var_fraction;
+      }
+      out.planes.push_back(stats);
+    }
+  }
   return out;
 }
 
-Rotation planar_rotation(const QKRows& rows, AxisB axis_b) {
+Rotation planar_rotation(const QKRows& rows, AxisB axis_b, const PlaneOptions& planes) {
   check(rows);
-  return planar_rotation_of(rows, pool(rows), axis_b);
+  return planar_rotation_of(rows, pool(rows), axis_b, planes);
 }
 
-QKGeometry qk_geometry(const QKRows& rows, int64_t n_components, AxisB axis_b, double anchor_tolerance) {
+QKGeometry qk_geometry(const QKRows& rows, int64_t n_components, AxisB axis_b, double anchor_tolerance,
+                       const PlaneOptions& planes) {
   check(rows);
   const Pooled p = pool(rows);  // the covariances both analyses share, computed once
-  return {combined_pca_of(rows, p, n_components, anchor_tolerance), planar_rotation_of(rows, p, axis_b)};
+  return {combined_pca_of(rows, p, n_components, anchor_tolerance), planar_rotation_of(rows, p, axis_b, planes)};
+}
+
+std::vector<QKGeometry> qk_geometry_batch(const std::vector<QKRows>& heads, int64_t n_components, AxisB axis_b,
+                                          double anchor_tolerance, const PlaneOptions& planes,
+                                          std::vector<std::string>& errors) {
+  const int64_t n = static_cast<int64_t>(heads.size());
+  std::vector<QKGeometry> out(heads.size());
+  errors.assign(heads.size(), std::string());
+  // One head per thread: Eigen sees it runs inside a parallel region and keeps its products serial.
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t i = 0; i < n; ++i) {
+    try {
+      out[i] = qk_geometry(heads[i], n_components, axis_b, anchor_tolerance, planes);
+    } catch (const std::exception& e) {
+      errors[i] = e.what();
+    }
+  }
+  return out;
+}
+
+KindPca kind_pca(const Eigen::Ref<const RowMatrix>& x, const Eigen::Ref<const Eigen::VectorXd>& t,
+                 int64_t n_components, const double* gram) {
+  if (x.rows() < 2 || x.cols() < 1) throw std::invalid_argument("x needs at least 2 rows and 1 column");
+  if (t.size() != x.rows()) throw std::invalid_argument("positions must have one entry per row");
+  const int64_t d = x.cols();
+  const int64_t n = std::min<int64_t>({n_components, d, x.rows()});
+  if (n < 1) throw std::invalid_argument("n_components must be >= 1");
+  KindPca out;
+  const Eigen::MatrixXd cov = covariance(x, gram, out.mean);
+  const double t_mean = t.mean();
+  const Eigen::ArrayXd tc = t.array() - t_mean;
+  const double var_t = (tc * tc).mean();
+  const Eigen::VectorXd cov_xt = x.transpose() * tc.matrix() / static_cast<double>(x.rows());
+  Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> solver(cov);
+  const double total = cov.trace();
+  out.components.resize(n, d);
+  out.explained_variance.resize(n);
+  out.r.resize(n);
+  for (int64_t j = 0; j < n; ++j) {
+    Eigen::VectorXd v = solver.eigenvectors().col(d - 1 - j);
+    Eigen::Index largest = 0;
+    v.cwiseAbs().maxCoeff(&largest);
+    if (v(largest) < 0.0) v = -v;  // scikit-learn's svd_flip on the components
+    out.components.row(j) = v.transpose();
+    out.explained_variance(j) = total > 0.0 ? std::max(0.0, solver.eigenvalues()(d - 1 - j)) / total : kNaN;
+    out.r(j) = correlation(v.dot(cov_xt), v.dot(cov * v), var_t);
+  }
+  return out;
 }
 
 }  // namespace spectra

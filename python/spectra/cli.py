@@ -255,39 +255,56 @@ def taxonomy_command(model_name, context_length, n_samples, out_csv) -> None:
 
 
 @main.command("geometry")
-@click.option("--qk", "qk_dir", required=True, type=click.Path(file_okay=False, exists=True),
-              help="Capture folder (spectra capture / qk-sniffer layout) with post-RoPE q and k.")
+@click.option("--qk", "qk_dirs", multiple=True, type=click.Path(file_okay=False, exists=True),
+              help="Capture folder (spectra capture / qk-sniffer layout) with post-RoPE q and k; repeat for a "
+                   "checkpoint series (step from a step-N / checkpoint-N name).")
+@click.option("--model", "model_name", default=None,
+              help="Instead of --qk: capture this model (zoo name or folder) on held-out text first, into OUT/qk/.")
+@click.option("--checkpoints", is_flag=True, help="With --model: every training checkpoint of the zoo model (tiny-qwen3).")
+@click.option("--n-examples", default=8, show_default=True, type=click.IntRange(min=1), help="With --model: examples.")
+@click.option("--max-length", default=256, show_default=True, type=click.IntRange(min=2), help="With --model: tokens each.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Result folder.")
+@click.option("--label", "labels", multiple=True, help="A name per --qk folder (default: the folder names).")
 @click.option("--n-components", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option("--axis-b", default="centroid", show_default=True, type=click.Choice(["centroid", "eigen"]),
               help="Separation axis: the thesis's projected centroid difference, or the top eigenvector of P C_δ P.")
+@click.option("--per-kind", is_flag=True, help="Also the published tool's per-kind PCA (correlations.csv).")
+@click.option("--max-rows", default=None, type=click.IntRange(min=2), help="Keep the first N rows of each file.")
+@click.option("--n-planes", default=30, show_default=True, type=click.IntRange(min=0),
+              help="Complement rotation planes (SVD pairs) to describe.")
+@click.option("--active-threshold", default=0.3, show_default=True, type=click.FloatRange(0, 1),
+              help="A plane is active when the phase coherence of its rotation with position (angle_r) exceeds this.")
+@click.option("--hi", default=0.7, show_default=True, type=click.FloatRange(0, 1), help="PC0 taxonomy: high |r|.")
+@click.option("--lo", default=0.3, show_default=True, type=click.FloatRange(0, 1), help="PC0 taxonomy: low |r|.")
 @click.option("--gqa-group", default=None, type=click.IntRange(min=1),
               help="Query heads per KV head, for folders without spectra_capture.json.")
-def geometry_command(qk_dir, out_dir, n_components, axis_b, gqa_group) -> None:
-    """Combined Q+K PCA and the planar rotation model of every captured head: heads.csv, qk.csv, summary.json, figures."""
-    import json
+@click.option("--scatter-head", default=None, help="LAYER,HEAD for the PC0-PC1 scatter (default: the most positional head).")
+def geometry_command(qk_dirs, model_name, checkpoints, n_examples, max_length, out_dir, labels, n_components, axis_b,
+                     per_kind, max_rows, n_planes, active_threshold, hi, lo, gqa_group, scatter_head) -> None:
+    """Combined Q+K PCA and the planar rotation model of every captured head: heads.csv, qk.csv, planes.csv,
+    summary.json, figures; over a checkpoint series also series.csv and the training-dynamics figures."""
     from pathlib import Path
 
-    from spectra.geometry import capture_table, summarize
-    from spectra.geometry_figures import plot_explained_variance, plot_pc0_scatter
-    from spectra.profile_job import _atomic_csv, _atomic_json, _atomic_parquet
+    from spectra.geometry_job import capture_model, print_geometry_run, run_geometry
 
+    if bool(qk_dirs) == bool(model_name):
+        raise click.UsageError("give either --qk (one or more capture folders) or --model")
+    if checkpoints and not model_name:
+        raise click.UsageError("--checkpoints goes with --model")
     try:
-        heads, components = capture_table(qk_dir, n_components=n_components, axis_b=axis_b, gqa_group=gqa_group)
+        head = None
+        if scatter_head is not None:
+            try:
+                layer_text, head_text = scatter_head.split(",")
+                head = (int(layer_text), int(head_text))
+            except ValueError:
+                raise ValueError(f"scatter-head: expected LAYER,HEAD such as 2,5; got {scatter_head!r}") from None
+        if model_name:
+            qk_dirs = capture_model(model_name, Path(out_dir) / "qk", checkpoints=checkpoints, n_examples=n_examples,
+                                    max_length=max_length)
+        run = run_geometry(qk_dirs, out_dir, labels=list(labels) or None, per_kind=per_kind, scatter_head=head,
+                           command_line=sys.argv, n_components=n_components, axis_b=axis_b, max_rows=max_rows,
+                           n_planes=n_planes, active_threshold=active_threshold, hi=hi, lo=lo, gqa_group=gqa_group)
     except (ValueError, FileNotFoundError) as error:
         raise click.ClickException(str(error)) from error
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _atomic_parquet(out / "heads.parquet", heads)
-    _atomic_csv(out / "heads.csv", heads)
-    _atomic_csv(out / "qk.csv", components)
-    summary = summarize(heads)
-    _atomic_json(out / "summary.json", summary)
-    figures = [plot_pc0_scatter(heads, out / "pc0_rq_rk.png"), plot_explained_variance(components, out / "explained_variance.png")]
-    click.echo(f"spectra geometry: {len(heads)} heads from {qk_dir} -> {out}")
-    click.echo("PC0 classes: " + ", ".join(f"{k} {v:.0%}" for k, v in summary["pc0_class_share"].items()))
-    click.echo(f"mean bias_strength {summary['mean_bias_strength']:.4g}, fraction > 0 {summary['fraction_bias_positive']:.2f}, "
-               f"median |alpha_k|/|alpha_q| {summary['median_alpha_k_over_alpha_q']:.3g}")
-    click.echo(json.dumps({"max_residual_pos_r": summary["max_residual_pos_r"]}))
-    for path in figures:
-        click.echo(f"figure: {path}")
+    print_geometry_run(run, click.echo)
