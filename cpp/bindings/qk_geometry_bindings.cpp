@@ -39,6 +39,19 @@ Eigen::Map<const RowMatrix> matrix_view(const at::Tensor& x) {
 
 Eigen::Map<const Eigen::VectorXd> vector_view(const at::Tensor& x) { return {x.const_data_ptr<double>(), x.size(0)}; }
 
+// rows × basis with torch's BLAS (vectorised for the machine at run time, unlike a portable build of
+// Eigen's product); the rows are read in place.
+RowMatrix blas_product(const Eigen::Ref<const RowMatrix>& x, const Eigen::MatrixXd& basis) {
+  const at::Tensor rows = at::from_blob(const_cast<double*>(x.data()), {x.rows(), x.cols()}, {x.outerStride(), 1},
+                                        at::TensorOptions().dtype(at::kDouble));
+  const at::Tensor b = at::from_blob(const_cast<double*>(basis.data()), {basis.rows(), basis.cols()},
+                                     {1, basis.rows()}, at::TensorOptions().dtype(at::kDouble));
+  RowMatrix out(x.rows(), basis.cols());
+  at::Tensor result = at::from_blob(out.data(), {out.rows(), out.cols()}, at::TensorOptions().dtype(at::kDouble));
+  at::mm_out(result, rows, b);
+  return out;
+}
+
 // One head's inputs as float64 CPU tensors that outlive the Eigen views on them.
 struct HeadInputs {
   at::Tensor q, t_q, k, t_k;
@@ -59,6 +72,7 @@ auto with_inputs(const at::Tensor& q_in, const at::Tensor& t_q_in, const at::Ten
   const at::Tensor gram_k = same_dim ? at::mm(k.t(), k).contiguous() : at::Tensor();
   try {
     QKRows rows = inputs.rows();
+    rows.project = blas_product;
     if (same_dim) {
       rows.gram_q = gram_q.const_data_ptr<double>();
       rows.gram_k = gram_k.const_data_ptr<double>();
@@ -186,7 +200,10 @@ void bind_qk_geometry(py::module_& m) {
         for (const auto& [q, t_q, k, t_k] : heads) inputs.emplace_back(q, t_q, k, t_k);
         std::vector<QKRows> rows;
         rows.reserve(inputs.size());
-        for (const auto& head : inputs) rows.push_back(head.rows());
+        for (const auto& head : inputs) {
+          rows.push_back(head.rows());
+          rows.back().project = blas_product;
+        }
         std::vector<std::string> errors;
         std::vector<QKGeometry> results;
         {

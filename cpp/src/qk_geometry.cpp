@@ -49,7 +49,7 @@ Eigen::MatrixXd covariance(const Eigen::Ref<const RowMatrix>& x, const double* g
 // Training accuracy of the equal-prior linear discriminant between the Q rows' and the K rows'
 // coordinates zq (n_q × m) and zk (n_k × m), m small: w = S_w⁻¹(μ_Q − μ_K) with S_w = ½(S_Q + S_K)
 // (population covariances), a row is called Q when wᵀz exceeds wᵀ(μ_Q + μ_K)/2.
-double discriminant_accuracy(const Eigen::MatrixXd& zq, const Eigen::MatrixXd& zk) {
+double discriminant_accuracy(const Eigen::Ref<const Eigen::MatrixXd>& zq, const Eigen::Ref<const Eigen::MatrixXd>& zk) {
   const Eigen::RowVectorXd mq = zq.colwise().mean(), mk = zk.colwise().mean();
   const Eigen::MatrixXd cq = zq.rowwise() - mq, ck = zk.rowwise() - mk;
   const Eigen::MatrixXd within = 0.5 * (cq.transpose() * cq / static_cast<double>(zq.rows()) +
@@ -70,15 +70,25 @@ double discriminant_accuracy(const Eigen::MatrixXd& zq, const Eigen::MatrixXd& z
 // The search is one FFT of the u_j binned by (integer, rounded) position, zero-padded to M >= 2T,
 // then a golden-section refinement between the neighbours of the best bin. The direction of turn
 // depends on the sign of the plane's basis vectors, so |ω| is reported (radians per token).
-PlaneRotation rotation_frequency(const Eigen::ArrayXd& theta, const Eigen::ArrayXd& t) {
+// The rows' plane coordinates come as zq (n_q × 2) and zk (n_k × 2), positions t as [t_q; t_k];
+// e^{iθ} = z / |z| needs no trigonometry (θ = 0 at the origin, as atan2(0, 0)).
+PlaneRotation rotation_frequency(const Eigen::Ref<const Eigen::MatrixXd>& zq, const Eigen::Ref<const Eigen::MatrixXd>& zk,
+                                 const Eigen::ArrayXd& t) {
   using Complex = std::complex<double>;
-  const int64_t n = theta.size();
+  const int64_t nq = zq.rows(), n = nq + zk.rows();
   std::vector<Complex> u(n);
   Complex mean(0.0, 0.0);
-  for (int64_t j = 0; j < n; ++j) mean += (u[j] = std::polar(1.0, theta(j)));
+  for (int64_t j = 0; j < n; ++j) {
+    const double x = j < nq ? zq(j, 0) : zk(j - nq, 0), y = j < nq ? zq(j, 1) : zk(j - nq, 1);
+    const double r = std::sqrt(x * x + y * y);
+    mean += (u[j] = r > 0.0 ? Complex(x / r, y / r) : Complex(1.0, 0.0));
+  }
   mean /= static_cast<double>(n);
   double norm = 0.0;
-  for (auto& x : u) norm += std::abs(x -= mean);
+  for (auto& x : u) {
+    x -= mean;
+    norm += std::sqrt(std::norm(x));
+  }
   if (!(norm > 0.0)) return {kNaN, 0.0};
   const double t_min = t.minCoeff();
   std::vector<int64_t> slot(n);
@@ -94,16 +104,40 @@ PlaneRotation rotation_frequency(const Eigen::ArrayXd& theta, const Eigen::Array
   for (int64_t k = 2; k < m; ++k)
     if (std::norm(spectrum[k]) > std::norm(spectrum[best])) best = k;
   const double step = 2.0 * std::numbers::pi / static_cast<double>(m);
+  // The refinement evaluates R(ω) on the binned sums, not the rows: by the recurrence
+  // e^{−iω(p+1)} = e^{−iωp}·e^{−iω} over a dense span, or one polar per occupied slot when sparse.
+  std::vector<int64_t> occupied;
+  for (int64_t p = 0; p < span; ++p)
+    if (binned[p] != Complex(0.0, 0.0)) occupied.push_back(p);
+  const bool dense = 4 * static_cast<int64_t>(occupied.size()) >= span;
+  // Real arithmetic: std::complex's operator* goes through the NaN-checking __muldc3 (no -ffast-math).
   auto coherence = [&](double omega) {
-    Complex sum(0.0, 0.0);
-    for (int64_t j = 0; j < n; ++j) sum += u[j] * std::polar(1.0, -omega * static_cast<double>(slot[j]));
-    return std::abs(sum);
+    double re = 0.0, im = 0.0;
+    if (dense) {
+      const double c = std::cos(omega), sn = -std::sin(omega);
+      double pr = 1.0, pi = 0.0;
+      for (int64_t p = 0; p < span; ++p) {
+        const double br = binned[p].real(), bi = binned[p].imag();
+        re += br * pr - bi * pi;
+        im += br * pi + bi * pr;
+        const double next = pr * c - pi * sn;
+        pi = pr * sn + pi * c;
+        pr = next;
+      }
+    } else {
+      for (const int64_t p : occupied) {
+        const double angle = -omega * static_cast<double>(p), c = std::cos(angle), sn = std::sin(angle);
+        re += binned[p].real() * c - binned[p].imag() * sn;
+        im += binned[p].real() * sn + binned[p].imag() * c;
+      }
+    }
+    return std::sqrt(re * re + im * im);
   };
   const double centre = (best <= m / 2 ? best : best - m) * step;
   double lo = centre - step, hi = centre + step;
   const double golden = 0.5 * (std::sqrt(5.0) - 1.0);
   double x1 = hi - golden * (hi - lo), x2 = lo + golden * (hi - lo), f1 = coherence(x1), f2 = coherence(x2);
-  for (int iteration = 0; iteration < 40; ++iteration) {
+  for (int iteration = 0; iteration < 30; ++iteration) {  // shrinks the bracket to 1e-6 of a bin
     if (f1 > f2) {
       hi = x2, x2 = x1, f2 = f1, x1 = hi - golden * (hi - lo), f1 = coherence(x1);
     } else {
@@ -290,26 +324,32 @@ static Rotation planar_rotation_of(const QKRows& rows, const Pooled& p, AxisB ax
   if (n_planes > 0 && complement_total > 0.0) {
     const Eigen::MatrixXd basis = complement.eigenvectors().rightCols(2 * n_planes).rowwise().reverse();
     const Eigen::RowVectorXd shift = p.mean.transpose() * basis;
-    const Eigen::MatrixXd zq = (rows.q * basis).rowwise() - shift, zk = (rows.k * basis).rowwise() - shift;
-    const int64_t nq = rows.q.rows(), nk = rows.k.rows();
-    Eigen::ArrayXd t(nq + nk), theta(nq + nk);
+    auto coordinates = [&](const Eigen::Ref<const RowMatrix>& x) -> Eigen::MatrixXd {
+      if (rows.project) return rows.project(x, basis).rowwise() - shift;
+      return (x * basis).rowwise() - shift;
+    };
+    const Eigen::MatrixXd zq = coordinates(rows.q), zk = coordinates(rows.k);
+    Eigen::ArrayXd t(rows.q.rows() + rows.k.rows());
     t << rows.t_q.array(), rows.t_k.array();
+    out.planes.resize(n_planes);
+    // Planes are independent: one per thread (inside a batch, which already runs a head per thread,
+    // this loop stays serial).
+#pragma omp parallel for schedule(dynamic, 1)
     for (int64_t i = 0; i < n_planes; ++i) {
-      ComplementPlane stats;
+      ComplementPlane& stats = out.planes[i];
       const double lambda = lambdas(d - 1 - 2 * i) + lambdas(d - 2 - 2 * i);
       stats.var_fraction = std::max(0.0, lambda) / complement_total;
-      for (int64_t r = 0; r < nq; ++r) theta(r) = std::atan2(zq(r, 2 * i + 1), zq(r, 2 * i));
-      for (int64_t r = 0; r < nk; ++r) theta(nq + r) = std::atan2(zk(r, 2 * i + 1), zk(r, 2 * i));
-      const PlaneRotation turn = rotation_frequency(theta, t);
+      const PlaneRotation turn = rotation_frequency(zq.middleCols(2 * i, 2), zk.middleCols(2 * i, 2), t);
       stats.omega = turn.omega;
       stats.angle_r = turn.coherence;
       stats.accuracy = discriminant_accuracy(zq.middleCols(2 * i, 2), zk.middleCols(2 * i, 2));
       stats.active = stats.angle_r > options.active_threshold;
+    }
+    for (const ComplementPlane& stats : out.planes) {
       if (stats.active) {
         ++out.n_active_planes;
         out.active_var_fraction += stats.var_fraction;
       }
-      out.planes.push_back(stats);
     }
   }
   return out;

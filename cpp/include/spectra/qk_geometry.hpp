@@ -10,6 +10,7 @@
 #include <Eigen/Core>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,9 @@ struct QKRows {
   // binding uses torch's BLAS); computed here with Eigen otherwise.
   const double* gram_q = nullptr;
   const double* gram_k = nullptr;
+  // Optional rows × basis product (n × d times d × m, the complement planes' coordinates), for the
+  // same reason; Eigen's product otherwise.
+  std::function<RowMatrix(const Eigen::Ref<const RowMatrix>&, const Eigen::MatrixXd&)> project;
 };
 
 // Pooled, centred PCA of [Q; K] (spec §3.2). Components are rows of `components`, ordered by
