@@ -2,6 +2,8 @@
 
 #include <cmath>
 #include <random>
+#include <string>
+#include <vector>
 
 #include "spectra/qk_geometry.hpp"
 
@@ -111,4 +113,72 @@ TEST_CASE("combined PCA: sign rule, explained variance, the PC0 confound", "[qk_
   CHECK(pca.fisher_pc0 > 10.0);
   CHECK(pca.p_q >= 0.0);
   CHECK_THROWS_AS(spectra::combined_pca(s.rows(), 0), std::invalid_argument);
+}
+
+TEST_CASE("planar rotation: variance fractions of a, b and the complement sum to 1", "[qk_geometry]") {
+  const Synthetic s = clusters_and_drift(2000, 12, 13);
+  for (AxisB axis : {AxisB::centroid, AxisB::eigen}) {
+    const auto r = spectra::planar_rotation(s.rows(), axis);
+    CHECK(r.var_frac_a + r.var_frac_b + r.complement_var_fraction == Approx(1.0).epsilon(1e-12));
+    REQUIRE(r.planes.size() == 5);  // (12 − 2) / 2 complement planes
+    double total = 0.0;
+    for (size_t i = 0; i < r.planes.size(); ++i) {
+      total += r.planes[i].var_fraction;
+      if (i > 0) CHECK(r.planes[i].var_fraction <= r.planes[i - 1].var_fraction + 1e-12);
+      CHECK(r.planes[i].angle_r >= 0.0);
+      CHECK(r.planes[i].angle_r <= 1.0);
+    }
+    CHECK(total == Approx(1.0).epsilon(1e-9));
+  }
+}
+
+TEST_CASE("planar rotation: a plane turning with position is found, with its rate", "[qk_geometry]") {
+  Synthetic s = clusters_and_drift(4096, 10, 17);
+  const double omega = 2.0 * 3.141592653589793 * 6.0 / 512.0;  // 6 turns over positions 0..511
+  for (int64_t i = 0; i < 4096; ++i) {
+    s.q(i, 4) += 8.0 * std::cos(omega * s.t_q(i));
+    s.q(i, 5) += 8.0 * std::sin(omega * s.t_q(i));
+    s.k(i, 4) += 8.0 * std::cos(omega * s.t_k(i));
+    s.k(i, 5) += 8.0 * std::sin(omega * s.t_k(i));
+  }
+  spectra::PlaneOptions options;
+  options.n_planes = 3;
+  const auto r = spectra::planar_rotation(s.rows(), AxisB::centroid, options);
+  REQUIRE(r.planes.size() == 3);
+  CHECK(r.planes[0].omega == Approx(omega).epsilon(1e-3));
+  CHECK(r.planes[0].angle_r > 0.95);
+  CHECK(r.planes[0].active);
+  CHECK_FALSE(r.planes[1].active);
+  CHECK(r.n_active_planes == 1);
+  CHECK(r.planes[0].accuracy < 0.6);  // Q and K share the ring
+}
+
+TEST_CASE("kind PCA: scikit-learn's sign rule, EVR, position correlation", "[qk_geometry]") {
+  const Synthetic s = clusters_and_drift(3000, 8, 19);
+  const auto pca = spectra::kind_pca(s.k, s.t_k, 4);
+  REQUIRE(pca.components.rows() == 4);
+  CHECK(pca.explained_variance.sum() <= 1.0 + 1e-12);
+  for (int64_t j = 0; j < 4; ++j) {
+    Eigen::Index largest = 0;
+    pca.components.row(j).cwiseAbs().maxCoeff(&largest);
+    CHECK(pca.components(j, largest) > 0.0);
+  }
+  // Keys drift along dim 1 and nothing else has position signal: one component carries it.
+  CHECK(pca.r.cwiseAbs().maxCoeff() > 0.9);
+  CHECK_THROWS_AS(spectra::kind_pca(s.k, s.t_q.head(10), 2), std::invalid_argument);
+}
+
+TEST_CASE("batch: every head as alone, and a failing head leaves an error while the rest succeed", "[qk_geometry]") {
+  const Synthetic a = clusters_and_drift(500, 6, 23), b = clusters_and_drift(700, 6, 29);
+  RowMatrix narrow = b.k.leftCols(5);
+  std::vector<QKRows> heads{a.rows(), b.rows(), QKRows{b.q, b.t_q, narrow, b.t_k}};
+  std::vector<std::string> errors;
+  const auto out = spectra::qk_geometry_batch(heads, 4, AxisB::centroid, 0.05, {}, errors);
+  REQUIRE(out.size() == 3);
+  CHECK(errors[0].empty());
+  CHECK(errors[1].empty());
+  CHECK_FALSE(errors[2].empty());
+  const auto alone = spectra::qk_geometry(b.rows(), 4);
+  CHECK(out[1].rotation.bias_strength == Approx(alone.rotation.bias_strength).epsilon(1e-12));
+  CHECK(out[1].pca.r_q(0) == Approx(alone.pca.r_q(0)).epsilon(1e-12));
 }
