@@ -9,4 +9,5 @@ TORCH_LIBRARY(spectra, m) {
       "int sliding_window=0, int? query_offset=None, float threshold=0.9, int n_sink=4, float softcap=0.0) -> "
       "(Tensor entropy, Tensor entropy_normalized, Tensor max_attn, Tensor argmax, Tensor k_eff, Tensor sink_mass, "
       "Tensor sink_mass_n, Tensor n_visible, Tensor logit_var)");
+  m.def("plasticity_pairwise(Tensor w, Tensor mean, Tensor var) -> (Tensor m, Tensor v, Tensor p, Tensor pp)");
 }

@@ -114,3 +114,19 @@ def _attn_row_stats_fake(q, k, scaling, key_valid=None, causal=True, sliding_win
     index = q.new_empty(shape, dtype=torch.long)
     return (real, torch.empty_like(real), torch.empty_like(real), index, torch.empty_like(index),
             torch.empty_like(real), torch.empty_like(real), torch.empty_like(index), torch.empty_like(real))
+
+
+class PairwisePlasticity(NamedTuple):
+    """Per-pair logit-gap moments and plasticity of key differences under a Gaussian query; all (P,) float64."""
+
+    m: torch.Tensor  # wᵀμ, the mean of the logit gap q·k1 − q·k2
+    v: torch.Tensor  # wᵀΣw, its variance
+    p: torch.Tensor  # Pr(q·k1 > q·k2) = Φ(m/√v)
+    pp: torch.Tensor  # 4·p·(1−p), in [0, 1]
+
+
+@torch.library.register_fake("spectra::plasticity_pairwise")
+def _plasticity_pairwise_fake(w, mean, var):
+    torch._check(w.dim() == 2, lambda: "plasticity_pairwise: w must have shape (P, d)")
+    out = w.new_empty(w.shape[:1], dtype=torch.float64)
+    return out, torch.empty_like(out), torch.empty_like(out), torch.empty_like(out)

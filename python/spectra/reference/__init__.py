@@ -5,6 +5,7 @@ They materialise whatever is convenient and are meant for small inputs and for t
 
 from spectra.reference.attn_row_stats import attn_row_stats, visible_keys
 from spectra.reference.effective_rank import effective_rank
+from spectra.reference.plasticity import pairwise as plasticity_pairwise  # twin of spectra.plasticity.pairwise
 from spectra.reference.vec_stats import vec_stats
 
-__all__ = ["attn_row_stats", "effective_rank", "vec_stats", "visible_keys"]
+__all__ = ["attn_row_stats", "effective_rank", "plasticity_pairwise", "vec_stats", "visible_keys"]
