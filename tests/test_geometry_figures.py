@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from spectra import geometry_figures as gf
-from spectra.geometry import PC0_CLASSES
+from spectra.geometry import PC0_CLASSES, checkpoint_order
 from spectra.testing import assert_png_written
 
 N_LAYERS, N_HEADS = 6, 4
@@ -123,13 +123,13 @@ def test_overwrite_in_place(tmp_path):
 
 
 def test_checkpoints_are_ordered_by_step():
-    assert gf._checkpoint_order(_series()) == ["step-0", "step-100", "step-1000"]
+    assert checkpoint_order(_series()) == ["step-0", "step-100", "step-1000"]
     # Without a step, or with NaN steps, first appearance decides (after the stepped ones).
-    assert gf._checkpoint_order(_series().drop(columns="step")) == ["step-1000", "step-0", "step-100"]
+    assert checkpoint_order(_series().drop(columns="step")) == ["step-1000", "step-0", "step-100"]
     partial = _series().assign(step=lambda s: s["step"].where(s["checkpoint"] != "step-1000"))
-    assert gf._checkpoint_order(partial) == ["step-0", "step-100", "step-1000"]
+    assert checkpoint_order(partial) == ["step-0", "step-100", "step-1000"]
     unknown = _series(("step-100", "step-0")).assign(step=np.nan)
-    assert gf._checkpoint_order(unknown) == ["step-100", "step-0"]
+    assert checkpoint_order(unknown) == ["step-100", "step-0"]
 
 
 def _drawn(monkeypatch, call):

@@ -30,8 +30,8 @@ import torch
 from spectra import _core
 
 __all__ = [
-    "PC0_CLASSES", "GeometryTables", "capture_table", "combined_pca", "family_correlations", "head_table",
-    "kind_pca", "pc0_class", "rotation", "series", "summarize", "summarize_series",
+    "PC0_CLASSES", "GeometryTables", "capture_table", "checkpoint_order", "combined_pca", "depth_bins",
+    "family_correlations", "head_table", "kind_pca", "pc0_class", "rotation", "series", "summarize", "summarize_series",
 ]
 
 #: The 5-class PC0 taxonomy (spec §3.3), checked in this order.
@@ -373,12 +373,29 @@ def capture_table(qk_dir, *, n_components: int = 10, axis_b: AxisB = "centroid",
             rows = type(rows)(*(x[:max_rows] for x in (rows.vectors, rows.positions, rows.example_ids, rows.buckets)))
         return rows
 
-    keys: dict[tuple[int, int], object] = {}  # a KV head's keys serve every query head of its group
+    parts: list[pd.DataFrame] = []  # per_kind: each file's PCA, computed when the file is read
+    loaded_keys: set[tuple[int, int]] = set()
+
+    def load(layer: int, head: int, kind: str):
+        rows = read(layer, head, kind)
+        if per_kind:
+            table = kind_pca(rows.vectors, rows.positions, n_components)
+            table.attrs.clear()  # the components arrays: pandas cannot compare them when concatenating
+            parts.append(table.assign(layer=layer, head=head, kind=kind))
+        if kind == "k":
+            loaded_keys.add((layer, head))
+        return rows
+
+    # A KV head's keys serve every query head of its group; targets run layer by layer, so only the
+    # current layer's keys are kept.
+    keys: dict[tuple[int, int], object] = {}
 
     def rows_of(layer: int, head: int, kv: int):
         if (layer, kv) not in keys:
-            keys[(layer, kv)] = read(layer, kv, "k")
-        return read(layer, head, "q"), keys[(layer, kv)]
+            if any(cached_layer != layer for cached_layer, _ in keys):
+                keys.clear()
+            keys[(layer, kv)] = load(layer, kv, "k")
+        return load(layer, head, "q"), keys[(layer, kv)]
 
     targets = [(layer, head, kv_of(head)) for layer, head in files["q"]]
     heads, components, planes = _analyse(targets, rows_of, options)
@@ -388,14 +405,9 @@ def capture_table(qk_dir, *, n_components: int = 10, axis_b: AxisB = "centroid",
         heads.insert(3, "uses_rope", [bool(uses_rope[layer]) for layer in heads["layer"]])
     correlations = None
     if per_kind:
-        parts = []
-        for kind in ("q", "k"):
-            for layer, head in files[kind]:
-                rows = keys.get((layer, head)) if kind == "k" else None
-                rows = rows if rows is not None else read(layer, head, kind)
-                table = kind_pca(rows.vectors, rows.positions, n_components)
-                table.attrs.clear()  # the components arrays: pandas cannot compare them when concatenating
-                parts.append(table.assign(layer=layer, head=head, kind=kind))
+        for layer, head in files["k"]:
+            if (layer, head) not in loaded_keys:  # KV heads no captured query head reads
+                load(layer, head, "k")
         columns = ["layer", "head", "kind", "pca_dim", "correlation", "p_value", "explained_variance_ratio"]
         correlations = pd.concat(parts, ignore_index=True)[columns].sort_values(
             ["layer", "head", "kind", "pca_dim"], ignore_index=True)
@@ -453,18 +465,44 @@ def series(qk_dirs: Sequence[str | Path], *, labels: Sequence[str] | None = None
 
 
 def _step_of(folder: Path, model_path: str | None) -> int | None:
-    for name in (folder.name, Path(model_path).name if model_path else ""):
-        match = re.fullmatch(r"(?:step|checkpoint)-0*(\d+)", name)
-        if match:
-            return int(match.group(1))
+    """The training step of a capture: from its folder, else from the captured model's folder."""
+    from spectra.dynamics import checkpoint_step
+
+    for candidate in (folder, Path(model_path) if model_path else None):
+        if candidate is not None:
+            try:
+                return checkpoint_step(candidate)
+            except ValueError:
+                pass
     return None
 
 
-def _depth_bins(layers: pd.Series, n_layers: int | None, n_bins: int = 10) -> pd.Series:
-    """Depth = layer / max layer index in 10 equal bins, depth 1.0 in the last (spec §3.4)."""
-    n_layers = n_layers or int(layers.max()) + 1
-    depth = layers / max(n_layers - 1, 1)
-    return np.minimum((depth * n_bins).astype(int), n_bins - 1)
+def depth_bins(layers: pd.Series, n_layers: int | None = None, n_bins: int = 10) -> np.ndarray:
+    """Depth = layer / max layer index in ``n_bins`` equal bins, depth 1.0 in the last (spec §3.4);
+    the max layer index is ``n_layers - 1``, or the largest layer given. Integer arithmetic, because
+    layer / max · n_bins in floats can land just below a bin edge.
+
+    Example:
+        >>> depth_bins(pd.Series([0, 3, 9]), n_layers=10).tolist()
+        [0, 3, 9]
+    """
+    layer = np.asarray(layers, dtype=np.int64)
+    last = (n_layers - 1) if n_layers else int(layer.max())
+    return np.minimum(layer * n_bins // max(last, 1), n_bins - 1)
+
+
+def checkpoint_order(table: pd.DataFrame) -> list:
+    """Checkpoint labels of a series table by step; a stable sort, so checkpoints without a step
+    (or a table without a ``step`` column) keep their order of appearance, after the stepped ones.
+
+    Example:
+        >>> checkpoint_order(pd.DataFrame({"checkpoint": ["b", "a", "c"], "step": [10, 0, None]}))
+        ['a', 'b', 'c']
+    """
+    if "step" not in table:
+        return list(table["checkpoint"].drop_duplicates())
+    steps = pd.to_numeric(table["step"], errors="coerce").groupby(table["checkpoint"], sort=False).min()
+    return list(steps.sort_values(kind="stable", na_position="last").index)
 
 
 def summarize(heads: pd.DataFrame, n_layers: int | None = None) -> dict[str, object]:
@@ -507,7 +545,7 @@ def summarize(heads: pd.DataFrame, n_layers: int | None = None) -> dict[str, obj
     }
     columns = [c for c in ("bias_strength", "alpha_k", "mu_q_a", "pc0_r_q", "pc0_r_k", "plane_var_fraction")
                if c in heads]
-    per_bin = heads.assign(depth_bin=_depth_bins(heads["layer"], n_layers)).groupby("depth_bin")[columns].mean()
+    per_bin = heads.assign(depth_bin=depth_bins(heads["layer"], n_layers)).groupby("depth_bin")[columns].mean()
     summary["depth_bins"] = {int(b): {k: float(v) for k, v in row.items()} for b, row in per_bin.iterrows()}
     if "uses_rope" in heads:
         for name, part in (("rope", heads[heads["uses_rope"]]), ("nope", heads[~heads["uses_rope"].astype(bool)])):
@@ -558,7 +596,8 @@ def summarize_series(heads: pd.DataFrame) -> pd.DataFrame:
 
     check_frame(heads, ["checkpoint", "step", "pc0_class", "bias_strength", "mu_q_a", "alpha_k"], "heads")
     rows = []
-    for label, part in _in_step_order(heads):
+    for label in checkpoint_order(heads):
+        part = heads[heads["checkpoint"] == label]
         row = {"checkpoint": label, "step": part["step"].iloc[0], "n_heads": len(part)}
         row.update({f"share_{c}": float((part["pc0_class"] == c).mean()) for c in PC0_CLASSES})
         row.update(_means(part))
@@ -566,13 +605,6 @@ def summarize_series(heads: pd.DataFrame) -> pd.DataFrame:
             row[f"{column}_q25"], row[f"{column}_q75"] = (float(v) for v in part[column].quantile([0.25, 0.75]))
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _in_step_order(heads: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """Checkpoints ordered by step, those without a step after them in order of appearance."""
-    groups = [(label, part) for label, part in heads.groupby("checkpoint", sort=False)]
-    return sorted(groups, key=lambda g: (pd.isna(g[1]["step"].iloc[0]),
-                                         0 if pd.isna(g[1]["step"].iloc[0]) else int(g[1]["step"].iloc[0])))
 
 
 def family_correlations(heads: pd.DataFrame, by: str = "family") -> pd.DataFrame:

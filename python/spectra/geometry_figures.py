@@ -19,7 +19,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from spectra.geometry import PC0_CLASSES
+from spectra.geometry import PC0_CLASSES, checkpoint_order, depth_bins
 from spectra.profile_report import _atomic_savefig, _set_index_ticks, check_frame
 
 __all__ = [
@@ -83,14 +83,6 @@ def plot_explained_variance(components: pd.DataFrame, path: str | Path) -> Path:
            title="combined Q+K PCA spectrum")
     ax.legend(fontsize=8)
     return _atomic_savefig(fig, Path(path))
-
-
-def _checkpoint_order(series: pd.DataFrame) -> list:
-    """Checkpoint labels by step; a stable sort, so checkpoints without a step keep their order."""
-    if "step" not in series:
-        return list(series["checkpoint"].drop_duplicates())
-    steps = pd.to_numeric(series["step"], errors="coerce").groupby(series["checkpoint"], sort=False).min()
-    return list(steps.sort_values(kind="stable", na_position="last").index)
 
 
 def _heatmap(fig: Figure, ax, grid: np.ndarray, label: str) -> None:
@@ -166,10 +158,8 @@ def plot_series_depth_heatmap(series: pd.DataFrame, path: str | Path, metric: st
     if int(n_bins) != n_bins or n_bins < 1:
         raise ValueError(f"n_bins must be a positive integer, not {n_bins!r}")
     n_bins = int(n_bins)
-    layer = series["layer"].to_numpy(dtype=np.int64)
-    # Integer arithmetic: layer / max * n_bins in floats can land just below a bin edge.
-    bins = np.minimum(layer * n_bins // max(int(layer.max()), 1), n_bins - 1)
-    order = _checkpoint_order(series)
+    bins = depth_bins(series["layer"], n_bins=n_bins)
+    order = checkpoint_order(series)
     grid = (series.assign(depth_bin=bins).pivot_table(index="depth_bin", columns="checkpoint", values=metric,
                                                       aggfunc="mean", dropna=False)
             .reindex(index=range(n_bins), columns=order).to_numpy(dtype=np.float64))
@@ -201,7 +191,7 @@ def plot_bias_decomposition(series: pd.DataFrame, path: str | Path) -> Path:
     """
     metrics = ("mu_q_a", "alpha_k", "bias_strength")
     check_frame(series, ["checkpoint", *metrics], "series")
-    order = _checkpoint_order(series)
+    order = checkpoint_order(series)
     grouped = series.groupby("checkpoint", sort=False)
     x = np.arange(len(order))
     fig = Figure(figsize=(max(9.0, 3 * (1.5 + 0.35 * len(order))), 4.2), layout="constrained")
@@ -237,7 +227,7 @@ def plot_class_shares(series: pd.DataFrame, path: str | Path) -> Path:
         'shares.png'
     """
     check_frame(series, ["checkpoint", "pc0_class"], "series")
-    order = _checkpoint_order(series)
+    order = checkpoint_order(series)
     counts = pd.crosstab(series["checkpoint"], series["pc0_class"])
     # Heads without a class (NaN) stay in the denominator, so their share shows as a gap.
     shares = counts.div(series.groupby("checkpoint").size(), axis=0).reindex(order).fillna(0.0)
