@@ -20,6 +20,7 @@ namespace spectra::bindings {
 void bind_hook_registry(py::module_& m);
 void bind_second_moments(py::module_& m);
 void bind_qk_geometry(py::module_& m);
+void bind_plasticity_head(py::module_& m);
 namespace {
 
 void running_moments_update(RunningMoments& self, const at::Tensor& x) {
@@ -87,6 +88,7 @@ PYBIND11_MODULE(_core, m) {
   bind_hook_registry(m);
   bind_second_moments(m);
   bind_qk_geometry(m);
+  bind_plasticity_head(m);
   m.def("build_info", &build_info, "Compiler, flags, torch version and backends this module was built with.");
 
   py::class_<RunningMoments>(m, "RunningMoments", R"doc(

@@ -188,6 +188,22 @@ def read_capture(
     )
 
 
+def read_sliding_window(
+    out_dir: str | os.PathLike, layer: int, head: int, kind: str = "q", stage: str = "post_rope"
+) -> np.ndarray:
+    """The ``sliding_window`` column of one captured head as float64 (NaN where null; all NaN when the
+    column is absent or null-typed, as qk-sniffer writes it on full-attention layers)."""
+    path = capture_path(out_dir, layer, head, kind, stage)
+    if not path.exists():
+        raise FileNotFoundError(f"no capture for layer {layer} head {head} kind {kind!r} stage {stage!r} at {path}")
+    if "sliding_window" not in pq.read_schema(path).names:
+        return np.full(pq.ParquetFile(path).metadata.num_rows, np.nan)
+    column = pq.read_table(path, columns=["sliding_window"]).column(0)
+    if pa.types.is_null(column.type):
+        return np.full(len(column), np.nan)
+    return column.to_pandas().to_numpy(dtype=np.float64, na_value=np.nan)
+
+
 def read_sidecar(out_dir: str | os.PathLike) -> dict[str, Any]:
     """The capture's description (model, heads, GQA map, sampler, rows per file)."""
     path = Path(out_dir) / SIDECAR

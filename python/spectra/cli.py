@@ -308,3 +308,67 @@ def geometry_command(qk_dirs, model_name, checkpoints, n_examples, max_length, o
     except (ValueError, FileNotFoundError) as error:
         raise click.ClickException(str(error)) from error
     print_geometry_run(run, click.echo)
+
+
+@main.command("plasticity")
+@click.option("--qk", "qk_dirs", multiple=True, type=click.Path(file_okay=False, exists=True),
+              help="Capture folder (spectra capture / qk-sniffer layout) with post-RoPE q and k; repeat to compare "
+                   "models or checkpoints (step from a step-N / checkpoint-N name).")
+@click.option("--model", "model_name", default=None,
+              help="Instead of --qk: capture this model (zoo name or folder) at its full context first, into OUT/qk/.")
+@click.option("--checkpoints", is_flag=True, help="With --model: every training checkpoint of the zoo model (tiny-qwen3).")
+@click.option("--n-examples", default=8, show_default=True, type=click.IntRange(min=1), help="With --model: examples.")
+@click.option("--max-length", default=None, type=click.IntRange(min=16),
+              help="With --model: tokens per example (default: the model's max_position_embeddings).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Result folder.")
+@click.option("--label", "labels", multiple=True, help="A name per --qk folder (default: the folder names).")
+@click.option("--mode", default="thesis", show_default=True, type=click.Choice(["thesis", "published"]),
+              help="thesis: query grid, keys before the query, per-cell query statistics, count-weighted; "
+                   "published: the attention-plasticity tool's bucket-pair cells and global statistics.")
+@click.option("--bucket-size", default=None, type=click.IntRange(min=1),
+              help="Capture bucket B in tokens (default: from the capture).")
+@click.option("--context-length", default=None, type=click.IntRange(min=1),
+              help="Context for the context fractions (default: (last bucket + 1) x B).")
+@click.option("--grid-width", default=None, type=click.FloatRange(min=0, min_open=True),
+              help="Thesis query grid width in tokens (default: B; the thesis's profile plots used 1024).")
+@click.option("--query-position", default="midpoint", show_default=True, type=click.Choice(["midpoint", "mean"]),
+              help="Thesis: a cell's query position tau.")
+@click.option("--covariance", default="diagonal", show_default=True, type=click.Choice(["diagonal", "full"]),
+              help="Thesis: per-cell query covariance of the non-positional coordinates.")
+@click.option("--pairs-per-cell", default=256, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--heatmap-bin", default=None, type=click.IntRange(min=1), help="2D heatmap bin in tokens (default: B).")
+@click.option("--max-tokens-per-head", default=50_000, show_default=True, type=click.IntRange(min=3))
+@click.option("--normality-max-dims", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--gqa-group", default=None, type=click.IntRange(min=1),
+              help="Query heads per KV head, for folders without spectra_capture.json.")
+@click.option("--scores", default=None, type=click.Path(dir_okay=False, exists=True),
+              help="CSV of benchmark scores: checkpoint + score columns (one row per model), or checkpoint, length, "
+                   "score (per-length scores); writes score_correlations.csv.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def plasticity_command(qk_dirs, model_name, checkpoints, n_examples, max_length, out_dir, labels, mode, bucket_size,
+                       context_length, grid_width, query_position, covariance, pairs_per_cell, seed, heatmap_bin,
+                       max_tokens_per_head, normality_max_dims, gqa_group, scores, quiet) -> None:
+    """Attention plasticity of every captured head: heads.csv, cells.csv, profile.csv, fractions.csv, heatmap.csv,
+    components.csv, model_report.csv, figures; with several captures the comparison figures."""
+    from pathlib import Path
+
+    from spectra.plasticity_job import capture_model, print_plasticity_run, run_plasticity
+
+    if bool(qk_dirs) == bool(model_name):
+        raise click.UsageError("give either --qk (one or more capture folders) or --model")
+    if checkpoints and not model_name:
+        raise click.UsageError("--checkpoints goes with --model")
+    try:
+        if model_name:
+            qk_dirs = capture_model(model_name, Path(out_dir) / "qk", checkpoints=checkpoints, n_examples=n_examples,
+                                    max_length=max_length, progress=not quiet)
+        run = run_plasticity(qk_dirs, out_dir, mode=mode, labels=list(labels) or None, scores=scores,
+                             command_line=sys.argv, progress=not quiet, bucket_size=bucket_size,
+                             context_length=context_length, grid_width=grid_width, query_position=query_position,
+                             covariance=covariance, pairs_per_cell=pairs_per_cell, seed=seed, heatmap_bin=heatmap_bin,
+                             max_tokens_per_head=max_tokens_per_head, normality_max_dims=normality_max_dims,
+                             gqa_group=gqa_group)
+    except (ValueError, FileNotFoundError) as error:
+        raise click.ClickException(str(error)) from error
+    print_plasticity_run(run, click.echo)

@@ -41,10 +41,11 @@ class GeometryRun:
 
 
 def capture_model(model_name: str, out_root: str | Path, *, checkpoints: bool = False, n_examples: int = 8,
-                  max_length: int = 256, progress: bool = False) -> list[Path]:
+                  max_length: int = 256, progress: bool = False, bucket_size: int = 1) -> list[Path]:
     """Captures post-RoPE q and k of every head of a model (zoo name or folder), or of each of its
-    checkpoints, on held-out text (``n_examples`` examples of up to ``max_length`` tokens) into
-    ``out_root/<label>``; returns the folders in step order. Finished captures are kept, not redone.
+    checkpoints, on held-out text (``n_examples`` examples of up to ``max_length`` tokens, every
+    position kept, buckets of ``bucket_size`` tokens) into ``out_root/<label>``; returns the folders in
+    step order. Finished captures are kept, not redone.
 
     Example:
         >>> import tempfile
@@ -79,7 +80,7 @@ def capture_model(model_name: str, out_root: str | Path, *, checkpoints: bool = 
         if not (folder / SIDECAR).is_file():
             model, tokenizer = load_model(str(source))
             run_capture(model, tokenizer, examples, folder, max_length=max_length, overwrite=True, progress=progress,
-                        capture=("q", "k"), stage="post_rope")
+                        capture=("q", "k"), stage="post_rope", positions="all", bucket_size=bucket_size)
         folders.append(folder)
     return folders
 
