@@ -207,7 +207,7 @@ DD pow_scaled(const DD& a, int64_t m, int64_t& exponent) {
 // ---------------------------------------------------------------------------------------------
 // smirnov: Pr(D_n⁺ ≥ x), ported from xsf's cephes/kolmogorov.h::_smirnov (sf only).
 
-constexpr double kMinLog = -7.08396418532264106224e2;  // cephes MINLOG = log(2^-1022)
+constexpr double kMinLog = -7.451332191019412076235e2;  // xsf's MINLOG = log(2^-1075)
 constexpr int64_t kSmirnovMaxComputeN = 1000000;
 constexpr int64_t kSmUpperMaxTerms = 3;
 constexpr int64_t kSmUppersumMinN = 10;
@@ -379,9 +379,9 @@ WalkSum walk_sum(const BirnbaumTingeyLog& log_a, int64_t peak, int64_t last, int
 // index where the empirical CDF first crosses the line) that for large n is hundreds to thousands
 // of terms wide. For a function analytic and bell-shaped on scale σ, the sum over all integers
 // equals the integral, and so does h·Σ over every h-th integer (the trapezoid rule), up to
-// ~e^{−2π²(σ/h)²} (Poisson summation). The continued term is singular at v = −n·x, and with the
-// bell's left end (where it drops below e^−46) at distance d from there the error also carries a
-// factor ~e^{−2π·d/h}. h ≤ σ/4 and h ≤ d/6 keep both far below double precision (checked against
+// ~e^{−2π²(σ/h)²} (Poisson summation). The continued term is singular at v = −n·x and v = n − n·x,
+// and with the bell's ends (where it drops below e^−46) at distance d from those the error also
+// carries a factor ~e^{−2π·d/h}. h ≤ σ/4 and h ≤ d/6 keep both far below double precision (checked against
 // the full sum over random n ≤ 2·10^5 and n·x² ≤ 360: agreement to ~1e-14, ~1e-13 where the
 // terms themselves are only that accurate), so the sum costs tens to hundreds of terms instead of
 // ~n. When the bell reaches an end of [0, last], the exact truncation matters and every term is
@@ -420,13 +420,22 @@ double smirnov_lower_sum(int64_t n, double x, const DD& nx, int64_t last) {
   int64_t h = 1;
   const double cut = log_a(peak_i) - kNegligibleLog;
   if (width >= 2 * kWidthSteps && log_a(0) < cut && log_a(last) < cut) {
-    // The bell's left end: the largest v ≤ peak whose term is negligible (bisection).
-    int64_t left = 0, right = peak_i;
-    while (right - left > 1) {
-      const int64_t mid = left + (right - left) / 2;
-      (log_a(mid) < cut ? left : right) = mid;
+    // The bell's ends: the nearest v on each side of the peak whose term is negligible (bisection),
+    // and their distances to the singular points −c and n − c.
+    int64_t a = 0, b = peak_i;
+    while (b - a > 1) {
+      const int64_t mid = a + (b - a) / 2;
+      (log_a(mid) < cut ? a : b) = mid;
     }
-    const double h_max = std::min(width / kWidthSteps, (static_cast<double>(left) + c) / kSingularitySteps);
+    const double d_left = static_cast<double>(a) + c;
+    a = peak_i;
+    b = last;
+    while (b - a > 1) {
+      const int64_t mid = a + (b - a) / 2;
+      (log_a(mid) < cut ? b : a) = mid;
+    }
+    const double d_right = static_cast<double>(n) - c - static_cast<double>(b);
+    const double h_max = std::min(width / kWidthSteps, std::min(d_left, d_right) / kSingularitySteps);
     h = std::max<int64_t>(static_cast<int64_t>(h_max), 1);
   }
   const WalkSum s = walk_sum(log_a, peak_i, last, h);

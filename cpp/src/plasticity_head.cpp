@@ -87,35 +87,36 @@ ColumnFit fit_columns(const double* x, const double* t, int64_t n, int64_t dim) 
   return fit;
 }
 
-// scipy.stats.skew / kurtosis (Fisher) with bias=False on a strided sample: NaN when the second
-// moment is zero to working precision, as SciPy.
+// scipy.stats.skew / kurtosis (Fisher) with bias=False; NaN when the variance is zero (SciPy's
+// threshold, (1e-15·mean)², is zero for the z-scored samples these see).
 struct ShapeStats {
   double skew, kurt;
 };
 
-ShapeStats shape_stats(const double* x, int64_t n, int64_t stride) {
-  double mean = 0.0;
-  for (int64_t i = 0; i < n; ++i) mean += x[i * stride];
-  mean /= static_cast<double>(n);
-  double m2 = 0.0, m3 = 0.0, m4 = 0.0;
-  for (int64_t i = 0; i < n; ++i) {
-    const double c = x[i * stride] - mean;
-    const double c2 = c * c;
-    m2 += c2;
-    m3 += c2 * c;
-    m4 += c2 * c2;
-  }
+// From the central moment sums Σc², Σc³, Σc⁴ of n values (NaN when the variance is zero).
+ShapeStats shape_from_moments(double s2, double s3, double s4, int64_t n) {
   const double nd = static_cast<double>(n);
-  m2 /= nd;
-  m3 /= nd;
-  m4 /= nd;
-  const double resolution = 1e-15 * mean;
-  if (m2 <= resolution * resolution) return {kNaN, kNaN};
+  const double m2 = s2 / nd, m3 = s3 / nd, m4 = s4 / nd;
+  if (!(m2 > 0.0)) return {kNaN, kNaN};
   double skew = m3 / std::pow(m2, 1.5);
   double kurt = m4 / (m2 * m2);
   if (n > 2) skew *= std::sqrt((nd - 1.0) * nd) / (nd - 2.0);
   if (n > 3) kurt = 1.0 / (nd - 2.0) / (nd - 3.0) * ((nd * nd - 1.0) * kurt - 3.0 * (nd - 1.0) * (nd - 1.0)) + 3.0;
   return {skew, kurt - 3.0};
+}
+
+ShapeStats shape_stats(const double* x, int64_t n) {
+  double mean = 0.0;
+  for (int64_t i = 0; i < n; ++i) mean += x[i];
+  mean /= static_cast<double>(n);
+  double s2 = 0.0, s3 = 0.0, s4 = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double c = x[i] - mean, c2 = c * c;
+    s2 += c2;
+    s3 += c2 * c;
+    s4 += c2 * c2;
+  }
+  return shape_from_moments(s2, s3, s4, n);
 }
 
 // np.median: the mean of the two middle values for an even count; NaN when any value is NaN.
@@ -145,8 +146,13 @@ void reflect_rows(std::vector<double>& x, int64_t dim, const std::vector<double>
 
 std::vector<double> oriented(const double* x, int64_t n, int64_t dim, const std::vector<double>& sign) {
   std::vector<double> out(x, x + n * dim);
+  bool finite = true;
   for (int64_t i = 0; i < n; ++i)
-    for (int64_t j = 0; j < dim; ++j) out[i * dim + j] *= sign[j];
+    for (int64_t j = 0; j < dim; ++j) {
+      finite &= std::isfinite(out[i * dim + j]);
+      out[i * dim + j] *= sign[j];
+    }
+  if (!finite) throw std::invalid_argument("q: contains NaN or infinite values");
   return out;
 }
 
@@ -178,7 +184,11 @@ std::vector<double> key_orientation(const double* k, const int64_t* k_bucket, in
     start = end;
   }
   std::vector<double> sign(dim, 1.0);
-  for (int64_t j = 0; j < dim; ++j) sign[j] = total[j] < 0.0 ? -1.0 : 1.0;  // 0 (and NaN) → +1
+  for (int64_t j = 0; j < dim; ++j) {
+    // Every key enters one bucket mean, so a NaN or infinite key shows up here.
+    if (!std::isfinite(total[j])) throw std::invalid_argument("k: contains NaN or infinite values");
+    sign[j] = total[j] < 0.0 ? -1.0 : 1.0;  // 0 → +1
+  }
   return sign;
 }
 
@@ -190,7 +200,9 @@ QueryModel fit_query_model(const PlasticityRows& rows, const std::vector<int64_t
   model.dim = dim;
   model.sign = sign != nullptr ? *sign : key_orientation(rows.k, rows.k_bucket, rows.n_k, dim);
   if (static_cast<int64_t>(model.sign.size()) != dim) throw std::invalid_argument("sign must have dim entries");
-  const std::vector<double> xq = oriented(rows.q, n, dim, model.sign);
+  // One working copy of the queries: oriented now, reflected in place once the oriented fits are done.
+  model.q_rot = oriented(rows.q, n, dim, model.sign);
+  const std::vector<double>& xq = model.q_rot;
 
   ColumnFit fit = fit_columns(xq.data(), rows.q_pos, n, dim);
   model.alpha = fit.alpha;
@@ -210,9 +222,10 @@ QueryModel fit_query_model(const PlasticityRows& rows, const std::vector<int64_t
     model.mae_baseline = model.mae_proj = mae_baseline;
     model.r2_scalar = 0.0;
     if (model.beta_norm > 0.0) {
-      std::vector<double> s(n, 0.0);
+      std::vector<double> u(dim), s(n, 0.0);
+      for (int64_t j = 0; j < dim; ++j) u[j] = model.beta[j] / model.beta_norm;
       for (int64_t i = 0; i < n; ++i)
-        for (int64_t j = 0; j < dim; ++j) s[i] += xq[i * dim + j] * (model.beta[j] / model.beta_norm);
+        for (int64_t j = 0; j < dim; ++j) s[i] += xq[i * dim + j] * u[j];
       const double s_mean = mean_of(s.data(), n);
       double denom = 0.0, cross = 0.0;
       for (int64_t i = 0; i < n; ++i) {
@@ -244,10 +257,7 @@ QueryModel fit_query_model(const PlasticityRows& rows, const std::vector<int64_t
       model.householder = std::move(v);
     }
   }
-  model.q_rot = xq;
   reflect_rows(model.q_rot, dim, model.householder);
-  model.k_rot = oriented(rows.k, rows.n_k, dim, model.sign);
-  reflect_rows(model.k_rot, dim, model.householder);
 
   ColumnFit refit = fit_columns(model.q_rot.data(), rows.q_pos, n, dim);
   model.alpha_rot = refit.alpha;
@@ -280,7 +290,7 @@ QueryModel fit_query_model(const PlasticityRows& rows, const std::vector<int64_t
     const double sd = n >= 2 ? std::sqrt(ss / static_cast<double>(n - 1)) : kNaN;
     if (sd > 0.0) {
       for (double& r : resid0) r = (r - m) / sd;
-      const ShapeStats shape = shape_stats(resid0.data(), n, 1);
+      const ShapeStats shape = shape_stats(resid0.data(), n);
       model.resid0_skew = shape.skew;
       model.resid0_kurt = shape.kurt;
       std::vector<double> scratch(n);
@@ -288,37 +298,52 @@ QueryModel fit_query_model(const PlasticityRows& rows, const std::vector<int64_t
     }
   }
 
-  // Normality of the other coordinates of the rotated queries (each z-scored; sd 0 → 1).
+  // Normality of the other coordinates of the rotated queries (each z-scored; sd 0 → 1). Skewness
+  // and kurtosis are scale-free, so they come from each column's central moments in two row-wise
+  // passes; only the KS columns are z-scored, into contiguous buffers.
   if (dim > 1 && n >= 3) {
     const int64_t noise_dim = dim - 1;
-    std::vector<double> z(static_cast<size_t>(n * noise_dim));
+    for (int64_t j : noise_ks_dims)
+      if (j < 0 || j >= noise_dim) throw std::invalid_argument("noise_ks_dims must lie in [0, dim - 1)");
+    std::vector<double> mean(dim, 0.0), m2(dim, 0.0), m3(dim, 0.0), m4(dim, 0.0);
+    for (int64_t i = 0; i < n; ++i) {
+      const double* row = model.q_rot.data() + i * dim;
+      for (int64_t j = 1; j < dim; ++j) mean[j] += row[j];
+    }
+    for (double& m : mean) m /= static_cast<double>(n);
+    for (int64_t i = 0; i < n; ++i) {
+      const double* row = model.q_rot.data() + i * dim;
+      for (int64_t j = 1; j < dim; ++j) {
+        const double c = row[j] - mean[j], c2 = c * c;
+        m2[j] += c2;
+        m3[j] += c2 * c;
+        m4[j] += c2 * c2;
+      }
+    }
     std::vector<double> abs_skew(noise_dim), abs_kurt(noise_dim);
-#pragma omp parallel for schedule(static) if (n * noise_dim > 65536)
     for (int64_t j = 0; j < noise_dim; ++j) {
-      const int64_t col = j + 1;
-      double m = 0.0;
-      for (int64_t i = 0; i < n; ++i) m += model.q_rot[i * dim + col];
-      m /= static_cast<double>(n);
-      double ss = 0.0;
-      for (int64_t i = 0; i < n; ++i) ss += (model.q_rot[i * dim + col] - m) * (model.q_rot[i * dim + col] - m);
-      double sd = std::sqrt(ss / static_cast<double>(n - 1));
-      if (sd == 0.0) sd = 1.0;
-      double* zc = z.data() + j * n;  // column-major: each column is one sample
-      for (int64_t i = 0; i < n; ++i) zc[i] = (model.q_rot[i * dim + col] - m) / sd;
-      const ShapeStats shape = shape_stats(zc, n, 1);
+      const ShapeStats shape = shape_from_moments(m2[j + 1], m3[j + 1], m4[j + 1], n);
       abs_skew[j] = std::fabs(shape.skew);
       abs_kurt[j] = std::fabs(shape.kurt);
     }
     model.noise_med_abs_skew = median_of(abs_skew);
     model.noise_med_abs_kurt = median_of(abs_kurt);
-    for (int64_t j : noise_ks_dims)
-      if (j < 0 || j >= noise_dim) throw std::invalid_argument("noise_ks_dims must lie in [0, dim - 1)");
-    model.noise_ks.resize(noise_ks_dims.size());
     const int64_t n_tests = static_cast<int64_t>(noise_ks_dims.size());
+    std::vector<double> z(static_cast<size_t>(n * n_tests));
+    for (int64_t i = 0; i < n; ++i) {
+      const double* row = model.q_rot.data() + i * dim;
+      for (int64_t t = 0; t < n_tests; ++t) z[t * n + i] = row[noise_ks_dims[t] + 1];
+    }
+    model.noise_ks.resize(n_tests);
 #pragma omp parallel for schedule(dynamic)
     for (int64_t t = 0; t < n_tests; ++t) {
+      const int64_t col = noise_ks_dims[t] + 1;
+      double sd = std::sqrt(m2[col] / static_cast<double>(n - 1));
+      if (sd == 0.0) sd = 1.0;
+      double* zc = z.data() + t * n;
+      for (int64_t i = 0; i < n; ++i) zc[i] = (zc[i] - mean[col]) / sd;
       std::vector<double> scratch(n);
-      model.noise_ks[t] = ks_normal_test(z.data() + noise_ks_dims[t] * n, n, scratch.data());
+      model.noise_ks[t] = ks_normal_test(zc, n, scratch.data());
     }
   }
   return model;
@@ -593,6 +618,9 @@ PlasticityResult evaluate_plasticity_pairs(const PlasticityRows& rows, const Que
     }
   }
 
+  const bool reflect = !model.householder.empty();
+  if (static_cast<int64_t>(model.sign.size()) != dim)
+    throw std::invalid_argument("model: sign must have dim entries");
   pairs.m.assign(n_pairs, 0.0);
   pairs.v.assign(n_pairs, 0.0);
   pairs.pp.assign(n_pairs, 0.0);
@@ -603,15 +631,21 @@ PlasticityResult evaluate_plasticity_pairs(const PlasticityRows& rows, const Que
 #pragma omp for schedule(static)
     for (int64_t p = 0; p < n_pairs; ++p) {
       const int64_t c = pairs.cell[p];
-      const double* k1 = model.k_rot.data() + pairs.first[p] * dim;
-      const double* k2 = model.k_rot.data() + pairs.second[p] * dim;
+      // The keys' difference in the model's basis, w = H(s ∘ (k1 − k2)): O(dim) per pair instead of
+      // rotating every key row up front.
+      const double* k1 = rows.k + pairs.first[p] * dim;
+      const double* k2 = rows.k + pairs.second[p] * dim;
+      double along = 0.0;
+      for (int64_t j = 0; j < dim; ++j) {
+        w[j] = model.sign[j] * (k1[j] - k2[j]);
+        if (reflect) along += w[j] * model.householder[j];
+      }
+      if (reflect)
+        for (int64_t j = 0; j < dim; ++j) w[j] -= 2.0 * along * model.householder[j];
       const double* mu = mean.data() + c * dim;
       const double* sigma2 = var.data() + c * dim;
       double m = 0.0, v = 0.0;
-      for (int64_t j = 0; j < dim; ++j) {
-        w[j] = k1[j] - k2[j];
-        m += mu[j] * w[j];
-      }
+      for (int64_t j = 0; j < dim; ++j) m += mu[j] * w[j];
       if (full) {
         const double* block = cov.data() + c * nd * nd;
         v = sigma2[0] * w[0] * w[0];

@@ -27,13 +27,13 @@ struct Head {
 };
 
 // A one-dimensional model with μ(t) = t and σ² = 1, as the published expected-value test injects.
-spectra::QueryModel unit_model(const Head& h) {
+spectra::QueryModel unit_model(const Head&) {
   spectra::QueryModel m;
   m.dim = 1;
   m.alpha_rot = {0.0};
   m.beta_rot = {1.0};
   m.resid_var = {1.0};
-  m.k_rot = h.k;
+  m.sign = {1.0};  // keys used as they are: no reflection (householder empty)
   return m;
 }
 

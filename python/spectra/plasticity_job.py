@@ -79,9 +79,9 @@ def capture_model(model_name: str, out_root: str | Path, *, checkpoints: bool = 
 def _context_of(name_or_path: str) -> int:
     from transformers import AutoConfig
 
-    from spectra import zoo
+    from spectra.zoo.loading import resolve
 
-    path = zoo.resolve(name_or_path) if name_or_path in zoo.MODEL_NAMES else Path(name_or_path)
+    path = resolve(name_or_path)
     context = getattr(AutoConfig.from_pretrained(str(path)), "max_position_embeddings", None)
     if not context:
         raise ValueError(f"max_length: {name_or_path} names no max_position_embeddings; pass max_length")

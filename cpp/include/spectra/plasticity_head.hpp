@@ -50,7 +50,7 @@ struct QueryModel {
   KsResult resid0_ks{0.0, 1.0};
   double noise_med_abs_skew = 0.0, noise_med_abs_kurt = 0.0;
   std::vector<KsResult> noise_ks;      // one per requested noise dimension
-  std::vector<double> q_rot, k_rot;    // oriented rows times H, (n, dim)
+  std::vector<double> q_rot;           // oriented query rows times H, (n_q, dim); keys are rotated per pair
 };
 
 // Per-dimension signs of the mean of the per-bucket key means (0 → +1): a ±1 diagonal map that
