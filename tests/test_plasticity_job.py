@@ -135,6 +135,8 @@ def test_cli_tiny_llama_at_full_context(tmp_path):
     assert result.exit_code == 0, result.output
     report = pd.read_csv(tmp_path / "model_report.csv")
     assert report["context_length"].tolist() == [2048] and report["n_heads"].tolist() == [32]
+    # A folder without a step (NaN) still gets its quintiles and length bins.
+    assert report[["ap_first_20", "ap_last_20", "ap_drop", "quintile_2", "ap_len_4"]].notna().all().all()
     assert report["ap_overall_rope"].iloc[0] == pytest.approx(report["ap_overall"].iloc[0])
     assert math.isnan(report["ap_overall_nope"].iloc[0])
 
@@ -192,11 +194,12 @@ def test_cli_needs_one_source(tmp_path):
     assert result.exit_code != 0 and "give either --qk" in result.output
 
 
-def test_random_llama_capture_end_to_end(tmp_path):
+def test_random_llama_at_8192_tokens_end_to_end(tmp_path):
     from spectra.plasticity_job import capture_random_llama, run_plasticity
 
-    meta = capture_random_llama(tmp_path / "qk", context_length=512, n_examples=2)
+    meta = capture_random_llama(tmp_path / "qk", context_length=8192, n_examples=1)
     assert meta["peak_rss_mib"] > 0 and meta["model"]["head_dim"] == 64
     run = run_plasticity([tmp_path / "qk"], tmp_path / "out")
-    assert len(run.heads) == 16 and run.report["context_length"].iloc[0] == 512
+    assert len(run.heads) == 16 and run.report["context_length"].iloc[0] == 8192
+    assert run.report["bucket_size"].iloc[0] == 512 and (run.heads["n_q_tokens"] == 8192).all()
     assert run.heads["ap_overall"].between(0, 1).all()

@@ -379,13 +379,14 @@ WalkSum walk_sum(const BirnbaumTingeyLog& log_a, int64_t peak, int64_t last, int
 // index where the empirical CDF first crosses the line) that for large n is hundreds to thousands
 // of terms wide. For a function analytic and bell-shaped on scale σ, the sum over all integers
 // equals the integral, and so does h·Σ over every h-th integer (the trapezoid rule), up to
-// ~e^{−2π²(σ/h)²} (Poisson summation). The continued term is singular at v = −n·x and v = n − n·x,
-// and with the bell's ends (where it drops below e^−46) at distance d from those the error also
-// carries a factor ~e^{−2π·d/h}. h ≤ σ/4 and h ≤ d/6 keep both far below double precision (checked against
-// the full sum over random n ≤ 2·10^5 and n·x² ≤ 360: agreement to ~1e-14, ~1e-13 where the
-// terms themselves are only that accurate), so the sum costs tens to hundreds of terms instead of
-// ~n. When the bell reaches an end of [0, last], the exact truncation matters and every term is
-// summed (h = 1).
+// ~e^{−2π²(σ/h)²} (Poisson summation). The continued term blows up at v = −n·x, and with the bell's
+// left end (where it drops below e^−46) at distance d from there the error also carries a factor
+// ~e^{−2π·d/h}; at the other branch point, v = n − n·x, the terms vanish, and limiting h by the
+// distance to it changed nothing measurable. h ≤ σ/4 and h ≤ d/6 keep the error far below double
+// precision: against the full sum over random n ≤ 2·10^5 and n·x² ≤ 360 it agrees to ~1e-14
+// (~1e-13 where the terms themselves are only that accurate), while d/3 already shows 1e-11.
+// The sum then costs ~100–300 terms instead of ~n. When the bell reaches an end of [0, last], the
+// exact truncation matters and every term is summed (h = 1).
 double smirnov_lower_sum(int64_t n, double x, const DD& nx, int64_t last) {
   const BirnbaumTingeyLog log_a(n, x, nx);
   const double c = nx.hi;
@@ -420,22 +421,13 @@ double smirnov_lower_sum(int64_t n, double x, const DD& nx, int64_t last) {
   int64_t h = 1;
   const double cut = log_a(peak_i) - kNegligibleLog;
   if (width >= 2 * kWidthSteps && log_a(0) < cut && log_a(last) < cut) {
-    // The bell's ends: the nearest v on each side of the peak whose term is negligible (bisection),
-    // and their distances to the singular points −c and n − c.
+    // The bell's left end: the largest v ≤ peak whose term is negligible (bisection).
     int64_t a = 0, b = peak_i;
     while (b - a > 1) {
       const int64_t mid = a + (b - a) / 2;
       (log_a(mid) < cut ? a : b) = mid;
     }
-    const double d_left = static_cast<double>(a) + c;
-    a = peak_i;
-    b = last;
-    while (b - a > 1) {
-      const int64_t mid = a + (b - a) / 2;
-      (log_a(mid) < cut ? b : a) = mid;
-    }
-    const double d_right = static_cast<double>(n) - c - static_cast<double>(b);
-    const double h_max = std::min(width / kWidthSteps, std::min(d_left, d_right) / kSingularitySteps);
+    const double h_max = std::min(width / kWidthSteps, (static_cast<double>(a) + c) / kSingularitySteps);
     h = std::max<int64_t>(static_cast<int64_t>(h_max), 1);
   }
   const WalkSum s = walk_sum(log_a, peak_i, last, h);

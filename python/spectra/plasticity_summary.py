@@ -29,7 +29,9 @@ __all__ = ["LENGTH_FRACTIONS", "fractions", "model_report", "profile", "score_co
 #: Edges of the per-length bins as fractions of the context (doubling ranges).
 LENGTH_FRACTIONS = (0.0, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)
 
-_KEYS = ["checkpoint", "step", "layer", "head", "kv_head"]
+# Columns that identify a head; ``step`` is left out because it is NaN for folders without a step
+# (pandas drops NaN group keys), and ``checkpoint`` already names the folder.
+_KEYS = ["checkpoint", "layer", "head", "kv_head"]
 
 
 def _keys(frame: pd.DataFrame) -> list[str]:
@@ -58,6 +60,8 @@ def profile(tables: PlasticityTables) -> pd.DataFrame:
     # Several key buckets per query bucket (published): the point is their mean, as the published plot.
     points = (cells.groupby(keys + ["q_cell"], sort=True, dropna=False)
               .agg(tau=("tau", "first"), n_queries=("n_queries", "first"), ap=("ap", "mean")).reset_index())
+    if "step" in cells.columns:
+        points.insert(1, "step", points["checkpoint"].map(cells.groupby("checkpoint")["step"].first()))
     contexts = _context_lengths(tables)
     if "checkpoint" in points.columns:
         length = points["checkpoint"].map(contexts).astype(float)
