@@ -326,14 +326,17 @@ def _heatmap(pairs: pd.DataFrame, bin_width: int) -> pd.DataFrame:
     """PP summed per (inter-key distance bin, query-to-midpoint distance bin) over the used draws."""
     if bin_width < 1:
         raise ValueError(f"heatmap_bin must be >= 1; got {bin_width}")
-    used = pairs[pairs["used"]]
-    delta_bin = (used["key_distance"].to_numpy() // bin_width).astype(np.int64)
-    distance_bin = np.floor(used["query_distance"].to_numpy() / bin_width).astype(np.int64)
-    frame = pd.DataFrame({"delta_bin": delta_bin, "distance_bin": distance_bin, "pp": used["pp"].to_numpy()})
-    grouped = frame.groupby(["delta_bin", "distance_bin"], sort=True)["pp"].agg(["sum", "count"]).reset_index()
+    used = pairs["used"].to_numpy()
+    delta_bin = (pairs["key_distance"].to_numpy()[used] // bin_width).astype(np.int64)
+    distance_bin = np.floor(pairs["query_distance"].to_numpy()[used] / bin_width).astype(np.int64)
+    # One integer per (delta, distance) bin, then bincount: a groupby without pandas' overhead.
+    offset = int(distance_bin.min()) if len(distance_bin) else 0
+    span = int(distance_bin.max()) - offset + 1 if len(distance_bin) else 1
+    cells, index = np.unique(delta_bin * span + (distance_bin - offset), return_inverse=True)
     return pd.DataFrame({
-        "delta_bin": grouped["delta_bin"].astype(np.int64), "distance_bin": grouped["distance_bin"].astype(np.int64),
-        "bin_width": bin_width, "pp_sum": grouped["sum"].astype(float), "n_pairs": grouped["count"].astype(np.int64),
+        "delta_bin": cells // span, "distance_bin": cells % span + offset, "bin_width": bin_width,
+        "pp_sum": np.bincount(index, weights=pairs["pp"].to_numpy()[used], minlength=len(cells)),
+        "n_pairs": np.bincount(index, minlength=len(cells)).astype(np.int64),
     })
 
 
