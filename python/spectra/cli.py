@@ -372,3 +372,28 @@ def plasticity_command(qk_dirs, model_name, checkpoints, n_examples, max_length,
     except (ValueError, FileNotFoundError) as error:
         raise click.ClickException(str(error)) from error
     print_plasticity_run(run, click.echo)
+
+
+@main.command("report")
+@click.argument("result_dir", type=click.Path())
+@click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False),
+              help="HTML file to write (default: RESULT_DIR/report.html).")
+@click.option("--model", "model_name", default=None,
+              help="Model for the attention viewer and the taxonomy classes (default: the one the result folder names).")
+@click.option("--no-model", is_flag=True, help="Do not load the model: no attention viewer, only the classes the folder holds.")
+@click.option("--n-samples", default=2, show_default=True, type=click.IntRange(1, 3),
+              help="Held-out windows in the attention viewer.")
+@click.option("--max-tokens", default=64, show_default=True, type=click.IntRange(2, 64),
+              help="Tokens per window in the attention viewer.")
+def report_command(result_dir, out_path, model_name, no_model, n_samples, max_tokens) -> None:
+    """One self-contained HTML file summarising a result folder of any Spectra job: run metadata, a layer x head
+    grid coloured by a per-head metric with each head's class, an attention viewer for the selected head, and the
+    folder's figures."""
+    from spectra.report import write_report
+
+    try:
+        path = write_report(result_dir, out_path, model=model_name, with_model=not no_model, n_samples=n_samples,
+                            max_tokens=max_tokens)
+    except (ValueError, FileNotFoundError) as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"spectra report: {path}")

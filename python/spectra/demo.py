@@ -49,7 +49,8 @@ def run_demo(
     progress: bool = True,
 ) -> ProfileResult:
     """Profiles ``model`` on the held-out text into ``out_dir`` (a previous result folder there is
-    replaced), prints where the figures are and a per-layer summary, and returns the result.
+    replaced), prints where the figures are and a per-layer summary, writes ``<out_dir>/report.html``
+    (``spectra.report``) and returns the result.
 
     Example:
         >>> import tempfile
@@ -83,4 +84,7 @@ def run_demo(
     seconds = time.perf_counter() - start
     print_result(result)
     print(f"{len(windows) * context_length} tokens profiled and analysed in {seconds:.1f} s")
+    from spectra.report import write_report
+
+    print(f"report: {write_report(out)}")
     return result
