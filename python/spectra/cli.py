@@ -397,3 +397,39 @@ def report_command(result_dir, out_path, model_name, no_model, n_samples, max_to
     except (ValueError, FileNotFoundError) as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"spectra report: {path}")
+
+
+# ---- spectra run ----------------------------------------------------------------------------
+
+@main.command("run")
+@click.argument("config_path", metavar="CONFIG.yaml", type=click.Path(dir_okay=False))
+@click.option("--engine", "engine_name", default="local", show_default=True, type=click.Choice(["local", "ray"]),
+              help="local: tasks one after the other in this process; ray: tasks on a Ray cluster.")
+@click.option("--address", default=None,
+              help="With --engine ray: the cluster to join ('auto' for a running one); default: start a local one.")
+@click.option("--workers", default=None, type=click.IntRange(min=1),
+              help="With --engine ray: tasks running at once (and the CPUs of a local cluster); default: all CPUs.")
+@click.option("--max-retries", default=3, show_default=True, type=click.IntRange(min=0),
+              help="With --engine ray: retries of a task whose worker died or that raised.")
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False), help="Result folder (default: the config's out).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def run_command(config_path, engine_name, address, workers, max_retries, out_dir, quiet) -> None:
+    """A job from a YAML file (kind: profile, models: [...], checkpoints: ..., n_samples, context_length,
+    samples_per_shard, out) split into tasks by (model or checkpoint, sample shard), each writing its own shard;
+    a rerun skips the finished shards. The result folders are the same whatever the engine and worker count."""
+    from spectra.engine import load_config, make_engine, run
+
+    if engine_name == "local" and (address is not None or workers is not None):
+        raise click.UsageError("--address and --workers go with --engine ray")
+    try:
+        config = load_config(config_path)
+        engine = make_engine(engine_name, address=address, workers=workers, max_retries=max_retries)
+        result = run(config, engine, out=out_dir, progress=not quiet, command_line=sys.argv)
+    except (ValueError, FileNotFoundError, NotImplementedError, RuntimeError) as error:
+        raise click.ClickException(str(error).strip("'\"")) from error
+    report = result.report
+    click.echo(f"spectra run ({report.engine}): {len(report.computed)} task(s) computed, {len(report.skipped)} "
+               f"skipped (already done), {report.seconds:.1f} s -> {result.out}")
+    for label, item in result.results.items():
+        click.echo(f"  {label}: {item.meta['run']['n_samples']} samples, {len(item.shards)} shards, "
+                   f"verdict {item.summary.get('verdict')}")
