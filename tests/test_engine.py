@@ -242,3 +242,12 @@ def test_ray_task_failing_every_retry_is_reported_and_resumable(ray_cluster, loc
     result = run(config, RayEngine(num_workers=2), progress=False)
     assert len(result.report.computed) == 2
     assert_same_output(out / "tiny-llama", local_run[0] / "tiny-llama")
+
+
+def test_the_example_config_plans():
+    """configs/runs/profile.yaml (kept out of configs/*.yaml, which holds the sweep experiments)."""
+    from spectra import engine
+
+    config = engine.load_config(Path(__file__).parents[1] / "configs" / "runs" / "profile.yaml")
+    tasks = engine.plan(config)
+    assert len(tasks) == 32 and len({t.id for t in tasks}) == 32
