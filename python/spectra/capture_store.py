@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,6 +203,49 @@ def read_sliding_window(
     if pa.types.is_null(column.type):
         return np.full(len(column), np.nan)
     return column.to_pandas().to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+@dataclass(frozen=True)
+class QKFolder:
+    """A capture folder opened for per-head analyses: its captured (layer, head) pairs per kind, its
+    sidecar (empty for qk-sniffer folders) and the KV head of each query head."""
+
+    path: Path
+    files: dict[str, list[tuple[int, int]]]
+    sidecar: dict[str, Any]
+    gqa_group: int | None
+
+    def kv_head(self, head: int) -> int:
+        """The KV head of query ``head``: the sidecar's ``kv_head_map``, else ``head // gqa_group``."""
+        kv_map = self.sidecar.get("kv_head_map")
+        if kv_map is not None:
+            if head >= len(kv_map):
+                raise ValueError(f"qk: query head {head} is outside the capture's kv_head_map ({len(kv_map)} heads)")
+            return int(kv_map[head])
+        return head // self.gqa_group
+
+
+def open_qk_folder(qk_dir: str | os.PathLike, gqa_group: int | None = None) -> QKFolder:
+    """Lists a capture folder's ``l{LL}h{HH}{q|k}/data.parquet`` files and reads its sidecar; errors
+    name the argument when the folder, its query captures, or the KV-head mapping is missing."""
+    folder = Path(qk_dir)
+    if not folder.is_dir():
+        raise ValueError(f"qk: {folder} is not a folder")
+    files = {kind: sorted((int(m.group(1)), int(m.group(2))) for p in folder.iterdir()
+                          if (m := re.fullmatch(rf"l(\d+)h(\d+){kind}", p.name)) and (p / "data.parquet").is_file())
+             for kind in ("q", "k")}
+    if not files["q"]:
+        raise ValueError(f"qk: no query captures (l<L>h<H>q/data.parquet) in {folder}")
+    try:
+        sidecar = read_sidecar(folder)
+    except FileNotFoundError:
+        sidecar = {}
+    if sidecar.get("kv_head_map") is None and gqa_group is None:
+        raise ValueError(f"gqa_group: {folder} has no spectra_capture.json naming the KV head of each query head; "
+                         "pass gqa_group (query heads per KV head)")
+    if gqa_group is not None and (isinstance(gqa_group, bool) or not isinstance(gqa_group, int) or gqa_group < 1):
+        raise ValueError(f"gqa_group: expected an integer >= 1; got {gqa_group!r}")
+    return QKFolder(folder, files, sidecar, gqa_group)
 
 
 def read_sidecar(out_dir: str | os.PathLike) -> dict[str, Any]:

@@ -332,37 +332,14 @@ def capture_table(qk_dir, *, n_components: int = 10, axis_b: AxisB = "centroid",
         >>> tables.heads[["layer", "head", "kv_head"]].values.tolist(), sorted(set(tables.correlations["kind"]))
         ([[2, 0, 0], [2, 7, 1]], ['k', 'q'])
     """
-    from spectra.capture_store import read_capture, read_sidecar
+    from spectra.capture_store import open_qk_folder, read_capture
 
     options = _Options(n_components, axis_b, hi, lo, n_planes, active_threshold)
     options.check()
     if max_rows is not None:
         _check_count("max_rows", max_rows, 2)
-    folder = Path(qk_dir)
-    if not folder.is_dir():
-        raise ValueError(f"qk: {folder} is not a folder")
-    files = {kind: sorted((int(m.group(1)), int(m.group(2))) for p in folder.iterdir()
-                          if (m := re.fullmatch(rf"l(\d+)h(\d+){kind}", p.name)) and (p / "data.parquet").is_file())
-             for kind in ("q", "k")}
-    if not files["q"]:
-        raise ValueError(f"qk: no query captures (l<L>h<H>q/data.parquet) in {folder}")
-    try:
-        sidecar = read_sidecar(folder)
-    except FileNotFoundError:
-        sidecar = {}
-    kv_map = sidecar.get("kv_head_map")
-    if kv_map is None and gqa_group is None:
-        raise ValueError(f"gqa_group: {folder} has no spectra_capture.json naming the KV head of each query head; "
-                         "pass gqa_group (query heads per KV head)")
-    if gqa_group is not None:
-        _check_count("gqa_group", gqa_group, 1)
-
-    def kv_of(head: int) -> int:
-        if kv_map is not None:
-            if head >= len(kv_map):
-                raise ValueError(f"qk: query head {head} is outside the capture's kv_head_map ({len(kv_map)} heads)")
-            return int(kv_map[head])
-        return head // gqa_group
+    qk = open_qk_folder(qk_dir, gqa_group)
+    folder, files, sidecar, kv_of = qk.path, qk.files, qk.sidecar, qk.kv_head
 
     def read(layer: int, head: int, kind: str):
         if (layer, head) not in files[kind]:

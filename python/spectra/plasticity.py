@@ -31,7 +31,6 @@ turns the result into profiles, deciles, heatmaps and the model report.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -367,12 +366,6 @@ class PlasticityTables:
     meta: dict = field(default_factory=dict)
 
 
-def _capture_files(folder: Path) -> dict[str, list[tuple[int, int]]]:
-    return {kind: sorted((int(m.group(1)), int(m.group(2))) for p in folder.iterdir()
-                         if (m := re.fullmatch(rf"l(\d+)h(\d+){kind}", p.name)) and (p / "data.parquet").is_file())
-            for kind in ("q", "k")}
-
-
 def analyze(qk_dir, mode: Mode = "thesis", *, heads: Iterable[tuple[int, int]] | None = None,
             bucket_size: int | None = None, context_length: int | None = None, gqa_group: int | None = None,
             progress: bool = False, **options) -> PlasticityTables:
@@ -397,22 +390,10 @@ def analyze(qk_dir, mode: Mode = "thesis", *, heads: Iterable[tuple[int, int]] |
         >>> tables.heads[["layer", "head", "kv_head"]].values.tolist(), tables.meta["context_length"]
         ([[1, 0, 0], [1, 5, 1]], 256)
     """
-    from spectra.capture_store import read_capture, read_sidecar, read_sliding_window
+    from spectra.capture_store import open_qk_folder, read_capture, read_sliding_window
 
-    folder = Path(qk_dir)
-    if not folder.is_dir():
-        raise ValueError(f"qk: {folder} is not a folder")
-    files = _capture_files(folder)
-    if not files["q"]:
-        raise ValueError(f"qk: no query captures (l<L>h<H>q/data.parquet) in {folder}")
-    try:
-        sidecar = read_sidecar(folder)
-    except FileNotFoundError:
-        sidecar = {}
-    kv_map = sidecar.get("kv_head_map")
-    if kv_map is None and gqa_group is None:
-        raise ValueError(f"gqa_group: {folder} has no spectra_capture.json naming the KV head of each query head; "
-                         "pass gqa_group (query heads per KV head)")
+    qk = open_qk_folder(qk_dir, gqa_group)
+    folder, files, sidecar, kv_of = qk.path, qk.files, qk.sidecar, qk.kv_head
     targets = files["q"]
     if heads is not None:
         wanted = {(int(a), int(b)) for a, b in heads}
@@ -420,13 +401,6 @@ def analyze(qk_dir, mode: Mode = "thesis", *, heads: Iterable[tuple[int, int]] |
         if missing:
             raise ValueError(f"heads: {missing} not captured in {folder}; captured: {targets}")
         targets = [t for t in targets if t in wanted]
-
-    def kv_of(head: int) -> int:
-        if kv_map is not None:
-            if head >= len(kv_map):
-                raise ValueError(f"qk: query head {head} is outside the capture's kv_head_map ({len(kv_map)} heads)")
-            return int(kv_map[head])
-        return head // gqa_group
 
     sampler_bucket = (sidecar.get("sampler") or {}).get("bucket_size")
     if bucket_size is None and sampler_bucket and int(sampler_bucket) > 1:
