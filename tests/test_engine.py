@@ -94,10 +94,11 @@ def test_plan_all_checkpoints_of_a_zoo_model():
 def test_config_errors_name_the_problem():
     with pytest.raises(ValueError, match="allowed kinds are " + ", ".join(KINDS)):
         check_config({"kind": "profiling", "out": "x"})
-    for kind in ("capture", "sweep", "dynamics", "geometry", "plasticity"):
-        with pytest.raises(NotImplementedError, match=f"'{kind}' does not run on the engines yet; supported so far: "
-                                                      "profile"):
-            check_config({"kind": kind})
+    with pytest.raises(ValueError, match="no 'out' folder"):
+        check_config({"kind": "profile", "models": "tiny-llama", "context_length": 8})
+    with pytest.raises(ValueError, match="device_map: 'everywhere'; allowed values are auto"):
+        check_config({"kind": "profile", "models": "tiny-llama", "context_length": 8, "out": "x",
+                      "device_map": "everywhere"})
     with pytest.raises(ValueError, match="unknown key.*batch"):
         check_config({"kind": "profile", "models": "tiny-llama", "context_length": 8, "out": "x", "batch": 3})
     with pytest.raises(ValueError, match="no models and no checkpoints"):
@@ -183,9 +184,9 @@ def test_cli_run_local_and_its_errors(tmp_path):
     assert "1 task(s) computed, 0 skipped" in result.output and "tiny-llama: 2 samples, 1 shards" in result.output
     result = runner.invoke(main, ["run", str(config), "--quiet"])
     assert "0 task(s) computed, 1 skipped" in result.output
-    config.write_text("kind: dynamics\ncheckpoints: tiny-qwen3\nout: x\n")
+    config.write_text("kind: profiling\ncheckpoints: tiny-qwen3\nout: x\n")
     result = runner.invoke(main, ["run", str(config)])
-    assert result.exit_code == 1 and "supported so far: profile" in result.output
+    assert result.exit_code == 1 and "allowed kinds are profile, capture" in result.output
     config.write_text("kind: nonsense\n")
     result = runner.invoke(main, ["run", str(config)])
     assert result.exit_code == 1 and "allowed kinds are profile, capture, sweep, dynamics, geometry, plasticity" in \

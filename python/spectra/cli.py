@@ -414,9 +414,10 @@ def report_command(result_dir, out_path, model_name, no_model, n_samples, max_to
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False), help="Result folder (default: the config's out).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def run_command(config_path, engine_name, address, workers, max_retries, out_dir, quiet) -> None:
-    """A job from a YAML file (kind: profile, models: [...], checkpoints: ..., n_samples, context_length,
-    samples_per_shard, out) split into tasks by (model or checkpoint, sample shard), each writing its own shard;
-    a rerun skips the finished shards. The result folders are the same whatever the engine and worker count."""
+    """A job from a YAML file (kind: profile | capture | sweep | dynamics | geometry | plasticity, models: [...],
+    checkpoints: ..., out, and the kind's settings; examples in configs/runs/) split into tasks by (model or
+    checkpoint, sample shard), each writing its own shard; a rerun skips the finished shards. The result folders
+    are the same whatever the engine and worker count."""
     from spectra.engine import load_config, make_engine, run
 
     if engine_name == "local" and (address is not None or workers is not None):
@@ -430,6 +431,8 @@ def run_command(config_path, engine_name, address, workers, max_retries, out_dir
     report = result.report
     click.echo(f"spectra run ({report.engine}): {len(report.computed)} task(s) computed, {len(report.skipped)} "
                f"skipped (already done), {report.seconds:.1f} s -> {result.out}")
+    from spectra.engine import kind_module
+
+    describe = kind_module(result.kind).describe
     for label, item in result.results.items():
-        click.echo(f"  {label}: {item.meta['run']['n_samples']} samples, {len(item.shards)} shards, "
-                   f"verdict {item.summary.get('verdict')}")
+        click.echo(f"  {describe(label, item)}")

@@ -1,28 +1,25 @@
 """Running a job as independent tasks, in-process or on a Ray cluster: ``spectra run CONFIG.yaml``.
 
-A run is split into :class:`Task` s, one per (model or checkpoint, sample shard). A task is a
-picklable description (job kind, model, shard index, sample range, its token windows, output
-path, options); :func:`run_task` computes it and writes exactly one file, named by the task, via a
-temporary name and ``os.replace``, so a retried or duplicated task overwrites its own shard rather
-than adding one and a killed task leaves at most a hidden ``.*.tmp`` file. Engines only decide
-where tasks run: :class:`LocalEngine` in this process one after the other, :class:`RayEngine` as
-Ray tasks (retried when a worker dies or a task raises). The merge step then builds the result
-folders from the shards alone, so a run's output is the same whatever the engine and the number of
-workers, and a rerun skips every task whose shard is already on disk (rerun = resume).
+A run is split into :class:`Task` s, one per (model or checkpoint, sample shard) — or whatever unit
+the job kind's work divides into (a target head of a sweep, a checkpoint of a dynamics series). A
+task is a picklable description (job kind, model, shard, sample range, its inputs, output path,
+options); :func:`run_task` computes it and writes exactly one result shard — a Parquet file or a
+folder — named by the task, via a temporary name and ``os.replace``, so a retried or duplicated
+task overwrites its own shard rather than adding one and a killed task leaves at most a hidden
+``.*.tmp`` entry. Every shard carries a stamp (task id, a fingerprint of everything that determines
+its content, the model identity), so a rerun skips exactly the tasks whose shard is on disk and
+current (rerun = resume), and a folder of another configuration is refused.
 
-Only the ``profile`` kind runs on engines so far. Layout of ``out`` for ``kind: profile``::
+Engines only decide where tasks run: :class:`LocalEngine` in this process one after the other,
+:class:`RayEngine` as Ray tasks (retried when a worker dies or a task raises). The kind's merge
+then builds the result folders from the shards alone, so a run's output is the same whatever the
+engine and the number of workers.
 
-    run.json                       the plan: kind, normalised config, one entry per model/checkpoint
-    <label>/                       one folder per model or checkpoint, exactly what run_profile writes:
-        meta.json                  model identity, run configuration, run_hash (as spectra profile)
-        tokens/shard-00000.parquet per-token metrics of samples [0, samples_per_shard), one per task
-        head_summary.parquet/.csv, correlations_*.parquet, summary.json, figures/ ...
-
-``<label>`` is the zoo name (``tiny-llama``), a checkpoint as ``<model>-<step folder>``
-(``tiny-qwen3-step-001600``), or a local folder's name. A shard holds the samples
-``[shard * samples_per_shard, ...)`` profiled in one forward pass, exactly as ``spectra profile
---batch-size samples_per_shard`` would, so the two produce the same shards and the same
-``run_hash``.
+Each job kind lives in ``spectra.engine_<kind>`` (``KEYS``, ``check``, ``plan``, ``compute``,
+``merge``, ``describe``); see each module for its tasks and layout. ``plan`` may depend on finished
+shards (a sweep whose target heads come from a gain map computed first): :func:`run` plans,
+executes, and plans again until every planned task is done. Every run folder holds ``run.json``
+(the kind, the normalised config, the task ids).
 
 Example:
     >>> import tempfile
@@ -39,21 +36,24 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
-import sys
+import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 __all__ = [
+    "COMMON_KEYS",
     "KINDS",
-    "SUPPORTED_KINDS",
     "EngineReport",
     "LocalEngine",
     "RayEngine",
@@ -61,27 +61,34 @@ __all__ = [
     "Task",
     "TaskResult",
     "check_config",
+    "entries",
+    "folder_shard",
+    "is_done",
+    "kind_module",
     "load_config",
+    "load_task_model",
     "make_engine",
-    "merge_profile",
+    "model_identity",
     "plan",
-    "plan_profile",
+    "read_stamp",
     "run",
     "run_task",
+    "write_parquet_shard",
 ]
 
-#: Every job kind of ``spectra run``; :data:`SUPPORTED_KINDS` are those the engines run so far.
+#: Every job kind of ``spectra run``; kind ``k`` is implemented by the module ``spectra.engine_k``.
 KINDS: tuple[str, ...] = ("profile", "capture", "sweep", "dynamics", "geometry", "plasticity")
-SUPPORTED_KINDS: tuple[str, ...] = ("profile",)
 ENGINES: tuple[str, ...] = ("local", "ray")
 RUN_FILE = "run.json"
-TASK_KEY = b"spectra.task"  # Parquet key-value metadata of a shard: task id, fingerprint, model identity
+STAMP_FILE = "task.json"  # the stamp of a folder shard, written inside it before it is renamed into place
+TASK_KEY = b"spectra.task"  # Parquet key-value metadata of a file shard: task id, fingerprint, model identity
+MAX_STAGES = 8  # plan → execute rounds of one run (kinds with a later stage need two)
+DEVICE_MAPS: tuple[str, ...] = ("auto", "balanced", "balanced_low_0", "sequential")
 
-_PROFILE_KEYS = {
-    "kind": None, "models": None, "checkpoints": None, "data": None, "context_length": None, "n_samples": None,
-    "samples_per_shard": 8, "out": None, "layers": None, "heads": None, "metrics": None, "threshold": 0.9,
-    "ignore_first": 2, "n_permutations": 100, "dtype": "float32", "attn_implementation": "sdpa", "device": "cpu",
-    "device_map": None, "gpus_per_task": None,
+#: Keys every kind accepts, with their defaults; each kind adds its own (``spectra.engine_<kind>.KEYS``).
+COMMON_KEYS: dict[str, Any] = {
+    "kind": None, "models": None, "checkpoints": None, "out": None, "dtype": "float32", "attn_implementation": "sdpa",
+    "device": "cpu", "device_map": None, "gpus_per_task": None,
 }
 
 
@@ -114,18 +121,20 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
     return {str(k).replace("-", "_"): v for k, v in loaded.items()}
 
 
-def _check_kind(kind: Any) -> str:
+def kind_module(kind: Any) -> ModuleType:
+    """The module implementing a job kind (``spectra.engine_<kind>``).
+
+    Example:
+        >>> kind_module("profile").__name__
+        'spectra.engine_profile'
+    """
     if kind not in KINDS:
         raise ValueError(f"kind: {kind!r} is not a job kind; allowed kinds are {', '.join(KINDS)}")
-    if kind not in SUPPORTED_KINDS:
-        raise NotImplementedError(
-            f"kind: {kind!r} does not run on the engines yet; supported so far: {', '.join(SUPPORTED_KINDS)} "
-            f"(run it with 'spectra {kind}' meanwhile)"
-        )
-    return kind
+    return importlib.import_module(f"spectra.engine_{kind}")
 
 
-def _as_list(value: Any, key: str) -> list:
+def as_list(value: Any, key: str) -> list:
+    """``value`` as a list: None → [], one name → [name]."""
     if value is None:
         return []
     if isinstance(value, (str, os.PathLike)):
@@ -135,7 +144,8 @@ def _as_list(value: Any, key: str) -> list:
     raise ValueError(f"{key}: expected a name or a list of names; got {value!r}")
 
 
-def _int_list(value: Any, key: str) -> list[int] | None:
+def int_list(value: Any, key: str) -> list[int] | None:
+    """``"0,2,5-7"``, an integer or a list of integers as a list (None stays None)."""
     if value is None:
         return None
     if isinstance(value, str):
@@ -152,7 +162,8 @@ def _int_list(value: Any, key: str) -> list[int] | None:
     raise ValueError(f"{key}: expected e.g. '0,2,5-7' or a list of integers; got {value!r}")
 
 
-def _positive_int(value: Any, key: str, *, optional: bool = False) -> int | None:
+def positive_int(value: Any, key: str, *, optional: bool = False) -> int | None:
+    """``value`` when it is an integer >= 1 (or None with ``optional``), else a ValueError naming ``key``."""
     if value is None and optional:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -160,75 +171,65 @@ def _positive_int(value: Any, key: str, *, optional: bool = False) -> int | None
     return value
 
 
+def _check_device_map(value: Any) -> Any:
+    if value is None or value in DEVICE_MAPS:
+        return value
+    if isinstance(value, Mapping) and value and all(isinstance(k, str) for k in value):
+        return dict(value)
+    raise ValueError(f"device_map: {value!r}; allowed values are {', '.join(DEVICE_MAPS)} or a mapping of module "
+                     "names to devices (0, 'cuda:1', 'cpu', 'disk')")
+
+
 def check_config(config: Mapping[str, Any], *, out: str | os.PathLike | None = None) -> dict[str, Any]:
     """The config with every key checked and defaults filled in; ``out`` (``--out``) overrides the config's.
 
-    Keys of ``kind: profile``: ``models`` (zoo names, ``all-minilm-l6-v2`` or model folders) and/or
-    ``checkpoints`` (a zoo model with checkpoints, e.g. ``tiny-qwen3``, for all of them, or
-    checkpoint folders), ``context_length`` (required), ``n_samples`` (default: all windows of the
-    data), ``samples_per_shard`` (8), ``out``, and as in ``spectra profile``: ``data``, ``layers``,
-    ``heads``, ``metrics``, ``threshold``, ``ignore_first``, ``n_permutations``, ``dtype``,
-    ``attn_implementation``; placement: ``device`` (``cpu`` | ``cuda``), ``device_map`` (``auto``:
-    a model larger than one GPU, via accelerate), ``gpus_per_task`` (default 1 with ``device:
-    cuda``, else 0; what a Ray task requests).
+    Keys of every kind: ``kind`` (one of :data:`KINDS`), ``models`` (zoo names,
+    ``all-minilm-l6-v2`` or model folders) and/or ``checkpoints`` (a zoo model with checkpoints,
+    e.g. ``tiny-qwen3``, for all of them, or checkpoint folders), ``out``, ``dtype``,
+    ``attn_implementation``; placement: ``device`` (``cpu`` | ``cuda``), ``device_map`` (``auto``
+    and accelerate's other strategies, or a mapping: a model larger than one GPU, loaded through
+    accelerate), ``gpus_per_task`` (default 1 with ``device: cuda``, else 0; what a Ray task
+    requests). The kind's own keys are in ``spectra.engine_<kind>.KEYS`` (see its ``check``).
 
     Example:
         >>> check_config({"kind": "profile", "models": "tiny-llama", "context_length": 32, "out": "x"})["samples_per_shard"]
         8
-        >>> check_config({"kind": "geometry"})
+        >>> check_config({"kind": "profile", "models": "tiny-llama", "context_length": 32, "out": "x", "alpha": 1})
         Traceback (most recent call last):
         ...
-        NotImplementedError: kind: 'geometry' does not run on the engines yet; supported so far: profile (run it with 'spectra geometry' meanwhile)
+        ValueError: config: unknown key(s) alpha; allowed keys for kind profile are attn_implementation, checkpoints, context_length, data, device, device_map, dtype, gpus_per_task, heads, ignore_first, kind, layers, metrics, models, n_permutations, n_samples, out, samples_per_shard, threshold
     """
     if not isinstance(config, Mapping):
         raise ValueError(f"config: expected a mapping; got {type(config).__name__}")
     config = {str(k).replace("-", "_"): v for k, v in config.items()}
-    _check_kind(config.get("kind"))
-    unknown = sorted(k for k in config if k not in _PROFILE_KEYS)
+    module = kind_module(config.get("kind"))
+    keys = {**COMMON_KEYS, **module.KEYS}
+    unknown = sorted(k for k in config if k not in keys)
     if unknown:
-        raise ValueError(f"config: unknown key(s) {', '.join(unknown)}; allowed keys for kind profile are "
-                         f"{', '.join(sorted(_PROFILE_KEYS))}")
-    checked = {**_PROFILE_KEYS, **config}
+        raise ValueError(f"config: unknown key(s) {', '.join(unknown)}; allowed keys for kind {config['kind']} are "
+                         f"{', '.join(sorted(keys))}")
+    checked = {**keys, **config}
     if out is not None:
         checked["out"] = str(out)
     if checked["out"] is None:
         raise ValueError("out: the config has no 'out' folder; add one or pass --out")
     checked["out"] = str(Path(checked["out"]).absolute())  # workers may run elsewhere than the driver's cwd
-    checked["models"] = [str(m) for m in _as_list(checked["models"], "models")]
-    checked["checkpoints"] = [str(m) for m in _as_list(checked["checkpoints"], "checkpoints")]
+    checked["models"] = [str(m) for m in as_list(checked["models"], "models")]
+    checked["checkpoints"] = [str(m) for m in as_list(checked["checkpoints"], "checkpoints")]
     if not checked["models"] and not checked["checkpoints"]:
         raise ValueError("models: the config names no models and no checkpoints")
-    checked["context_length"] = _positive_int(checked["context_length"], "context_length")
-    checked["n_samples"] = _positive_int(checked["n_samples"], "n_samples", optional=True)
-    checked["samples_per_shard"] = _positive_int(checked["samples_per_shard"], "samples_per_shard")
-    checked["layers"] = _int_list(checked["layers"], "layers")
-    checked["heads"] = _int_list(checked["heads"], "heads")
-    from spectra.profile import check_metrics, check_threshold
-    from spectra.profile_job import DEFAULT_METRICS
-
-    metrics = checked["metrics"]
-    if isinstance(metrics, str):
-        metrics = [m.strip() for m in metrics.split(",") if m.strip()]
-    checked["metrics"] = list(check_metrics(DEFAULT_METRICS if metrics is None else metrics))
-    checked["threshold"] = check_threshold(checked["threshold"])
-    if not isinstance(checked["ignore_first"], int) or checked["ignore_first"] < 0:
-        raise ValueError(f"ignore_first: expected an integer >= 0; got {checked['ignore_first']!r}")
-    checked["n_permutations"] = _positive_int(checked["n_permutations"], "n_permutations")
     for key, allowed in (("dtype", ("float32", "float16", "bfloat16")), ("attn_implementation", ("sdpa", "eager")),
-                         ("device", ("cpu", "cuda")), ("device_map", (None, "auto"))):
+                         ("device", ("cpu", "cuda"))):
         if checked[key] not in allowed:
             raise ValueError(f"{key}: {checked[key]!r}; allowed values are {', '.join(map(str, allowed))}")
-    if checked["device_map"] is not None and checked["device"] != "cuda":
-        raise ValueError("device_map: 'auto' spreads a model over GPUs and needs device: cuda")
+    checked["device_map"] = _check_device_map(checked["device_map"])
     gpus = checked["gpus_per_task"]
     if gpus is None:
         gpus = 1 if checked["device"] == "cuda" else 0
     if not isinstance(gpus, (int, float)) or isinstance(gpus, bool) or gpus < 0:
         raise ValueError(f"gpus_per_task: expected a number >= 0; got {gpus!r}")
     checked["gpus_per_task"] = gpus
-    if checked["data"] is not None:
-        checked["data"] = str(checked["data"])
-    return checked
+    return module.check(checked)
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,18 +237,28 @@ def check_config(config: Mapping[str, Any], *, out: str | os.PathLike | None = N
 # --------------------------------------------------------------------------------------------
 
 
-def _sha256(obj: Any) -> str:
+def sha256_of(obj: Any) -> str:
+    """sha256 of ``obj``'s canonical JSON (sorted keys; non-JSON values by ``str``)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _digest_array(array: np.ndarray | None) -> str | None:
+    if array is None:
+        return None
+    array = np.ascontiguousarray(array)
+    return hashlib.sha256(f"{array.dtype}{array.shape}".encode() + array.tobytes()).hexdigest()
 
 
 @dataclass(frozen=True, eq=False)
 class Task:
-    """One unit of work: a shard of samples of one model or checkpoint; picklable, self-contained.
+    """One unit of work: what one shard of a run holds; picklable, self-contained.
 
-    ``samples`` is the half-open range ``[lo, hi)`` of global sample indices and ``input_ids`` the
-    ``(hi - lo, context_length)`` token windows themselves (tokenised once when planning, so every
-    engine and retry sees the same tokens). ``options`` holds the job's settings; ``num_gpus`` is
-    what a Ray task requests.
+    ``samples`` is the half-open range ``[lo, hi)`` of global sample (or example) indices the task
+    covers and ``input_ids`` its token windows, when the kind uses fixed windows (tokenised once
+    when planning, so every engine and retry sees the same tokens); ``data`` holds any other
+    picklable input (e.g. ``[(example_id, text), ...]``). ``options`` holds the kind's settings;
+    ``relpath`` is the shard the task writes, relative to ``out`` (a ``.parquet`` file or a
+    folder); ``num_gpus`` is what a Ray task requests.
     """
 
     kind: str
@@ -257,27 +268,33 @@ class Task:
     samples: tuple[int, int]
     out: str
     options: dict[str, Any]
-    input_ids: np.ndarray = field(repr=False)
+    relpath: str
+    input_ids: np.ndarray | None = field(default=None, repr=False)
+    data: Any = field(default=None, repr=False)
     num_gpus: float = 0
 
     @property
     def id(self) -> str:
-        """``<label>/shard-<index>``: unique within a run, and the shard file's stem."""
-        return f"{self.label}/shard-{self.shard:05d}"
+        """``<label>/<shard name>`` (``tiny-llama/shard-00000``): unique within a run."""
+        name = Path(self.relpath).name
+        return f"{self.label}/{name[:-len('.parquet')] if name.endswith('.parquet') else name}"
 
     @property
     def path(self) -> Path:
-        """The shard file this task writes (``out/<label>/tokens/shard-NNNNN.parquet``)."""
-        from spectra.profile_job import shard_path
+        """The shard this task writes (``out/relpath``)."""
+        return Path(self.out) / self.relpath
 
-        return shard_path(Path(self.out) / self.label, self.shard)
+    @property
+    def is_folder(self) -> bool:
+        """Whether the shard is a folder (anything but a ``.parquet`` file)."""
+        return not self.relpath.endswith(".parquet")
 
     @property
     def fingerprint(self) -> str:
-        """sha256 of everything that determines the shard's content (not where it is written)."""
-        return _sha256({"kind": self.kind, "model": self.model, "label": self.label, "shard": self.shard,
-                        "samples": list(self.samples), "options": self.options,
-                        "input_ids": hashlib.sha256(np.ascontiguousarray(self.input_ids).tobytes()).hexdigest()})
+        """sha256 of everything that determines the shard's content (not where the run folder is)."""
+        return sha256_of({"kind": self.kind, "model": self.model, "label": self.label, "shard": self.shard,
+                          "samples": list(self.samples), "options": self.options, "relpath": self.relpath,
+                          "input_ids": _digest_array(self.input_ids), "data": self.data})
 
 
 @dataclass
@@ -291,7 +308,8 @@ class TaskResult:
     pid: int
 
 
-def _model_folder(name: str) -> Path:
+def model_folder(name: str) -> Path:
+    """The folder of a zoo model, of ``all-minilm-l6-v2``, or ``name`` itself when it holds a config.json."""
     from spectra import zoo
     from spectra.capture_job import MINILM
 
@@ -306,7 +324,9 @@ def _model_folder(name: str) -> Path:
     return folder
 
 
-def _expand_checkpoints(entry: str) -> list[Path]:
+def expand_checkpoints(entry: str) -> list[Path]:
+    """The checkpoint folders an entry of ``checkpoints`` names: a zoo model's training checkpoints, one
+    checkpoint folder, or a folder of checkpoint folders (``<folder>/checkpoints/*`` or ``<folder>/*``)."""
     from spectra import zoo
 
     if entry in zoo.MODEL_NAMES:
@@ -325,7 +345,8 @@ def _expand_checkpoints(entry: str) -> list[Path]:
     return found
 
 
-def _checkpoint_label(folder: Path) -> str:
+def checkpoint_label(folder: Path) -> str:
+    """``tiny-qwen3-step-001600`` for a zoo checkpoint, else ``<parent>-<folder>``."""
     from spectra import zoo
 
     parent = folder.parent.parent if folder.parent.name == "checkpoints" else folder.parent
@@ -335,81 +356,51 @@ def _checkpoint_label(folder: Path) -> str:
     return f"{parent.name}-{folder.name}" if parent.name else folder.name
 
 
-def _entries(config: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(label, model) of every model and checkpoint of a checked config, in config order."""
+def entries(config: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(label, model) of every model and checkpoint of a checked config, in config order.
+
+    Example:
+        >>> entries({"models": ["tiny-llama"], "checkpoints": []})
+        [('tiny-llama', 'tiny-llama')]
+    """
     from spectra import zoo
     from spectra.capture_job import MINILM
 
-    entries = []
+    found = []
     for name in config["models"]:
         if name in (*zoo.MODEL_NAMES, MINILM):
-            entries.append((name, name))
+            found.append((name, name))
         else:
-            entries.append((Path(name).name, str(Path(name).absolute())))
+            found.append((Path(name).name, str(Path(name).absolute())))
     for entry in config["checkpoints"]:
-        entries.extend((_checkpoint_label(p), str(p.absolute())) for p in _expand_checkpoints(entry))
-    labels = [label for label, _ in entries]
+        found.extend((checkpoint_label(p), str(p.absolute())) for p in expand_checkpoints(entry))
+    labels = [label for label, _ in found]
     twice = sorted({label for label in labels if labels.count(label) > 1})
     if twice:
         raise ValueError(f"models/checkpoints: {', '.join(twice)} appear(s) more than once")
-    return entries
+    return found
 
 
-def _check_model_config(model: str, folder: Path, config: Mapping[str, Any]) -> None:
+def check_model_config(model: str, folder: Path, *, context_length: int | None = None,
+                       layers: Sequence[int] | None = None, heads: Sequence[int] | None = None) -> None:
     """The errors a task would hit anyway, found before any task runs (and is retried)."""
     from transformers import AutoConfig
 
     model_config = AutoConfig.from_pretrained(folder, local_files_only=True)
     limit = getattr(model_config, "max_position_embeddings", None) or getattr(model_config, "n_positions", None)
-    if limit is not None and config["context_length"] > limit:
-        raise ValueError(f"context_length: {config['context_length']} exceeds the max_position_embeddings of "
-                         f"{model} ({limit})")
-    for key, attr in (("layers", "num_hidden_layers"), ("heads", "num_attention_heads")):
+    if limit is not None and context_length is not None and context_length > limit:
+        raise ValueError(f"context_length: {context_length} exceeds the max_position_embeddings of {model} ({limit})")
+    for key, values, attr in (("layers", layers, "num_hidden_layers"), ("heads", heads, "num_attention_heads")):
         count = getattr(model_config, attr, None)
-        bad = [x for x in config[key] or [] if count is not None and not 0 <= x < count]
+        bad = [x for x in values or [] if count is not None and not 0 <= x < count]
         if bad:
             raise ValueError(f"{key}: {bad} out of range for {model}, which has {count} {key}")
 
 
-def plan_profile(config: Mapping[str, Any]) -> list[Task]:
-    """The tasks of a profile run: every model and checkpoint × every shard of ``samples_per_shard`` samples.
-
-    The windows are tokenised here, once per model, with that model's tokenizer
-    (``profile_job.load_windows``). Tasks come grouped by model, in config order, shards ascending.
-
-    Example:
-        >>> tasks = plan_profile({"kind": "profile", "models": ["tiny-llama"], "checkpoints": ["tiny-qwen3"],
-        ...                       "context_length": 32, "n_samples": 5, "samples_per_shard": 2, "out": "results/x"})
-        >>> len(tasks), tasks[0].id, tasks[2].samples, tasks[-1].id
-        (21, 'tiny-llama/shard-00000', (4, 5), 'tiny-qwen3-step-001600/shard-00002')
-    """
-    from transformers import AutoTokenizer
-
-    from spectra.profile_job import load_windows
-
-    config = check_config(config)
-    options = {key: config[key] for key in ("context_length", "layers", "heads", "metrics", "threshold", "ignore_first",
-                                            "dtype", "attn_implementation", "device", "device_map", "n_permutations",
-                                            "data", "samples_per_shard")}
-    options["n_samples_requested"] = config["n_samples"]
-    tasks: list[Task] = []
-    for label, model in _entries(config):
-        folder = _model_folder(model)
-        _check_model_config(model, folder, config)
-        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        windows = load_windows(config["data"], tokenizer, config["context_length"], config["n_samples"]).numpy()
-        size = config["samples_per_shard"]
-        for shard, lo in enumerate(range(0, len(windows), size)):
-            hi = min(len(windows), lo + size)
-            tasks.append(Task(kind="profile", model=model, label=label, shard=shard, samples=(lo, hi), out=config["out"],
-                              options=dict(options), input_ids=windows[lo:hi], num_gpus=config["gpus_per_task"]))
-    return tasks
-
-
 def plan(config: Mapping[str, Any]) -> list[Task]:
-    """The tasks of any job kind (only ``profile`` so far; others raise ``NotImplementedError``)."""
-    _check_kind(dict(config).get("kind"))
-    return plan_profile(config)
+    """The tasks of a config (checked here) that can be planned now (see :func:`run`)."""
+    checked = check_config(config)
+    return kind_module(checked["kind"]).plan(checked)
 
 
 # --------------------------------------------------------------------------------------------
@@ -419,101 +410,136 @@ def plan(config: Mapping[str, Any]) -> list[Task]:
 _MODEL_CACHE: dict[tuple, Any] = {}  # one model per process: consecutive tasks of a model load it once
 
 
-def _load_for_task(task: Task):
+def load_task_model(task: Task):
+    """``(model, tokenizer)`` of the task, in eval mode, placed as its options say (``dtype``,
+    ``attn_implementation``, ``device``, ``device_map``); cached, so consecutive tasks of one model
+    in a worker load it once (one model at a time, so a worker's memory holds one)."""
     import torch
 
-    key = (task.model, task.options["dtype"], task.options["attn_implementation"], task.options["device"],
-           task.options["device_map"])
+    options = task.options
+    key = (task.model, options.get("dtype", "float32"), options.get("attn_implementation", "sdpa"),
+           options.get("device", "cpu"), json.dumps(options.get("device_map"), sort_keys=True))
     if key in _MODEL_CACHE:
         return _MODEL_CACHE[key]
     _MODEL_CACHE.clear()
-    dtype = getattr(torch, task.options["dtype"])
-    if task.options["device_map"] is not None:
-        from transformers import AutoModelForCausalLM
+    from spectra.capture_job import load_model
 
-        try:
-            import accelerate  # noqa: F401
-        except ImportError:
-            raise RuntimeError("device_map: 'auto' needs the accelerate package (pip install accelerate)") from None
-        model = AutoModelForCausalLM.from_pretrained(
-            _model_folder(task.model), dtype=dtype, attn_implementation=task.options["attn_implementation"],
-            local_files_only=True, device_map=task.options["device_map"]).eval()
+    dtype = getattr(torch, key[1])
+    if options.get("device_map") is not None:
+        model, tokenizer = load_model(task.model, dtype=dtype, attn_implementation=key[2],
+                                      device_map=options["device_map"])
     else:
-        from spectra.capture_job import load_model
-
-        model, _ = load_model(task.model, dtype=dtype, attn_implementation=task.options["attn_implementation"])
-        model = model.to(task.options["device"]).eval()
-    _MODEL_CACHE[key] = model
-    return model
+        model, tokenizer = load_model(task.model, dtype=dtype, attn_implementation=key[2])
+        model = model.to(key[3])
+    _MODEL_CACHE[key] = (model.eval(), tokenizer)
+    return _MODEL_CACHE[key]
 
 
-def _model_identity(model) -> dict[str, str]:
+def model_identity(model) -> dict[str, str]:
+    """``class``, ``config_sha256``, ``weights_fingerprint`` and ``dtype`` of a model, as ``spectra profile``
+    records them in meta.json."""
     from spectra.profile_job import config_hash, weights_fingerprint
 
     return {"class": type(model).__name__, "config_sha256": config_hash(model),
             "weights_fingerprint": weights_fingerprint(model), "dtype": str(next(model.parameters()).dtype)}
 
 
-def compute_shard(task: Task):
-    """The shard's per-token table (``spectra.profile`` of the task's windows in one forward pass) and
-    the model identity that goes into the shard's metadata."""
-    import torch
-
-    from spectra.profile import profile
-
-    if task.kind != "profile":
-        _check_kind(task.kind)
-    model = _load_for_task(task)
-    lo, hi = task.samples
-    frame = profile(model, torch.from_numpy(np.ascontiguousarray(task.input_ids)), layers=task.options["layers"],
-                    heads=task.options["heads"], metrics=task.options["metrics"], threshold=task.options["threshold"],
-                    ignore_first=task.options["ignore_first"], sample_ids=list(range(lo, hi)))
-    return frame, _model_identity(model)
+def _stamp(task: Task, identity: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {"task_id": task.id, "fingerprint": task.fingerprint, "model": dict(identity or {}),
+            "samples": list(task.samples)}
 
 
-def _shard_table(task: Task, frame, identity: Mapping[str, str]):
-    import pyarrow as pa
-
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    stamp = json.dumps({"task_id": task.id, "fingerprint": task.fingerprint, "model": dict(identity),
-                        "samples": list(task.samples)}, sort_keys=True)
-    return table.replace_schema_metadata({**(table.schema.metadata or {}), TASK_KEY: stamp.encode()})
-
-
-def _tmp_name(path: Path) -> Path:
+def tmp_name(path: Path) -> Path:
+    """A hidden temporary name beside ``path``, unique to this process and call."""
     return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
 
 
-def write_shard(task: Task, frame, identity: Mapping[str, str]) -> Path:
-    """Writes the shard atomically (a unique hidden ``.tmp`` name, then ``os.replace`` onto ``task.path``),
-    with the same encodings as ``spectra.profile.write_profile_parquet`` and the task stamp as metadata."""
+_tmp_name = tmp_name  # the fault injectors' name for it
+
+ID_COLUMNS = ("sample", "layer", "head", "token")
+
+
+def write_parquet_shard(task: Task, frame, identity: Mapping[str, Any] | None = None) -> Path:
+    """Writes ``frame`` to ``task.path`` atomically (a unique hidden ``.tmp`` name, then ``os.replace``),
+    zstd-compressed, dictionary-encoding the id columns and byte-stream-splitting the floats (as
+    ``spectra.profile.write_profile_parquet``), with the task stamp in the Parquet metadata."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     path = task.path
     path.parent.mkdir(parents=True, exist_ok=True)
-    ids = [c for c in ("sample", "layer", "head", "token") if c in frame.columns]
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    stamp = json.dumps(_stamp(task, identity), sort_keys=True)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), TASK_KEY: stamp.encode()})
+    ids = [c for c in ID_COLUMNS if c in frame.columns]
     floats = [c for c in frame.columns if c not in ids and frame[c].dtype.kind == "f"]
-    tmp = _tmp_name(path)
+    tmp = tmp_name(path)
     try:
-        pq.write_table(_shard_table(task, frame, identity), tmp, compression="zstd", compression_level=3,
-                       use_dictionary=ids, use_byte_stream_split=floats or False)
+        pq.write_table(table, tmp, compression="zstd", compression_level=3, use_dictionary=ids or False,
+                       use_byte_stream_split=floats or False)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextmanager
+def folder_shard(task: Task, identity: Mapping[str, Any] | None = None) -> Iterator[Path]:
+    """A fresh hidden temporary folder beside ``task.path`` to write the shard into. On a normal exit
+    the stamp (``task.json``) is written into it and the folder renamed onto ``task.path`` (an
+    earlier folder there is moved aside first and removed); on an exception it is removed.
+
+    Example:
+        >>> import tempfile
+        >>> task = Task("capture", "tiny-llama", "x", 0, (0, 1), tempfile.mkdtemp(), {}, "x/shards/shard-00000")
+        >>> with folder_shard(task) as folder:
+        ...     _ = (folder / "a.txt").write_text("a")
+        >>> sorted(p.name for p in task.path.iterdir()), is_done(task)
+        (['a.txt', 'task.json'], True)
+    """
+    path = task.path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_name(path)
+    tmp.mkdir()
+    try:
+        yield tmp
+        (tmp / STAMP_FILE).write_text(json.dumps(_stamp(task, identity), sort_keys=True, indent=1))
+        old = None
+        if path.exists():  # a shard of another configuration or an earlier attempt: replaced, never merged into
+            old = tmp_name(path)
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            _remove(old)
+    finally:
+        if tmp.exists():
+            _remove(tmp)
+
+
 def run_task(task: Task) -> TaskResult:
-    """Computes one task and writes its shard atomically; running it again overwrites the same file."""
+    """Computes one task and writes its shard atomically; running it again overwrites the same shard."""
     start = time.perf_counter()
-    frame, identity = compute_shard(task)
-    path = write_shard(task, frame, identity)
-    return TaskResult(task_id=task.id, path=path, rows=len(frame), seconds=time.perf_counter() - start, pid=os.getpid())
+    rows = kind_module(task.kind).compute(task)
+    return TaskResult(task_id=task.id, path=task.path, rows=int(rows), seconds=time.perf_counter() - start,
+                      pid=os.getpid())
 
 
 def read_stamp(path: str | os.PathLike) -> dict[str, Any] | None:
-    """The task stamp of a shard file (task id, fingerprint, model identity, samples), or None when it
-    has none (a shard written by ``spectra profile``) or cannot be read."""
+    """The task stamp of a shard (a Parquet file's metadata or a folder's ``task.json``), or None when
+    it has none (a shard written by ``spectra profile``) or cannot be read."""
+    path = Path(path)
+    if path.is_dir():
+        try:
+            return json.loads((path / STAMP_FILE).read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
     import pyarrow.parquet as pq
 
     try:
@@ -526,7 +552,7 @@ def read_stamp(path: str | os.PathLike) -> dict[str, Any] | None:
 
 def is_done(task: Task) -> bool:
     """Whether ``task``'s shard is on disk and was written by this very task (same fingerprint)."""
-    stamp = read_stamp(task.path) if task.path.is_file() else None
+    stamp = read_stamp(task.path) if task.path.exists() else None
     return stamp is not None and stamp.get("fingerprint") == task.fingerprint
 
 
@@ -684,101 +710,37 @@ def make_engine(name: str, *, address: str | None = None, workers: int | None = 
 
 
 # --------------------------------------------------------------------------------------------
-# Merging shards into result folders
+# The run folder
 # --------------------------------------------------------------------------------------------
 
 
-def _check_out(tasks: Sequence[Task], out: Path) -> None:
+def _check_out(tasks: Sequence[Task], out: Path, module: ModuleType) -> None:
     """Refuses a folder that is not this run's: stray shards, or shards of another configuration."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"out: {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not (out / RUN_FILE).is_file():
         raise ValueError(f"out: {out} is not empty and holds no {RUN_FILE}; choose another out or delete it")
-    expected = {task.path for task in tasks}
-    for label in sorted({task.label for task in tasks}):
-        tokens = out / label / "tokens"
-        stray = sorted(p.name for p in tokens.glob("shard-*.parquet") if p not in expected) if tokens.is_dir() else []
-        if stray:
-            raise ValueError(f"out: {tokens} holds shard(s) this run does not plan ({', '.join(stray[:4])}); a run of "
-                             "another configuration? choose another out or delete it")
+    stray_glob = getattr(module, "STRAY_GLOB", None)  # (folder under <label>, pattern) of the kind's shards
+    if stray_glob is not None:
+        expected = {task.path for task in tasks}
+        for label in sorted({task.label for task in tasks}):
+            folder = out / label / stray_glob[0]
+            stray = sorted(p.name for p in folder.glob(stray_glob[1]) if p not in expected) if folder.is_dir() else []
+            if stray:
+                raise ValueError(f"out: {folder} holds shard(s) this run does not plan ({', '.join(stray[:4])}); a run "
+                                 "of another configuration? choose another out or delete it")
     for task in tasks:
-        if task.path.is_file() and not is_done(task):
+        if task.path.exists() and not is_done(task):
             stamp = read_stamp(task.path)
-            why = "was written by spectra profile" if stamp is None else "belongs to another configuration"
+            why = "was not written by spectra run" if stamp is None else "belongs to another configuration"
             raise ValueError(f"out: {task.path} {why}; choose another out or delete it")
 
 
-def merge_profile(tasks: Sequence[Task], *, command_line: Sequence[str] | None = None) -> dict[str, Any]:
-    """Builds each model's result folder from its shards: ``meta.json`` (the same document, and the
-    same ``run_hash``, as ``spectra profile --batch-size samples_per_shard``), then the head summary,
-    correlation tables, ``summary.json`` and figures from all shards. Returns ``label -> ProfileResult``.
-
-    Raises ``ValueError`` when a shard is missing, or when the shards of one folder disagree on the
-    model (its weights changed between two runs)."""
-    from spectra.profile_job import META, TOKENS, ProfileResult, _analyse, _atomic_json, _versions, read_tokens, SEED
-    from spectra.profile_report import layer_summary
-
-    results: dict[str, Any] = {}
-    by_label: dict[str, list[Task]] = {}
-    for task in tasks:
-        by_label.setdefault(task.label, []).append(task)
-    for label, group in by_label.items():
-        group = sorted(group, key=lambda t: t.shard)
-        out = Path(group[0].out) / label
-        missing = [t.id for t in group if not is_done(t)]
-        if missing:
-            raise ValueError(f"out: {len(missing)} shard(s) of {label} are missing ({', '.join(missing[:4])}); rerun")
-        identities = {json.dumps(read_stamp(t.path)["model"], sort_keys=True) for t in group}
-        if len(identities) != 1:
-            raise ValueError(f"out: the shards of {out} come from different weights of {group[0].model}; delete the "
-                             "folder and rerun")
-        identity = json.loads(identities.pop())
-        for stray in (out / TOKENS).glob(".*.tmp"):  # left by killed attempts; every shard is in place now
-            stray.unlink(missing_ok=True)
-        options = group[0].options
-        windows = np.concatenate([t.input_ids for t in group]).astype(np.int64)
-        run_config = {
-            "context_length": int(windows.shape[1]),
-            "n_samples": int(windows.shape[0]),
-            "n_samples_requested": options["n_samples_requested"],
-            "batch_size": options["samples_per_shard"],
-            "layers": options["layers"],
-            "heads": options["heads"],
-            "metrics": list(options["metrics"]),
-            "threshold": options["threshold"],
-            "ignore_first": int(options["ignore_first"]),
-            "n_permutations": int(options["n_permutations"]),
-            "data": options["data"],
-            "data_sha256": hashlib.sha256(np.ascontiguousarray(windows).tobytes()).hexdigest(),
-        }
-        model_identity = {k: identity[k] for k in ("class", "config_sha256", "weights_fingerprint")}
-        meta = {
-            "run_hash": _sha256({"model": model_identity, "run": run_config}),
-            "model": {"name": group[0].model, **model_identity, "dtype": identity["dtype"]},
-            "run": run_config,
-            "n_shards": len(group),
-            "versions": _versions(),
-            "seed": SEED,
-            "command_line": list(command_line) if command_line is not None else list(sys.argv),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        if (out / META).is_file():
-            try:
-                old = json.loads((out / META).read_text())
-            except json.JSONDecodeError:
-                old = {}
-            if old.get("run_hash") == meta["run_hash"]:
-                meta["created"] = old.get("created", meta["created"])
-        _atomic_json(out / META, meta)
-        frame = read_tokens(out)
-        files = _analyse(frame, out, n_permutations=options["n_permutations"])
-        results[label] = ProfileResult(
-            out_dir=out, meta=meta, summary=json.loads(files["summary"].read_text()), shards=[t.path for t in group],
-            computed_shards=[], figures=[files[k] for k in sorted(files) if k.startswith("figure:")],
-            layer_summary=layer_summary(frame, [m for m in ("entropy", "max_attn", "k_eff", "sink_mass")
-                                                if m in frame.columns] or None),
-            files=files)
-    return results
+def _clean_temporaries(tasks: Sequence[Task]) -> None:
+    """Removes the hidden ``.*.tmp`` entries killed attempts left beside the shards (every shard is in place)."""
+    for folder in sorted({task.path.parent for task in tasks}):
+        for stray in folder.glob(".*.tmp"):
+            _remove(stray)
 
 
 # --------------------------------------------------------------------------------------------
@@ -788,9 +750,10 @@ def merge_profile(tasks: Sequence[Task], *, command_line: Sequence[str] | None =
 
 @dataclass
 class RunResult:
-    """A finished run: its folder, the per-model results (``label -> ProfileResult``), the engine's report."""
+    """A finished run: its folder, the per-label results of the kind's merge, the engine's report."""
 
     out: Path
+    kind: str
     results: dict[str, Any]
     report: EngineReport
     tasks: list[Task]
@@ -809,21 +772,46 @@ def _run_document(config: Mapping[str, Any], tasks: Sequence[Task]) -> dict[str,
 def run(config: Mapping[str, Any], engine: LocalEngine | RayEngine | None = None, *, out: str | os.PathLike | None = None,
         progress: bool = True, command_line: Sequence[str] | None = None) -> RunResult:
     """Plans the run, executes the tasks whose shard is not on disk yet with ``engine`` (default
-    :class:`LocalEngine`), then merges every model's shards into its result folder.
+    :class:`LocalEngine`), plans again (a kind may add tasks that depend on finished shards) until
+    every planned task is done, then merges the shards into the result folders.
 
     The report lists the computed and the skipped task ids. See the module docstring for an example.
     """
     from spectra.profile_job import _atomic_json
 
     config = check_config(config, out=out)
+    module = kind_module(config["kind"])
     engine = engine or LocalEngine()
-    tasks = plan(config)
     root = Path(config["out"])
-    _check_out(tasks, root)
-    root.mkdir(parents=True, exist_ok=True)
-    _atomic_json(root / RUN_FILE, _run_document(config, tasks))
-    todo = [task for task in tasks if not is_done(task)]
-    report = engine.execute(todo, progress=progress)
-    report.skipped = [task.id for task in tasks if task not in todo]
-    results = merge_profile(tasks, command_line=command_line)
-    return RunResult(out=root, results=results, report=report, tasks=tasks)
+    report = EngineReport(engine=engine.name)
+    computed: set[str] = set()
+    start = time.perf_counter()
+    for _ in range(MAX_STAGES):
+        tasks = module.plan(config)
+        _check_out(tasks, root, module)
+        root.mkdir(parents=True, exist_ok=True)
+        _atomic_json(root / RUN_FILE, _run_document(config, tasks))
+        todo = [task for task in tasks if not is_done(task)]
+        if not todo:
+            break
+        again = sorted(task.id for task in todo if task.id in computed)
+        if again:  # computed in an earlier round, yet not done: the kind's compute does not write its shard
+            raise RuntimeError(f"task(s) {', '.join(again[:4])} ran but left no finished shard")
+        done = engine.execute(todo, progress=progress)
+        report.computed.extend(done.computed)
+        report.pids.extend(done.pids)
+        computed.update(done.computed)
+    else:
+        raise RuntimeError(f"kind {config['kind']}: still planning new tasks after {MAX_STAGES} rounds")
+    report.seconds = time.perf_counter() - start
+    report.pids = sorted(set(report.pids))
+    report.skipped = [task.id for task in tasks if task.id not in computed]
+    _clean_temporaries(tasks)
+    results = module.merge(config, tasks, command_line)
+    return RunResult(out=root, kind=config["kind"], results=results, report=report, tasks=tasks)
+
+
+# Kept for callers of the profile-only engine.
+def plan_profile(config: Mapping[str, Any]) -> list[Task]:
+    """The tasks of a profile run (see :func:`spectra.engine_profile.plan`)."""
+    return kind_module("profile").plan(check_config({**config, "kind": "profile"}))

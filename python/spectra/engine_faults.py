@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Collection
+from dataclasses import replace
 from pathlib import Path
 
-from spectra.engine import Task, TaskResult, _tmp_name, compute_shard, run_task
+from spectra.engine import Task, TaskResult, run_task, tmp_name
 
 __all__ = ["always_fail", "attempts", "die_once", "record_attempt"]
 
@@ -40,14 +41,21 @@ def record_attempt(marker_dir: str | os.PathLike, task: Task) -> int:
 
 
 def die_once(task: Task, *, marker_dir: str, task_ids: Collection[str] | None = None) -> TaskResult:
-    """``run_task``, except that the first attempt of each task in ``task_ids`` (default: all) computes
-    its shard, leaves a half-written temporary file beside it and kills its own process
-    (``os._exit(1)``), as a worker lost mid-task would."""
+    """``run_task``, except that the first attempt of each task in ``task_ids`` (default: all) does the
+    task's work, leaves a half-written temporary shard beside its shard (a file, or a folder with a
+    partial file) and kills its own process (``os._exit(1)``) before the shard is in place, as a
+    worker lost mid-task would."""
     if record_attempt(marker_dir, task) == 1 and (task_ids is None or task.id in task_ids):
-        compute_shard(task)
-        tmp = _tmp_name(task.path)
+        # the work itself, written to a throw-away run folder: the shard never reaches its place
+        scratch = Path(marker_dir) / f"{_stem(task.id)}.scratch"
+        run_task(replace(task, out=str(scratch)))
+        tmp = tmp_name(task.path)
         tmp.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(b"PAR1 half a shard")
+        if task.is_folder:
+            tmp.mkdir()
+            (tmp / "data.parquet").write_bytes(b"PAR1 half a shard")
+        else:
+            tmp.write_bytes(b"PAR1 half a shard")
         os._exit(1)
     return run_task(task)
 
