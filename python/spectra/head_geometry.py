@@ -21,6 +21,7 @@ from torch import nn
 
 from spectra._core import RunningMoments, SecondMoments
 from spectra._ops import vec_stats
+from spectra.devices import to_input_device
 from spectra.models import adapter_for
 
 STATS = ("norm", "max_abs", "participation_ratio", "one_hotness")
@@ -65,11 +66,12 @@ class HeadGeometry:
 
     def _record(self, kind: str, layer: int, x: torch.Tensor) -> None:
         rows = x.detach().transpose(1, 2)  # x is (B, heads, T, D) -> (B, T, heads, D)
-        stats = vec_stats(rows)  # each stat (B, T, heads)
+        stats = vec_stats(rows)  # each stat (B, T, heads), on the layer's device
+        # The accumulators live on the CPU: with a device map, layers sit on different devices.
         for stat in STATS[:3]:
-            self._moments[(kind, stat, layer)].update(getattr(stats, stat))
+            self._moments[(kind, stat, layer)].update(getattr(stats, stat).cpu())
         # max|x_d| / ‖x‖ per vector (spec M6): 1 for an axis-aligned vector, 1/√D for a flat one.
-        self._moments[(kind, "one_hotness", layer)].update(stats.max_abs / stats.norm)
+        self._moments[(kind, "one_hotness", layer)].update((stats.max_abs / stats.norm).cpu())
         if kind == "k":
             self._key_moments[layer].update(rows.cpu())
 
@@ -152,5 +154,5 @@ def head_geometry(model: nn.Module, batches: Iterable[torch.Tensor]) -> pd.DataF
     geometry = HeadGeometry(model)
     with geometry, torch.no_grad():
         for batch in batches:
-            model(input_ids=batch)
+            model(input_ids=to_input_device(model, batch))
     return geometry.table()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from spectra.devices import to_input_device
 from spectra.intervene import OutputRecorder, intervene, record_head_outputs
 from spectra.interventions import (
     INTERVENTION_TYPES,
@@ -62,11 +63,14 @@ def _model_inputs(inputs) -> dict:
 
 
 def run_model(model: nn.Module, inputs):
-    """``model(**inputs)`` (or ``model(input_ids=inputs)``) under ``no_grad``; the model must be in eval mode."""
+    """``model(**inputs)`` (or ``model(input_ids=inputs)``) under ``no_grad``; the model must be in eval mode.
+
+    Input tensors go to ``spectra.devices.input_device(model)`` (the input embedding's device, also
+    for a model spread over devices by a device map)."""
     if model.training:
         raise ValueError("model: is in training mode (dropout makes forwards differ); call model.eval() first")
     with torch.no_grad():
-        return model(**_model_inputs(inputs))
+        return model(**to_input_device(model, _model_inputs(inputs)))
 
 
 def _logits(output) -> torch.Tensor:

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from spectra.devices import input_device
 from spectra.probe import Heads, Probe
 
 #: Every metric profile can report, in column order.
@@ -166,7 +167,7 @@ def profile(
     probe = Probe(model, layers=layers, heads=heads, capture=(), row_stats=True, threshold=threshold, n_sink=n_sink)
     if sample_ids is not None:
         probe.set_example_ids(sample_ids)
-    device = next(model.parameters()).device
+    device = input_device(model)  # the input embedding's device (weights may be offloaded to meta)
     with probe, torch.no_grad():
         run_backbone(model, input_ids.to(device), None if attention_mask is None else attention_mask.to(device))
     columns = probe.drain_row_stats()

@@ -156,13 +156,19 @@ def config_hash(model) -> str:
 
 def weights_fingerprint(model, samples: int = 1024) -> str:
     """sha256 over every parameter's name, shape, dtype and up to ``samples`` evenly strided values:
-    tells two checkpoints of one architecture apart without hashing every weight."""
+    tells two checkpoints of one architecture apart without hashing every weight.
+
+    The same weights give the same fingerprint wherever they live: on one device, spread over
+    GPUs by a ``device_map``, or offloaded by accelerate (``meta`` parameters are read through its
+    offload map, see ``spectra.devices.state_dict_values``)."""
+    from spectra.devices import state_dict_values
+
     digest = hashlib.sha256()
     with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            flat = tensor.detach().reshape(-1)
+        for name, entry, values in state_dict_values(model):
+            flat = values.detach().reshape(-1)
             step = max(1, flat.numel() // samples)
-            digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+            digest.update(f"{name}:{tuple(entry.shape)}:{entry.dtype}".encode())
             digest.update(flat[::step][:samples].to("cpu", torch.float64).numpy().tobytes())
     return digest.hexdigest()
 

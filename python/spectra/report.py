@@ -526,6 +526,7 @@ def attention_data(model: Any, tokenizer: Any, windows, *, model_name: str = "",
     import torch
 
     from spectra.attention_switch import attached
+    from spectra.devices import to_input_device
     from spectra.probe import Probe
 
     recorder = _LayerAttentionRecorder(model)
@@ -544,7 +545,7 @@ def attention_data(model: Any, tokenizer: Any, windows, *, model_name: str = "",
     n, t = ids.shape
     probe = Probe(model, capture=("q", "k"), stage="post_rope", positions="all", keep_in_memory=True)
     with probe, attached(model, recorder), torch.no_grad():
-        model(input_ids=ids)
+        model(input_ids=to_input_device(model, ids))
     q = np.zeros((n_layers, n_heads, n, t, dim), dtype=np.float32)
     k = np.zeros((n_layers, n_kv, n, t, dim), dtype=np.float32)
     for layer in range(n_layers):

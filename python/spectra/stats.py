@@ -35,6 +35,7 @@ from torch import nn
 
 from spectra._ops import attn_row_stats
 from spectra.attention_switch import OBSERVER_ORDER, attached, layer_attention
+from spectra.devices import to_input_device
 from spectra.head_geometry import HeadGeometry
 from spectra.models import adapter_for
 from spectra.profile import check_input_ids, check_threshold
@@ -172,7 +173,7 @@ class _AttentionScores:
 def _run(model, client, batches) -> None:
     with attached(model, client), torch.no_grad():
         for batch in batches:
-            model(input_ids=batch)
+            model(input_ids=to_input_device(model, batch))
 
 
 def head_stats(

@@ -33,6 +33,7 @@ from torch import nn
 
 from spectra._ops import attn_row_stats
 from spectra.attention_switch import OBSERVER_ORDER, attached, layer_attention
+from spectra.devices import to_input_device
 from spectra.intervene import intervene
 from spectra.intervention_checks import token_logit_effect
 from spectra.interventions import ScaleKey, ScaleLogits, ScaleQuery, kv_group
@@ -170,7 +171,7 @@ def _forward(model, ids, mask):
     if mask is not None:
         kwargs["attention_mask"] = mask
     with torch.no_grad():
-        return model(**kwargs)
+        return model(**to_input_device(model, kwargs))
 
 
 def _local(model, input_ids, attention_mask, targets, alphas, kinds, threshold, ignore_first, batch_size, progress):

@@ -24,6 +24,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from spectra.devices import module_tensor
+
 HeadsByKind = dict[str, torch.Tensor]
 
 
@@ -118,7 +120,7 @@ class Adapter:
         weight = getattr(module, "weight", None) if module is not None else None
         if weight is None:
             return None
-        gain = weight.detach().float().cpu()
+        gain = module_tensor(module, "weight").detach().float().cpu()  # offloaded by accelerate: read from its map
         return gain.view(self.n_kv_heads, self.head_dim) if gain.numel() == self.n_kv_heads * self.head_dim and gain.numel() != self.head_dim else gain
 
     # ---- delegation ----

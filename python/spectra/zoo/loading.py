@@ -69,16 +69,24 @@ def load(
     dtype: torch.dtype = torch.float32,
     attn_implementation: str = "sdpa",
     checkpoint: int | None = None,
+    device_map=None,
+    max_memory=None,
+    offload_folder=None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a zoo model (or any local HF causal-LM folder) and its tokenizer, in eval mode.
 
     ``checkpoint`` is a training step (see :func:`checkpoint_paths`). Weights are stored in
     float16 and upcast to ``dtype``, float32 by default so analyses are not limited by storage.
+    ``device_map``, ``max_memory`` and ``offload_folder`` place the model over devices through
+    accelerate, as in transformers' ``from_pretrained`` (see ``spectra.devices``).
 
     >>> model, tokenizer = load("tiny-qwen3", checkpoint=0)
     >>> model.training, model.dtype
     (False, torch.float32)
     """
+    from spectra.devices import placement_kwargs
+
+    placement = placement_kwargs(device_map, max_memory, offload_folder)
     folder = resolve(name_or_path, checkpoint)
     # A weight-loading progress bar for a few MB is noise in notebooks and CLI output; the
     # global switch is restored afterwards so the caller's own setting is untouched.
@@ -86,7 +94,7 @@ def load(
     hf_logging.disable_progress_bar()
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            folder, dtype=dtype, attn_implementation=attn_implementation, local_files_only=True
+            folder, dtype=dtype, attn_implementation=attn_implementation, local_files_only=True, **placement
         )
     finally:
         if bars_were_enabled:

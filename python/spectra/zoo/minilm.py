@@ -23,15 +23,22 @@ def minilm_path() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
-def load_minilm(dtype=None, attn_implementation: str | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_minilm(
+    dtype=None, attn_implementation: str | None = None, *, device_map=None, max_memory=None, offload_folder=None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The packaged all-MiniLM-L6-v2 as a transformers ``BertModel`` (eval mode) and its tokenizer.
+
+    ``device_map``, ``max_memory`` and ``offload_folder``: as in ``spectra.zoo.load``.
 
     >>> model, tokenizer = load_minilm()
     >>> model.config.num_hidden_layers, model.config.num_attention_heads
     (6, 12)
     """
+    from spectra.devices import placement_kwargs
+
+    placement = placement_kwargs(device_map, max_memory, offload_folder)
     folder = minilm_path()
-    kwargs = {"local_files_only": True}
+    kwargs = {"local_files_only": True, **placement}
     if dtype is not None:
         kwargs["dtype"] = dtype
     if attn_implementation is not None:
