@@ -96,7 +96,7 @@ def test_config_errors_name_the_problem():
         check_config({"kind": "profiling", "out": "x"})
     with pytest.raises(ValueError, match="no 'out' folder"):
         check_config({"kind": "profile", "models": "tiny-llama", "context_length": 8})
-    with pytest.raises(ValueError, match="device_map: 'everywhere'; allowed values are auto"):
+    with pytest.raises(ValueError, match="device_map: 'everywhere' is not allowed; allowed are None, 'auto'"):
         check_config({"kind": "profile", "models": "tiny-llama", "context_length": 8, "out": "x",
                       "device_map": "everywhere"})
     with pytest.raises(ValueError, match="unknown key.*batch"):
@@ -252,3 +252,20 @@ def test_the_example_config_plans():
     config = engine.load_config(Path(__file__).parents[1] / "configs" / "runs" / "profile.yaml")
     tasks = engine.plan(config)
     assert len(tasks) == 32 and len({t.id for t in tasks}) == 32
+
+
+def test_a_model_spread_over_devices_profiles_as_the_plain_model(tmp_path):
+    """device_map with layers offloaded to disk (the CPU stand-in for layers on several GPUs): the
+    same shard rows as the plain model, and the same model identity in the stamp."""
+    pytest.importorskip("accelerate")
+    device_map = {"model.embed_tokens": "disk", "lm_head": "disk", "model.norm": "cpu", "model.rotary_emb": "cpu"}
+    device_map.update({f"model.layers.{i}": "disk" if i % 2 == 0 else "cpu" for i in range(4)})
+    base = {"kind": "profile", "models": ["tiny-llama"], "context_length": CONTEXT, "n_samples": 2,
+            "samples_per_shard": 2, "n_permutations": N_PERMUTATIONS}
+    plain = run({**base, "out": str(tmp_path / "plain")}, LocalEngine(), progress=False)
+    spread = run({**base, "out": str(tmp_path / "spread"), "device_map": device_map,
+                  "offload_folder": str(tmp_path / "offload")}, LocalEngine(), progress=False)
+    pd.testing.assert_frame_equal(read_tokens(tmp_path / "plain" / "tiny-llama"),
+                                  read_tokens(tmp_path / "spread" / "tiny-llama"))
+    assert read_stamp(plain.tasks[0].path)["model"] == read_stamp(spread.tasks[0].path)["model"]
+    assert spread.results["tiny-llama"].meta["run_hash"] == plain.results["tiny-llama"].meta["run_hash"]

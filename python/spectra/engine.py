@@ -83,12 +83,11 @@ RUN_FILE = "run.json"
 STAMP_FILE = "task.json"  # the stamp of a folder shard, written inside it before it is renamed into place
 TASK_KEY = b"spectra.task"  # Parquet key-value metadata of a file shard: task id, fingerprint, model identity
 MAX_STAGES = 8  # plan → execute rounds of one run (kinds with a later stage need two)
-DEVICE_MAPS: tuple[str, ...] = ("auto", "balanced", "balanced_low_0", "sequential")
 
 #: Keys every kind accepts, with their defaults; each kind adds its own (``spectra.engine_<kind>.KEYS``).
 COMMON_KEYS: dict[str, Any] = {
     "kind": None, "models": None, "checkpoints": None, "out": None, "dtype": "float32", "attn_implementation": "sdpa",
-    "device": "cpu", "device_map": None, "gpus_per_task": None,
+    "device": "cpu", "device_map": None, "max_memory": None, "offload_folder": None, "gpus_per_task": None,
 }
 
 
@@ -171,15 +170,6 @@ def positive_int(value: Any, key: str, *, optional: bool = False) -> int | None:
     return value
 
 
-def _check_device_map(value: Any) -> Any:
-    if value is None or value in DEVICE_MAPS:
-        return value
-    if isinstance(value, Mapping) and value and all(isinstance(k, str) for k in value):
-        return dict(value)
-    raise ValueError(f"device_map: {value!r}; allowed values are {', '.join(DEVICE_MAPS)} or a mapping of module "
-                     "names to devices (0, 'cuda:1', 'cpu', 'disk')")
-
-
 def check_config(config: Mapping[str, Any], *, out: str | os.PathLike | None = None) -> dict[str, Any]:
     """The config with every key checked and defaults filled in; ``out`` (``--out``) overrides the config's.
 
@@ -187,9 +177,10 @@ def check_config(config: Mapping[str, Any], *, out: str | os.PathLike | None = N
     ``all-minilm-l6-v2`` or model folders) and/or ``checkpoints`` (a zoo model with checkpoints,
     e.g. ``tiny-qwen3``, for all of them, or checkpoint folders), ``out``, ``dtype``,
     ``attn_implementation``; placement: ``device`` (``cpu`` | ``cuda``), ``device_map`` (``auto``
-    and accelerate's other strategies, or a mapping: a model larger than one GPU, loaded through
-    accelerate), ``gpus_per_task`` (default 1 with ``device: cuda``, else 0; what a Ray task
-    requests). The kind's own keys are in ``spectra.engine_<kind>.KEYS`` (see its ``check``).
+    and accelerate's other strategies, or a mapping of module names to devices: a model larger than
+    one GPU, loaded through accelerate), with ``max_memory`` and ``offload_folder`` as in
+    :func:`spectra.capture_job.load_model`, ``gpus_per_task`` (default 1 with ``device: cuda``, else
+    0; what a Ray task requests). The kind's own keys are in ``spectra.engine_<kind>.KEYS`` (see its ``check``).
 
     Example:
         >>> check_config({"kind": "profile", "models": "tiny-llama", "context_length": 32, "out": "x"})["samples_per_shard"]
@@ -197,7 +188,7 @@ def check_config(config: Mapping[str, Any], *, out: str | os.PathLike | None = N
         >>> check_config({"kind": "profile", "models": "tiny-llama", "context_length": 32, "out": "x", "alpha": 1})
         Traceback (most recent call last):
         ...
-        ValueError: config: unknown key(s) alpha; allowed keys for kind profile are attn_implementation, checkpoints, context_length, data, device, device_map, dtype, gpus_per_task, heads, ignore_first, kind, layers, metrics, models, n_permutations, n_samples, out, samples_per_shard, threshold
+        ValueError: config: unknown key(s) alpha; allowed keys for kind profile are attn_implementation, checkpoints, context_length, data, device, device_map, dtype, gpus_per_task, heads, ignore_first, kind, layers, max_memory, metrics, models, n_permutations, n_samples, offload_folder, out, samples_per_shard, threshold
     """
     if not isinstance(config, Mapping):
         raise ValueError(f"config: expected a mapping; got {type(config).__name__}")
@@ -222,7 +213,11 @@ def check_config(config: Mapping[str, Any], *, out: str | os.PathLike | None = N
                          ("device", ("cpu", "cuda"))):
         if checked[key] not in allowed:
             raise ValueError(f"{key}: {checked[key]!r}; allowed values are {', '.join(map(str, allowed))}")
-    checked["device_map"] = _check_device_map(checked["device_map"])
+    from spectra.devices import placement_kwargs
+
+    placement_kwargs(checked["device_map"], checked["max_memory"], checked["offload_folder"])  # checks all three
+    if checked["offload_folder"] is not None:
+        checked["offload_folder"] = str(Path(checked["offload_folder"]).absolute())
     gpus = checked["gpus_per_task"]
     if gpus is None:
         gpus = 1 if checked["device"] == "cuda" else 0
@@ -417,20 +412,19 @@ def load_task_model(task: Task):
     import torch
 
     options = task.options
+    placement = {k: options.get(k) for k in ("device_map", "max_memory", "offload_folder")}
     key = (task.model, options.get("dtype", "float32"), options.get("attn_implementation", "sdpa"),
-           options.get("device", "cpu"), json.dumps(options.get("device_map"), sort_keys=True))
+           options.get("device", "cpu"), json.dumps(placement, sort_keys=True, default=str))
     if key in _MODEL_CACHE:
         return _MODEL_CACHE[key]
     _MODEL_CACHE.clear()
     from spectra.capture_job import load_model
 
     dtype = getattr(torch, key[1])
-    if options.get("device_map") is not None:
-        model, tokenizer = load_model(task.model, dtype=dtype, attn_implementation=key[2],
-                                      device_map=options["device_map"])
+    if placement["device_map"] is not None:
+        model, tokenizer = load_model(task.model, dtype=dtype, attn_implementation=key[2], **placement)
     else:
-        model, tokenizer = load_model(task.model, dtype=dtype, attn_implementation=key[2])
-        model = model.to(key[3])
+        model, tokenizer = load_model(task.model, dtype=dtype, attn_implementation=key[2], device=key[3])
     _MODEL_CACHE[key] = (model.eval(), tokenizer)
     return _MODEL_CACHE[key]
 

@@ -101,7 +101,8 @@ def plan(config: Mapping[str, Any]) -> list[Task]:
     from spectra.profile_job import load_windows
 
     options = {key: config[key] for key in ("context_length", "layers", "heads", "metrics", "threshold", "ignore_first",
-                                            "dtype", "attn_implementation", "device", "device_map", "n_permutations",
+                                            "dtype", "attn_implementation", "device", "device_map", "max_memory",
+                                            "offload_folder", "n_permutations",
                                             "data", "samples_per_shard")}
     options["n_samples_requested"] = config["n_samples"]
     tasks: list[Task] = []
