@@ -755,9 +755,11 @@ class RunResult:
 
 def _run_document(config: Mapping[str, Any], tasks: Sequence[Task]) -> dict[str, Any]:
     runs: dict[str, dict[str, Any]] = {}
+    covered: dict[str, set[int]] = {}
     for task in tasks:
         entry = runs.setdefault(task.label, {"label": task.label, "model": task.model, "n_samples": 0, "n_shards": 0})
-        entry["n_samples"] += task.samples[1] - task.samples[0]
+        covered.setdefault(task.label, set()).update(range(*task.samples))  # tasks of a sweep share every sample
+        entry["n_samples"] = len(covered[task.label])
         entry["n_shards"] += 1
     return {"kind": config["kind"], "config": {k: v for k, v in config.items() if k != "out"},
             "runs": list(runs.values()), "tasks": [task.id for task in tasks]}

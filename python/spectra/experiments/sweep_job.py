@@ -14,6 +14,12 @@ Three experiments (configs for each seed experiment in ``configs/``):
 A result folder holds ``meta.json`` (config, model identity, versions, ``run_hash``), the sweep
 table sharded per target head under ``shards/`` (each written atomically; ``--resume`` keeps the
 finished ones), the analysis tables as Parquet and CSV, ``summary.json`` and the figures.
+
+The job is split so that other runners can share it: :func:`plan_shards` names the shards (from the
+model's shape alone), :func:`sweep_shard` computes one, and :func:`analyse_sweep` builds every
+table, figure and ``summary.json`` from the shards without the model; :func:`sweep_meta` is the
+``meta.json``. ``spectra run`` (``kind: sweep``, :mod:`spectra.engine_sweep`) runs the same shards
+as tasks and writes the same result folder.
 """
 
 from __future__ import annotations
@@ -41,7 +47,9 @@ from spectra.experiments.scale_sweep import (
     scale_sweep,
 )
 
-__all__ = ["EXPERIMENTS", "SweepConfig", "SweepResult", "load_config", "run_sweep"]
+__all__ = ["EXPERIMENTS", "GainSelection", "SweepConfig", "SweepResult", "SweepShard", "analyse_sweep", "check_heads",
+           "gain_map_selection", "load_config", "model_shape", "plan_shards", "read_shard", "run_sweep", "sweep_meta",
+           "sweep_shard"]
 
 EXPERIMENTS = ("scale_sweep", "gain_map", "qk_asymmetry")
 META = "meta.json"
@@ -101,15 +109,33 @@ class SweepConfig:
         if self.heads not in ("all", "from_gain_map"):
             if isinstance(self.heads, str) or not isinstance(self.heads, Sequence):
                 raise ValueError(f"heads: expected 'all', 'from_gain_map' or a list of [layer, head]; got {self.heads!r}")
-            self.heads = [[int(x) for x in pair] for pair in self.heads]
+            try:
+                self.heads = [[int(x) for x in pair] for pair in self.heads]
+                if any(len(pair) != 2 for pair in self.heads):
+                    raise ValueError
+            except (TypeError, ValueError):
+                raise ValueError(f"heads: expected 'all', 'from_gain_map' or a list of [layer, head]; "
+                                 f"got {self.heads!r}") from None
         if self.heads == "from_gain_map" and self.experiment != "qk_asymmetry":
             raise ValueError("heads: 'from_gain_map' is for experiment qk_asymmetry")
         if self.control is not None:
             if self.experiment != "scale_sweep":
                 raise ValueError("control: only scale_sweep compares a target with a control head")
-            self.control = [int(x) for x in self.control]
+            try:
+                self.control = [int(x) for x in self.control]
+                if len(self.control) != 2:
+                    raise ValueError
+            except (TypeError, ValueError):
+                raise ValueError(f"control: expected one [layer, head]; got {self.control!r}") from None
         if self.gain_by not in ("max_attn", "entropy"):
             raise ValueError(f"gain_by: {self.gain_by!r}; allowed are max_attn, entropy")
+        from spectra.profile import check_threshold
+
+        check_threshold(self.threshold)
+        for name in ("n_bootstrap", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name}: expected an integer >= 0; got {value!r}")
 
 
 def load_config(path: str | Path) -> SweepConfig:
@@ -139,8 +165,149 @@ class SweepResult:
     computed_shards: list[str]
 
 
+@dataclass(frozen=True)
+class SweepShard:
+    """One shard of a sweep run: its file under ``shards/``, the mode and kinds it sweeps, its target heads.
+
+    ``local`` sweeps every target in one shard (one pass recomputes every head from one baseline);
+    ``propagated`` has one shard per target head. ``spectra sweep`` and the engine's ``kind: sweep``
+    write exactly these shards, under these names.
+    """
+
+    name: str
+    mode: str
+    kinds: tuple[str, ...]
+    targets: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class GainSelection:
+    """exp3b's first stage: the gain map of every head (local, Q) and the high/medium/low heads it picks."""
+
+    gains: pd.DataFrame
+    selected: pd.DataFrame
+    roles: dict[tuple[int, int], str]
+
+    @property
+    def targets(self) -> list[tuple[int, int]]:
+        return list(dict.fromkeys(self.roles))
+
+
+GAIN_MAP_TAG = "gain_map-"
+
+
 def _shard_name(mode: str, layer: int | None = None, head: int | None = None, tag: str = "") -> str:
     return f"{tag}{mode}.parquet" if layer is None else f"{tag}{mode}-L{layer:03d}H{head:03d}.parquet"
+
+
+def model_shape(model_config) -> tuple[int, int]:
+    """(layers, query heads per layer) of a transformers config: all the sweep analysis needs of a model."""
+    return int(model_config.num_hidden_layers), int(model_config.num_attention_heads)
+
+
+def check_heads(heads: Any, n_layers: int, n_heads: int) -> list[tuple[int, int]]:
+    """``"all"`` (every head of every layer) or (layer, head) pairs checked against the model's shape,
+    with the messages of ``scale_sweep.check_targets`` (which needs the loaded model)."""
+    if heads is None or heads == "all":
+        return [(layer, h) for layer in range(n_layers) for h in range(n_heads)]
+    out = []
+    for pair in heads:
+        layer, head = (int(x) for x in pair)
+        if not 0 <= layer < n_layers:
+            raise ValueError(f"heads: layer {layer} is not a layer of this model; allowed layers are 0..{n_layers - 1}")
+        if not 0 <= head < n_heads:
+            raise ValueError(f"heads: head {head} (layer {layer}) is not a query head; "
+                             f"allowed heads are 0..{n_heads - 1}")
+        out.append((layer, head))
+    if not out:
+        raise ValueError("heads: no (layer, head) given")
+    return list(dict.fromkeys(out))
+
+
+def _mode_shards(mode: str, kinds: Sequence[str], targets: Sequence[tuple[int, int]],
+                 tag: str = "") -> list[SweepShard]:
+    kinds = tuple(kinds)
+    if mode == "local":
+        return [SweepShard(_shard_name(mode, tag=tag), mode, kinds, tuple(targets))]
+    return [SweepShard(_shard_name(mode, layer, head, tag), mode, kinds, ((layer, head),)) for layer, head in targets]
+
+
+def _sweep_targets(config: SweepConfig, n_layers: int, n_heads: int,
+                   selection: GainSelection | None) -> list[tuple[int, int]]:
+    if config.heads == "from_gain_map":
+        assert selection is not None
+        return selection.targets
+    targets = check_heads(config.heads, n_layers, n_heads)
+    if config.control is not None:
+        targets = list(dict.fromkeys([*targets, tuple(config.control)]))
+    return targets
+
+
+def plan_shards(config: SweepConfig, n_layers: int, n_heads: int,
+                selection: GainSelection | None = None) -> list[SweepShard]:
+    """Every shard of the run that can be known now, in the order ``run_sweep`` computes them.
+
+    With ``heads: from_gain_map`` the target heads come from the gain map, so until its
+    ``selection`` is known (:func:`gain_map_selection` of the first shard) the plan is that shard alone.
+
+    Example:
+        >>> cfg = SweepConfig(experiment="scale_sweep", heads=[[2, 0], [2, 5]], modes=["local", "propagated"])
+        >>> [s.name for s in plan_shards(cfg, n_layers=4, n_heads=8)]
+        ['local.parquet', 'propagated-L002H000.parquet', 'propagated-L002H005.parquet']
+        >>> [s.name for s in plan_shards(SweepConfig(experiment="qk_asymmetry"), 4, 8)]
+        ['gain_map-local.parquet']
+    """
+    shards: list[SweepShard] = []
+    if config.heads == "from_gain_map":
+        shards += _mode_shards("local", ["q"], check_heads("all", n_layers, n_heads), GAIN_MAP_TAG)
+        if selection is None:
+            return shards
+    targets = _sweep_targets(config, n_layers, n_heads, selection)
+    for mode in config.modes:
+        shards += _mode_shards(mode, config.kinds, targets)
+    return shards
+
+
+def sweep_shard(model, input_ids, shard: SweepShard, config: SweepConfig, progress: bool = False) -> pd.DataFrame:
+    """The sweep table of one shard (``scale_sweep`` of its targets, mode and kinds over ``config.alphas``)."""
+    return scale_sweep(model, input_ids, list(shard.targets), alphas=config.alphas, mode=shard.mode,
+                       kinds=list(shard.kinds), threshold=config.threshold, ignore_first=config.ignore_first,
+                       batch_size=config.batch_size, progress=progress)
+
+
+def gain_map_selection(config: SweepConfig, gain_map: pd.DataFrame) -> GainSelection:
+    """The gain map (gain fits and p10/p90 categories by ``config.gain_by``) of the first stage's
+    sweep table, and the heads it selects."""
+    gains = gain_mod.gain_categories(gain_mod.gain_table(gain_map, n_bootstrap=config.n_bootstrap, seed=config.seed),
+                                     by=config.gain_by)
+    selected = gain_mod.select_heads(gains, by=config.gain_by)
+    roles = {(int(r.layer), int(r.head)): str(r.role) for r in selected.itertuples()}
+    return GainSelection(gains, selected, roles)
+
+
+def read_shard(out: str | Path, name: str) -> pd.DataFrame:
+    """A shard of a result folder as the sweep table it holds."""
+    return pd.read_parquet(Path(out) / SHARDS / name)
+
+
+def sweep_meta(config: SweepConfig, identity: dict[str, str], data_sha256: str,
+               command_line: Sequence[str] | None = None) -> dict[str, Any]:
+    """``meta.json`` of a run: ``identity`` is the model's ``class``, ``config_sha256``,
+    ``weights_fingerprint`` and ``dtype``; ``run_hash`` covers the model (not its dtype name) and every
+    setting but ``out``."""
+    from spectra.profile_job import _sha256, _versions
+
+    run = {k: v for k, v in asdict(config).items() if k != "out"}
+    run["data_sha256"] = data_sha256
+    model_identity = {k: identity[k] for k in ("class", "config_sha256", "weights_fingerprint")}
+    return {
+        "run_hash": _sha256({"model": model_identity, "run": run}),
+        "model": {"name": config.model, **model_identity, "dtype": identity["dtype"]},
+        "run": run,
+        "versions": _versions(),
+        "command_line": list(command_line) if command_line is not None else list(sys.argv),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
 
 
 def _prepare_folder(out: Path, meta: dict[str, Any], resume: bool) -> None:
@@ -165,42 +332,93 @@ def _prepare_folder(out: Path, meta: dict[str, Any], resume: bool) -> None:
     _atomic_json(out / META, meta)
 
 
-def _sharded_sweep(model, windows, out, targets, cfg, mode, kinds, tag, computed, progress) -> pd.DataFrame:
-    """The sweep of ``targets`` in ``mode``: local in one shard, propagated one shard per head."""
-    from spectra.profile_job import _atomic_parquet
-
-    kwargs = dict(alphas=cfg.alphas, mode=mode, kinds=kinds, threshold=cfg.threshold,
-                  ignore_first=cfg.ignore_first, batch_size=cfg.batch_size)
-    if mode == "local":
-        path = out / SHARDS / _shard_name(mode, tag=tag)
-        if not path.is_file():
-            _atomic_parquet(path, scale_sweep(model, windows, targets, progress=progress, **kwargs))
-            computed.append(path.name)
-        return pd.read_parquet(path)
-    frames = []
-    from tqdm.auto import tqdm
-
-    for layer, head in tqdm(targets, desc=f"{tag}{mode} sweep", unit="head", disable=not progress):
-        path = out / SHARDS / _shard_name(mode, layer, head, tag)
-        if not path.is_file():
-            _atomic_parquet(path, scale_sweep(model, windows, [(layer, head)], **kwargs))
-            computed.append(path.name)
-        frames.append(pd.read_parquet(path))
-    return pd.concat(frames, ignore_index=True)
-
-
-def _targets(model, heads) -> list[tuple[int, int]]:
-    from spectra.experiments.scale_sweep import check_targets
-
-    return check_targets(model, heads if heads == "all" else [tuple(p) for p in heads])
-
-
 def _write_table(out: Path, name: str, frame: pd.DataFrame, files: dict[str, pd.DataFrame]) -> None:
     from spectra.profile_job import _atomic_csv, _atomic_parquet
 
     _atomic_parquet(out / f"{name}.parquet", frame)
     _atomic_csv(out / f"{name}.csv", frame)
     files[name] = frame
+
+
+def _read_mode(out: Path, shards: Sequence[SweepShard]) -> pd.DataFrame:
+    return pd.concat([read_shard(out, s.name) for s in shards], ignore_index=True)
+
+
+def analyse_sweep(
+    config: SweepConfig,
+    out: str | Path,
+    *,
+    n_layers: int,
+    n_heads: int,
+    n_samples: int,
+    context_length: int,
+    selection: GainSelection | None = None,
+) -> tuple[dict[str, Any], dict[str, pd.DataFrame], list[Path]]:
+    """The analysis of a finished run from its shards alone (no model): writes the tables (Parquet
+    and CSV), the figures and ``summary.json`` into ``out``; returns (summary, tables, figures).
+
+    ``n_layers``/``n_heads`` are the model's shape (:func:`model_shape` of its config), ``n_samples``
+    and ``context_length`` the windows'. ``selection`` (``heads: from_gain_map``) is recomputed from
+    the gain-map shard when not given. Every shard of :func:`plan_shards` must be in ``out/shards``.
+    """
+    out = Path(out)
+    tables: dict[str, pd.DataFrame] = {}
+    figures: list[Path] = []
+    summary: dict[str, Any] = {"experiment": config.experiment, "model": config.model,
+                               "n_samples": int(n_samples), "context_length": int(context_length),
+                               "alphas": config.alphas}
+    gain_kwargs = dict(n_bootstrap=config.n_bootstrap, seed=config.seed)
+    if config.heads == "from_gain_map" and selection is None:
+        selection = gain_map_selection(config, read_shard(out, _shard_name("local", tag=GAIN_MAP_TAG)))
+    shards = [s for s in plan_shards(config, n_layers, n_heads, selection) if not s.name.startswith(GAIN_MAP_TAG)]
+    targets = _sweep_targets(config, n_layers, n_heads, selection)
+    sweep = pd.concat([_read_mode(out, [s for s in shards if s.mode == mode]) for mode in config.modes],
+                      ignore_index=True)
+
+    if config.experiment in ("scale_sweep", "gain_map"):
+        _write_table(out, "sweep", sweep, tables)
+        gains = gain_mod.gain_table(sweep, **gain_kwargs)
+        if config.experiment == "gain_map":
+            gains = gain_mod.gain_categories(gains, by=config.gain_by)
+            selected = gain_mod.select_heads(gains, by=config.gain_by)
+            _write_table(out, "selected_heads", selected, tables)
+            summary.update(_gain_map_summary(gains, selected, config.gain_by))
+            figures.append(sweep_figures.plot_gain_heatmap(gains, out / "gain_heatmap.png", metric=config.gain_by,
+                                                           n_layers=n_layers, n_heads=n_heads))
+            fit_heads = [(int(r.layer), int(r.head)) for r in selected.itertuples()]
+        else:
+            fit_heads = targets[:12]
+            figures.append(sweep_figures.plot_metric_vs_scale(sweep, out / "metric_vs_scale.png", heads=fit_heads))
+            if config.control is not None:
+                summary.update(_control_summary(gains, targets, tuple(config.control), config.gain_by))
+        _write_table(out, "gains", gains, tables)
+        figures.append(sweep_figures.plot_gain_fits(sweep, gains, out / "gain_fits.png", metric=config.gain_by,
+                                                    heads=fit_heads))
+        summary["gains"] = _records(gains, ["layer", "head", "kind", "mode", f"gain_{config.gain_by}",
+                                            f"r_squared_{config.gain_by}", f"ci_low_{config.gain_by}",
+                                            f"ci_high_{config.gain_by}"], limit=64)
+    else:
+        roles: dict[tuple[int, int], str] = {}
+        if selection is not None:
+            _write_table(out, "gain_map", selection.gains, tables)
+            _write_table(out, "selected_heads", selection.selected, tables)
+            roles = selection.roles
+            summary.update(_gain_map_summary(selection.gains, selection.selected, config.gain_by))
+        _write_table(out, "sweep", sweep, tables)
+        asym = qk_asymmetry.asymmetry_table(sweep, roles=roles or None)
+        _write_table(out, "asymmetry", asym, tables)
+        summary["asymmetry"] = _records(asym, list(asym.columns), limit=64)
+        mode = "propagated" if "propagated" in config.modes else config.modes[0]
+        figures.append(sweep_figures.plot_metric_vs_scale(sweep, out / "metric_vs_scale.png", heads=targets[:12]))
+        figures.append(sweep_figures.plot_qk_delta_entropy(sweep, out / "qk_delta_entropy.png", heads=targets[:12],
+                                                           mode=mode))
+        figures.append(sweep_figures.plot_qk_panel(sweep, asym[asym["mode"] == mode] if "mode" in asym else asym,
+                                                   out / "qk_panel.png", heads=targets[:12], mode=mode))
+    summary["files"] = sorted([f"{name}.parquet" for name in tables] + [p.name for p in figures])
+    from spectra.profile_job import _atomic_json
+
+    _atomic_json(out / "summary.json", summary)
+    return json.loads((out / "summary.json").read_text()), tables, figures
 
 
 def run_sweep(
@@ -213,6 +431,9 @@ def run_sweep(
 ) -> SweepResult:
     """Runs ``config`` into ``out`` (default ``config.out``, else ``results/<experiment>``).
 
+    Computes the missing shards of :func:`plan_shards` (with ``heads: from_gain_map`` the gain-map
+    shard first, then the shards of the heads it selects), then :func:`analyse_sweep`.
+
     Example:
         >>> import tempfile
         >>> cfg = SweepConfig(experiment="gain_map", context_length=32, n_samples=2, n_bootstrap=50)
@@ -222,102 +443,46 @@ def run_sweep(
         >>> sorted(p.name for p in result.figures)
         ['gain_fits.png', 'gain_heatmap.png']
     """
+    from tqdm.auto import tqdm
+
     from spectra.capture_job import load_model
-    from spectra.profile_job import (
-        _atomic_json,
-        _sha256,
-        _versions,
-        config_hash,
-        load_windows,
-        weights_fingerprint,
-    )
+    from spectra.profile_job import _atomic_parquet, config_hash, load_windows, weights_fingerprint
 
     out_dir = Path(out or config.out or f"results/{config.experiment}")
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"out: {out_dir} exists and is not a folder")
     model, tokenizer = load_model(config.model)
     windows = load_windows(config.data, tokenizer, config.context_length, config.n_samples)
-    run = {k: v for k, v in asdict(config).items() if k != "out"}
-    run["data_sha256"] = hashlib.sha256(windows.contiguous().numpy().tobytes()).hexdigest()
     identity = {"class": type(model).__name__, "config_sha256": config_hash(model),
-                "weights_fingerprint": weights_fingerprint(model)}
-    meta = {
-        "run_hash": _sha256({"model": identity, "run": run}),
-        "model": {"name": config.model, **identity, "dtype": str(next(model.parameters()).dtype)},
-        "run": run,
-        "versions": _versions(),
-        "command_line": list(command_line) if command_line is not None else list(sys.argv),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+                "weights_fingerprint": weights_fingerprint(model), "dtype": str(next(model.parameters()).dtype)}
+    meta = sweep_meta(config, identity, hashlib.sha256(windows.contiguous().numpy().tobytes()).hexdigest(),
+                      command_line)
+    n_layers, n_heads = model_shape(model.config)
+    shards = plan_shards(config, n_layers, n_heads)  # checks the heads before anything is written
     _prepare_folder(out_dir, meta, resume)
     computed: list[str] = []
-    tables: dict[str, pd.DataFrame] = {}
-    figures: list[Path] = []
-    summary: dict[str, Any] = {"experiment": config.experiment, "model": config.model,
-                               "n_samples": len(windows), "context_length": int(windows.shape[1]),
-                               "alphas": config.alphas}
-    n_layers, n_heads = model.config.num_hidden_layers, model.config.num_attention_heads
-    gain_kwargs = dict(n_bootstrap=config.n_bootstrap, seed=config.seed)
 
-    if config.experiment in ("scale_sweep", "gain_map"):
-        targets = _targets(model, config.heads)
-        if config.control is not None:
-            targets = list(dict.fromkeys([*targets, tuple(config.control)]))
-        sweeps = [_sharded_sweep(model, windows, out_dir, targets, config, mode, config.kinds, "", computed, progress)
-                  for mode in config.modes]
-        sweep = pd.concat(sweeps, ignore_index=True)
-        _write_table(out_dir, "sweep", sweep, tables)
-        gains = gain_mod.gain_table(sweep, **gain_kwargs)
-        if config.experiment == "gain_map":
-            gains = gain_mod.gain_categories(gains, by=config.gain_by)
-            selected = gain_mod.select_heads(gains, by=config.gain_by)
-            _write_table(out_dir, "selected_heads", selected, tables)
-            summary.update(_gain_map_summary(gains, selected, config.gain_by))
-            figures.append(sweep_figures.plot_gain_heatmap(gains, out_dir / "gain_heatmap.png", metric=config.gain_by,
-                                                           n_layers=n_layers, n_heads=n_heads))
-            fit_heads = [(int(r.layer), int(r.head)) for r in selected.itertuples()]
-        else:
-            fit_heads = targets[:12]
-            figures.append(sweep_figures.plot_metric_vs_scale(sweep, out_dir / "metric_vs_scale.png", heads=fit_heads))
-            if config.control is not None:
-                summary.update(_control_summary(gains, targets, tuple(config.control), config.gain_by))
-        _write_table(out_dir, "gains", gains, tables)
-        figures.append(sweep_figures.plot_gain_fits(sweep, gains, out_dir / "gain_fits.png", metric=config.gain_by,
-                                                    heads=fit_heads))
-        summary["gains"] = _records(gains, ["layer", "head", "kind", "mode", f"gain_{config.gain_by}",
-                                            f"r_squared_{config.gain_by}", f"ci_low_{config.gain_by}",
-                                            f"ci_high_{config.gain_by}"], limit=64)
-    else:
-        roles: dict[tuple[int, int], str] = {}
-        if config.heads == "from_gain_map":
-            everything = _targets(model, "all")
-            local = _sharded_sweep(model, windows, out_dir, everything, config, "local", ["q"], "gain_map-", computed,
-                                   progress)
-            gains = gain_mod.gain_categories(gain_mod.gain_table(local, **gain_kwargs), by=config.gain_by)
-            selected = gain_mod.select_heads(gains, by=config.gain_by)
-            _write_table(out_dir, "gain_map", gains, tables)
-            _write_table(out_dir, "selected_heads", selected, tables)
-            roles = {(int(r.layer), int(r.head)): str(r.role) for r in selected.itertuples()}
-            targets = list(dict.fromkeys(roles))
-            summary.update(_gain_map_summary(gains, selected, config.gain_by))
-        else:
-            targets = _targets(model, config.heads)
-        sweeps = [_sharded_sweep(model, windows, out_dir, targets, config, mode, config.kinds, "", computed, progress)
-                  for mode in config.modes]
-        sweep = pd.concat(sweeps, ignore_index=True)
-        _write_table(out_dir, "sweep", sweep, tables)
-        asym = qk_asymmetry.asymmetry_table(sweep, roles=roles or None)
-        _write_table(out_dir, "asymmetry", asym, tables)
-        summary["asymmetry"] = _records(asym, list(asym.columns), limit=64)
-        mode = "propagated" if "propagated" in config.modes else config.modes[0]
-        figures.append(sweep_figures.plot_metric_vs_scale(sweep, out_dir / "metric_vs_scale.png", heads=targets[:12]))
-        figures.append(sweep_figures.plot_qk_delta_entropy(sweep, out_dir / "qk_delta_entropy.png", heads=targets[:12],
-                                                           mode=mode))
-        figures.append(sweep_figures.plot_qk_panel(sweep, asym[asym["mode"] == mode] if "mode" in asym else asym,
-                                                   out_dir / "qk_panel.png", heads=targets[:12], mode=mode))
-    summary["files"] = sorted([f"{name}.parquet" for name in tables] + [p.name for p in figures])
-    _atomic_json(out_dir / "summary.json", summary)
-    return SweepResult(out_dir, meta, json.loads((out_dir / "summary.json").read_text()), tables, figures, computed)
+    def compute(todo: Sequence[SweepShard]) -> None:
+        propagated = [s for s in todo if s.mode != "local"]
+        with tqdm(total=len(propagated), desc="propagated sweep", unit="head",
+                  disable=not progress or not propagated) as bar:
+            for shard in todo:
+                path = out_dir / SHARDS / shard.name
+                if not path.is_file():
+                    local = progress and shard.mode == "local"
+                    _atomic_parquet(path, sweep_shard(model, windows, shard, config, progress=local))
+                    computed.append(shard.name)
+                bar.update(shard.mode != "local")
+
+    compute(shards)
+    selection = None
+    if config.heads == "from_gain_map":
+        selection = gain_map_selection(config, read_shard(out_dir, shards[0].name))
+        compute(plan_shards(config, n_layers, n_heads, selection)[len(shards):])
+    summary, tables, figures = analyse_sweep(config, out_dir, n_layers=n_layers, n_heads=n_heads,
+                                             n_samples=len(windows), context_length=int(windows.shape[1]),
+                                             selection=selection)
+    return SweepResult(out_dir, meta, summary, tables, figures, computed)
 
 
 def _records(frame: pd.DataFrame, columns: list[str], limit: int) -> list[dict[str, Any]]:
