@@ -5,7 +5,9 @@
   series — ``head_series`` (step, layer, head, kv_head, stat, value), ``kv_series`` (step, layer,
   kv_head, stat, value: what a k_norm hook sees), ``gamma`` (step, layer, head, dim, gamma: the
   k_norm gain, ``head = -1`` when shared by every head) and ``taxonomy`` (step, layer, head, class,
-  score, margin).
+  score, margin, runner_up). It is :func:`resolve_checkpoints` (the series' folders and steps),
+  :func:`track_checkpoint` on each (one checkpoint's rows) and :func:`combine` (the parts joined by
+  step); ``spectra run`` with ``kind: dynamics`` runs the same parts as separate tasks.
 * :class:`KeyTracker` records the key statistics of every KV head (norm, max |x_d|, participation
   ratio, one-hotness, on the QK-norm output — the seeds' hook point — or the key projection) and γ
   every ``every`` steps of any training loop, reading detached tensors under ``no_grad`` so the
@@ -31,7 +33,8 @@ from spectra.models import adapter_for
 from spectra.stats import head_stats
 from spectra.taxonomy import Thresholds, classify
 
-__all__ = ["Dynamics", "KeyTracker", "KeyTrackerCallback", "architecture", "checkpoint_step", "gamma_table", "track"]
+__all__ = ["Dynamics", "KeyTracker", "KeyTrackerCallback", "architecture", "check_architecture", "checkpoint_step",
+           "combine", "gamma_table", "require_qk_norm", "resolve_checkpoints", "track", "track_checkpoint"]
 
 KV_STATS = ("k_norm_mean", "k_norm_std", "k_max_abs_mean", "k_participation_ratio_mean", "k_one_hotness_mean",
             "k_spectral_pr", "k_entropy_rank")
@@ -64,6 +67,21 @@ def architecture(model: nn.Module) -> dict[str, object]:
             "n_kv_heads": a.n_kv_heads, "head_dim": a.head_dim, "vocab_size": getattr(model.config, "vocab_size", None)}
 
 
+def _no_qk_norm(family: str) -> ValueError:
+    return ValueError(f"gamma: {family} has no QK-norm (no k_norm gain to plot); the γ heatmap needs a family with "
+                      "one (qwen3, gemma3, phi with qk_layernorm)")
+
+
+def require_qk_norm(model: nn.Module) -> None:
+    """The ValueError of ``gamma_table(model, required=True)`` when a layer has no k_norm gain, without
+    reading a weight (so it works on a ``meta``-device skeleton of the model too)."""
+    a = adapter_for(model)
+    for layer in range(a.n_layers):
+        module = a.k_norm_module(layer)
+        if module is None or getattr(module, "weight", None) is None:
+            raise _no_qk_norm(a.family)
+
+
 def gamma_table(model: nn.Module, step: int = 0, *, required: bool = False) -> pd.DataFrame:
     """The k_norm gain γ of every layer as rows (step, layer, head, dim, gamma); ``head = -1`` when γ is
     shared by all heads. Empty for families without QK-norm, or a ValueError with ``required``."""
@@ -73,10 +91,7 @@ def gamma_table(model: nn.Module, step: int = 0, *, required: bool = False) -> p
         gain = a.k_gain(layer)
         if gain is None:
             if required:
-                raise ValueError(
-                    f"gamma: {a.family} has no QK-norm (no k_norm gain to plot); the γ heatmap needs a family with "
-                    "one (qwen3, gemma3, phi with qk_layernorm)"
-                )
+                raise _no_qk_norm(a.family)
             return pd.DataFrame(columns=["step", "layer", "head", "dim", "gamma"])
         per_head = gain.dim() == 2
         heads = range(gain.shape[0]) if per_head else [-1]
@@ -110,35 +125,17 @@ def _series(stats: pd.DataFrame, step: int) -> tuple[pd.DataFrame, pd.DataFrame]
     return head, kv
 
 
-def track(
-    checkpoints: Sequence[str | Path] | str,
-    input_ids: torch.Tensor | None = None,
-    *,
-    context_length: int = 128,
-    n_samples: int = 8,
-    n_random: int = 8,
-    random_block: int = 32,
-    batch_size: int = 8,
-    thresholds: Thresholds | None = None,
-    progress: bool = False,
-) -> Dynamics:
-    """Head statistics and classes of every checkpoint, as tidy series sorted by step.
+def resolve_checkpoints(checkpoints: Sequence[str | Path] | str) -> list[tuple[int, Path]]:
+    """The ``(step, folder)`` of every checkpoint of a series, sorted by step (what :func:`track` runs).
 
-    ``checkpoints``: checkpoint folders of one architecture, or a zoo name (``"tiny-qwen3"``: its
-    training checkpoints, then the final model). ``input_ids``: ``(N, T)`` windows; default the
-    zoo's held-out text cut into ``n_samples`` windows of ``context_length`` tokens with the first
-    checkpoint's tokenizer.
+    ``checkpoints``: checkpoint folders of one model, or a zoo name (``"tiny-qwen3"``: its training
+    checkpoints, then the final model when it is a later step than the last checkpoint).
 
     Example:
-        >>> from spectra import dynamics
-        >>> result = dynamics.track("tiny-qwen3", context_length=64, n_samples=2, n_random=2, random_block=8)
-        >>> result.steps
-        [0, 100, 200, 400, 800, 1600]
-        >>> sorted(result.gamma["head"].unique().tolist()), result.kv_series["stat"].nunique()
-        ([-1], 7)
+        >>> [(step, folder.name) for step, folder in resolve_checkpoints("tiny-qwen3")][:2]
+        [(0, 'step-000000'), (100, 'step-000100')]
     """
     from spectra import zoo
-    from spectra.profile_job import load_windows
 
     folders: list[Path]
     final_step: int | None = None
@@ -165,38 +162,125 @@ def track(
     if len(set(steps)) != len(steps):
         raise ValueError(f"checkpoints: two checkpoints share a step ({steps})")
     order = sorted(range(len(folders)), key=lambda i: steps[i])
+    return [(steps[i], folders[i]) for i in order]
 
+
+def check_architecture(first: str | Path, reference: dict[str, object], folder: str | Path,
+                       shape: dict[str, object]) -> None:
+    """Raises the ValueError of a series mixing models: ``folder`` (of :func:`architecture` ``shape``)
+    differs from the series' ``first`` checkpoint."""
+    if shape != reference:
+        differ = {k: (reference.get(k), shape[k]) for k in shape if shape[k] != reference.get(k)}
+        raise ValueError(f"checkpoints: {folder} has another architecture than {first}: {differ}; one series "
+                         "needs checkpoints of one model")
+
+
+def track_checkpoint(
+    model: nn.Module,
+    step: int,
+    input_ids: torch.Tensor,
+    *,
+    n_random: int = 8,
+    random_block: int = 32,
+    batch_size: int = 8,
+    thresholds: Thresholds | None = None,
+) -> Dynamics:
+    """One checkpoint's part of the series (``steps == [step]``): :func:`spectra.stats.head_stats` on
+    ``input_ids`` and the repeated random blocks, :func:`spectra.taxonomy.classify`, and γ.
+    :func:`combine` joins such parts into the series :func:`track` returns.
+
+    Example:
+        >>> from spectra import zoo
+        >>> from spectra.profile_job import load_windows
+        >>> model, tok = zoo.load("tiny-qwen3", checkpoint=100)
+        >>> part = track_checkpoint(model, 100, load_windows(None, tok, 32, 2), n_random=2, random_block=8)
+        >>> part.steps, sorted(part.taxonomy["step"].unique().tolist()), part.architecture["n_kv_heads"]
+        ([100], [100], 2)
+    """
+    stats = head_stats(model, input_ids, n_random=n_random, random_block=random_block, batch_size=batch_size)
+    head, kv = _series(stats, step)
+    classes = classify(stats, thresholds)[["layer", "head", "class", "score", "margin", "runner_up"]]
+    classes.insert(0, "step", step)
+    return Dynamics(head_series=head, kv_series=kv, gamma=gamma_table(model, step), taxonomy=classes, steps=[step],
+                    architecture=architecture(model))
+
+
+def combine(parts: Sequence[Dynamics]) -> Dynamics:
+    """The series of several checkpoints' parts (from :func:`track_checkpoint`), sorted by step,
+    exactly as :func:`track` returns it; the architecture is the first part's (see
+    :func:`check_architecture`).
+
+    Example:
+        >>> import pandas as pd
+        >>> empty = pd.DataFrame({"step": [], "value": []})
+        >>> late, early = (Dynamics(empty, empty, empty, empty, steps=[s]) for s in (200, 100))
+        >>> combine([late, early]).steps
+        [100, 200]
+    """
+    if not parts:
+        raise ValueError("checkpoints: the list is empty")
+    parts = sorted(parts, key=lambda p: p.steps[0])
+    steps = [step for part in parts for step in part.steps]
+    if len(set(steps)) != len(steps):
+        raise ValueError(f"checkpoints: two checkpoints share a step ({steps})")
+    return Dynamics(
+        head_series=pd.concat([p.head_series for p in parts], ignore_index=True),
+        kv_series=pd.concat([p.kv_series for p in parts], ignore_index=True),
+        gamma=pd.concat([p.gamma for p in parts], ignore_index=True),
+        taxonomy=pd.concat([p.taxonomy for p in parts], ignore_index=True),
+        steps=sorted(steps),
+        architecture=dict(parts[0].architecture),
+    )
+
+
+def track(
+    checkpoints: Sequence[str | Path] | str,
+    input_ids: torch.Tensor | None = None,
+    *,
+    context_length: int = 128,
+    n_samples: int = 8,
+    n_random: int = 8,
+    random_block: int = 32,
+    batch_size: int = 8,
+    thresholds: Thresholds | None = None,
+    progress: bool = False,
+) -> Dynamics:
+    """Head statistics and classes of every checkpoint, as tidy series sorted by step.
+
+    ``checkpoints``: checkpoint folders of one architecture, or a zoo name (``"tiny-qwen3"``: its
+    training checkpoints, then the final model). ``input_ids``: ``(N, T)`` windows; default the
+    zoo's held-out text cut into ``n_samples`` windows of ``context_length`` tokens with the first
+    checkpoint's tokenizer. Each checkpoint is :func:`track_checkpoint`; the parts are joined by
+    :func:`combine` (``spectra run`` with ``kind: dynamics`` computes the parts as separate tasks).
+
+    Example:
+        >>> from spectra import dynamics
+        >>> result = dynamics.track("tiny-qwen3", context_length=64, n_samples=2, n_random=2, random_block=8)
+        >>> result.steps
+        [0, 100, 200, 400, 800, 1600]
+        >>> sorted(result.gamma["head"].unique().tolist()), result.kv_series["stat"].nunique()
+        ([-1], 7)
+    """
     from tqdm.auto import tqdm
 
-    head_parts, kv_parts, gamma_parts, class_parts = [], [], [], []
-    reference: dict[str, object] | None = None
-    for i in tqdm(order, desc="checkpoints", disable=not progress):
-        model, tokenizer = zoo.load(folders[i])
+    from spectra import zoo
+    from spectra.profile_job import load_windows
+
+    series = resolve_checkpoints(checkpoints)
+    parts: list[Dynamics] = []
+    first: tuple[Path, dict[str, object]] | None = None
+    for step, folder in tqdm(series, desc="checkpoints", disable=not progress):
+        model, tokenizer = zoo.load(folder)
         shape = architecture(model)
-        if reference is None:
-            reference, first = shape, folders[i]
+        if first is None:
+            first = (folder, shape)
             if input_ids is None:
                 input_ids = load_windows(None, tokenizer, context_length, n_samples)
-        elif shape != reference:
-            differ = {k: (reference[k], shape[k]) for k in shape if shape[k] != reference.get(k)}
-            raise ValueError(f"checkpoints: {folders[i]} has another architecture than {first}: {differ}; one series "
-                             "needs checkpoints of one model")
-        stats = head_stats(model, input_ids, n_random=n_random, random_block=random_block, batch_size=batch_size)
-        head, kv = _series(stats, steps[i])
-        head_parts.append(head)
-        kv_parts.append(kv)
-        gamma_parts.append(gamma_table(model, steps[i]))
-        classes = classify(stats, thresholds)[["layer", "head", "class", "score", "margin", "runner_up"]]
-        classes.insert(0, "step", steps[i])
-        class_parts.append(classes)
-    return Dynamics(
-        head_series=pd.concat(head_parts, ignore_index=True),
-        kv_series=pd.concat(kv_parts, ignore_index=True),
-        gamma=pd.concat(gamma_parts, ignore_index=True),
-        taxonomy=pd.concat(class_parts, ignore_index=True),
-        steps=sorted(steps),
-        architecture=dict(reference or {}),
-    )
+        else:
+            check_architecture(first[0], first[1], folder, shape)
+        parts.append(track_checkpoint(model, step, input_ids, n_random=n_random, random_block=random_block,
+                                      batch_size=batch_size, thresholds=thresholds))
+    return combine(parts)
 
 
 class KeyTracker:

@@ -1,17 +1,20 @@
 """``spectra dynamics``: the training-dynamics tables and figures of a checkpoint series in one folder.
 
-``meta.json`` (checkpoints, steps, architecture, settings, versions), ``head_series``,
-``kv_series``, ``gamma`` and ``taxonomy`` as Parquet and CSV, ``summary.json`` (class counts per
-step), and the figures: per-head key-norm divergence, entropy vs norm coloured by step, effective
-rank / participation ratio per layer, the k_norm γ heatmap (families with QK-norm), ‖Q‖/‖K‖ over
-steps. Every file is written atomically; rerunning replaces the folder's contents.
+``meta.json`` (settings, steps, architecture, versions, command line), ``head_series``,
+``kv_series``, ``gamma`` and ``taxonomy`` as Parquet and CSV, ``summary.json`` (checkpoints, steps,
+class counts per step), and the figures: per-head key-norm divergence, entropy vs norm coloured by
+step, effective rank / participation ratio per layer, the k_norm γ heatmap (families with QK-norm),
+‖Q‖/‖K‖ over steps. Every file is written atomically; rerunning replaces the folder's contents.
+:func:`run_dynamics` computes the series in this process (``spectra.dynamics.track``);
+:func:`write_dynamics` writes the folder from a series, and ``spectra run`` (``kind: dynamics``,
+``spectra.engine_dynamics``) calls it on the series it combines from per-checkpoint shards.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,7 @@ from typing import Any
 from spectra import dynamics_figures
 from spectra.dynamics import Dynamics, track
 
-__all__ = ["DynamicsResult", "run_dynamics"]
+__all__ = ["DynamicsResult", "run_dynamics", "write_dynamics"]
 
 
 @dataclass
@@ -28,6 +31,11 @@ class DynamicsResult:
     dynamics: Dynamics
     summary: dict[str, Any]
     figures: list[Path]
+
+
+#: The run settings meta.json records (as ``run_dynamics`` takes them).
+SETTINGS: tuple[str, ...] = ("context_length", "n_samples", "n_random", "random_block", "batch_size")
+TABLES: tuple[str, ...] = ("head_series", "kv_series", "gamma", "taxonomy")
 
 
 def run_dynamics(
@@ -43,7 +51,8 @@ def run_dynamics(
     progress: bool = True,
     command_line: Sequence[str] | None = None,
 ) -> DynamicsResult:
-    """Tracks ``checkpoints`` (folders, or a zoo name) into ``out_dir``.
+    """Tracks ``checkpoints`` (folders, or a zoo name) into ``out_dir``: :func:`spectra.dynamics.track`,
+    then :func:`write_dynamics`.
 
     ``gamma_heatmap``: None draws the k_norm γ heatmap when the family has QK-norm; True requires it
     (a family without QK-norm is then a ValueError, before any checkpoint is processed); False skips it.
@@ -55,8 +64,6 @@ def run_dynamics(
         >>> sorted(p.name for p in result.figures)[:2], result.summary["steps"][-1]
         (['entropy_vs_norm.png', 'gamma_heatmap.png'], 1600)
     """
-    from spectra.profile_job import _atomic_csv, _atomic_json, _atomic_parquet, _versions
-
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out: {out} exists and is not a folder")
@@ -64,8 +71,33 @@ def run_dynamics(
         _require_qk_norm(checkpoints)
     result = track(checkpoints, context_length=context_length, n_samples=n_samples, n_random=n_random,
                    random_block=random_block, batch_size=batch_size, progress=progress)
+    settings = {"context_length": context_length, "n_samples": n_samples, "n_random": n_random,
+                "random_block": random_block, "batch_size": batch_size}
+    return write_dynamics(result, out, checkpoints=checkpoints, settings=settings, gamma_heatmap=gamma_heatmap,
+                          command_line=command_line)
+
+
+def write_dynamics(
+    result: Dynamics,
+    out_dir: str | Path,
+    *,
+    checkpoints: Sequence[str | Path] | str,
+    settings: Mapping[str, Any],
+    gamma_heatmap: bool | None = None,
+    command_line: Sequence[str] | None = None,
+) -> DynamicsResult:
+    """Writes a series (``track``'s result, or the ``combine`` of per-checkpoint parts) into ``out_dir``:
+    the four tables as Parquet and CSV, the figures, ``summary.json`` (``checkpoints`` as given: a zoo
+    name or the list of folders) and ``meta.json`` (``settings``, steps, architecture, versions,
+    command line, time). ``spectra dynamics`` and ``spectra run`` (``kind: dynamics``) both write
+    through here, so their folders are the same."""
+    from spectra.profile_job import _atomic_csv, _atomic_json, _atomic_parquet, _versions
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out: {out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("head_series", "kv_series", "gamma", "taxonomy"):
+    for name in TABLES:
         frame = getattr(result, name)
         _atomic_parquet(out / f"{name}.parquet", frame)
         _atomic_csv(out / f"{name}.csv", frame)
@@ -84,13 +116,11 @@ def run_dynamics(
         "architecture": result.architecture,
         "classes_per_step": {int(step): {k: int(v) for k, v in row.items() if v} for step, row in counts.iterrows()},
         "has_gamma": not result.gamma.empty,
-        "files": sorted([f"{n}.parquet" for n in ("head_series", "kv_series", "gamma", "taxonomy")]
-                        + [p.name for p in figures]),
+        "files": sorted([f"{n}.parquet" for n in TABLES] + [p.name for p in figures]),
     }
     _atomic_json(out / "summary.json", summary)
     _atomic_json(out / "meta.json", {
-        "settings": {"context_length": context_length, "n_samples": n_samples, "n_random": n_random,
-                     "random_block": random_block, "batch_size": batch_size},
+        "settings": dict(settings),
         "steps": result.steps, "architecture": result.architecture, "versions": _versions(),
         "command_line": list(command_line) if command_line is not None else list(sys.argv),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
