@@ -254,3 +254,112 @@ def read_sidecar(out_dir: str | os.PathLike) -> dict[str, Any]:
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: not a finished Spectra capture folder")
     return json.loads(path.read_text())
+
+
+#: A capture file's path relative to its folder (``l00h01q/data.parquet``, ``pre_rope/l00h01q/data.parquet``).
+_CAPTURE_FILE = re.compile(r"(?:pre_rope/)?l\d+h\d+[qkv]/data\.parquet")
+#: Sidecar fields that add up over the shards of one capture; every other field must agree.
+_ADDITIVE = ("rows", "n_examples")
+
+
+def merge_captures(shard_folders: list[str | os.PathLike], out_dir: str | os.PathLike) -> dict[str, Any]:
+    """Concatenates finished capture folders — shards of one capture, each over its own examples, with
+    the same model, heads, stages and sampler — into ``out_dir``, in the order given; returns its sidecar.
+
+    Every file's rows come shard after shard, Parquet row group by row group (one per example and
+    file, as the Probe writes them), so the result is the folder one :func:`run_capture` over all
+    the examples in that order writes, byte for byte: the same files, rows and sidecar (``rows`` and
+    ``n_examples`` summed). Each file is written under a hidden temporary name and renamed into
+    place; the sidecar is removed first and written last, so ``out_dir`` reads as finished only once
+    every file is. Capture files already in ``out_dir`` that the shards do not hold are removed.
+
+    Raises ``ValueError`` when the shards disagree (another model, heads, sampler…) or a file's
+    rows do not match its sidecar, ``FileNotFoundError`` when a shard is not a finished capture.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from spectra import zoo
+        >>> from spectra.capture_job import run_capture
+        >>> model, tok = zoo.load("tiny-llama")
+        >>> root = Path(tempfile.mkdtemp())
+        >>> texts = [(0, "In the beginning"), (1, "And the earth was"), (2, "And God said")]
+        >>> _ = run_capture(model, tok, texts[:2], root / "a", layers=[0], heads=[1], progress=False)
+        >>> _ = run_capture(model, tok, texts[2:], root / "b", layers=[0], heads=[1], progress=False)
+        >>> merged = merge_captures([root / "a", root / "b"], root / "all")
+        >>> whole = run_capture(model, tok, texts, root / "whole", layers=[0], heads=[1], progress=False)
+        >>> merged == whole, read_capture(root / "all", 0, 1, "q").example_ids.unique().tolist()
+        (True, [0, 1, 2])
+        >>> name = "l00h01q/data.parquet"
+        >>> (root / "all" / name).read_bytes() == (root / "whole" / name).read_bytes()
+        True
+    """
+    shards = [Path(folder) for folder in shard_folders]
+    if not shards:
+        raise ValueError("shard_folders: give at least one capture folder")
+    out = Path(out_dir)
+    if out.resolve() in {shard.resolve() for shard in shards}:
+        raise ValueError(f"out_dir: {out} is one of the shards")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out_dir: {out} exists and is not a folder")
+    sidecars = [read_sidecar(shard) for shard in shards]
+    common = {k: v for k, v in sidecars[0].items() if k not in _ADDITIVE}
+    for shard, sidecar in zip(shards[1:], sidecars[1:]):
+        other = {k: v for k, v in sidecar.items() if k not in _ADDITIVE}
+        if other != common:
+            keys = sorted(k for k in set(common) | set(other) if common.get(k) != other.get(k))
+            raise ValueError(f"shard_folders: {shard} is not a shard of the same capture as {shards[0]} "
+                             f"(its sidecar differs in {', '.join(keys)})")
+    rows: dict[str, int] = {}
+    for shard, sidecar in zip(shards, sidecars):
+        for name, count in sidecar.get("rows", {}).items():
+            if not _CAPTURE_FILE.fullmatch(name):
+                raise ValueError(f"shard_folders: {shard}'s sidecar names {name!r}, not a capture file")
+            found = pq.ParquetFile(shard / name).metadata.num_rows if (shard / name).is_file() else None
+            if found != count:
+                raise ValueError(f"shard_folders: {shard / name} holds {found} rows; its sidecar says {count}")
+            rows[name] = rows.get(name, 0) + int(count)
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / SIDECAR).unlink(missing_ok=True)  # unfinished until every file is in place
+    for stale in sorted(out.rglob("*")):
+        name = stale.relative_to(out).as_posix()
+        if stale.is_file() and (name not in rows and _CAPTURE_FILE.fullmatch(name) or stale.name.endswith(".tmp")):
+            stale.unlink()
+    for name in sorted(rows):
+        _concatenate([shard / name for shard in shards if (shard / name).is_file()], out / name)
+    sidecar = {**sidecars[0], "n_examples": sum(int(s.get("n_examples", 0)) for s in sidecars), "rows": rows}
+    atomic_write_text(out / SIDECAR, json.dumps(sidecar, indent=2, sort_keys=True))
+    return sidecar
+
+
+def _concatenate(sources: list[Path], path: Path) -> None:
+    """Writes the row groups of ``sources`` in order into ``path`` (atomically; same schema and codec
+    as :class:`CaptureWriter`), one row group in memory at a time."""
+    schema = _writer_schema(pq.ParquetFile(sources[0]).schema_arrow)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            for source in sources:
+                parquet = pq.ParquetFile(source)
+                if not _writer_schema(parquet.schema_arrow).equals(schema):
+                    raise ValueError(f"shard_folders: {source} has another schema than {sources[0]}")
+                for group in range(parquet.num_row_groups):
+                    writer.write_table(parquet.read_row_group(group).cast(schema))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _writer_schema(schema: pa.Schema) -> pa.Schema:
+    """The schema a file was written with, as read back: Parquet names a list's values ``element``,
+    where Arrow (and so :func:`capture_schema`, which the Probe writes) names them ``item``."""
+    fields = []
+    for f in schema.remove_metadata():
+        if pa.types.is_fixed_size_list(f.type):
+            f = f.with_type(pa.list_(f.type.value_type, f.type.list_size))
+        elif pa.types.is_list(f.type):
+            f = f.with_type(pa.list_(f.type.value_type))
+        fields.append(f)
+    return pa.schema(fields)

@@ -41,11 +41,13 @@ class GeometryRun:
 
 
 def capture_model(model_name: str, out_root: str | Path, *, checkpoints: bool = False, n_examples: int = 8,
-                  max_length: int = 256, progress: bool = False, bucket_size: int = 1) -> list[Path]:
+                  max_length: int = 256, progress: bool = False, bucket_size: int = 1,
+                  layers: Sequence[int] | None = None, heads: Sequence[int] | None = None) -> list[Path]:
     """Captures post-RoPE q and k of every head of a model (zoo name or folder), or of each of its
     checkpoints, on held-out text (``n_examples`` examples of up to ``max_length`` tokens, every
     position kept, buckets of ``bucket_size`` tokens) into ``out_root/<label>``; returns the folders in
-    step order. Finished captures are kept, not redone.
+    step order. Finished captures are kept, not redone. ``layers`` / ``heads`` (query heads of every
+    layer) restrict the capture (default all).
 
     Example:
         >>> import tempfile
@@ -67,22 +69,36 @@ def capture_model(model_name: str, out_root: str | Path, *, checkpoints: bool = 
             raise ValueError(f"model: {model_name} has no checkpoints (tiny-qwen3 has)")
     else:
         sources = [(Path(model_name).name, model_name)]
-    text = zoo.heldout_text()
-    # Byte-level BPE on this corpus averages well under 8 characters a token, so each example
-    # tokenizes to at least max_length tokens and is cut there.
-    width = 8 * max_length
-    if len(text) < n_examples * width:
-        raise ValueError(f"n_examples: the held-out text holds only {len(text) // width} examples of {max_length} tokens")
-    examples = [(i, text[i * width:(i + 1) * width]) for i in range(n_examples)]
+    examples = heldout_examples(n_examples, max_length)
     folders = []
     for label, source in sources:
         folder = Path(out_root) / label
         if not (folder / SIDECAR).is_file():
             model, tokenizer = load_model(str(source))
             run_capture(model, tokenizer, examples, folder, max_length=max_length, overwrite=True, progress=progress,
-                        capture=("q", "k"), stage="post_rope", positions="all", bucket_size=bucket_size)
+                        capture=("q", "k"), stage="post_rope", positions="all", bucket_size=bucket_size,
+                        layers=layers, heads=heads)
         folders.append(folder)
     return folders
+
+
+def heldout_examples(n_examples: int, max_length: int) -> list[tuple[int, str]]:
+    """``(example_id, text)`` of the first ``n_examples`` pieces of the zoo's held-out text, each long
+    enough to tokenize to at least ``max_length`` tokens (the examples :func:`capture_model` captures).
+
+    Example:
+        >>> [(i, len(text)) for i, text in heldout_examples(2, 64)]
+        [(0, 512), (1, 512)]
+    """
+    from spectra import zoo
+
+    text = zoo.heldout_text()
+    # Byte-level BPE on this corpus averages well under 8 characters a token, so each example
+    # tokenizes to at least max_length tokens and is cut there.
+    width = 8 * max_length
+    if len(text) < n_examples * width:
+        raise ValueError(f"n_examples: the held-out text holds only {len(text) // width} examples of {max_length} tokens")
+    return [(i, text[i * width:(i + 1) * width]) for i in range(n_examples)]
 
 
 def run_geometry(qk_dirs: Sequence[str | Path], out_dir: str | Path, *, labels: Sequence[str] | None = None,

@@ -53,11 +53,13 @@ class PlasticityRun:
 
 
 def capture_model(model_name: str, out_root: str | Path, *, checkpoints: bool = False, n_examples: int = 8,
-                  max_length: int | None = None, n_buckets: int = 16, progress: bool = False) -> list[Path]:
+                  max_length: int | None = None, n_buckets: int = 16, progress: bool = False,
+                  layers: Sequence[int] | None = None, heads: Sequence[int] | None = None) -> list[Path]:
     """Captures post-RoPE q and k of every head of a model (zoo name or folder), or of each of its zoo
     checkpoints, on held-out text: ``n_examples`` examples of ``max_length`` tokens (default: the
     model's full context, ``max_position_embeddings``), every position kept, in ``n_buckets`` uniform
-    buckets. Returns the folders in step order; finished captures are reused.
+    buckets. Returns the folders in step order; finished captures are reused. ``layers`` / ``heads``
+    (query heads of every layer) restrict the capture (default all).
 
     Example:
         >>> import tempfile
@@ -73,7 +75,8 @@ def capture_model(model_name: str, out_root: str | Path, *, checkpoints: bool = 
     if n_buckets < 1 or max_length % n_buckets:
         raise ValueError(f"n_buckets: must divide max_length = {max_length}; got {n_buckets}")
     return geometry_job.capture_model(model_name, out_root, checkpoints=checkpoints, n_examples=n_examples,
-                                      max_length=max_length, progress=progress, bucket_size=max_length // n_buckets)
+                                      max_length=max_length, progress=progress, bucket_size=max_length // n_buckets,
+                                      layers=layers, heads=heads)
 
 
 def _context_of(name_or_path: str) -> int:
