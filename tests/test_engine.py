@@ -269,3 +269,58 @@ def test_a_model_spread_over_devices_profiles_as_the_plain_model(tmp_path):
                                   read_tokens(tmp_path / "spread" / "tiny-llama"))
     assert read_stamp(plain.tasks[0].path)["model"] == read_stamp(spread.tasks[0].path)["model"]
     assert spread.results["tiny-llama"].meta["run_hash"] == plain.results["tiny-llama"].meta["run_hash"]
+
+
+class _FakeRay:
+    """Just enough of ray's API to run RayEngine in-process and count cluster starts."""
+
+    def __init__(self):
+        self.initialized, self.inits, self.shutdowns = False, 0, 0
+
+    def is_initialized(self):
+        return self.initialized
+
+    def init(self, **kwargs):
+        self.initialized, self.inits = True, self.inits + 1
+
+    def shutdown(self):
+        self.initialized, self.shutdowns = False, self.shutdowns + 1
+
+    def put(self, value):
+        return value
+
+    def remote(self, **kwargs):
+        class Remote:
+            def __init__(self, fn):
+                self.fn = fn
+
+            def options(self, **kwargs):
+                return self
+
+            def remote(self, *args):
+                ref = type("Ref", (), {})()  # hashable by identity, like an ObjectRef
+                ref.result = self.fn(*args)
+                return ref
+
+        return Remote
+
+    def wait(self, refs, num_returns=1):
+        return refs[:num_returns], refs[num_returns:]
+
+    def get(self, ref):
+        return ref.result
+
+
+def test_a_staged_run_starts_one_cluster_and_stops_it(monkeypatch, tmp_path):
+    """A qk-asymmetry sweep plans its head tasks after the gain-map task: two execute calls, one cluster."""
+    import sys
+
+    fake = _FakeRay()
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    config = {"kind": "sweep", "models": ["tiny-llama"], "experiment": "qk_asymmetry", "alphas": [0.5, 1.0, 2.0],
+              "context_length": 16, "n_samples": 2, "n_bootstrap": 20, "out": str(tmp_path / "run")}
+    result = run(config, RayEngine(num_workers=2), progress=False)
+    assert result.report.computed[0] == "tiny-llama/gain_map-local" and len(result.report.computed) > 1
+    assert (fake.inits, fake.shutdowns, fake.initialized) == (1, 1, False)
+    run(config, RayEngine(num_workers=2), progress=False)  # nothing to do: no cluster at all
+    assert fake.inits == 1

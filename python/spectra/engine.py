@@ -589,6 +589,11 @@ class LocalEngine:
     def __init__(self, runner: Runner = run_task) -> None:
         self.runner = runner
 
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """Nothing to keep between the stages of a run (the Ray engine keeps its cluster)."""
+        yield
+
     def execute(self, tasks: Sequence[Task], *, progress: bool = False) -> EngineReport:
         """Runs every task; returns the report (all of ``tasks`` are computed)."""
         report = EngineReport(engine=self.name)
@@ -630,6 +635,22 @@ class RayEngine:
         if not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError(f"max_retries: expected an integer >= 0; got {max_retries!r}")
         self.address, self.num_workers, self.max_retries, self.runner = address, num_workers, max_retries, runner
+        self._in_session = self._started_in_session = False
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """Keeps a cluster this engine starts alive across the ``execute`` calls inside (the stages of
+        one run) and stops it at the end; a cluster is still started only when there is work."""
+        self._in_session, self._started_in_session = True, False
+        try:
+            yield
+        finally:
+            self._in_session = False
+            if self._started_in_session:
+                import ray
+
+                ray.shutdown()
+                self._started_in_session = False
 
     def execute(self, tasks: Sequence[Task], *, progress: bool = False) -> EngineReport:
         """Runs every task on the cluster; returns the report once all have finished."""
@@ -646,6 +667,7 @@ class RayEngine:
                 kwargs["num_cpus"] = self.num_workers or os.cpu_count()
             ray.init(address=self.address, **kwargs)
             started = True
+            self._started_in_session = self._in_session  # a session keeps it for its later stages
         report = EngineReport(engine=self.name)
         start = time.perf_counter()
         try:
@@ -677,7 +699,7 @@ class RayEngine:
                 raise RuntimeError(f"{len(failures)} task(s) failed after {self.max_retries} retries ({listed}); "
                                    "rerun to redo only those")
         finally:
-            if started:
+            if started and not self._in_session:
                 ray.shutdown()
         order = {task.id: i for i, task in enumerate(tasks)}
         report.computed.sort(key=order.__getitem__)
@@ -773,8 +795,6 @@ def run(config: Mapping[str, Any], engine: LocalEngine | RayEngine | None = None
 
     The report lists the computed and the skipped task ids. See the module docstring for an example.
     """
-    from spectra.profile_job import _atomic_json
-
     config = check_config(config, out=out)
     module = kind_module(config["kind"])
     engine = engine or LocalEngine()
@@ -782,6 +802,21 @@ def run(config: Mapping[str, Any], engine: LocalEngine | RayEngine | None = None
     report = EngineReport(engine=engine.name)
     computed: set[str] = set()
     start = time.perf_counter()
+    with engine.session():
+        tasks = _execute_stages(config, module, engine, root, report, computed, progress)
+    report.seconds = time.perf_counter() - start
+    report.pids = sorted(set(report.pids))
+    report.skipped = [task.id for task in tasks if task.id not in computed]
+    _clean_temporaries(tasks)
+    results = module.merge(config, tasks, command_line)
+    return RunResult(out=root, kind=config["kind"], results=results, report=report, tasks=tasks)
+
+
+def _execute_stages(config: Mapping[str, Any], module: ModuleType, engine: LocalEngine | RayEngine, root: Path,
+                    report: EngineReport, computed: set[str], progress: bool) -> list[Task]:
+    """Plan → execute until every planned task is done; returns the final plan."""
+    from spectra.profile_job import _atomic_json
+
     for _ in range(MAX_STAGES):
         tasks = module.plan(config)
         _check_out(tasks, root, module)
@@ -799,12 +834,7 @@ def run(config: Mapping[str, Any], engine: LocalEngine | RayEngine | None = None
         computed.update(done.computed)
     else:
         raise RuntimeError(f"kind {config['kind']}: still planning new tasks after {MAX_STAGES} rounds")
-    report.seconds = time.perf_counter() - start
-    report.pids = sorted(set(report.pids))
-    report.skipped = [task.id for task in tasks if task.id not in computed]
-    _clean_temporaries(tasks)
-    results = module.merge(config, tasks, command_line)
-    return RunResult(out=root, kind=config["kind"], results=results, report=report, tasks=tasks)
+    return tasks
 
 
 # Kept for callers of the profile-only engine.
