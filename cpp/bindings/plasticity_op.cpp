@@ -8,6 +8,7 @@
 #include <tuple>
 
 #include "spectra/plasticity.hpp"
+#include "op_checks.hpp"
 #include "tensor_views.hpp"
 
 namespace spectra::bindings {
@@ -17,50 +18,10 @@ using PlasticityResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tens
 
 constexpr const char* kOp = "plasticity_pairwise";
 
-void check_args(const at::Tensor& w, const at::Tensor& mean, const at::Tensor& var) {
-  TORCH_CHECK_VALUE(w.dim() == 2, kOp, ": w must have shape (P, d), one key difference k1 - k2 per row; got shape ",
-                    w.sizes());
-  const int64_t pairs = w.size(0), dim = w.size(1);
-  TORCH_CHECK_VALUE(dim >= 1, kOp, ": w's dimension d must be >= 1; got shape ", w.sizes());
-  check_float_dtype(w, kOp, "w");
-  check_float_dtype(mean, kOp, "mean");
-  check_float_dtype(var, kOp, "var");
-  TORCH_CHECK_VALUE(w.device().is_cpu() && mean.device().is_cpu() && var.device().is_cpu(), kOp,
-                    ": w, mean and var must be on the CPU here; got ", w.device(), ", ", mean.device(), " and ",
-                    var.device());
-  const bool mean_ok = (mean.dim() == 1 && mean.size(0) == dim) ||
-                       (mean.dim() == 2 && mean.size(0) == pairs && mean.size(1) == dim);
-  TORCH_CHECK_VALUE(mean_ok, kOp, ": mean must have shape (d,) = (", dim, ",) shared by all pairs or (P, d) = (",
-                    pairs, ", ", dim, ") one per pair; got shape ", mean.sizes());
-  const bool var_ok = (var.dim() == 1 && var.size(0) == dim) ||
-                      (var.dim() == 2 && var.size(0) == dim && var.size(1) == dim);
-  TORCH_CHECK_VALUE(var_ok, kOp, ": var must have shape (d,) = (", dim, ",) for diagonal variances or (d, d) = (", dim,
-                    ", ", dim, ") for a full covariance; got shape ", var.sizes());
-}
-
-template <typename T>
-PlasticityPairsView<T> pairs_view(const at::Tensor& w, const at::Tensor& mean, const at::Tensor& var) {
-  // spectra's 16-bit types are bit-identical to c10::Half / c10::BFloat16.
-  const bool per_pair_mean = mean.dim() == 2;
-  const bool full = var.dim() == 2;
-  return {reinterpret_cast<const T*>(w.const_data_ptr()),
-          w.size(0),
-          w.size(1),
-          w.stride(0),
-          w.stride(1),
-          reinterpret_cast<const T*>(mean.const_data_ptr()),
-          per_pair_mean ? mean.stride(0) : 0,
-          mean.stride(-1),
-          reinterpret_cast<const T*>(var.const_data_ptr()),
-          full,
-          full ? var.stride(0) : 0,
-          var.stride(-1)};
-}
-
 }  // namespace
 
 PlasticityResult plasticity_pairwise_cpu(const at::Tensor& w_in, const at::Tensor& mean_in, const at::Tensor& var_in) {
-  check_args(w_in, mean_in, var_in);
+  check_plasticity_pairwise_args(Backend::kCpu, w_in, mean_in, var_in);
   // One element type for the kernel: mixed float dtypes are promoted (a copy only of the ones that differ).
   const at::ScalarType dtype = c10::promoteTypes(c10::promoteTypes(w_in.scalar_type(), mean_in.scalar_type()),
                                                  var_in.scalar_type());

@@ -5,19 +5,10 @@
 
 #include <tuple>
 
+#include "op_checks.hpp"
 #include "tensor_views.hpp"
 
 namespace spectra::bindings {
-namespace {
-
-void check_vec_stats_args(const at::Tensor& x) {
-  TORCH_CHECK_VALUE(x.dim() >= 1, "vec_stats: x must have shape (..., D) with at least 1 dimension; got a 0-d tensor");
-  check_float_dtype(x, "vec_stats", "x");
-  TORCH_CHECK_VALUE(x.size(-1) >= 1, "vec_stats: x's last dimension D must be >= 1; got shape ", x.sizes());
-}
-
-}  // namespace
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor> vec_stats_cpu(const at::Tensor& x) {
   check_vec_stats_args(x);
   const auto out_shape = x.sizes().slice(0, x.dim() - 1);

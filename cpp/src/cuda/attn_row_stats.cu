@@ -62,6 +62,7 @@
 #include <tuple>
 
 #include "spectra/attn_stats.hpp"
+#include "op_checks.hpp"
 #include "tensor_views.hpp"
 
 namespace spectra::cuda_kernels {
@@ -692,13 +693,6 @@ __global__ void __launch_bounds__(kThreads)
 using AttnRowStatsResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                                       at::Tensor, at::Tensor, at::Tensor>;
 
-template <typename T>
-HeadsView<T> heads_view_as(const at::Tensor& x) {
-  // spectra's 16-bit types are bit-identical to c10::Half / c10::BFloat16.
-  return {reinterpret_cast<const T*>(x.const_data_ptr()), x.size(0), x.size(1), x.size(2), x.size(3),
-          x.stride(0), x.stride(1), x.stride(2), x.stride(3)};
-}
-
 // 16-byte row copies need unit stride along head_dim, head_dim % 8 == 0 and 16-byte aligned rows.
 bool rows_are_vectorizable(const at::Tensor& x) {
   if (x.stride(3) != 1 || x.size(3) % 8 != 0) return false;
@@ -708,40 +702,12 @@ bool rows_are_vectorizable(const at::Tensor& x) {
   return reinterpret_cast<uintptr_t>(x.const_data_ptr()) % 16 == 0;
 }
 
-void check_args(const at::Tensor& q, const at::Tensor& k, double scaling, const std::optional<at::Tensor>& key_valid,
-                int64_t sliding_window, double threshold, int64_t n_sink, double softcap) {
-  TORCH_CHECK_VALUE(q.dim() == 4, kOp, ": q must have shape (batch, heads, query_len, head_dim); got ", q.sizes());
-  TORCH_CHECK_VALUE(k.dim() == 4, kOp, ": k must have shape (batch, kv_heads, key_len, head_dim); got ", k.sizes());
-  bindings::check_float_dtype(q, kOp, "q");
-  TORCH_CHECK_TYPE(k.scalar_type() == q.scalar_type(), kOp, ": k has dtype ", k.scalar_type(), " but q has ",
-                   q.scalar_type(), "; they must match");
-  TORCH_CHECK_VALUE(q.device().is_cuda() && k.device() == q.device(), kOp,
-                    ": q and k must be on the same CUDA device here; got ", q.device(), " and ", k.device());
-  TORCH_CHECK_VALUE(k.size(0) == q.size(0), kOp, ": k has batch ", k.size(0), " but q has ", q.size(0));
-  TORCH_CHECK_VALUE(k.size(3) == q.size(3), kOp, ": k has head_dim ", k.size(3), " but q has ", q.size(3));
-  TORCH_CHECK_VALUE(q.size(3) >= 1, kOp, ": head_dim must be >= 1");
-  TORCH_CHECK_VALUE(k.size(1) >= 1 && q.size(1) % k.size(1) == 0, kOp, ": q's heads (", q.size(1),
-                    ") must be a multiple of k's kv_heads (", k.size(1), ")");
-  TORCH_CHECK_VALUE(std::isfinite(scaling), kOp, ": scaling must be finite; got ", scaling);
-  TORCH_CHECK_VALUE(threshold > 0.0 && threshold <= 1.0, kOp, ": threshold must lie in (0, 1]; got ", threshold);
-  TORCH_CHECK_VALUE(n_sink >= 0, kOp, ": n_sink must be >= 0; got ", n_sink);
-  TORCH_CHECK_VALUE(sliding_window >= 0, kOp, ": sliding_window must be >= 0 (0: none); got ", sliding_window);
-  TORCH_CHECK_VALUE(softcap >= 0.0 && std::isfinite(softcap), kOp, ": softcap must be >= 0 (0: none); got ", softcap);
-  if (key_valid.has_value()) {
-    TORCH_CHECK_TYPE(key_valid->scalar_type() == at::kBool, kOp, ": key_valid must be a bool tensor; got ",
-                     key_valid->scalar_type());
-    TORCH_CHECK_VALUE(key_valid->dim() == 2 && key_valid->size(0) == k.size(0) && key_valid->size(1) == k.size(2),
-                      kOp, ": key_valid must have shape (batch, key_len) = (", k.size(0), ", ", k.size(2), "); got ",
-                      key_valid->sizes());
-  }
-}
-
 template <typename In, typename Acc, bool kTensorCores>
 void launch(const at::Tensor& q, const at::Tensor& k, const AttnMaskSpec& mask, const AttnRowStatsParams& params,
             const AttnRowStatsOutputs<Acc>& out, int dpad, int64_t q_blocks, int max_shared, cudaStream_t stream) {
   Args<In, Acc> args{};
-  args.q = heads_view_as<In>(q);
-  args.k = heads_view_as<In>(k);
+  args.q = bindings::heads_view_as<In>(q);
+  args.k = bindings::heads_view_as<In>(k);
   args.mask = mask;
   args.out = out;
   args.params = params;
@@ -768,7 +734,7 @@ AttnRowStatsResult attn_row_stats_cuda(const at::Tensor& q_in, const at::Tensor&
                                        const std::optional<at::Tensor>& key_valid, bool causal,
                                        int64_t sliding_window, std::optional<int64_t> query_offset, double threshold,
                                        int64_t n_sink, double softcap) {
-  check_args(q_in, k_in, scaling, key_valid, sliding_window, threshold, n_sink, softcap);
+  bindings::check_attn_row_stats_args(bindings::Backend::kCuda, q_in, k_in, scaling, key_valid, sliding_window, threshold, n_sink, softcap);
   const c10::cuda::OptionalCUDAGuard guard(q_in.device());
   const int64_t batch = q_in.size(0), heads = q_in.size(1), query_len = q_in.size(2), key_len = k_in.size(2);
   const int64_t dim = q_in.size(3);

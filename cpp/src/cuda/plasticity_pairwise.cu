@@ -22,6 +22,7 @@
 #include <tuple>
 
 #include "spectra/plasticity.hpp"
+#include "op_checks.hpp"
 #include "tensor_views.hpp"
 
 namespace spectra::cuda_kernels {
@@ -140,52 +141,12 @@ __global__ void __launch_bounds__(256) first_negative_variance_kernel(const Plas
   if (threadIdx.x == 0) *out = static_cast<int64_t>(first);
 }
 
-void check_args(const at::Tensor& w, const at::Tensor& mean, const at::Tensor& var) {
-  TORCH_CHECK_VALUE(w.dim() == 2, kOp, ": w must have shape (P, d), one key difference k1 - k2 per row; got shape ",
-                    w.sizes());
-  const int64_t pairs = w.size(0), dim = w.size(1);
-  TORCH_CHECK_VALUE(dim >= 1, kOp, ": w's dimension d must be >= 1; got shape ", w.sizes());
-  bindings::check_float_dtype(w, kOp, "w");
-  bindings::check_float_dtype(mean, kOp, "mean");
-  bindings::check_float_dtype(var, kOp, "var");
-  TORCH_CHECK_VALUE(w.device().is_cuda() && mean.device() == w.device() && var.device() == w.device(), kOp,
-                    ": w, mean and var must be on the same CUDA device here; got ", w.device(), ", ", mean.device(),
-                    " and ", var.device());
-  const bool mean_ok = (mean.dim() == 1 && mean.size(0) == dim) ||
-                       (mean.dim() == 2 && mean.size(0) == pairs && mean.size(1) == dim);
-  TORCH_CHECK_VALUE(mean_ok, kOp, ": mean must have shape (d,) = (", dim, ",) shared by all pairs or (P, d) = (",
-                    pairs, ", ", dim, ") one per pair; got shape ", mean.sizes());
-  const bool var_ok = (var.dim() == 1 && var.size(0) == dim) ||
-                      (var.dim() == 2 && var.size(0) == dim && var.size(1) == dim);
-  TORCH_CHECK_VALUE(var_ok, kOp, ": var must have shape (d,) = (", dim, ",) for diagonal variances or (d, d) = (", dim,
-                    ", ", dim, ") for a full covariance; got shape ", var.sizes());
-}
-
-template <typename T>
-PlasticityPairsView<T> pairs_view(const at::Tensor& w, const at::Tensor& mean, const at::Tensor& var) {
-  // spectra's 16-bit types are bit-identical to c10::Half / c10::BFloat16.
-  const bool per_pair_mean = mean.dim() == 2;
-  const bool full = var.dim() == 2;
-  return {reinterpret_cast<const T*>(w.const_data_ptr()),
-          w.size(0),
-          w.size(1),
-          w.stride(0),
-          w.stride(1),
-          reinterpret_cast<const T*>(mean.const_data_ptr()),
-          per_pair_mean ? mean.stride(0) : 0,
-          mean.stride(-1),
-          reinterpret_cast<const T*>(var.const_data_ptr()),
-          full,
-          full ? var.stride(0) : 0,
-          var.stride(-1)};
-}
-
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> plasticity_pairwise_cuda(const at::Tensor& w_in,
                                                                                      const at::Tensor& mean_in,
                                                                                      const at::Tensor& var_in) {
-  check_args(w_in, mean_in, var_in);
+  bindings::check_plasticity_pairwise_args(bindings::Backend::kCuda, w_in, mean_in, var_in);
   const c10::cuda::OptionalCUDAGuard guard(w_in.device());
   const at::ScalarType dtype = c10::promoteTypes(c10::promoteTypes(w_in.scalar_type(), mean_in.scalar_type()),
                                                  var_in.scalar_type());
@@ -204,7 +165,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> plasticity_pairwise_c
 
   bindings::dispatch_float_types(dtype, [&](auto in, auto /*out*/) {
     using In = decltype(in);
-    const PlasticityPairsView<In> view = pairs_view<In>(w, mean, var);
+    const PlasticityPairsView<In> view = bindings::pairs_view<In>(w, mean, var);
     at::Tensor first_bad = at::empty({1}, w.options().dtype(at::kLong));
     first_negative_variance_kernel<In><<<1, 256, 0, stream>>>(view, first_bad.mutable_data_ptr<int64_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -18,6 +18,7 @@
 #include <tuple>
 
 #include "spectra/scalar_types.hpp"
+#include "op_checks.hpp"
 #include "tensor_views.hpp"
 
 namespace spectra::cuda_kernels {
@@ -123,16 +124,10 @@ bool coalesce_leading_dims(const at::Tensor& x, LeadDims& lead) {
   return true;
 }
 
-void check_vec_stats_args(const at::Tensor& x) {
-  TORCH_CHECK_VALUE(x.dim() >= 1, "vec_stats: x must have shape (..., D) with at least 1 dimension; got a 0-d tensor");
-  bindings::check_float_dtype(x, "vec_stats", "x");
-  TORCH_CHECK_VALUE(x.size(-1) >= 1, "vec_stats: x's last dimension D must be >= 1; got shape ", x.sizes());
-}
-
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> vec_stats_cuda(const at::Tensor& x_in) {
-  check_vec_stats_args(x_in);
+  bindings::check_vec_stats_args(x_in);
   const c10::cuda::OptionalCUDAGuard guard(x_in.device());
   const auto out_shape = x_in.sizes().slice(0, x_in.dim() - 1);
   const auto out_options = x_in.options().dtype(bindings::stats_dtype(x_in.scalar_type()));
