@@ -198,17 +198,6 @@ def test_cli_run_local_and_its_errors(tmp_path):
 # ---- Ray: a local cluster with 2 workers ----------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray = pytest.importorskip("ray")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
-
-
 def test_ray_two_workers_equal_the_local_engine(ray_cluster, local_run, tmp_path):
     out = tmp_path / "run"
     result = run(sweep_config(out), RayEngine(num_workers=2), progress=False)

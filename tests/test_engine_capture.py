@@ -185,17 +185,6 @@ def test_merge_refuses_shards_of_different_captures(local_runs, tmp_path):
 # ---- Ray: a local cluster with 2 workers ------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray = pytest.importorskip("ray")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
-
-
 def test_ray_two_workers_equal_the_local_engine(ray_cluster, local_runs, tmp_path):
     """plasticity (geometry captures through the same tasks; capture: below, with workers killed on the way)."""
     reference, local = local_runs["plasticity"]

@@ -183,17 +183,6 @@ def test_rerun_skips_finished_shards_and_redoes_a_deleted_one(local_run, tmp_pat
 # ---- Ray: a local cluster with 2 workers ----------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray = pytest.importorskip("ray")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
-
-
 def test_ray_two_workers_equal_the_local_engine_with_a_worker_killed_mid_task(ray_cluster, local_run, tmp_path):
     """One Ray run (starting workers costs seconds): two workers, the first attempt of one checkpoint's
     task computes, leaves a half-written temporary shard and kills its worker; Ray retries it."""

@@ -138,17 +138,6 @@ def test_shards_of_another_configuration_are_refused(local_runs, tmp_path):
 # ---- Ray: a local cluster with 2 workers ---------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray = pytest.importorskip("ray")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
-
-
 def test_ray_two_workers_equal_the_local_engine_though_workers_die(ray_cluster, local_runs, tmp_path):
     """Both stages on 2 workers; the first selected head's task loses its worker once, mid-task, while
     the next head's task runs on the other worker."""

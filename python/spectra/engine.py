@@ -64,6 +64,7 @@ __all__ = [
     "entries",
     "folder_shard",
     "is_done",
+    "keep_created",
     "kind_module",
     "load_config",
     "load_task_model",
@@ -73,6 +74,8 @@ __all__ = [
     "read_stamp",
     "run",
     "run_task",
+    "shards_by_label",
+    "shared_model_identity",
     "write_parquet_shard",
 ]
 
@@ -728,6 +731,43 @@ def make_engine(name: str, *, address: str | None = None, workers: int | None = 
 # --------------------------------------------------------------------------------------------
 # The run folder
 # --------------------------------------------------------------------------------------------
+
+
+def shards_by_label(tasks: Sequence[Task], *, order: Callable[[Task], Any] = lambda task: task.shard
+                    ) -> dict[str, list[Task]]:
+    """``label -> its tasks`` sorted by ``order`` (labels in plan order), for a kind's merge; a
+    ``ValueError`` naming the shards that are not done."""
+    groups: dict[str, list[Task]] = {}
+    for task in tasks:
+        groups.setdefault(task.label, []).append(task)
+    for label, group in groups.items():
+        group.sort(key=order)
+        missing = [t.id for t in group if not is_done(t)]
+        if missing:
+            raise ValueError(f"out: {len(missing)} shard(s) of {label} are missing ({', '.join(missing[:4])}); rerun")
+    return groups
+
+
+def shared_model_identity(group: Sequence[Task]) -> dict[str, Any]:
+    """The model identity every shard of one label carries in its stamp; a ``ValueError`` when they
+    differ (the model's weights changed between two runs)."""
+    identities = {json.dumps(read_stamp(t.path)["model"], sort_keys=True) for t in group}
+    if len(identities) != 1:
+        raise ValueError(f"out: the shards of {Path(group[0].out) / group[0].label} come from different weights of "
+                         f"{group[0].model}; delete the folder and rerun")
+    return json.loads(identities.pop())
+
+
+def keep_created(meta_path: Path, meta: dict[str, Any]) -> None:
+    """Keeps the ``created`` time of an earlier ``meta.json`` of the same ``run_hash`` (a merge redone)."""
+    if not meta_path.is_file():
+        return
+    try:
+        old = json.loads(meta_path.read_text())
+    except json.JSONDecodeError:
+        return
+    if old.get("run_hash") == meta["run_hash"]:
+        meta["created"] = old.get("created", meta["created"])
 
 
 def _check_out(tasks: Sequence[Task], out: Path, module: ModuleType) -> None:

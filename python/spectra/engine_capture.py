@@ -56,12 +56,13 @@ from spectra.engine import (
     expand_checkpoints,
     folder_shard,
     int_list,
-    is_done,
     load_task_model,
     model_folder,
     model_identity,
     positive_int,
     read_stamp,
+    shards_by_label,
+    shared_model_identity,
 )
 
 __all__ = ["KEYS", "STRAY_GLOB", "CaptureResult", "check", "check_capture_keys", "compute", "describe", "merge",
@@ -313,19 +314,10 @@ def merge_capture_shards(tasks: Sequence[Task]) -> dict[str, CaptureResult]:
     from spectra.capture_store import SIDECAR, merge_captures, read_sidecar
     from spectra.profile_job import _atomic_json
 
-    by_label: dict[str, list[Task]] = {}
-    for task in tasks:
-        by_label.setdefault(task.label, []).append(task)
     results: dict[str, CaptureResult] = {}
-    for label, group in by_label.items():
-        group = sorted(group, key=lambda t: t.shard)
-        missing = [t.id for t in group if not is_done(t)]
-        if missing:
-            raise ValueError(f"out: {len(missing)} shard(s) of {label} are missing ({', '.join(missing[:4])}); rerun")
+    for label, group in shards_by_label(tasks).items():
+        shared_model_identity(group)
         stamps = [read_stamp(t.path) for t in group]
-        if len({json.dumps(s.get("model"), sort_keys=True) for s in stamps}) != 1:
-            raise ValueError(f"out: the shards of {label} come from different weights of {group[0].model}; delete "
-                             f"{Path(group[0].out) / label} and rerun")
         root = Path(group[0].out) / label
         folder, marker = root / CAPTURE, root / SHARDS / MERGED
         record = {"capture": CAPTURE, "shards": [{k: s.get(k) for k in ("task_id", "fingerprint", "model", "samples")}

@@ -71,10 +71,10 @@ from spectra.engine import (
     check_model_config,
     expand_checkpoints,
     folder_shard,
-    is_done,
     load_task_model,
     model_identity,
     positive_int,
+    shards_by_label,
 )
 
 __all__ = ["KEYS", "Series", "check", "compute", "describe", "merge", "plan", "series_of"]
@@ -309,16 +309,9 @@ def merge(config: Mapping[str, Any], tasks: Sequence[Task],
     from spectra.dynamics_job import SETTINGS, write_dynamics
 
     series = {s.label: s for s in series_of(config)}
-    by_label: dict[str, list[Task]] = {}
-    for task in tasks:
-        by_label.setdefault(task.label, []).append(task)
     settings = {**{key: config[key] for key in SETTINGS}, **loading_settings(config)}
     results: dict[str, Any] = {}
-    for label, group in by_label.items():
-        group = sorted(group, key=lambda t: t.options["step"])
-        missing = [t.id for t in group if not is_done(t)]
-        if missing:
-            raise ValueError(f"out: {len(missing)} shard(s) of {label} are missing ({', '.join(missing[:4])}); rerun")
+    for label, group in shards_by_label(tasks, order=lambda t: t.options["step"]).items():
         parts = [read_shard(t.path) for t in group]
         first_part, first_folder = parts[0]
         for part, folder in parts[1:]:

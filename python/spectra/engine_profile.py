@@ -39,13 +39,14 @@ from spectra.engine import (
     check_model_config,
     entries,
     int_list,
-    is_done,
+    keep_created,
     load_task_model,
     model_folder,
     model_identity,
     positive_int,
-    read_stamp,
     sha256_of,
+    shards_by_label,
+    shared_model_identity,
     write_parquet_shard,
 )
 
@@ -154,20 +155,9 @@ def merge(config: Mapping[str, Any], tasks: Sequence[Task], command_line: Sequen
     from spectra.profile_report import layer_summary
 
     results: dict[str, Any] = {}
-    by_label: dict[str, list[Task]] = {}
-    for task in tasks:
-        by_label.setdefault(task.label, []).append(task)
-    for label, group in by_label.items():
-        group = sorted(group, key=lambda t: t.shard)
+    for label, group in shards_by_label(tasks).items():
         out = Path(group[0].out) / label
-        missing = [t.id for t in group if not is_done(t)]
-        if missing:
-            raise ValueError(f"out: {len(missing)} shard(s) of {label} are missing ({', '.join(missing[:4])}); rerun")
-        identities = {json.dumps(read_stamp(t.path)["model"], sort_keys=True) for t in group}
-        if len(identities) != 1:
-            raise ValueError(f"out: the shards of {out} come from different weights of {group[0].model}; delete the "
-                             "folder and rerun")
-        identity = json.loads(identities.pop())
+        identity = shared_model_identity(group)
         options = group[0].options
         windows = np.concatenate([t.input_ids for t in group]).astype(np.int64)
         run_config = {
@@ -195,13 +185,7 @@ def merge(config: Mapping[str, Any], tasks: Sequence[Task], command_line: Sequen
             "command_line": list(command_line) if command_line is not None else list(sys.argv),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        if (out / META).is_file():
-            try:
-                old = json.loads((out / META).read_text())
-            except json.JSONDecodeError:
-                old = {}
-            if old.get("run_hash") == meta["run_hash"]:
-                meta["created"] = old.get("created", meta["created"])
+        keep_created(out / META, meta)
         _atomic_json(out / META, meta)
         frame = read_tokens(out)
         files = _analyse(frame, out, n_permutations=options["n_permutations"])

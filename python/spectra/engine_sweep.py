@@ -35,7 +35,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -49,10 +48,12 @@ from spectra.engine import (
     check_model_config,
     entries,
     is_done,
+    keep_created,
     load_task_model,
     model_folder,
     model_identity,
-    read_stamp,
+    shards_by_label,
+    shared_model_identity,
     write_parquet_shard,
 )
 from spectra.experiments import sweep_job
@@ -196,15 +197,8 @@ def merge(config: Mapping[str, Any], tasks: Sequence[Task], command_line: Sequen
     from spectra.profile_job import _atomic_json
 
     results: dict[str, Any] = {}
-    by_label: dict[str, list[Task]] = {}
-    for task in tasks:
-        by_label.setdefault(task.label, []).append(task)
-    for label, group in by_label.items():
-        group = sorted(group, key=lambda t: t.shard)
+    for label, group in shards_by_label(tasks).items():
         out = Path(group[0].out) / label
-        missing = [t.id for t in group if not is_done(t)]
-        if missing:
-            raise ValueError(f"out: {len(missing)} shard(s) of {label} are missing ({', '.join(missing[:4])}); rerun")
         settings = _sweep_config(group[0].model, config)
         n_layers, n_heads = _shape(model_folder(group[0].model))
         selection = _selection(settings, group[0]) if settings.heads == "from_gain_map" else None
@@ -216,20 +210,10 @@ def merge(config: Mapping[str, Any], tasks: Sequence[Task], command_line: Sequen
         if stray:
             raise ValueError(f"out: {out / SHARDS} holds shard(s) this run does not plan ({', '.join(stray[:4])}); "
                              "delete them and rerun")
-        identities = {json.dumps(read_stamp(t.path)["model"], sort_keys=True) for t in group}
-        if len(identities) != 1:
-            raise ValueError(f"out: the shards of {out} come from different weights of {group[0].model}; delete the "
-                             "folder and rerun")
-        identity = json.loads(identities.pop())
+        identity = shared_model_identity(group)
         windows = np.ascontiguousarray(group[0].input_ids)
         meta = sweep_job.sweep_meta(settings, identity, hashlib.sha256(windows.tobytes()).hexdigest(), command_line)
-        if (out / META).is_file():
-            try:
-                old = json.loads((out / META).read_text())
-            except json.JSONDecodeError:
-                old = {}
-            if old.get("run_hash") == meta["run_hash"]:
-                meta["created"] = old.get("created", meta["created"])
+        keep_created(out / META, meta)
         _atomic_json(out / META, meta)
         summary, tables, figures = sweep_job.analyse_sweep(
             settings, out, n_layers=n_layers, n_heads=n_heads, n_samples=len(windows),
