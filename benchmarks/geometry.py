@@ -4,7 +4,7 @@
 
 Each head has ``rows`` query rows and ``rows`` key rows of dimension ``dim`` (Gaussian with a
 cluster offset, a positional drift and a RoPE-like turning plane), positions in [0, 4096).
-Baseline, per head, the spec's formulas as one would write them: scikit-learn's PCA (10
+Baseline, per head, the formulas of docs/geometry.md as one would write them: scikit-learn's PCA (10
 components) of the pooled rows, scipy's pearsonr per component and kind, scikit-learn's linear
 discriminant on PC0–PC1, axis a/b and explicit projections with linregress, and the complement's
 SVD with 30 rotation planes (numpy FFT for each plane's turning rate). Native:

@@ -6,7 +6,7 @@
 One head of ``rows`` query rows and ``rows`` key rows of dimension ``dim``, sampled like the
 thesis's captures (``examples`` documents of 131072 tokens, ``buckets`` uniform buckets, the rows of
 an example spread evenly over its positions), Gaussian with a positional drift. Baseline: the
-published attention-plasticity method as written (spec §5.3; a literal scalar-loop port in
+published attention-plasticity method as written (a literal scalar-loop port in
 ``spectra.reference.plasticity_published``: dense X @ H, SciPy diagnostics, one Python iteration
 per drawn pair with ``rng.choice`` and a scalar ``norm.cdf``), 256 pairs per (query bucket, key
 bucket) cell. Native: ``spectra.plasticity.analyze_head(mode="published")`` on the same rows, from

@@ -2,7 +2,7 @@
 
     python benchmarks/profile_vs_seed.py [--samples 16] [--context 256] [--batch-size 4]
 
-Seed-style pipeline (spec seed-experiments §1.1, §1.5; its metric bugs fixed so both compute the
+Seed-style pipeline (the seed code's capture; its metric bugs fixed so both compute the
 same numbers): an eager forward returning every layer's (B, H, T, T) attention, a hook on every
 q_proj for the query norms, per-(layer, head) torch sort/cumsum, one Python dict per (sample,
 layer, head, token) and a CSV. Spectra: ``spectra.profile`` (one sdpa forward, native

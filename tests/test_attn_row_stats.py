@@ -84,7 +84,7 @@ def check(q, k, scaling, threshold=0.9, n_sink=4, **mask):
     return out
 
 
-# ---- golden cases (spec seed-experiments §8) ----
+# ---- hand-computed cases ----
 
 def test_g2_causal_uniform_rows():
     out = spectra.attn_row_stats(torch.zeros(1, 1, 4, 8), torch.randn(1, 1, 4, 8))
@@ -108,7 +108,7 @@ def test_g3_and_g4_single_rows():
 
 
 def test_g6_closed_form_entropy_slope():
-    # dH/d ln(alpha) = -Var_p(alpha s): logit_var against central finite differences (spec G6).
+    # dH/d ln(alpha) = -Var_p(alpha s): logit_var against central finite differences (docs/concepts.md, 'Intervention effects').
     gen = torch.Generator().manual_seed(3)
     q = torch.randn(1, 2, 7, 5, generator=gen, dtype=torch.float64)
     k = torch.randn(1, 1, 7, 5, generator=gen, dtype=torch.float64)
@@ -125,7 +125,7 @@ def test_g6_closed_form_entropy_slope():
 
 
 def test_gqa_reads_h_floordiv_group():
-    # Regression for the seed's B1 (h % Hkv): with H=32, Hkv=8, heads 19/8/23 read KV heads 4/2/5.
+    # Regression for the seed code's wrong KV head (h % Hkv): with H=32, Hkv=8, heads 19/8/23 read KV heads 4/2/5.
     gen = torch.Generator().manual_seed(0)
     q = torch.randn(1, 32, 6, 4, generator=gen)
     k = torch.randn(1, 8, 6, 4, generator=gen)

@@ -1,4 +1,4 @@
-"""spectra.correlations against scipy and explicit per-group recomputation (spec M10, G9, B17)."""
+"""spectra.correlations against scipy and explicit per-group recomputation (docs/concepts.md, 'Token-level correlations')."""
 
 import numpy as np
 import pandas as pd
@@ -111,7 +111,7 @@ def test_helpers_match_scipy_with_nans_and_ties(seed, tie_decimals):
 
 
 def test_g9_p_value_uses_t_distribution_not_normal_approximation():
-    # r = √0.6 at n = 5: t = 3/√2 on 3 dof. Normal approximation (Oculi, B17): p = 0.0339.
+    # r = √0.6 at n = 5: t = 3/√2 on 3 dof. Normal approximation (Oculi, as the seed code did): p = 0.0339.
     r, p, n = pearson([1, 2, 3, 4, 5], [1, 3, 4, 3, 4])
     assert n == 5
     assert r == pytest.approx(np.sqrt(0.6), abs=1e-12)
@@ -127,7 +127,7 @@ def test_spearman_averages_tied_ranks():
     # Hand ranks: x -> [1, 2.5, 2.5, 4, 5], y -> [1, 4, 2.5, 2.5, 5].
     expected = np.corrcoef([1, 2.5, 2.5, 4, 5], [1, 4, 2.5, 2.5, 5])[0, 1]
     assert spearman(x, y).r == pytest.approx(expected, abs=1e-12)
-    # Ordinal ranks (ties broken by position), the B17 behaviour, give another value.
+    # Ordinal ranks (ties broken by position), the seed code's behaviour, give another value.
     ordinal = np.corrcoef([1, 2, 3, 4, 5], [1, 4, 2, 3, 5])[0, 1]
     assert abs(spearman(x, y).r - ordinal) > 1e-3
 

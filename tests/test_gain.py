@@ -1,6 +1,5 @@
-"""spectra.experiments.gain on synthetic sweep tables: G5, the vectorised OLS against linregress,
-B5 (r² not r), bootstrap CIs against a naive loop, categories (G11's rule, B9), head selection
-(B8), exp2's verdict, closed-form cross-check, speed, and bad input."""
+"""spectra.experiments.gain on synthetic sweep tables: a hand-computed fit, the vectorised OLS against linregress,
+r² not r, bootstrap CIs against a naive loop, categories (p10/p90, by max_attn or entropy), head selection, exp2's verdict, closed-form cross-check, speed, and bad input."""
 
 from __future__ import annotations
 
@@ -80,7 +79,7 @@ def test_flat_curve_and_two_points_follow_linregress():
     assert stderr[0] == 0.0 and r2[0] == pytest.approx(1.0)
 
 
-def test_r_squared_is_r_squared_not_r():  # B5
+def test_r_squared_is_r_squared_not_r():  # the seed code stored r as "r2"
     y = 2 - 0.8 * np.log(ALPHAS) + np.array([0.05, -0.04, 0.02, 0.03, -0.05])
     ref = stats.linregress(np.log(ALPHAS), y)
     assert ref.rvalue < 0
@@ -206,7 +205,7 @@ def test_categories_with_pandas_linear_quantiles():
     assert (out["p_low"] == np.quantile(magnitude, 0.1, method="linear")).all()
     assert (out["p_high"] == np.quantile(magnitude, 0.9, method="linear")).all()
     assert out.loc[out["category"] == "high", "head"].tolist() == [18, 19]
-    # B9: by="entropy" reads the other column and can pick other heads.
+    # The seed's v2 entry point ranked by entropy: by="entropy" reads the other column and can pick other heads.
     by_entropy = gain_categories(gains.assign(gain_entropy=-gains["gain_max_attn"][::-1].to_numpy()), by="entropy")
     assert by_entropy.loc[by_entropy["category"] == "high", "head"].tolist() == [0, 1]
     # Within (mode, kind): each group gets its own thresholds.

@@ -1,5 +1,5 @@
-"""spectra.geometry against a plain NumPy / scikit-learn / SciPy implementation of the spec's
-formulas (qk-geometry-plasticity §3–§4): the combined PCA, the published per-kind PCA, the
+"""spectra.geometry against a plain NumPy / scikit-learn / SciPy implementation of the
+formulas of docs/geometry.md: the combined PCA, the published per-kind PCA, the
 Q/K discriminant accuracy, the planar rotation and its complement planes, and the batch path."""
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def test_combined_pca_agrees_with_scikit_learn(seed):
 
 def test_the_pc0_confound_and_the_drift_axis():
     # PCA's PC0 is the Q/K separation axis, on which queries (not keys) track position, so PCA says
-    # r_q > r_k; the drift axis a shows keys drift faster (spec §9.6).
+    # r_q > r_k; the drift axis a shows keys drift faster.
     q, tq, k, tk = clusters_and_drift()
     pca = geometry.combined_pca(q, k, tq, tk)
     rot = geometry.rotation(q, k, tq, tk)

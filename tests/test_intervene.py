@@ -1,6 +1,6 @@
 """Interventions in real forward passes: baseline (bitwise), isolation, GQA groups, placement after
 QK-norm, head-output ablation against an independent weight surgery, patching, composition with
-Probe, bad input and hook hygiene. Golden cases G7 and G8 of spec seed-experiments §8."""
+Probe, bad input and hook hygiene. Hand-computed cases: the GQA group of a scaled KV head and the placement after QK-norm."""
 
 from __future__ import annotations
 
@@ -115,7 +115,7 @@ def test_g8_tiny_llama_isolation_and_sanity():
 
 
 def test_g7_gqa_mapping_regression():
-    # B1: the seed scaled KV head h % Hkv; heads 19/8/23 of a 32/8 model read KV heads 4/2/5.
+    # The seed code scaled KV head h % Hkv; heads 19/8/23 of a 32/8 model read KV heads 4/2/5.
     for head, kv in ((19, 4), (8, 2), (23, 5)):
         assert ScaleLogits(0, head, 4.0).k_factors(32, 8) == {kv: 2.0}
         assert head in ScaleKey(0, kv, 2.0).affected_heads(32, 8)
@@ -138,7 +138,7 @@ def test_g7_q_and_k_scaling_give_the_same_target_entropy():
 
 
 def test_scale_before_qk_norm_vanishes_ours_does_not():
-    # G8's placement rule on Qwen3: a per-head RMSNorm undoes a scale applied to q_proj's output.
+    # The placement rule on Qwen3: a per-head RMSNorm undoes a scale applied to q_proj's output.
     model = tiny_model("qwen3", "sdpa")
     a = adapter_for(model)
     ids = torch.randint(3, VOCAB_SIZE, (1, 9), generator=torch.Generator().manual_seed(0))
@@ -363,7 +363,7 @@ def test_isolation_in_other_dtypes(dtype):
 
 
 def test_the_checks_fail_when_the_model_does_something_else():
-    # A checker that cannot fail proves nothing (the seed's B4): feed it interventions that lie.
+    # A checker that cannot fail proves nothing (the seed's sanity check could not): feed it interventions that lie.
     model = tiny_model("llama", "sdpa")
     ids = torch.randint(3, VOCAB_SIZE, (1, 8), generator=torch.Generator().manual_seed(11))
 

@@ -1,6 +1,6 @@
 """Spectra's native per-head plasticity against a literal NumPy/SciPy port of the published tool
 (spectra.reference.plasticity_published) on injected key pairs, and the thesis mode against an
-independent NumPy computation (spec qk-geometry-plasticity §9 items 2, 3, 7)."""
+independent NumPy computation (docs/plasticity.md)."""
 
 from __future__ import annotations
 
@@ -152,7 +152,7 @@ def test_thesis_moments_equal_an_independent_numpy_computation(covariance):
 
 
 def test_householder_model_properties():
-    """H β̂ = e1, HᵀH = I, the refit slope is ‖β‖ e1, and q·k is preserved (spec §9 item 2)."""
+    """H β̂ = e1, HᵀH = I, the refit slope is ‖β‖ e1, and q·k is preserved."""
     q, t, k, tk, example = synthetic_head(seed=5, dim=12)
     tensors = [torch.as_tensor(x) for x in (q, t, t // 32, k, tk, tk // 32, example)]
     out = _core.plasticity_head(*tensors, mode="thesis", pairs_per_cell=4, seed=0, lookback=0, bucket_size=32,

@@ -1,5 +1,5 @@
 """torch.ops.spectra.plasticity_pairwise against its twin (spectra.reference.plasticity.pairwise),
-the spec's values (qk-geometry-plasticity §5.1, §5.8, §8) and a Monte-Carlo estimate of Pr(q·k1 > q·k2)."""
+hand-computed values (docs/plasticity.md) and a Monte-Carlo estimate of Pr(q·k1 > q·k2)."""
 
 import math
 

@@ -1,6 +1,6 @@
-"""The attention-plasticity tool's own assertions (spec §8), ported to the re-implementation in
+"""The attention-plasticity tool's own assertions, ported to the re-implementation in
 ``spectra.reference.plasticity_published``, plus the checks that make it usable as an oracle:
-injected pairs, the literal RNG protocol and the corrected window units (spec §5.7)."""
+injected pairs, the literal RNG protocol and the corrected window units."""
 
 from __future__ import annotations
 

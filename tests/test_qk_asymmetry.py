@@ -1,5 +1,5 @@
 """spectra.experiments.qk_asymmetry on synthetic sweep tables: identical curves read as generic
-(§3.2), the seed's flat K curve (B1) reads as inf, exp3/exp3b rules, real-forward columns, bad
+(shared logits), the seed's flat K curve (wrong KV head) reads as inf, exp3/exp3b rules, real-forward columns, bad
 input."""
 
 from __future__ import annotations

@@ -58,12 +58,12 @@ def test_planar_rotation_matches_the_twin(data, axis_b):
     for key, value in want.items():
         if key not in ("a", "b"):
             assert got[key] == pytest.approx(value, rel=1e-7, abs=1e-10), key
-    assert got["residual_pos_r"] < 1e-10  # analytically 0 (the spec reports 7.3e-15)
+    assert got["residual_pos_r"] < 1e-10  # analytically 0 (7.3e-15 reported for the published run)
 
 
 def test_the_pc0_confound():
     # PCA's PC0 (the Q/K separation axis) says queries track position more than keys; the drift axis
-    # a shows keys drift faster (spec §9.6).
+    # a shows keys drift faster.
     q, tq, k, tk = clusters_and_drift()
     pca, rot = _core.combined_pca(q, tq, k, tk, 10), _core.planar_rotation(q, tq, k, tk)
     assert pca["r_q"][0] > abs(pca["r_k"][0])

@@ -39,7 +39,7 @@ def test_local_mode_is_the_real_intervention_for_the_target_head(family, impl):
     # k_eff is an integer count per token: rounding of alpha*x may move a tie by one key on a token.
     assert (merged["k_eff_local"] - merged["k_eff_real"]).abs().max() <= 1.0 / merged["n_tokens_local"].min()
     assert (merged["n_tokens_local"] == merged["n_tokens_real"]).all()
-    # q and k scaling coincide for the target head in local mode by construction (spec §3.2).
+    # q and k scaling coincide for the target head in local mode by construction.
     q, k = (local[local["kind"] == kind].reset_index(drop=True) for kind in ("q", "k"))
     assert q["entropy"].equals(k["entropy"])
 

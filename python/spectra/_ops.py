@@ -60,7 +60,7 @@ class AttnRowStats(NamedTuple):
     sink_mass: torch.Tensor  # weight on key 0
     sink_mass_n: torch.Tensor  # weight on keys 0 .. n_sink - 1
     n_visible: torch.Tensor  # int64
-    logit_var: torch.Tensor  # Var_p(logits) = -dH/d ln(alpha) when every logit is scaled by alpha (spec M11)
+    logit_var: torch.Tensor  # Var_p(logits) = -dH/d ln(alpha) when every logit is scaled by alpha (see docs/interventions.md, 'Gain')
 
 
 def attn_row_stats(
@@ -85,7 +85,7 @@ def attn_row_stats(
     ``Tk − Tq``); ``causal`` hides later keys, ``sliding_window`` keys ``>= window`` behind, and
     ``key_valid (B, Tk)`` padding keys. ``logit_var`` is the variance of the (scaled, capped) logits
     under the row's attention, so ``dH/d ln α = −logit_var`` when every logit is scaled by α
-    (spec M11's closed form). Memory is O(T) per thread. The readable definition is
+    (the closed form of docs/interventions.md, 'Gain'). Memory is O(T) per thread. The readable definition is
     :func:`spectra.reference.attn_row_stats`.
 
     Example:

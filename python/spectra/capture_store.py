@@ -1,6 +1,6 @@
 """Captured Q/K/V on disk: the qk-sniffer Parquet layout, written atomically, and its reader.
 
-Layout under ``out_dir`` (spec qk-geometry-plasticity §2.6)::
+Layout under ``out_dir`` (see docs/capture.md, 'Files')::
 
     l{LL:02d}h{HH:02d}{q|k|v}/data.parquet            post_rope (the reference tool's layout)
     pre_rope/l{LL:02d}h{HH:02d}{q|k|v}/data.parquet   pre_rope
@@ -161,7 +161,7 @@ class CaptureWriter:
 def read_capture(
     out_dir: str | os.PathLike, layer: int, head: int, kind: str = "q", stage: str = "post_rope"
 ) -> Captured:
-    """Reads one captured head back from a capture folder (any tool writing the §2.6 layout).
+    """Reads one captured head back from a capture folder (any tool writing this layout).
 
     Example:
         >>> import tempfile, torch, spectra

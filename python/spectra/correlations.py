@@ -1,13 +1,13 @@
-"""Token-level correlations between attention metrics (exp0, spec M10), vectorised over heads.
+"""Token-level correlations between attention metrics (exp0; see docs/concepts.md, 'Token-level correlations'), vectorised over heads.
 
 The input is a per-token frame as written by ``spectra.profile``: one row per (sample, layer,
 head, token) with float metric columns, NaN where undefined. Every statistic here follows the
-binding decisions of the spec:
+decisions:
 
 - pairs with a NaN (or ±inf) in either variable are dropped pairwise, never ranked;
 - Spearman ρ is Pearson r on tie-averaged ranks (``scipy.stats.rankdata(method="average")``);
 - p-values are two-sided from Student's t with ``n − 2`` degrees of freedom (``n − 3`` for the
-  partial correlation), never the normal approximation (bug B17: that gives p = 0.034 instead of
+  partial correlation), never the normal approximation (as the seed code did, see docs/concepts.md, 'What the original code got wrong'; that gives p = 0.034 instead of
   0.124 at n = 5, r = √0.6);
 - fewer than 4 complete pairs, or a constant variable, gives NaN for r and p;
 - a head is *significant* when its Pearson r is finite, ``|r| ≥ 0.5`` and ``p < 0.01``.
@@ -103,7 +103,7 @@ def pearson(x, y) -> Correlation:
     Returns ``Correlation(r, p, n)`` where n counts the complete pairs; r and p are NaN when
     n < 4 or either variable is constant.
 
-    Example (golden case G9: the normal approximation of bug B17 would give p = 0.034):
+    Example (a hand-computed case; the seed code's normal approximation would give p = 0.034):
         >>> r, p, n = pearson([1, 2, 3, 4, 5, np.nan], [1, 3, 4, 3, 4, 7])
         >>> round(r**2, 12), round(p, 4), n
         (0.6, 0.124, 5)
@@ -446,7 +446,7 @@ def randomization_control(
     scope: Scope = "pooled",
     threshold: float = 0.1,
 ) -> dict[str, float | int | bool]:
-    """Shuffled-pairs control for :func:`qnorm_entropy_correlations` (spec M10, ``src/metrics.py``).
+    """Shuffled-pairs control for :func:`qnorm_entropy_correlations` (see docs/concepts.md, 'Token-level correlations'; the seed's ``src/metrics.py``).
 
     For each permutation, the y values of each head (each group of ``scope``; complete pairs
     only, so NaNs never move) are shuffled among that head's rows and the Pearson r of every head
@@ -492,7 +492,7 @@ def randomization_control(
 
 
 def consistency(per_sample_table: pd.DataFrame, min_fraction: float = 0.30) -> pd.DataFrame:
-    """Per (layer, head): in how many samples the head is significant (v1 notebook, spec M10).
+    """Per (layer, head): in how many samples the head is significant (the seed's v1 notebook; see docs/concepts.md, 'Token-level correlations').
 
     Takes a ``scope="per_sample"`` table of :func:`qnorm_entropy_correlations`. Columns:
     ``layer, head, num_samples`` (rows of that head, NaN r included), ``num_significant``,
@@ -524,7 +524,7 @@ def consistency(per_sample_table: pd.DataFrame, min_fraction: float = 0.30) -> p
 def layer_statistics(table: pd.DataFrame) -> pd.DataFrame:
     """Per layer: ``mean_abs_r`` and population ``std_abs_r`` (ddof=0) of |Pearson r| over the
     layer's rows with finite r, ``frac_p_lt_0_01`` (rows with p < 0.01 over all the layer's rows,
-    p alone as in spec M10), ``mean_r`` (signed), ``n_rows`` and ``n_finite``.
+    p alone, as docs/concepts.md 'Token-level correlations' defines it), ``mean_r`` (signed), ``n_rows`` and ``n_finite``.
 
     Works on a pooled or a per-sample table of :func:`qnorm_entropy_correlations`.
 

@@ -1,4 +1,4 @@
-"""Per-head statistics over training (seeds 003/004 §5): from saved checkpoints, or live.
+"""Per-head statistics over training (seeds 003/004; see docs/heads.md, 'spectra.dynamics'): from saved checkpoints, or live.
 
 * :func:`track` runs :func:`spectra.stats.head_stats` and :func:`spectra.taxonomy.classify` on each
   checkpoint folder of one architecture (the embedded ``tiny-qwen3`` ships six) and returns tidy

@@ -1,4 +1,4 @@
-"""QK geometry of attention heads (spec qk-geometry-plasticity §3–§4, §6): the thesis's combined Q+K
+"""QK geometry of attention heads (see docs/geometry.md, 'Definitions'): the thesis's combined Q+K
 PCA and the planar rotation model, per (layer, query head) with its KV head, on captured post-RoPE
 vectors, plus the published tool's per-kind PCA. The math runs in ``spectra._core`` (float64, from
 per-kind sufficient statistics, parallel over heads); this module turns it into tables.
@@ -34,7 +34,7 @@ __all__ = [
     "family_correlations", "head_table", "kind_pca", "pc0_class", "rotation", "series", "summarize", "summarize_series",
 ]
 
-#: The 5-class PC0 taxonomy (spec §3.3), checked in this order.
+#: The 5-class PC0 taxonomy (see docs/geometry.md, 'Definitions'), checked in this order.
 PC0_CLASSES = ("position-dominated", "Q-positional", "K-positional", "content-focused", "mixed")
 
 AxisB = Literal["centroid", "eigen"]
@@ -119,7 +119,7 @@ def combined_pca(q, k, q_pos, k_pos, n_components: int = 10, *, anchor_tolerance
 
 
 def kind_pca(x, pos, n_components: int = 10) -> pd.DataFrame:
-    """The published tool's PCA of one kind alone (spec §3.1): one row per component with
+    """The published tool's PCA of one kind alone: one row per component with
     ``pca_dim``, ``correlation`` (Pearson with raw position; 0 with p 1 when a side is constant),
     ``p_value`` (two-sided) and ``explained_variance_ratio``. Components are signed as
     scikit-learn signs them (largest loading positive) — no Q/K sign canonicalisation.
@@ -157,7 +157,7 @@ def _pearson_p(r: np.ndarray, n: int) -> np.ndarray:
 
 def rotation(q, k, q_pos, k_pos, *, axis_b: AxisB = "centroid", n_planes: int = 30,
              active_threshold: float = 0.3) -> dict[str, object]:
-    """The planar rotation model of one head: axes ``a``, ``b`` and every per-head metric (spec §4.3):
+    """The planar rotation model of one head: axes ``a``, ``b`` and every per-head metric (see docs/geometry.md, 'Definitions'):
     ``mu_q_a`` (a mean; ``intercept_q_a`` is the OLS intercept), ``alpha_q``, ``alpha_k``,
     ``bias_strength = mu_q_a · alpha_k``, ``r_q_a``, ``r_k_a``, ``position_r``,
     ``separation_strength``, ``var_frac_a``, ``var_frac_b``, ``plane_var_fraction``,
@@ -198,7 +198,7 @@ def _planes_frame(rot: dict) -> pd.DataFrame:
 
 
 def pc0_class(r_q: float, r_k: float, *, hi: float = 0.7, lo: float = 0.3) -> str:
-    """The spec's 5-class PC0 taxonomy on the canonicalised r_q (>= 0) and |r_k|, strict inequalities.
+    """The 5-class PC0 taxonomy on the canonicalised r_q (>= 0) and |r_k|, strict inequalities.
 
     Example:
         >>> pc0_class(0.8, -0.75), pc0_class(0.8, 0.1), pc0_class(0.1, 0.9), pc0_class(0.1, 0.1), pc0_class(0.5, 0.5)
@@ -455,7 +455,7 @@ def _step_of(folder: Path, model_path: str | None) -> int | None:
 
 
 def depth_bins(layers: pd.Series, n_layers: int | None = None, n_bins: int = 10) -> np.ndarray:
-    """Depth = layer / max layer index in ``n_bins`` equal bins, depth 1.0 in the last (spec §3.4);
+    """Depth = layer / max layer index in ``n_bins`` equal bins, depth 1.0 in the last;
     the max layer index is ``n_layers - 1``, or the largest layer given. Integer arithmetic, because
     layer / max · n_bins in floats can land just below a bin edge.
 
@@ -483,7 +483,7 @@ def checkpoint_order(table: pd.DataFrame) -> list:
 
 
 def summarize(heads: pd.DataFrame, n_layers: int | None = None) -> dict[str, object]:
-    """Per-model aggregates of a head table (spec §4.6, §3.3, §3.4): class shares, means and medians
+    """Per-model aggregates of a head table: class shares, means and medians
     of the rotation metrics, the median |α_K|/|α_Q|, the fraction of heads with positive bias and
     mu_q_a, the bias–separation correlation, axis b's variance beating axis a's, and per-depth-bin
     means (10 bins of layer / max layer index); RoPE-only / NoPE-only means when the capture says
@@ -537,7 +537,7 @@ def _corr(x: pd.Series, y: pd.Series) -> float:
 
 
 def _means(heads: pd.DataFrame) -> dict[str, float]:
-    """The §4.6 per-model means (and the PCA means of §7) of a head table."""
+    """The per-model means (and the PCA means) of a head table."""
     out = {
         "mean_bias_strength": float(heads["bias_strength"].mean()),
         "mean_mu_q_a": float(heads["mu_q_a"].mean()),
@@ -559,7 +559,7 @@ def _means(heads: pd.DataFrame) -> dict[str, float]:
 def summarize_series(heads: pd.DataFrame) -> pd.DataFrame:
     """One row per checkpoint of a :func:`series` head table, in step order: the class shares
     (``share_<class>``), the means of :func:`summarize` and the bias decomposition's interquartile
-    ranges (``mu_q_a_q25`` … ``bias_strength_q75``) — the thesis's training-trajectory table (§6, §7).
+    ranges (``mu_q_a_q25`` … ``bias_strength_q75``) — the thesis's training-trajectory table.
 
     Example:
         >>> heads = pd.DataFrame({"checkpoint": ["b", "b", "a"], "step": [10, 10, 0], "layer": 0,
@@ -586,7 +586,7 @@ def summarize_series(heads: pd.DataFrame) -> pd.DataFrame:
 
 def family_correlations(heads: pd.DataFrame, by: str = "family") -> pd.DataFrame:
     """Pearson r of bias_strength vs separation_strength pooled and within each group (``family`` or
-    ``checkpoint``): the thesis's Simpson's-paradox check (§4.6).
+    ``checkpoint``): the thesis's Simpson's-paradox check.
 
     Example:
         >>> heads = pd.DataFrame({"family": ["a"] * 3 + ["b"] * 3, "bias_strength": [1, 2, 3, 10, 11, 12],

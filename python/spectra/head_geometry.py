@@ -60,7 +60,7 @@ class HeadGeometry:
             for stat in STATS
             for layer in range(self.n_layers)
         }
-        # Σk and Σkkᵀ per KV head: the effective rank of each head's key matrix (spec M8).
+        # Σk and Σkkᵀ per KV head: the effective rank of each head's key matrix (see docs/concepts.md, 'Key-matrix ranks and ratios').
         self._key_moments = [SecondMoments(self.n_kv_heads, self.head_dim) for _ in range(self.n_layers)]
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
@@ -70,7 +70,7 @@ class HeadGeometry:
         # The accumulators live on the CPU: with a device map, layers sit on different devices.
         for stat in STATS[:3]:
             self._moments[(kind, stat, layer)].update(getattr(stats, stat).cpu())
-        # max|x_d| / ‖x‖ per vector (spec M6): 1 for an axis-aligned vector, 1/√D for a flat one.
+        # max|x_d| / ‖x‖ per vector (one-hotness): 1 for an axis-aligned vector, 1/√D for a flat one.
         self._moments[(kind, "one_hotness", layer)].update((stats.max_abs / stats.norm).cpu())
         if kind == "k":
             self._key_moments[layer].update(rows.cpu())
@@ -106,7 +106,7 @@ class HeadGeometry:
         """One row per (layer, query head); ``k_*`` columns belong to the head's KV head (h // group).
 
         ``k_spectral_pr`` and ``k_entropy_rank`` are the effective ranks of the KV head's key matrix
-        (spec M8: spectral participation ratio of the covariance's eigenvalues, and Roy–Vetterli's
+        (the effective rank of K: spectral participation ratio of the covariance's eigenvalues, and Roy–Vetterli's
         entropy rank of its singular values; of the uncentered matrix with ``centered=False``).
         """
         group = self.n_heads // self.n_kv_heads

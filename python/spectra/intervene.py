@@ -5,12 +5,12 @@ Spectra (see ``spectra.attention_switch``) and hands every targeted layer's post
 post-RoPE ``q (B, H, T, D)`` and ``k (B, Hkv, T, D)`` to native actions that return scaled copies,
 and every targeted head's output ``(B, T, H, D)`` — before heads are merged and ``o_proj`` applied —
 to actions that zero, mean or patch it. The model then runs on: effects reach later layers and the
-logits (the seed's "interventions" rescaled Q in an offline recomputation of one layer, bug B2).
+logits (the seed's "interventions" rescaled Q in an offline recomputation of one layer; see docs/concepts.md, 'What the original code got wrong').
 
-Placement (spec §3.2): after QK-norm, so a per-head RMSNorm cannot undo the scale; after RoPE,
+Placement: after QK-norm, so a per-head RMSNorm cannot undo the scale; after RoPE,
 which is linear, so the scale is the same before or after it. On soft-capped models (Gemma2) a
 scale multiplies the logits *before* the cap. GQA: query head h reads KV head ``h // (H / Hkv)``
-(never ``h % Hkv``, bug B1), so scaling a KV head changes the logits of its whole group.
+(never the seed code's ``h % Hkv``), so scaling a KV head changes the logits of its whole group.
 
 Interventions compose with ``Probe``: inside both contexts the probe observes the intervened
 forward, whatever order the contexts were entered in.

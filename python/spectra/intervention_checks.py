@@ -1,5 +1,5 @@
-"""Verification of interventions on real forward passes (spec §3.4, replacing the seed's
-tautological checks, bugs B3 and B4).
+"""Verification of interventions on real forward passes (replacing the seed's fragile
+isolation check and tautological sanity check; see docs/concepts.md, 'What the original code got wrong').
 
 * :func:`check_baseline`: identity interventions (α = 1, a patch with the run's own output) give
   logits **bitwise** equal to the model without Spectra — multiplying by 1.0 is exact in IEEE

@@ -2,7 +2,7 @@
 which query heads' logits it changes (its GQA side effects included), and how it installs itself
 as native actions in a ``HookRegistry``. :func:`spectra.intervene` applies them to a model.
 
-GQA: query head h reads KV head ``h // (H / Hkv)`` (never ``h % Hkv``, the seed's bug B1), so a
+GQA: query head h reads KV head ``h // (H / Hkv)`` (never ``h % Hkv`` as the seed code did; see docs/concepts.md, 'What the original code got wrong'), so a
 key scale changes the logits of the KV head's whole group.
 """
 

@@ -1,4 +1,4 @@
-"""Attention plasticity (spec qk-geometry-plasticity §5): how far a random future query can still
+"""Attention plasticity (see docs/plasticity.md, 'The model of a head's queries'): how far a random future query can still
 flip a head's preference between two keys it has already seen.
 
 For a key difference ``w = k1 − k2`` and a query ``q ~ N(μ, Σ)``, the logit gap ``wᵀq`` is Gaussian
@@ -7,8 +7,8 @@ plasticity is ``PP = 4·p·(1−p)`` (1 for a coin flip, 0 for a settled prefere
 
 Per head, :func:`analyze_head` fits the positional–semantic query model (per-dimension OLS on
 position, a Householder reflection taking the drift direction to coordinate 1, residual variances),
-draws key pairs per query cell and evaluates them, all in ``spectra._core``. Two modes (decision 1
-of the spec):
+draws key pairs per query cell and evaluates them, all in ``spectra._core``. Two modes (see
+docs/plasticity.md, 'Modes'):
 
 * ``"thesis"`` (default): a query grid (width = the capture bucket by default); eligible keys are
   same-example keys before the cell's position τ; the positional coordinate comes from the global
@@ -19,7 +19,7 @@ of the spec):
   bucket c < j), pairs from one example inside bucket c, the global mean and diagonal residual
   variance, draws with ``v ≤ 0`` skipped, ``ap_overall`` the unweighted mean over cells.
 
-Both use the corrected sliding-window units ``lookback = ceil(W / B)`` buckets (decision 2), draw
+Both use the corrected sliding-window units ``lookback = ceil(W / B)`` buckets, draw
 ``pairs_per_cell`` pairs per cell with replacement from a per-cell counter-based stream seeded with
 ``seed + 10007·layer + 379·head`` (so results are reproducible and independent of threads, though not
 NumPy's stream), and compute ``PP = 4·Φ(−|z|)·(1 − Φ(−|z|))`` without cancellation.
@@ -52,7 +52,7 @@ MODES = ("thesis", "published")
 QUERY_POSITIONS = ("midpoint", "mean")
 COVARIANCES = ("diagonal", "full")
 
-#: The published tool's per-head columns (spec §5.3 item 11), in its order.
+#: The published tool's per-head columns, in its order.
 PUBLISHED_COLUMNS = (
     "n_q_tokens", "n_k_tokens", "d_model", "q_R2_pos", "q_beta_norm", "q_R2_scalar", "q_mae_baseline", "q_mae_proj",
     "q_mae_ratio", "q_resid0_skew", "q_resid0_kurt", "q_resid0_ks_p", "q_noise_med_abs_skew", "q_noise_med_abs_kurt",
@@ -76,7 +76,7 @@ def pairwise(w: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> Pairwise
     float64. ``PP`` is computed as ``4·Φ(−|z|)·(1 − Φ(−|z|))`` with ``Φ(−|z|) = ½·erfc(|z|/√2)``, so it
     stays accurate (tiny but positive) for large ``|z|``, where ``4p(1−p)`` would round to 0. When
     ``v <= 0`` (identical keys, or a zero-variance direction) ``p`` is 1, 0 or ½ for ``m`` > 0, < 0 or
-    = 0, i.e. ``PP`` is 0, 0 or 1 (spec §5.1); NaN inputs give NaN. CPU; CUDA tensors need a
+    = 0, i.e. ``PP`` is 0, 0 or 1; NaN inputs give NaN. CPU; CUDA tensors need a
     build with ``SPECTRA_WITH_CUDA=ON`` (docs/building.md: the CUDA kernel is not yet validated on a GPU). The readable
     definition is :func:`spectra.reference.plasticity.pairwise`.
 
@@ -97,7 +97,7 @@ def pairwise(w: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> Pairwise
 def window_lookback(sliding_window: float | None, bucket_size: int) -> int:
     """Key buckets a query bucket may look back over under a sliding window of ``sliding_window``
     tokens: ``ceil(W / B)`` (at least 1), or 0 for no window (None, NaN or ``<= 0``). The published
-    tool used ``floor(W)`` buckets, mixing tokens with buckets (spec §5.7); Spectra fixes the units.
+    tool used ``floor(W)`` buckets, mixing tokens with buckets; Spectra fixes the units.
 
     >>> window_lookback(4096, 8192), window_lookback(8193, 8192), window_lookback(None, 8192)
     (1, 2, 0)
@@ -370,7 +370,7 @@ class PlasticityTables:
 def analyze(qk_dir, mode: Mode = "thesis", *, heads: Iterable[tuple[int, int]] | None = None,
             bucket_size: int | None = None, context_length: int | None = None, gqa_group: int | None = None,
             progress: bool = False, **options) -> PlasticityTables:
-    """Attention plasticity of every captured query head of a capture folder (the §2.6 layout, from
+    """Attention plasticity of every captured query head of a capture folder (the layout of docs/capture.md, 'Files', from
     Spectra's Probe or qk-sniffer), each with its KV head's keys.
 
     ``bucket_size`` defaults to the Spectra capture's sampler bucket (when > 1), else it is inferred

@@ -1,4 +1,4 @@
-"""Figures of the attention-plasticity tables (spec qk-geometry-plasticity §5.5, §5.6, §8): the
+"""Figures of the attention-plasticity tables (see docs/plasticity.md, 'Aggregates'): the
 per-head AP profile, profiles compared across checkpoints, the 2-D (inter-key distance Δ ×
 query-to-midpoint distance D) pairwise-plasticity heatmap and its comparison, the published
 (query bucket × key bucket) heatmap, the per-dimension component weights with the RoPE
@@ -162,7 +162,7 @@ def _trend(tau: np.ndarray, ap: np.ndarray, threshold: float) -> str:
 def profile_figure(profile: pd.DataFrame, path: str | Path, *, title: str | None = None, color_by: str = "trend",
                    trend_threshold: float = 1e-6) -> Path:
     """One thin line per head (AP against the query position τ in tokens) and, thick and red, the
-    mean over heads per ``q_cell`` (spec §5.5, ``plot_plasticity.py``).
+    mean over heads per ``q_cell`` (the published tool's ``plot_plasticity.py``).
 
     ``color_by``: ``"trend"`` colours a head by the slope of ``np.polyfit(tau, ap, 1)``: green
     above ``+trend_threshold`` (AP per token), red below ``−trend_threshold``, gray between;
@@ -480,7 +480,7 @@ def _halves_r(values: np.ndarray) -> float:
 
 def component_weights_figure(components: pd.DataFrame, path: str | Path, *, agg: str = "mean",
                              by: str | None = None, title: str | None = None) -> Path:
-    """The mean (or median) ``component_weight`` per native query dimension over heads (spec §5.6):
+    """The mean (or median) ``component_weight`` per native query dimension over heads:
     bars, or with ``by`` (e.g. ``"checkpoint"``, in step order) one line per group.
 
     HF's ``rotate_half`` pairs dimension j with j + d/2 (the same RoPE frequency), so the two halves

@@ -1,4 +1,4 @@
-"""Aggregates of attention plasticity (spec qk-geometry-plasticity §5.5): per-head profiles over the
+"""Aggregates of attention plasticity (see docs/plasticity.md, 'Aggregates'): per-head profiles over the
 query position, deciles and quintiles of the context fraction, per-length bins, the head columns
 ``ap_first_20``/``ap_last_20``/``ap_drop``, the model report, and correlations with benchmark scores.
 

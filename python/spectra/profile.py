@@ -3,7 +3,7 @@ inside the model's own forward pass without the T×T matrix.
 
 One forward per batch: the Probe routes each layer's post-RoPE q and k to the native
 ``attn_row_stats`` kernel (the keys each query may see: causal, sliding window, padding) and to
-``vec_stats`` for the norms. Definitions: spec seed-experiments §2 (M1–M5) and docs/metrics.md.
+``vec_stats`` for the norms. Definitions: docs/metrics.md.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ METRICS: tuple[str, ...] = (
     "k_norm",
 )
 DEFAULT_METRICS: tuple[str, ...] = ("entropy", "max_attn", "k_eff", "sink_mass", "q_norm", "k_norm")
-#: Metrics of the attention row; NaN for tokens before ``ignore_first`` (spec §2 NaN rule).
+#: Metrics of the attention row; NaN for tokens before ``ignore_first`` (see docs/metrics.md).
 ROW_METRICS = frozenset(METRICS) - {"q_norm", "k_norm"}
 
 

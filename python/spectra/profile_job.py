@@ -251,7 +251,7 @@ def shard_path(out_dir: str | os.PathLike, index: int) -> Path:
 
 
 def verdict(fraction_significant: float, control_passes: bool) -> str:
-    """Spec M10: GO when ≥ 20 % of the heads are significant and the randomisation control passes,
+    """The exp0 verdict (docs/concepts.md, 'Token-level correlations'): GO when ≥ 20 % of the heads are significant and the randomisation control passes,
     MARGINAL when ≥ 10 % are (with or without a passing control), NO-GO otherwise.
 
     Example:

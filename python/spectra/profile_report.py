@@ -3,7 +3,7 @@
 The frame has one row per (sample, layer, head, token) and float32 metric columns with NaN where a
 metric is undefined (attention-row metrics for tokens before ``ignore_first``). Every statistic
 here skips NaN and reports how many values it used, so a mean never silently mixes in the
-undefined positions (spec M3: per-head means run over t = ignore_first..T-1).
+undefined positions (see docs/metrics.md: per-head means run over t = ignore_first..T-1).
 
 Figures are drawn on matplotlib's Agg canvas without touching pyplot's global state, and written
 atomically: to a hidden temporary file in the target folder, then ``os.replace`` into place.

@@ -1,11 +1,11 @@
-"""Per-head statistics (seeds 003/004; spec seed-experiments §2 M6–M9 and §5): one row per
+"""Per-head statistics (seeds 003/004; see docs/concepts.md, 'Vector geometry' and 'Key-matrix ranks and ratios'): one row per
 (layer, query head) of what the head's vectors look like and what its attention does.
 
 Two passes, both through the model's own forward with the native kernels:
 
 * **text** (the windows you pass): q/k geometry before RoPE, after QK-norm (``HeadGeometry``:
   norms, max |x_d|, one-hotness max|x_d|/‖x‖, participation ratio, and the effective ranks of each
-  KV head's key matrix from native ``SecondMoments``), ‖Q‖/‖K‖ as a ratio of means (M9), and the
+  KV head's key matrix from native ``SecondMoments``), ‖Q‖/‖K‖ as a ratio of means (the ‖Q‖/‖K‖ ratio), and the
   attention rows' entropy, normalised entropy, max weight, k_eff and sink mass (``attn_row_stats``)
   over tokens at positions >= ``ignore_first``;
 * **repeated random tokens** (``n_random`` sequences of a random block of distinct tokens, the
@@ -16,7 +16,7 @@ Two passes, both through the model's own forward with the native kernels:
   - ``previous_token_score``: mean over t >= 1 of p(t, t−1);
   - ``duplicate_token_score``: mean over the second copy of p(t, t − block) (the same token earlier);
   - ``induction_score``: mean over the second copy of p(t, t − block + 1) (the token *after* the
-    earlier occurrence: token-aware, unlike Oculi's offset-only score, bug B18);
+    earlier occurrence: token-aware, unlike Oculi's offset-only score, which mislabels heads);
   - ``positional_score``: over first-copy queries (pure position, no repeated content), the
     fraction of sequences sharing the most common argmax offset t − argmax, times the mean max
     weight: 1 for a head whose focus is set by position alone (sinks and previous-token heads

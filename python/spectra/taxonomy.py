@@ -1,4 +1,4 @@
-"""Head taxonomy (seeds 003/004 §5): each head gets one class from its ``head_stats`` row.
+"""Head taxonomy (seeds 003/004; see docs/heads.md, 'spectra.taxonomy.classify'): each head gets one class from its ``head_stats`` row.
 
 Every class has a score in [0, 1] and a threshold; a head takes the first class, in the order
 below, whose score reaches its threshold, else ``unclassified``. The seeds gave no formal

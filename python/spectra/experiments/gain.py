@@ -1,4 +1,4 @@
-"""Gain of a head (spec M11, exp2, exp2b): the OLS slope of a metric's curve on ln α.
+"""Gain of a head (exp2, exp2b; see docs/interventions.md, 'Gain'): the OLS slope of a metric's curve on ln α.
 
 Input is a sweep table (``spectra.experiments.scale_sweep``): one row per (mode, kind, layer,
 head, alpha, sample). The *curve* of a head is, per α, the mean across samples of the per-sample
@@ -7,11 +7,11 @@ means (the seed's v2 aggregation); NaN metric values are skipped. Decisions:
 - ``gain_<m>`` is the slope of the curve on ln α with an intercept, exactly as
   ``scipy.stats.linregress`` computes it (``fit_gain`` calls it; ``gain_table`` uses the same
   closed-form sums, vectorised over every head). ``r_squared`` is r²: the seed stored r under
-  that name (bug B5, "r2" = −0.8969 for a decreasing fit). A flat curve has r² and standard error
+  that name ("r2" = −0.8969 for a decreasing fit). A flat curve has r² and standard error
   NaN, as linregress gives.
 - Monotonicity is non-strict along ascending α: entropy and k_eff non-increasing, max_attn
   non-decreasing. ``baseline_<m>`` is the curve at α = 1, else at the middle α of the grid.
-- The seed fitted 5 points of one sample with no uncertainty (§7.9). ``ci_low/ci_high`` are a
+- The seed fitted 5 points of one sample with no uncertainty. ``ci_low/ci_high`` are a
   percentile bootstrap over samples: whole samples are drawn with replacement, the across-sample
   mean curve is recomputed and refitted. The OLS slope is a linear functional of the curve and the
   curve is a mean over samples, so every replicate of every head is one matrix product of the
@@ -26,9 +26,9 @@ means (the seed's v2 aggregation); NaN metric values are skipped. Decisions:
   and the curve is not linear in ln α). Gain is thus a functional of the baseline logit
   distribution, not evidence of "head-specific exploitation".
 - Categories (exp2b) use |gain_max_attn| against pandas' linear p10/p90 quantiles. The seed's v2
-  entry point used |gain_entropy| instead while v1 used |gain_max_attn| (bug B9: different heads
+  entry point used |gain_entropy| instead while v1 used |gain_max_attn| (different heads
   were selected depending on the entry point), so ``by`` makes the choice explicit. exp3b's
-  hard-coded "medium" head L14H8 measured 0.134, i.e. *low* (bug B8): ``select_heads`` picks the
+  hard-coded "medium" head L14H8 measured 0.134, i.e. *low*: ``select_heads`` picks the
   heads from the measured map instead.
 """
 
@@ -55,7 +55,7 @@ __all__ = [
 ]
 
 METRICS: tuple[str, ...] = ("entropy", "max_attn", "k_eff")
-#: As α rises (spec M11): entropy and k_eff fall, max_attn rises.
+#: As α rises (see docs/interventions.md, 'Gain'): entropy and k_eff fall, max_attn rises.
 MONOTONIC_DIRECTION: dict[str, str] = {"entropy": "decreasing", "max_attn": "increasing", "k_eff": "decreasing"}
 GROUP_COLUMNS: tuple[str, ...] = ("mode", "kind", "layer", "head")
 CLOSED_FORMS: tuple[str, ...] = ("entropy", "max_attn")
@@ -142,14 +142,14 @@ def _sample_mean(cube: np.ndarray) -> np.ndarray:
 
 
 def fit_gain(alphas: Sequence[float], values: Sequence[float], direction: Direction = "decreasing") -> GainFit:
-    """OLS of ``values`` on ln(``alphas``) with ``scipy.stats.linregress`` (spec M11).
+    """OLS of ``values`` on ln(``alphas``) with ``scipy.stats.linregress`` (see docs/interventions.md, 'Gain').
 
-    ``r_squared`` is r² (never r, bug B5); ``monotonic`` is checked non-strictly on the values
+    ``r_squared`` is r² (never r, which the seed code stored under that name); ``monotonic`` is checked non-strictly on the values
     sorted by α, in ``direction`` ("decreasing": non-increasing, "increasing": non-decreasing).
     Raises ValueError for alphas that are not finite and > 0, fewer than 2 distinct alphas,
     lengths that differ, or non-finite values.
 
-    Example (golden case G5):
+    Example (a hand-computed case):
         >>> a = np.array([0.5, 0.75, 1.0, 1.25, 1.5])
         >>> fit = fit_gain(a, 2 - 0.8 * np.log(a))
         >>> round(fit.slope, 9), round(fit.intercept, 9), round(fit.r_squared, 9), fit.monotonic
@@ -291,11 +291,11 @@ def gain_table(
     seed: int = 42,
 ) -> pd.DataFrame:
     """One row per (mode, kind, layer, head) — the group columns the sweep has — with the gain
-    fits of each metric's curve (spec M11, exp2, exp2b).
+    fits of each metric's curve (exp2, exp2b; see docs/interventions.md, 'Gain').
 
     Columns: the group columns, ``n_samples`` (samples the head has), ``n_alphas`` (its α grid),
     then for each metric m: ``gain_<m>`` (OLS slope on ln α), ``intercept_<m>``, ``r_squared_<m>``
-    (r², B5), ``std_error_<m>`` (the slope's), ``monotonic_<m>`` (entropy and k_eff
+    (r², not r), ``std_error_<m>`` (the slope's), ``monotonic_<m>`` (entropy and k_eff
     non-increasing, max_attn non-decreasing, non-strict; other metrics non-decreasing),
     ``baseline_<m>`` (the curve at α = 1, else at the middle α), ``ci_low_<m>``/``ci_high_<m>``
     (percentile bootstrap CI of the slope at level ``ci``: ``n_bootstrap`` resamplings of whole
@@ -307,7 +307,7 @@ def gain_table(
     A head may lack some α or samples: missing points are left out of its fit. One row per
     (group, alpha, sample) is required.
 
-    Example (G5 on one sample; with one sample there is no CI):
+    Example (the hand-computed case on one sample; with one sample there is no CI):
         >>> a = [0.5, 0.75, 1.0, 1.25, 1.5]
         >>> sweep = pd.DataFrame({"layer": 0, "head": 0, "alpha": a, "sample": 0,
         ...                       "entropy": [2 - 0.8 * np.log(x) for x in a], "max_attn": a, "k_eff": 3.0})
@@ -366,10 +366,10 @@ def gain_categories(
     """A copy of ``gains`` with ``category`` ("high" if |gain_<by>| >= the ``high`` quantile,
     "low" if <= the ``low`` quantile, else "medium"; None where the gain is NaN) and the thresholds
     ``p_low``/``p_high`` (pandas linear quantiles of |gain_<by>|, NaN skipped), computed within each
-    (mode, kind) group when those columns are present (exp2b, G11: 103/818/103 on the seed's map).
+    (mode, kind) group when those columns are present (exp2b: 103/818/103 on the seed's map).
 
-    ``by`` is explicit because the seed's entry points disagreed (B9: |gain_entropy| in v2,
-    |gain_max_attn| in v1); spec M11's unqualified "gain" is gain_max_attn.
+    ``by`` is explicit because the seed's entry points disagreed (|gain_entropy| in v2,
+    |gain_max_attn| in v1); an unqualified "gain" is gain_max_attn.
 
     Example:
         >>> g = pd.DataFrame({"layer": 0, "head": range(20), "gain_max_attn": np.linspace(0.05, 1.0, 20)})
@@ -401,7 +401,7 @@ def select_heads(gains: pd.DataFrame, *, by: Literal["max_attn", "entropy"] = "m
     occurrence on ties, NaN gains ignored. Pass one (mode, kind) slice of a gain table.
 
     The seed hard-coded its heads instead, and its "medium" L14H8 (said to be ≈ 0.50) measured
-    0.134, i.e. *low* (bug B8); the heads actually nearest the median were L13H15 and L19H30.
+    0.134, i.e. *low*; the heads actually nearest the median were L13H15 and L19H30.
 
     Example:
         >>> g = pd.DataFrame({"layer": 0, "head": range(5), "gain_max_attn": [0.1, 0.5, 0.9, 0.3, 0.02]})

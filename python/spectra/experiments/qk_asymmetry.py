@@ -1,6 +1,6 @@
-"""Q-vs-K scaling asymmetry (spec M12, exp3, exp3b), vectorised over heads.
+"""Q-vs-K scaling asymmetry (exp3, exp3b; see docs/interventions.md, 'Q vs K'), vectorised over heads.
 
-Why the seed could not see an asymmetry (spec §3.2): head h's logits are ``q_h·k_{g(h)}`` with
+Why the seed could not see an asymmetry: head h's logits are ``q_h·k_{g(h)}`` with
 ``g(h) = h // (H / Hkv)`` its KV head. Scaling ``q_h`` by α or ``k_{g(h)}`` by α gives head h the
 *same* logits, ``(αq)·k = q·(αk)`` (before or after RoPE, which is linear). In the seed's
 single-layer recomputation nothing else was computed, so Q and K curves could differ only by fp16
@@ -10,7 +10,7 @@ GQA group, and the two interventions then propagate differently to later layers 
 those are the only sources of a genuine asymmetry, so the table reports them next to the ratios
 (``k_group_entropy_shift``, and KL / Δloss of the output for Q and for K).
 
-exp3b's "query-dominant" readings were an artifact of bug B1: its scripts scaled KV head
+exp3b's "query-dominant" readings were an artifact of a bug (see docs/concepts.md, 'What the original code got wrong'): its scripts scaled KV head
 ``h % Hkv`` instead of ``h // r``, so for heads 19, 8 and 23 (H=32, Hkv=8) they scaled KV heads
 3, 0, 7 instead of 4, 2, 5. The target was untouched, its K curve flat, ``k_range = 0`` and
 ``asymmetry = inf``. With the correct mapping the curves coincide and every head reads "generic".
@@ -100,7 +100,7 @@ def asymmetry_table(
     sweep: pd.DataFrame, metric: str = "entropy", roles: Mapping[tuple[int, int], str] | None = None
 ) -> pd.DataFrame:
     """Per (mode, layer, head) — ``mode`` when the sweep has it — Q scaling vs K scaling of
-    ``metric`` (spec M12). The sweep must hold kind "q" and kind "k" rows for the same heads on
+    ``metric`` (see docs/interventions.md, 'Q vs K'). The sweep must hold kind "q" and kind "k" rows for the same heads on
     the same α grid (other kinds are ignored).
 
     Columns: the keys; ``q_range``/``k_range`` (max − min of the across-sample mean curve);
@@ -112,7 +112,7 @@ def asymmetry_table(
     ``k_group_entropy_shift`` (mean |shift| over α ≠ 1); ``role`` (from ``roles``, a mapping
     (layer, head) -> "high"/"medium"/"low", else None) and ``interpretation`` (:func:`interpret`).
 
-    Example (identical curves, as §3.2 forces for the target head):
+    Example (identical curves, as the shared logits force for the target head):
         >>> a = [0.5, 1.0, 1.5]
         >>> sweep = pd.DataFrame({"kind": ["q"] * 3 + ["k"] * 3, "layer": 0, "head": 0, "alpha": a * 2, "sample": 0,
         ...                       "entropy": [3.0, 2.0, 1.0] * 2})

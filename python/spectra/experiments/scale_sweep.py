@@ -6,7 +6,7 @@ kernel re-reads the layer's own post-RoPE q and k with the logit scale multiplie
 ``q_h`` by α, ``k_{g(h)}`` by α or both by √α multiplies head h's logits by α exactly, so this *is*
 head h's attention under each of those interventions (up to the rounding of α·x) — for every head of
 the layer at once, with the model's real masks, scaling, soft cap and RoPE. It says nothing about
-other heads or later layers; the kinds coincide by construction (spec §3.2). The closed-form slopes
+other heads or later layers; the kinds coincide by construction (see docs/interventions.md, 'Q vs K'). The closed-form slopes
 ``dH/d ln α = −Var_p(logits)`` and ``d max_attn/d ln α = max_attn·(H + ln max_attn)`` come with it.
 
 ``propagated`` — a real forward pass per (head, kind, α) with the intervention applied inside the

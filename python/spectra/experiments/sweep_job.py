@@ -73,7 +73,7 @@ class SweepConfig:
     kinds: list[str] | None = None  # default: q (scale_sweep, gain_map); q and k (qk_asymmetry)
     ignore_first: int = 2
     threshold: float = 0.9
-    gain_by: str = "max_attn"  # the gain that sets categories and picks heads (spec: max_attn; B9)
+    gain_by: str = "max_attn"  # the gain that sets categories and picks heads (default max_attn; the seed's entry points disagreed, see docs/concepts.md, 'What the original code got wrong')
     n_bootstrap: int = 1000
     seed: int = 42
     out: str | None = None

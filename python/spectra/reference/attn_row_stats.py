@@ -1,7 +1,7 @@
 """Twin of ``torch.ops.spectra.attn_row_stats``: the seed's materialise–softmax–sort–cumsum method,
-with its bugs fixed (spec seed-experiments §2 and §7): exact entropy over p > 0 (no epsilon, masked
+with its bugs fixed (see docs/metrics.md and docs/concepts.md, 'What the original code got wrong'): exact entropy over p > 0 (no epsilon, masked
 keys contribute nothing), k_eff compared against θ − 1e-6 and capped at the visible count (never the
-argmax-of-False = 1 of B6), logits in the compute dtype (float32 by default, not the model's fp16),
+argmax-of-False = 1 of the seed code), logits in the compute dtype (float32 by default, not the model's fp16),
 the model's own scaling, padding and sliding windows honoured, GQA by ``h // (H // Hkv)``."""
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def attn_row_stats(
     Example:
         >>> import torch
         >>> from spectra import reference
-        >>> logits = torch.tensor([2.0, 1.0, 0.0])  # golden case G3: one query, three keys
+        >>> logits = torch.tensor([2.0, 1.0, 0.0])  # a hand-computed case: one query, three keys
         >>> q, k = torch.tensor([[[[1.0]]]], dtype=torch.float64), logits.double().view(1, 1, 3, 1)
         >>> s = reference.attn_row_stats(q, k, 1.0, causal=False)
         >>> round(s.entropy.item(), 10), s.k_eff.item()

@@ -1,4 +1,4 @@
-"""Twin of ``spectra.SecondMoments``' effective ranks (spec seed-experiments M8), from the whole
+"""Twin of ``spectra.SecondMoments``' effective ranks (the effective rank of K; see docs/concepts.md, 'Key-matrix ranks and ratios'), from the whole
 matrix at once in float64."""
 
 from __future__ import annotations

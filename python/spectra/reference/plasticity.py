@@ -18,7 +18,7 @@ def pairwise(w: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> Pairwise
         >>> import torch
         >>> from spectra import reference
         >>> out = reference.plasticity.pairwise(torch.tensor([[2.0]]), torch.tensor([1.0]), torch.tensor([1.0]))
-        >>> round(out.pp.item(), 6)  # z = 1 (spec §8's expected-value cell)
+        >>> round(out.pp.item(), 6)  # z = 1 (the published tool's expected-value cell)
         0.533935
     """
     w = w.to(torch.float64)

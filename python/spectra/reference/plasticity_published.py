@@ -1,6 +1,6 @@
 """The published attention-plasticity tool (viktor-shcherb/attention-plasticity @ 23e1d60), re-implemented.
 
-This module re-implements, from the methods spec (qk-geometry-plasticity §5.1–§5.9), the per-head
+This module re-implements, from the published method (see docs/plasticity.md), the per-head
 analysis of the published tool: orientation from key bucket means, the per-dimension position
 regression, the Householder rotation that puts the query drift on coordinate 1, the query
 diagnostics, and the bucket-pair attention plasticity (AP) with its same-example key pairs.
@@ -9,7 +9,7 @@ It exists for two reasons only:
 
 * it is the **oracle** for Spectra's native ``published`` plasticity mode in the tests (the cell
   values must agree to 1e-12 when both sides are given the same injected key pairs, which takes RNG
-  streams out of the comparison, spec §9 item 3);
+  streams out of the comparison);
 * it is the **baseline** that ``benchmarks/plasticity.py`` times.
 
 It is not used by Spectra's own analysis path. Because it is a baseline, it deliberately keeps the
@@ -56,7 +56,7 @@ HEAD_COLUMNS = (
 
 
 # --------------------------------------------------------------------------------------------
-# Statistics (spec §5.3 items 4–8)
+# Statistics (the published method's steps 4–8)
 # --------------------------------------------------------------------------------------------
 
 
@@ -181,7 +181,7 @@ def compute_scalar_position_predictability(p, X, beta):
 
 
 # --------------------------------------------------------------------------------------------
-# Orientation, subsampling, windows (spec §5.3 items 2–3, §5.7)
+# Orientation, subsampling, windows (the published method's steps 2–3 and its window units)
 # --------------------------------------------------------------------------------------------
 
 
@@ -209,7 +209,7 @@ def bucket_window_limits(q_sliding, q_buckets, bucket_size=None):
 
     The window W must be unique over the rows (else ``ValueError``); NaN/None or ``W <= 0`` means no
     limit. ``bucket_size=None`` is the published rule ``lookback = max(1, floor(W))`` (W read as a
-    number of buckets, spec §5.7 ⚠); with ``bucket_size = B`` it is Spectra's corrected
+    number of buckets ⚠); with ``bucket_size = B`` it is Spectra's corrected
     ``lookback = max(1, ceil(W / B))``.
     """
     values = np.asarray(q_sliding if q_sliding is not None else [], dtype=np.float64).ravel()
@@ -234,7 +234,7 @@ def bucket_window_limits(q_sliding, q_buckets, bucket_size=None):
 
 
 # --------------------------------------------------------------------------------------------
-# Attention plasticity (spec §5.3 item 9)
+# Attention plasticity (the published method's step 9)
 # --------------------------------------------------------------------------------------------
 
 
@@ -287,7 +287,7 @@ def compute_attention_plasticity(
     ``v <= 0`` skip, no RNG consumed); with ``pairs`` set, cells not in it are NaN. A key of
     ``pairs`` that is not an evaluated cell raises ``ValueError``.
 
-    Example (spec §8, the expected-value cell: τ = 1, μ = 1, keys ±1, σ² = 1, so z = ±1):
+    Example (the published tool's expected-value cell: τ = 1, μ = 1, keys ±1, σ² = 1, so z = ±1):
         >>> import numpy as np
         >>> ap, cells = compute_attention_plasticity(
         ...     p_q=np.array([0.0, 1.0, 1.0]), b_q=np.array([0, 1, 1]),
@@ -367,7 +367,7 @@ def compute_attention_plasticity(
 
 
 # --------------------------------------------------------------------------------------------
-# One head end to end (spec §5.3 items 2–11)
+# One head end to end (the published method's steps 2–11)
 # --------------------------------------------------------------------------------------------
 
 
@@ -394,7 +394,7 @@ def analyze_head(
 ):
     """The published per-head analysis on arrays; returns ``(row, cell_rows, component_rows)``.
 
-    ``row`` has the ``head_metrics.csv`` columns (spec §5.3 item 11), ``cell_rows`` one dict per
+    ``row`` has the ``head_metrics.csv`` columns, ``cell_rows`` one dict per
     evaluated (q_bucket, k_bucket) cell (NaN included), ``component_rows`` one dict per native
     dimension with ``component_r2`` = R²_j of the oriented original basis and ``component_weight`` =
     ``max(R²_j, 0) / Σ max(R², 0)`` (``1/d`` each when that sum is ≤ 0). ``q_sliding=None`` means no

@@ -1,5 +1,5 @@
-"""Twins of ``spectra._core.combined_pca`` and ``planar_rotation``: the spec's formulas
-(qk-geometry-plasticity §3.2, §4) written out directly in float64 torch, with the full SVD of the
+"""Twins of ``spectra._core.combined_pca`` and ``planar_rotation``: the formulas of
+docs/geometry.md, 'Definitions', written out directly in float64 torch, with the full SVD of the
 pooled centred matrix for PCA and explicit projections of every row."""
 
 from __future__ import annotations
