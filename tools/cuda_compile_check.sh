@@ -115,7 +115,7 @@ flags=(
   -c -std=c++20 -O3 -ccbin "$host_cxx" -Xcompiler -fPIC "${gencode[@]}"
   -D_GLIBCXX_USE_CXX11_ABI="$cxx11_abi" -DTORCH_API_INCLUDE_EXTENSION_H -DTORCH_EXTENSION_NAME=_core
   -DSPECTRA_WITH_CUDA -DC10_CUDA_NO_CMAKE_CONFIGURE_FILE
-  -I "$ROOT/cpp/include" -I "$ROOT/cpp/bindings" "${torch_includes[@]}"
+  -I "$ROOT/cpp/include" -I "$ROOT/cpp" "${torch_includes[@]}"
   -I "$CUDA_HOME/include" -isystem "$CUDA_HOME/include/cccl"
   --resource-usage
 )

@@ -12,7 +12,7 @@
 
 #include "spectra/build_info.hpp"
 #include "spectra/running_moments.hpp"
-#include "tensor_views.hpp"
+#include "ops/tensor_views.hpp"
 
 namespace py = pybind11;
 

@@ -5,7 +5,7 @@
 #include <stdexcept>
 
 #include "spectra/second_moments.hpp"
-#include "tensor_views.hpp"
+#include "ops/tensor_views.hpp"
 
 namespace py = pybind11;
 

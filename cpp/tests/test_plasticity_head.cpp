@@ -6,7 +6,7 @@
 #include <utility>
 #include <vector>
 
-#include "spectra/plasticity.hpp"
+#include "spectra/plasticity_pairwise.hpp"
 #include "spectra/plasticity_head.hpp"
 
 using spectra::PlasticityMode;

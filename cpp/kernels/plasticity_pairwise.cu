@@ -1,6 +1,6 @@
 // CUDA implementation of torch.ops.spectra.plasticity_pairwise — the twin of the CPU op
 // (cpp/src/plasticity.cpp, cpp/bindings/plasticity_op.cpp) with the same definitions
-// (spectra/plasticity.hpp): per key difference w (row of (P, d)), m = wᵀμ, v = wᵀΣw (Σ diagonal (d)
+// (spectra/plasticity_pairwise.hpp): per key difference w (row of (P, d)), m = wᵀμ, v = wᵀΣw (Σ diagonal (d)
 // or full (d, d)), p = Φ(m/√v), PP = 4·Φ(−|z|)·(1 − Φ(−|z|)); v <= 0 gives p = 1, 0, ½ for m > 0,
 // < 0, = 0; NaN in m or v gives NaN. Sums in float64 whatever the input type; float64 outputs.
 // Mixed input dtypes are promoted to one (a copy only of the ones that differ), as on the CPU; a
@@ -21,9 +21,9 @@
 #include <cstdint>
 #include <tuple>
 
-#include "spectra/plasticity.hpp"
-#include "op_checks.hpp"
-#include "tensor_views.hpp"
+#include "spectra/plasticity_pairwise.hpp"
+#include "ops/op_checks.hpp"
+#include "ops/tensor_views.hpp"
 
 namespace spectra::cuda_kernels {
 namespace {
@@ -42,7 +42,7 @@ __device__ __forceinline__ double load_double(const bfloat16_t* p) {
   return static_cast<double>(__uint_as_float(static_cast<uint32_t>(p->bits) << 16));
 }
 
-// Device twins of spectra/plasticity.hpp's normal_cdf / plasticity_from_z / pair_plasticity.
+// Device twins of spectra/plasticity_pairwise.hpp's normal_cdf / plasticity_from_z / pair_plasticity.
 __device__ __forceinline__ double normal_cdf(double z) { return 0.5 * erfc(-z / 1.41421356237309504880); }
 
 __device__ __forceinline__ double plasticity_from_z(double z) {

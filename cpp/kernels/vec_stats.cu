@@ -18,8 +18,8 @@
 #include <tuple>
 
 #include "spectra/scalar_types.hpp"
-#include "op_checks.hpp"
-#include "tensor_views.hpp"
+#include "ops/op_checks.hpp"
+#include "ops/tensor_views.hpp"
 
 namespace spectra::cuda_kernels {
 namespace {

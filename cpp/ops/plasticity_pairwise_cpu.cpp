@@ -7,7 +7,7 @@
 #include <algorithm>
 #include <tuple>
 
-#include "spectra/plasticity.hpp"
+#include "spectra/plasticity_pairwise.hpp"
 #include "op_checks.hpp"
 #include "tensor_views.hpp"
 

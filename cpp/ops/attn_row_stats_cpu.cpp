@@ -8,7 +8,7 @@
 #include <optional>
 #include <tuple>
 
-#include "spectra/attn_stats.hpp"
+#include "spectra/attn_row_stats.hpp"
 #include "op_checks.hpp"
 #include "tensor_views.hpp"
 

@@ -7,7 +7,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "spectra/plasticity.hpp"
+#include "spectra/plasticity_pairwise.hpp"
 
 namespace spectra {
 namespace {

@@ -5,7 +5,7 @@
 #include <random>
 #include <vector>
 
-#include "spectra/plasticity.hpp"
+#include "spectra/plasticity_pairwise.hpp"
 
 using spectra::PlasticityPairsView;
 

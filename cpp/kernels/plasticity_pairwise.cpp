@@ -1,4 +1,4 @@
-#include "spectra/plasticity.hpp"
+#include "spectra/plasticity_pairwise.hpp"
 
 #include <vector>
 

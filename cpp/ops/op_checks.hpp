@@ -10,8 +10,8 @@
 #include <cstdint>
 #include <optional>
 
-#include "spectra/attn_stats.hpp"
-#include "spectra/plasticity.hpp"
+#include "spectra/attn_row_stats.hpp"
+#include "spectra/plasticity_pairwise.hpp"
 #include "tensor_views.hpp"
 
 namespace spectra::bindings {

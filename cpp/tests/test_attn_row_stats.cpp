@@ -11,7 +11,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "spectra/attn_stats.hpp"
+#include "spectra/attn_row_stats.hpp"
 
 using spectra::AttnMaskSpec;
 using spectra::AttnRowStatsOutputs;

@@ -1,4 +1,4 @@
-#include "spectra/attn_stats.hpp"
+#include "spectra/attn_row_stats.hpp"
 
 #include <algorithm>
 #include <cstring>

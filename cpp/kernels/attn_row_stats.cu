@@ -1,5 +1,5 @@
 // CUDA implementation of torch.ops.spectra.attn_row_stats — the twin of the CPU op
-// (cpp/src/attn_stats.cpp, cpp/bindings/attn_row_stats_op.cpp; definitions in spectra/attn_stats.hpp)
+// (cpp/src/attn_stats.cpp, cpp/bindings/attn_row_stats_op.cpp; definitions in spectra/attn_row_stats.hpp)
 // with the same masks (causal, sliding window, query_offset, key_valid), GQA (query head h reads KV
 // head h / (H / Hkv); K is never repeated), scaling, softcap, outputs, dtypes and NaN rules.
 //
@@ -61,9 +61,9 @@
 #include <optional>
 #include <tuple>
 
-#include "spectra/attn_stats.hpp"
-#include "op_checks.hpp"
-#include "tensor_views.hpp"
+#include "spectra/attn_row_stats.hpp"
+#include "ops/op_checks.hpp"
+#include "ops/tensor_views.hpp"
 
 namespace spectra::cuda_kernels {
 namespace {
