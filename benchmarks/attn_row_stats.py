@@ -5,7 +5,7 @@
 H=8 query heads sharing 2 KV heads, D=64, causal, float32, batch 1. The twin is the seed's method
 with its bugs fixed: the (B, H, T, T) logits, softmax, a full sort and a cumsum per row. Prints
 the median time of each (one run for the twin at T >= 8192, where it needs gigabytes), the peak
-memory above the pre-call level (spectra.benchmarking), and both ratios.
+memory above the pre-call level (spectra.testing.benchmarking), and both ratios.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import statistics
 import torch
 
 import spectra
-from spectra import reference
-from spectra.benchmarking import timed
+from spectra.ops import reference
+from spectra.testing.benchmarking import timed
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ import torch
 from torch.utils import benchmark
 
 import spectra
-from spectra import reference
+from spectra.ops import reference
 
 SHAPES = {
     "llama3-8b q, T=512 (1,32,512,128)": (1, 512, 32, 128),

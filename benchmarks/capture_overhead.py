@@ -8,7 +8,7 @@ every head of every layer at uniformly sampled positions (bucket 64: each token 
 probability 1/64). Runs alternate plain / probe so drift hits both; the table reports medians,
 their ratio, and each variant's peak memory above the pre-call baseline (CUDA: the caching
 allocator's peak; CPU: bytes in use by malloc — glibc's mallinfo2, i.e. what torch's CPU allocator
-holds — sampled every 0.2 ms; see spectra.benchmarking).
+holds — sampled every 0.2 ms; see spectra.testing.benchmarking).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 import spectra
-from spectra import zoo
-from spectra.benchmarking import PeakMemory
+from spectra.data import zoo
+from spectra.testing.benchmarking import PeakMemory
 
 
 def llama_shaped(device: torch.device) -> torch.nn.Module:

@@ -17,7 +17,8 @@ import time
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from spectra import dynamics, zoo
+from spectra.heads import dynamics
+from spectra.data import zoo
 
 
 def windows(tokenizer, n: int, length: int) -> torch.Tensor:

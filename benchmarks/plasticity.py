@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from spectra import plasticity
-from spectra.reference import plasticity_published as published
+from spectra.ops.reference import plasticity_published as published
 
 
 def make_head(rng, rows: int, dim: int, buckets: int, examples: int, context: int = 131072):

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from spectra import plasticity
-from spectra.plasticity_job import capture_random_llama
+from spectra.jobs.plasticity.run import capture_random_llama
 
 
 def peak_rss_mib() -> float:

@@ -23,9 +23,9 @@ import pandas as pd
 import torch
 
 import spectra
-from spectra import zoo
-from spectra.benchmarking import timed
-from spectra.profile import write_profile_parquet
+from spectra.data import zoo
+from spectra.testing.benchmarking import timed
+from spectra.metrics.profile import write_profile_parquet
 
 
 def windows(tokenizer, n: int, length: int) -> torch.Tensor:

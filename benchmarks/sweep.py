@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 import spectra
 import torch
-from spectra import zoo
-from spectra.benchmarking import timed
-from spectra.experiments import DEFAULT_ALPHAS, scale_sweep
+from spectra.data import zoo
+from spectra.testing.benchmarking import timed
+from spectra.interventions import DEFAULT_ALPHAS, scale_sweep
 
 
 def windows(tokenizer, n: int, length: int) -> torch.Tensor:

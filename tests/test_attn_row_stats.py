@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import spectra
-from spectra import reference
-from spectra.testing import FLOAT_DTYPES, assert_within_2x_reference, devices
+from spectra.ops import reference
+from spectra.testing.tolerance import FLOAT_DTYPES, assert_within_2x_reference, devices
 
 REAL_OUTPUTS = ("entropy", "entropy_normalized", "max_attn", "sink_mass", "sink_mass_n")
 

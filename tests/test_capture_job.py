@@ -6,8 +6,8 @@ import torch
 from click.testing import CliRunner
 
 import spectra
-from spectra import zoo
-from spectra.capture_job import parse_ints, read_examples
+from spectra.data import zoo
+from spectra.jobs.capture.run import parse_ints, read_examples
 from spectra.cli import main
 
 

@@ -1,12 +1,12 @@
-"""spectra.correlations against scipy and explicit per-group recomputation (docs/concepts.md, 'Token-level correlations')."""
+"""spectra.metrics.correlations against scipy and explicit per-group recomputation (docs/concepts.md, 'Token-level correlations')."""
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
-from spectra import correlations
-from spectra.correlations import (
+from spectra.metrics import correlations
+from spectra.metrics.correlations import (
     consistency,
     layer_statistics,
     pearson,

@@ -19,8 +19,9 @@ import pytest
 import torch
 
 import spectra
-from spectra import plasticity, reference
-from spectra.testing import FLOAT_DTYPES, assert_within_2x_reference
+from spectra import plasticity
+from spectra.ops import reference
+from spectra.testing.tolerance import FLOAT_DTYPES, assert_within_2x_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 CUDA_OPS = {"vec_stats": "vec_stats", "attn_row_stats": "attn_row_stats", "plasticity_pairwise": "plasticity_pairwise"}

@@ -22,18 +22,18 @@ pytest.importorskip("accelerate", reason="device_map needs accelerate (pip insta
 
 import spectra  # noqa: E402
 from spectra import AblateHead, PatchHead, ScaleKey, ScaleQuery  # noqa: E402
-from spectra.capture_job import load_model, run_capture  # noqa: E402
-from spectra.capture_store import read_capture  # noqa: E402
-from spectra.devices import (  # noqa: E402
+from spectra.jobs.capture.run import load_model, run_capture  # noqa: E402
+from spectra.capture.store import read_capture  # noqa: E402
+from spectra.models.devices import (  # noqa: E402
     check_device_map,
     input_device,
     is_dispatched,
     module_tensor,
     placement_kwargs,
 )
-from spectra.dynamics import gamma_table  # noqa: E402
-from spectra.profile import METRICS  # noqa: E402
-from spectra.profile_job import config_hash, weights_fingerprint  # noqa: E402
+from spectra.heads.dynamics import gamma_table  # noqa: E402
+from spectra.metrics.profile import METRICS  # noqa: E402
+from spectra.jobs.profile.run import config_hash, weights_fingerprint  # noqa: E402
 
 MODELS = ("tiny-llama", "tiny-qwen3")
 TEXT = "In the beginning God created the heaven and the earth. And the earth was without form, and void"

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 import spectra
-from spectra import dynamics, zoo
-from spectra.testing_models import VOCAB_SIZE, tiny_model
+from spectra.heads import dynamics
+from spectra.data import zoo
+from spectra.models.random_init import VOCAB_SIZE, tiny_model
 
 SMALL = {"context_length": 48, "n_samples": 2, "n_random": 2, "random_block": 8}
 
@@ -37,7 +38,7 @@ def test_series_over_the_embedded_checkpoints(qwen3_series):
     assert not (d.gamma[d.gamma["step"] == d.steps[-1]]["gamma"] == 1.0).all()
     # The series agrees with head_stats on the same checkpoint.
     model, tok = zoo.load(zoo.checkpoint_paths("tiny-qwen3")[2])
-    from spectra.profile_job import load_windows
+    from spectra.jobs.profile.run import load_windows
 
     stats = spectra.head_stats(model, load_windows(None, tok, 48, 2), n_random=2, random_block=8)
     got = d.head_series[(d.head_series["step"] == 200) & (d.head_series["stat"] == "entropy_mean")]

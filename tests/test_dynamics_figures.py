@@ -1,11 +1,11 @@
-"""spectra.dynamics_figures: every figure of the dynamics tables is written atomically as a readable
+"""spectra.figures.dynamics: every figure of the dynamics tables is written atomically as a readable
 PNG, and bad input is refused with a clear error."""
 
 import numpy as np
 import pandas as pd
 import pytest
-from spectra import dynamics_figures as df
-from spectra.testing import assert_png_written
+from spectra.figures import dynamics as df
+from spectra.testing.tolerance import assert_png_written
 
 STEPS = [0, 100, 200, 400, 800, 1600]
 N_LAYERS, N_KV, N_HEADS, HEAD_DIM = 2, 2, 4, 16

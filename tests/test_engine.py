@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from spectra import zoo
+from spectra.data import zoo
 from spectra.cli import main
-from spectra.engine import (
+from spectra.engine.core import (
     KINDS,
     LocalEngine,
     RayEngine,
@@ -23,8 +23,8 @@ from spectra.engine import (
     read_stamp,
     run,
 )
-from spectra.engine_faults import always_fail, attempts, die_once
-from spectra.profile_job import load_windows, read_tokens, run_profile
+from spectra.engine.faults import always_fail, attempts, die_once
+from spectra.jobs.profile.run import load_windows, read_tokens, run_profile
 
 CONTEXT, N_SAMPLES, PER_SHARD, N_PERMUTATIONS = 32, 4, 2, 5
 CHECKPOINTS = [str(p) for p in zoo.checkpoint_paths("tiny-qwen3")[-2:]]
@@ -236,7 +236,7 @@ def test_ray_task_failing_every_retry_is_reported_and_resumable(ray_cluster, loc
 
 def test_the_example_config_plans():
     """configs/runs/profile.yaml (kept out of configs/*.yaml, which holds the sweep experiments)."""
-    from spectra import engine
+    from spectra.engine import core as engine
 
     config = engine.load_config(Path(__file__).parents[1] / "configs" / "runs" / "profile.yaml")
     tasks = engine.plan(config)

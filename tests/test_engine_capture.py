@@ -1,4 +1,4 @@
-"""kind: capture, geometry and plasticity on the engines (spectra.engine_capture / _geometry / _plasticity):
+"""kind: capture, geometry and plasticity on the engines (spectra.jobs.capture.kind / _geometry / _plasticity):
 the local engine against run_capture, spectra geometry and spectra plasticity; a 2-worker local Ray
 cluster against the local engine; resume; a worker killed mid-capture; config errors."""
 
@@ -13,12 +13,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from spectra import geometry_job, plasticity_job, zoo
-from spectra.capture_job import load_model, run_capture
-from spectra.capture_store import SIDECAR, merge_captures, read_capture
+from spectra.jobs.geometry import run as geometry_job
+from spectra.jobs.plasticity import run as plasticity_job
+from spectra.data import zoo
+from spectra.jobs.capture.run import load_model, run_capture
+from spectra.capture.store import SIDECAR, merge_captures, read_capture
 from spectra.cli import main
-from spectra.engine import LocalEngine, RayEngine, check_config, load_config, plan, read_stamp, run
-from spectra.engine_faults import attempts, die_once
+from spectra.engine.core import LocalEngine, RayEngine, check_config, load_config, plan, read_stamp, run
+from spectra.engine.faults import attempts, die_once
 
 N_EXAMPLES, PER_SHARD, MAX_LENGTH = 3, 2, 32
 CHECKPOINTS = [str(p) for p in zoo.checkpoint_paths("tiny-qwen3")[-2:]]

@@ -1,4 +1,4 @@
-"""``kind: dynamics`` on the engines (spectra.engine_dynamics): planning, config errors, the local engine
+"""``kind: dynamics`` on the engines (spectra.jobs.dynamics.kind): planning, config errors, the local engine
 against ``spectra dynamics`` (run_dynamics), resume, a 2-worker local Ray cluster against the local
 engine, and a worker killed mid-task."""
 
@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spectra import zoo
-from spectra.dynamics_job import run_dynamics
-from spectra.engine import LocalEngine, RayEngine, check_config, read_stamp, run
-from spectra.engine_dynamics import describe, plan, series_of
-from spectra.engine_faults import attempts, die_once
-from spectra.profile_job import load_windows
+from spectra.data import zoo
+from spectra.jobs.dynamics.run import run_dynamics
+from spectra.engine.core import LocalEngine, RayEngine, check_config, read_stamp, run
+from spectra.jobs.dynamics.kind import describe, plan, series_of
+from spectra.engine.faults import attempts, die_once
+from spectra.jobs.profile.run import load_windows
 
 SMALL = {"context_length": 32, "n_samples": 2, "n_random": 2, "random_block": 8}
 STEPS = (0, 400, 1600)
@@ -147,9 +147,9 @@ def test_local_engine_writes_what_spectra_dynamics_writes(local_run, tmp_path):
 
 def test_a_shard_of_a_family_without_qk_norm_gives_the_tables_of_track(tmp_path):
     """The empty γ table (no QK-norm) survives the shard: the merged tables are the bytes track's give."""
-    from spectra.dynamics import combine, track
-    from spectra.engine_dynamics import compute, read_shard
-    from spectra.profile_job import _atomic_parquet
+    from spectra.heads.dynamics import combine, track
+    from spectra.jobs.dynamics.kind import compute, read_shard
+    from spectra.jobs.profile.run import _atomic_parquet
 
     folder = shutil.copytree(zoo.model_path("tiny-llama"), tmp_path / "llama-run" / "step-000005")
     (task,) = plan(check_config(config(tmp_path / "run", checkpoints=[str(folder)])))
@@ -198,7 +198,7 @@ def test_ray_two_workers_equal_the_local_engine_with_a_worker_killed_mid_task(ra
 
 
 def test_the_example_config_plans():
-    from spectra import engine
+    from spectra.engine import core as engine
 
     config = engine.check_config(engine.load_config(Path(__file__).parents[1] / "configs" / "runs" / "dynamics.yaml"))
     tasks = engine.plan(config)

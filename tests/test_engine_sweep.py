@@ -1,4 +1,4 @@
-"""``kind: sweep`` on the engines (spectra.engine_sweep): the local engine against ``run_sweep`` (a
+"""``kind: sweep`` on the engines (spectra.jobs.sweep.kind): the local engine against ``run_sweep`` (a
 scale sweep with local and propagated shards, and a two-stage qk_asymmetry whose heads come from a
 gain map), a 2-worker local Ray cluster against the local engine (while workers are killed
 mid-task), resume, and config errors."""
@@ -14,10 +14,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from spectra import engine
-from spectra.engine import LocalEngine, RayEngine, check_config, read_stamp, run
-from spectra.engine_faults import attempts, die_once
-from spectra.experiments.sweep_job import SweepConfig, run_sweep
+from spectra.engine import core as engine
+from spectra.engine.core import LocalEngine, RayEngine, check_config, read_stamp, run
+from spectra.engine.faults import attempts, die_once
+from spectra.jobs.sweep.run import SweepConfig, run_sweep
 
 SMALL = {"context_length": 32, "n_samples": 2, "batch_size": 2, "n_bootstrap": 50, "alphas": [0.5, 1.0, 1.5]}
 SCALE = {"experiment": "scale_sweep", "heads": [[2, 0]], "control": [2, 5], "modes": ["local", "propagated"], **SMALL}

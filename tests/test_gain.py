@@ -1,4 +1,4 @@
-"""spectra.experiments.gain on synthetic sweep tables: a hand-computed fit, the vectorised OLS against linregress,
+"""spectra.interventions.gain on synthetic sweep tables: a hand-computed fit, the vectorised OLS against linregress,
 r² not r, bootstrap CIs against a naive loop, categories (p10/p90, by max_attn or entropy), head selection, exp2's verdict, closed-form cross-check, speed, and bad input."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
-from spectra.experiments.gain import (
+from spectra.interventions.gain import (
     _ols,
     curves,
     fit_gain,

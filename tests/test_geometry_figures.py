@@ -1,12 +1,12 @@
-"""spectra.geometry_figures: every figure of the QK geometry tables is written atomically as a
+"""spectra.figures.geometry: every figure of the QK geometry tables is written atomically as a
 readable PNG, checkpoints are ordered by step, and bad input is refused with a clear error."""
 
 import numpy as np
 import pandas as pd
 import pytest
-from spectra import geometry_figures as gf
+from spectra.figures import geometry as gf
 from spectra.geometry import PC0_CLASSES, checkpoint_order
-from spectra.testing import assert_png_written
+from spectra.testing.tolerance import assert_png_written
 
 N_LAYERS, N_HEADS = 6, 4
 STEPS = {"step-0": 0, "step-100": 100, "step-1000": 1000}

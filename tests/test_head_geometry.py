@@ -79,7 +79,7 @@ def test_reentry_and_unsupported_models_are_refused(tiny_llama):
 def test_qk_norm_models_are_measured_after_the_norm():
     # Qwen3: the statistics belong to the q_norm/k_norm outputs (the seeds' "k_norm output"), not
     # to the raw projections the norm rescales.
-    from spectra.testing_models import tiny_model
+    from spectra.models.random_init import tiny_model
 
     model = tiny_model("qwen3")
     x = torch.randint(0, model.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(3))

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import spectra
-from spectra import reference
-from spectra.stats import repeated_random_tokens
-from spectra.taxonomy import CLASSES, Thresholds, classify
-from spectra.testing_models import VOCAB_SIZE, tiny_model
+from spectra.ops import reference
+from spectra.heads.stats import repeated_random_tokens
+from spectra.heads.taxonomy import CLASSES, Thresholds, classify
+from spectra.models.random_init import VOCAB_SIZE, tiny_model
 
 N_RANDOM, BLOCK = 4, 8
 
@@ -132,7 +132,7 @@ def test_g10_rmsnorm_outputs_have_norm_sqrt_d():
     norms = spectra.vec_stats(x.detach()).norm
     torch.testing.assert_close(norms, torch.full_like(norms, 8.0), rtol=1e-6, atol=0)
     # So a QK-norm model at initialisation has k_norm_mean = sqrt(head_dim) for every head.
-    from spectra import zoo
+    from spectra.data import zoo
 
     model, _ = zoo.load(zoo.checkpoint_paths("tiny-qwen3")[0])
     table = spectra.head_stats(model, torch.randint(3, 4000, (2, 32)), n_random=2, random_block=4)

@@ -11,7 +11,7 @@ import spectra
 import torch
 from spectra import AblateHead, PatchHead, ScaleKey, ScaleLogits, ScaleQuery
 from spectra.models import adapter_for
-from spectra.testing_models import VOCAB_SIZE, tiny_model
+from spectra.models.random_init import VOCAB_SIZE, tiny_model
 
 B, T = 2, 10
 FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "smollm3", "phi", "gpt_neox", "gpt2", "bert"]

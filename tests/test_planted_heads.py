@@ -1,4 +1,4 @@
-"""Planted heads: a GPT-2 whose weights are set by hand (spectra.planted_heads). Their attention is
+"""Planted heads: a GPT-2 whose weights are set by hand (spectra.models.planted_heads). Their attention is
 checked from the model's own output_attentions, then the taxonomy must recover every one."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import spectra
-from spectra.planted_heads import PLANTED, planted_model, repeated_random_tokens
-from spectra.taxonomy import classify
+from spectra.models.planted_heads import PLANTED, planted_model, repeated_random_tokens
+from spectra.heads.taxonomy import classify
 
 BLOCK = 16
 EXPECTED_CLASS = {"sink": "static_sink", "previous_token": "previous_token", "gatherer": "gatherer",

@@ -1,4 +1,4 @@
-"""spectra.plasticity_figures: every figure of the attention-plasticity tables is written
+"""spectra.figures.plasticity: every figure of the attention-plasticity tables is written
 atomically as a readable PNG, checkpoints are ordered by step, the (Δ, D) heatmap pools heads
 exactly and leaves empty cells NaN, and bad input is refused with a ValueError naming it."""
 
@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from matplotlib.colors import to_hex
 from scipy import stats
-from spectra import plasticity_figures as pf
-from spectra.testing import assert_png_written
+from spectra.figures import plasticity as pf
+from spectra.testing.tolerance import assert_png_written
 
 N_LAYERS, N_HEADS, N_CELLS, BUCKET = 2, 3, 8, 1024
 CONTEXT = N_CELLS * BUCKET

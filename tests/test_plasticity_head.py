@@ -13,7 +13,7 @@ import torch
 from scipy.stats import norm
 
 from spectra import _core, plasticity
-from spectra.reference import plasticity_published as published
+from spectra.ops.reference import plasticity_published as published
 
 
 def synthetic_head(seed=0, n_examples=4, length=256, dim=8, drift=0.02, query_stride=1, key_offset=0):

@@ -15,9 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from spectra import plasticity, plasticity_summary
+from spectra import plasticity
+from spectra.plasticity import summary as plasticity_summary
 from spectra.cli import main
-from spectra.testing import assert_png_written
+from spectra.testing.tolerance import assert_png_written
 
 
 def profile_frame(n_points: int, n_heads: int = 3, seed: int = 0) -> pd.DataFrame:
@@ -195,7 +196,7 @@ def test_cli_needs_one_source(tmp_path):
 
 
 def test_random_llama_at_8192_tokens_end_to_end(tmp_path):
-    from spectra.plasticity_job import capture_random_llama, run_plasticity
+    from spectra.jobs.plasticity.run import capture_random_llama, run_plasticity
 
     meta = capture_random_llama(tmp_path / "qk", context_length=8192, n_examples=1)
     assert meta["peak_rss_mib"] > 0 and meta["model"]["head_dim"] == 64

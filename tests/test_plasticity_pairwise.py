@@ -6,8 +6,9 @@ import math
 import pytest
 import torch
 
-from spectra import plasticity, reference
-from spectra.testing import FLOAT_DTYPES
+from spectra import plasticity
+from spectra.ops import reference
+from spectra.testing.tolerance import FLOAT_DTYPES
 
 OUTPUTS = ("m", "v", "p", "pp")
 

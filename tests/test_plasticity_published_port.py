@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.special import ndtr
 
-from spectra.reference import plasticity_published as pub
+from spectra.ops.reference import plasticity_published as pub
 
 
 def _pp(z: float) -> float:

@@ -14,8 +14,8 @@ from transformers import AttentionInterface, AutoModelForCausalLM, LlamaConfig
 from transformers.masking_utils import AttentionMaskInterface
 
 import spectra
-from spectra import zoo
-from spectra.capture_store import capture_path
+from spectra.data import zoo
+from spectra.capture.store import capture_path
 
 
 def make_llama(attn_implementation="sdpa", seed=0):

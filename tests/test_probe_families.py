@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 import spectra
-from spectra.capture_store import capture_path, read_sidecar
-from spectra.testing_models import VOCAB_SIZE, tiny_model
+from spectra.capture.store import capture_path, read_sidecar
+from spectra.models.random_init import VOCAB_SIZE, tiny_model
 
 B, T = 2, 12
 

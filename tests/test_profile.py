@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import spectra
-from spectra import zoo
-from spectra.profile import METRICS
-from spectra.testing_models import TINY_CONFIGS, tiny_model
+from spectra.data import zoo
+from spectra.metrics.profile import METRICS
+from spectra.models.random_init import TINY_CONFIGS, tiny_model
 
 ALL = METRICS
 
@@ -54,7 +54,7 @@ def test_matches_eager_attention_weights(family, padding):
         probe = spectra.Probe(model, capture=(), row_stats=True)
         with probe, torch.no_grad():
             model(ids, **kwargs)
-        from spectra.profile import rows_to_frame
+        from spectra.metrics.profile import rows_to_frame
         table = rows_to_frame(probe.drain_row_stats(), ALL, 0)
     n_layers, n_heads = len(weights), weights[0].shape[1]
     real = mask.bool()

@@ -11,10 +11,11 @@ import torch
 from click.testing import CliRunner
 
 import spectra
-from spectra import profile_job, zoo
+from spectra.jobs.profile import run as profile_job
+from spectra.data import zoo
 from spectra.cli import main
-from spectra.profile_job import DEFAULT_METRICS, load_windows, read_tokens, run_profile
-from spectra.profile_report import head_summary
+from spectra.jobs.profile.run import DEFAULT_METRICS, load_windows, read_tokens, run_profile
+from spectra.metrics.summaries import head_summary
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""spectra.profile_report: summary tables against direct pandas/numpy, figures on disk."""
+"""spectra.metrics.summaries: summary tables against direct pandas/numpy, figures on disk."""
 
 import os
 
@@ -9,8 +9,8 @@ from matplotlib.figure import Figure
 from matplotlib.image import imread
 from scipy import stats
 
-from spectra import profile_report
-from spectra.profile_report import (
+from spectra.metrics import summaries as profile_report
+from spectra.metrics.summaries import (
     METRICS,
     head_summary,
     layer_summary,

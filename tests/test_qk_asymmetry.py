@@ -1,4 +1,4 @@
-"""spectra.experiments.qk_asymmetry on synthetic sweep tables: identical curves read as generic
+"""spectra.interventions.qk_asymmetry on synthetic sweep tables: identical curves read as generic
 (shared logits), the seed's flat K curve (wrong KV head) reads as inf, exp3/exp3b rules, real-forward columns, bad
 input."""
 
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
-from spectra.experiments.qk_asymmetry import asymmetry_table, interpret
+from spectra.interventions.qk_asymmetry import asymmetry_table, interpret
 
 ALPHAS = np.array([0.5, 0.75, 1.0, 1.25, 1.5])
 SEED_HEADS = {(20, 19): "high", (14, 8): "medium", (0, 23): "low"}  # exp3b's locked heads

@@ -8,7 +8,7 @@ import pytest
 import spectra
 import torch
 from spectra import _core
-from spectra.reference import qk_geometry as ref
+from spectra.ops.reference import qk_geometry as ref
 
 
 def clusters_and_drift(n=2000, d=16, seed=0):
@@ -25,7 +25,7 @@ def clusters_and_drift(n=2000, d=16, seed=0):
 
 
 def captured(layer=2, head=5):
-    from spectra import zoo
+    from spectra.data import zoo
 
     model, tok = zoo.load("tiny-llama")
     ids = tok(zoo.heldout_text()[:6000], return_tensors="pt").input_ids[:, :512].view(4, 128)
@@ -133,7 +133,7 @@ def test_geometry_api_and_head_table():
     bad[0, 0] = float("nan")
     with pytest.raises(ValueError, match="q: holds NaN"):
         geometry.combined_pca(bad, k, tq, tk)
-    from spectra.testing_models import VOCAB_SIZE, tiny_model
+    from spectra.models.random_init import VOCAB_SIZE, tiny_model
 
     model = tiny_model("qwen3", "sdpa")
     probe = spectra.Probe(model, capture=("q", "k"))
@@ -152,7 +152,7 @@ def test_geometry_cli_on_a_capture_of_the_embedded_model(tmp_path):
 
     import pandas as pd
     from click.testing import CliRunner
-    from spectra import zoo
+    from spectra.data import zoo
     from spectra.cli import main
 
     model, tok = zoo.load("tiny-qwen3")

@@ -15,11 +15,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from spectra import zoo
-from spectra.capture_job import load_model
+from spectra.data import zoo
+from spectra.jobs.capture.run import load_model
 from spectra.cli import main
-from spectra.demo import run_demo
-from spectra.report import (
+from spectra.jobs.demo import run_demo
+from spectra.report.html import (
     _script_json,
     attention_data,
     attention_weights,
@@ -29,7 +29,7 @@ from spectra.report import (
     read_result,
     write_report,
 )
-from spectra.testing_models import tiny_model
+from spectra.models.random_init import tiny_model
 
 SWEEP_CONFIG = """experiment: gain_map
 model: tiny-llama

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spectra.demo import run_demo
-from spectra.report import attention_weights
+from spectra.jobs.demo import run_demo
+from spectra.report.html import attention_weights
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"

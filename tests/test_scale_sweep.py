@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from spectra.experiments import scale_sweep
-from spectra.testing_models import VOCAB_SIZE, tiny_model
+from spectra.interventions import scale_sweep
+from spectra.models.random_init import VOCAB_SIZE, tiny_model
 
 ALPHAS = (0.5, 1.0, 1.5)
 

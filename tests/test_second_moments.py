@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import spectra
-from spectra import reference
+from spectra.ops import reference
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64], ids=str)

@@ -1,11 +1,11 @@
-"""spectra.experiments.sweep_figures: every figure is written atomically as a readable PNG, and bad
+"""spectra.figures.sweep: every figure is written atomically as a readable PNG, and bad
 input is refused with a clear error."""
 
 import numpy as np
 import pandas as pd
 import pytest
-from spectra.experiments import sweep_figures as sf
-from spectra.testing import assert_png_written
+from spectra.figures import sweep as sf
+from spectra.testing.tolerance import assert_png_written
 
 ALPHAS = np.array([0.25, 0.5, 1.0, 2.0, 4.0])
 HEADS = [(0, 1), (1, 0), (1, 3)]

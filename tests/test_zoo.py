@@ -6,10 +6,10 @@ import pytest
 import torch
 from transformers import LlamaConfig
 
-from spectra import zoo
-from spectra.zoo.corpus import chapters
-from spectra.zoo.evaluate import perplexity
-from spectra.zoo.train import TrainSettings, train_model
+from spectra.data import zoo
+from spectra.data.zoo.corpus import chapters
+from spectra.data.zoo.evaluate import perplexity
+from spectra.data.zoo.train import TrainSettings, train_model
 
 
 @pytest.fixture(autouse=True)

@@ -29,7 +29,7 @@ def info() -> None:
               help="Result folder (a previous result folder there is replaced).")
 def demo(model: str, context_length: int, n_samples: int, batch_size: int, out_dir: str) -> None:
     """Profile a model on the zoo's held-out text into results/demo; print the figures and a per-layer summary."""
-    from spectra.demo import run_demo
+    from spectra.jobs.demo import run_demo
 
     try:
         run_demo(model, context_length=context_length, n_samples=n_samples, batch_size=batch_size, out_dir=out_dir)
@@ -59,7 +59,7 @@ def capture(model_name, data_path, out_dir, layers, heads, kinds, stages, positi
     """Capture per-head Q/K/V of every example into Parquet (qk-sniffer layout) plus a JSON sidecar."""
     import torch
 
-    from spectra.capture_job import (
+    from spectra.jobs.capture.run import (
         load_model,
         parse_ints,
         read_examples,
@@ -159,8 +159,8 @@ def profile_command(model_name, data_path, context_length, n_samples, batch_size
     the exp0 q-norm/entropy correlation tables and figures."""
     import torch
 
-    from spectra.capture_job import load_model, parse_ints, split_names
-    from spectra.profile_job import load_windows, run_profile
+    from spectra.jobs.capture.run import load_model, parse_ints, split_names
+    from spectra.jobs.profile.run import load_windows, run_profile
 
     try:
         try:
@@ -176,7 +176,7 @@ def profile_command(model_name, data_path, context_length, n_samples, batch_size
         )
     except (ValueError, FileNotFoundError, KeyError) as error:
         raise click.ClickException(str(error).strip("'\"")) from error
-    from spectra.demo import print_result
+    from spectra.jobs.demo import print_result
 
     print_result(result)
 
@@ -191,7 +191,7 @@ def profile_command(model_name, data_path, context_length, n_samples, batch_size
 def sweep_command(config_path, out_dir, resume, quiet) -> None:
     """The seed's intervention experiments: scale sweeps (exp1), gain fits (exp2), the global gain map (exp2b) and
     Q-vs-K scaling (exp3, exp3b), as tables, summary.json and figures."""
-    from spectra.experiments.sweep_job import load_config, print_sweep_result, run_sweep
+    from spectra.jobs.sweep.run import load_config, print_sweep_result, run_sweep
 
     try:
         config = load_config(config_path)
@@ -216,7 +216,7 @@ def sweep_command(config_path, out_dir, resume, quiet) -> None:
 def dynamics_command(checkpoints, model_name, out_dir, context_length, n_samples, n_random, random_block,
                      gamma_heatmap, quiet) -> None:
     """Per-head statistics, classes and k_norm gain over training checkpoints: tables and figures."""
-    from spectra.dynamics_job import print_dynamics_result, run_dynamics
+    from spectra.jobs.dynamics.run import print_dynamics_result, run_dynamics
 
     if bool(checkpoints) == bool(model_name):
         raise click.UsageError("give either --checkpoints (one or more folders) or --model (e.g. tiny-qwen3)")
@@ -236,10 +236,10 @@ def dynamics_command(checkpoints, model_name, out_dir, context_length, n_samples
 @click.option("--out", "out_csv", default=None, type=click.Path(dir_okay=False), help="Also write the table as CSV.")
 def taxonomy_command(model_name, context_length, n_samples, out_csv) -> None:
     """Classify every head (sink, induction, previous-token, positional, gatherer, retriever) and print the table."""
-    from spectra.capture_job import load_model
-    from spectra.profile_job import load_windows
-    from spectra.stats import head_stats
-    from spectra.taxonomy import classify
+    from spectra.jobs.capture.run import load_model
+    from spectra.jobs.profile.run import load_windows
+    from spectra.heads.stats import head_stats
+    from spectra.heads.taxonomy import classify
 
     try:
         model, tokenizer = load_model(model_name)
@@ -285,7 +285,7 @@ def geometry_command(qk_dirs, model_name, checkpoints, n_examples, max_length, o
     summary.json, figures; over a checkpoint series also series.csv and the training-dynamics figures."""
     from pathlib import Path
 
-    from spectra.geometry_job import capture_model, print_geometry_run, run_geometry
+    from spectra.jobs.geometry.run import capture_model, print_geometry_run, run_geometry
 
     if bool(qk_dirs) == bool(model_name):
         raise click.UsageError("give either --qk (one or more capture folders) or --model")
@@ -353,7 +353,7 @@ def plasticity_command(qk_dirs, model_name, checkpoints, n_examples, max_length,
     components.csv, model_report.csv, figures; with several captures the comparison figures."""
     from pathlib import Path
 
-    from spectra.plasticity_job import capture_model, print_plasticity_run, run_plasticity
+    from spectra.jobs.plasticity.run import capture_model, print_plasticity_run, run_plasticity
 
     if bool(qk_dirs) == bool(model_name):
         raise click.UsageError("give either --qk (one or more capture folders) or --model")
@@ -389,7 +389,7 @@ def report_command(result_dir, out_path, model_name, no_model, n_samples, max_to
     """One self-contained HTML file summarising a result folder of any Spectra job: run metadata, a layer x head
     grid coloured by a per-head metric with each head's class, an attention viewer for the selected head, and the
     folder's figures."""
-    from spectra.report import write_report
+    from spectra.report.html import write_report
 
     try:
         path = write_report(result_dir, out_path, model=model_name, with_model=not no_model, n_samples=n_samples,
@@ -418,7 +418,7 @@ def run_command(config_path, engine_name, address, workers, max_retries, out_dir
     checkpoints: ..., out, and the kind's settings; examples in configs/runs/) split into tasks by (model or
     checkpoint, sample shard), each writing its own shard; a rerun skips the finished shards. The result folders
     are the same whatever the engine and worker count."""
-    from spectra.engine import load_config, make_engine, run
+    from spectra.engine.core import load_config, make_engine, run
 
     if engine_name == "local" and (address is not None or workers is not None):
         raise click.UsageError("--address and --workers go with --engine ray")
@@ -431,7 +431,7 @@ def run_command(config_path, engine_name, address, workers, max_retries, out_dir
     report = result.report
     click.echo(f"spectra run ({report.engine}): {len(report.computed)} task(s) computed, {len(report.skipped)} "
                f"skipped (already done), {report.seconds:.1f} s -> {result.out}")
-    from spectra.engine import kind_module
+    from spectra.engine.core import kind_module
 
     describe = kind_module(result.kind).describe
     for label, item in result.results.items():

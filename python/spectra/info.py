@@ -40,6 +40,7 @@ def collect() -> dict[str, Any]:
     import spectra
     from spectra import _native
 
+    core = _native.load_core()  # None only under `python -m spectra.info`, which explains why
     report: dict[str, Any] = {
         "spectra": spectra.__version__,
         "python": sys.version.split()[0],
@@ -47,12 +48,12 @@ def collect() -> dict[str, Any]:
         "packages": {name: _version(name) for name in _PACKAGES},
         "torch_cuda": torch.version.cuda,
         "cuda_devices": torch.cuda.device_count() if torch.cuda.is_available() else 0,
-        "native_loaded": spectra._core is not None,
+        "native_loaded": core is not None,
     }
-    if spectra._core is None:
+    if core is None:
         report["native_error"] = str(_native.load_error)
         return report
-    report["build"] = spectra._core.build_info()
+    report["build"] = core.build_info()
     ops = sorted({name.split("::", 1)[1] for name in torch._C._dispatch_get_all_op_names() if name.startswith("spectra::")})
     report["ops"] = {op: _op_backends(op) for op in ops}
     return report

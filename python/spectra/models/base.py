@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from spectra.devices import module_tensor
+from spectra.models.devices import module_tensor
 
 HeadsByKind = dict[str, torch.Tensor]
 

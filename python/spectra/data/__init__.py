@@ -1,0 +1,1 @@
+"""Data: the embedded zoo (:mod:`spectra.data.zoo`: tiny models, their corpus and tokenizer)."""

@@ -1,0 +1,103 @@
+"""Finding and loading the committed zoo models, strictly offline.
+
+Names are resolved to folders inside the installed package, never to hub repositories, and
+``local_files_only=True`` makes a missing file an error instead of a download attempt.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers.utils import logging as hf_logging
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from spectra.data.zoo.architectures import MODEL_NAMES
+from spectra.data.zoo.paths import MODELS_DIR
+
+
+def model_path(name: str) -> Path:
+    """Folder of the committed zoo model ``name`` (one of ``MODEL_NAMES``).
+
+    >>> model_path("tiny-llama").name
+    'tiny-llama'
+    """
+    if name not in MODEL_NAMES:
+        raise ValueError(f"name must be one of {MODEL_NAMES}, got {name!r}")
+    return MODELS_DIR / name
+
+
+def checkpoint_paths(name: str) -> list[Path]:
+    """Intermediate training checkpoints of zoo model ``name``, sorted by training step.
+
+    Only tiny-qwen3 has them (step 0 is the random init); for other models the list is empty.
+
+    >>> [p.name for p in checkpoint_paths("tiny-qwen3")][0]
+    'step-000000'
+    """
+    folders = (model_path(name) / "checkpoints").glob("step-*")
+    return sorted(folders, key=_step)
+
+
+def _step(folder: Path) -> int:
+    return int(folder.name.removeprefix("step-"))
+
+
+def resolve(name_or_path: str | Path, checkpoint: int | None = None) -> Path:
+    """Model folder for a zoo name or an existing local folder, optionally at a checkpoint step.
+
+    >>> resolve("tiny-qwen3", checkpoint=0).name
+    'step-000000'
+    """
+    if isinstance(name_or_path, str) and name_or_path in MODEL_NAMES:
+        folder = model_path(name_or_path)
+    elif Path(name_or_path).is_dir():
+        folder = Path(name_or_path)
+    else:
+        raise ValueError(f"name_or_path must be one of {MODEL_NAMES} or a model folder, got {name_or_path!r}")
+    if checkpoint is None:
+        return folder
+    steps = {_step(p): p for p in (folder / "checkpoints").glob("step-*")}
+    if checkpoint not in steps:
+        raise ValueError(f"checkpoint must be one of {sorted(steps)} for {folder}, got {checkpoint!r}")
+    return steps[checkpoint]
+
+
+def load(
+    name_or_path: str | Path,
+    *,
+    dtype: torch.dtype = torch.float32,
+    attn_implementation: str = "sdpa",
+    checkpoint: int | None = None,
+    device_map=None,
+    max_memory=None,
+    offload_folder=None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a zoo model (or any local HF causal-LM folder) and its tokenizer, in eval mode.
+
+    ``checkpoint`` is a training step (see :func:`checkpoint_paths`). Weights are stored in
+    float16 and upcast to ``dtype``, float32 by default so analyses are not limited by storage.
+    ``device_map``, ``max_memory`` and ``offload_folder`` place the model over devices through
+    accelerate, as in transformers' ``from_pretrained`` (see ``spectra.models.devices``).
+
+    >>> model, tokenizer = load("tiny-qwen3", checkpoint=0)
+    >>> model.training, model.dtype
+    (False, torch.float32)
+    """
+    from spectra.models.devices import placement_kwargs
+
+    placement = placement_kwargs(device_map, max_memory, offload_folder)
+    folder = resolve(name_or_path, checkpoint)
+    # A weight-loading progress bar for a few MB is noise in notebooks and CLI output; the
+    # global switch is restored afterwards so the caller's own setting is untouched.
+    bars_were_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=dtype, attn_implementation=attn_implementation, local_files_only=True, **placement
+        )
+    finally:
+        if bars_were_enabled:
+            hf_logging.enable_progress_bar()
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    return model.eval(), tokenizer

@@ -1,0 +1,1 @@
+"""Figures of every analysis' tables (matplotlib, written atomically as PNG)."""
