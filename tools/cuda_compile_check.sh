@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # CUDA compile check (make cuda-check; part of make test): compiles every source listed in
-# CMakeLists.txt's SPECTRA_CUDA_SOURCES with nvcc to object files for sm_80 and sm_90, against the
-# repository's headers and the installed torch's headers — on a machine with no GPU, no CUDA toolkit
-# and a CPU build of torch. Nothing is linked or run: this proves the kernels AND their
-# TORCH_LIBRARY_IMPL(spectra, CUDA, m) registration code compile, so a GPU build does not meet a
-# syntax error first. Numerical checks are tests/test_cuda_kernels.py, on a GPU.
+# CMakeLists.txt's SPECTRA_CUDA_SOURCES with nvcc to object files for sm_80 and sm_90 — on a machine
+# with no GPU, no CUDA toolkit and a CPU build of torch. Each op has two CUDA files:
+#   cpp/kernels/<op>.cu    the kernels and their launcher, torch-free: compiled against the repository's
+#                          cpp/include and the CUDA headers only (no torch include path), so a torch,
+#                          ATen or c10 include fails the check; its object must hold kernel launch stubs;
+#   cpp/ops/<op>_cuda.cu   the ATen layer: compiled against the installed torch's headers too; it must
+#                          hold the TORCH_LIBRARY_IMPL(spectra, CUDA, m) registration and no kernel.
+# Nothing is linked or run: this proves the kernels AND their registration code compile, so a GPU
+# build does not meet a syntax error first. Numerical checks are tests/test_cuda_kernels.py, on a GPU.
 #
 # The toolchain comes from PyPI (NVIDIA's CUDA 13.0 component wheels), installed with
 # `pip install --target build/cuda-toolchain`, never into the project's venv and never touching its
@@ -110,15 +114,41 @@ echo "cuda-check: nvcc $nvcc_version, host $("$host_cxx" --version | head -1), t
 gencode=()
 for a in $ARCHS; do gencode+=(-gencode "arch=compute_$a,code=sm_$a"); done
 # The flags CMake's CUDA build uses for the same TUs (CMAKE_CUDA_STANDARD 20, TORCH_CXX_FLAGS' ABI
-# define, the _core target's definitions and include directories), plus the header note above.
-flags=(
+# define, the _core target's definitions and include directories), plus the header note above. The
+# torch-free kernels get the common flags only.
+common_flags=(
   -c -std=c++20 -O3 -ccbin "$host_cxx" -Xcompiler -fPIC "${gencode[@]}"
-  -D_GLIBCXX_USE_CXX11_ABI="$cxx11_abi" -DTORCH_API_INCLUDE_EXTENSION_H -DTORCH_EXTENSION_NAME=_core
-  -DSPECTRA_WITH_CUDA -DC10_CUDA_NO_CMAKE_CONFIGURE_FILE
-  -I "$ROOT/cpp/include" -I "$ROOT/cpp" "${torch_includes[@]}"
-  -I "$CUDA_HOME/include" -isystem "$CUDA_HOME/include/cccl"
+  -I "$ROOT/cpp/include" -I "$CUDA_HOME/include" -isystem "$CUDA_HOME/include/cccl"
   --resource-usage
 )
+aten_flags=(
+  -D_GLIBCXX_USE_CXX11_ABI="$cxx11_abi" -DTORCH_API_INCLUDE_EXTENSION_H -DTORCH_EXTENSION_NAME=_core
+  -DSPECTRA_WITH_CUDA -DC10_CUDA_NO_CMAKE_CONFIGURE_FILE
+  -I "$ROOT/cpp" "${torch_includes[@]}"
+)
+# kernels: cpp/kernels/<op>.cu; aten: cpp/ops/<op>_cuda.cu
+role() {
+  case "$1" in
+    cpp/kernels/*.cu) echo kernels ;;
+    cpp/ops/*_cuda.cu) echo aten ;;
+    *) echo other ;;
+  esac
+}
+for s in "${sources[@]}"; do
+  case "$(role "$s")" in
+    kernels)
+      ! grep -qE '^[[:space:]]*#[[:space:]]*include[[:space:]]*[<"](torch|ATen|c10)/' "$s" ||
+        fail "$s includes a torch/ATen/c10 header; the kernels in cpp/kernels/ are torch-free" ;;
+    aten) ;;
+    *) fail "$s: a CUDA source is either cpp/kernels/<op>.cu (torch-free kernels) or cpp/ops/<op>_cuda.cu (ATen layer)" ;;
+  esac
+done
+# An object's name: its path below cpp/ with / replaced (kernels_vec_stats.o, ops_vec_stats_cuda.o).
+stem() {
+  local rel="${1#cpp/}"
+  rel="${rel%.cu}"
+  echo "${rel//\//_}"
+}
 
 mkdir -p "$OUT"
 rm -f "$OUT"/*.o "$OUT"/*.log
@@ -128,8 +158,10 @@ echo "cuda-check: compiling ${#sources[@]} file(s), $jobs at a time"
 pids=()
 declare -A pid_source
 for s in "${sources[@]}"; do
-  obj="$OUT/$(basename "${s%.cu}").o"
-  log="$OUT/$(basename "${s%.cu}").log"
+  obj="$OUT/$(stem "$s").o"
+  log="$OUT/$(stem "$s").log"
+  flags=("${common_flags[@]}")
+  if [ "$(role "$s")" = aten ]; then flags+=("${aten_flags[@]}"); fi
   (
     t0=$(date +%s)
     if PATH="$CUDA_HOME/bin:$PATH" "$NVCC" "${flags[@]}" "$s" -o "$obj" >"$log" 2>&1; then
@@ -150,28 +182,33 @@ for pid in "${pids[@]}"; do
 done
 [ "${#failed[@]}" -eq 0 ] || fail "nvcc could not compile: ${failed[*]}"
 
-# ---- what was built: every object registers CUDA kernels and contains device code ----
+# ---- what was built: kernel objects hold device code and no torch; ATen objects register and launch none ----
 for s in "${sources[@]}"; do
-  base="$(basename "${s%.cu}")"
+  base="$(stem "$s")"
   obj="$OUT/$base.o"
   log="$OUT/$base.log"
   symbols=$(nm -C "$obj")  # (not piped into grep -q: with pipefail, nm's SIGPIPE would fail the test)
   kernels=$(grep -c "__device_stub__.*::__handle$" <<<"$symbols" || true)  # one per kernel
-  [ "$kernels" -gt 0 ] || fail "$obj holds no kernel launch stubs"
-  grep -q "TORCH_LIBRARY_IMPL(spectra, CUDA" "$s" || fail "$s has no TORCH_LIBRARY_IMPL(spectra, CUDA, m) block"
-  grep -q "TORCH_LIBRARY_IMPL_static_init_spectra_CUDA" <<<"$symbols" ||
-    fail "$obj has no TORCH_LIBRARY_IMPL(spectra, CUDA) registration symbol"
-  echo "  $base: $kernels kernels; registers, stack and spills per kernel (ptxas, sm_${ARCHS##* }):"
-  # ptxas reports per kernel and arch: "Compiling entry function 'X' for 'sm_NN'", then its
-  # stack/spill and register lines. Printed for the last arch, names demangled and shortened.
-  awk -v arch="'sm_${ARCHS##* }'" '
-    /Compiling entry function/ { name = $0; sub(/.*function '"'"'/, "", name); sub(/'"'"'.*/, "", name); keep = index($0, arch) > 0 }
-    keep && /bytes spill/ { split($0, a, ","); spill = a[2] "," a[3]; gsub(/^ +/, "", spill) }
-    keep && /Used [0-9]+ registers/ { line = $0; sub(/^ptxas info *: */, "", line); print name "\t" line "; " spill }
-  ' "$log" | while IFS=$'\t' read -r mangled info; do
-    short=$(c++filt "$mangled" | sed -E 's/^void //; s/spectra::(cuda_kernels::\(anonymous namespace\)::)?//g; s/\(.*$//')
-    printf '      %-52s %s\n' "$short" "$info"
-  done
+  if [ "$(role "$s")" = aten ]; then
+    grep -q "TORCH_LIBRARY_IMPL(spectra, CUDA" "$s" || fail "$s has no TORCH_LIBRARY_IMPL(spectra, CUDA, m) block"
+    grep -q "TORCH_LIBRARY_IMPL_static_init_spectra_CUDA" <<<"$symbols" ||
+      fail "$obj has no TORCH_LIBRARY_IMPL(spectra, CUDA) registration symbol"
+    [ "$kernels" -eq 0 ] || fail "$s defines $kernels kernel(s); kernels belong in the torch-free cpp/kernels/"
+    echo "  $base: registers the op's CUDA implementation (TORCH_LIBRARY_IMPL), no kernel"
+  else
+    [ "$kernels" -gt 0 ] || fail "$obj holds no kernel launch stubs"
+    echo "  $base: $kernels kernels; registers, stack and spills per kernel (ptxas, sm_${ARCHS##* }):"
+    # ptxas reports per kernel and arch: "Compiling entry function 'X' for 'sm_NN'", then its
+    # stack/spill and register lines. Printed for the last arch, names demangled and shortened.
+    awk -v arch="'sm_${ARCHS##* }'" '
+      /Compiling entry function/ { name = $0; sub(/.*function '"'"'/, "", name); sub(/'"'"'.*/, "", name); keep = index($0, arch) > 0 }
+      keep && /bytes spill/ { split($0, a, ","); spill = a[2] "," a[3]; gsub(/^ +/, "", spill) }
+      keep && /Used [0-9]+ registers/ { line = $0; sub(/^ptxas info *: */, "", line); print name "\t" line "; " spill }
+    ' "$log" | while IFS=$'\t' read -r mangled info; do
+      short=$(c++filt "$mangled" | sed -E 's/^void //; s/spectra::(cuda_kernels::\(anonymous namespace\)::)?//g; s/\(.*$//')
+      printf '      %-52s %s\n' "$short" "$info"
+    done
+  fi
   if grep -qi "warning" "$log"; then
     echo "  $base: nvcc warnings:"
     grep -i "warning" "$log" | sort -u | sed 's/^/      /'

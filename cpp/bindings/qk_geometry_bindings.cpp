@@ -157,7 +157,7 @@ void bind_qk_geometry(py::module_& m) {
       },
       py::arg("q"), py::arg("q_pos"), py::arg("k"), py::arg("k_pos"), py::arg("n_components") = 10,
       py::arg("anchor_tolerance") = 0.05,
-      "Pooled, centred Q+K PCA of one head (spec qk-geometry §3.2): components, explained variance, r_q, r_k, "
+      "Pooled, centred Q+K PCA of one head (docs/geometry.md): components, explained variance, r_q, r_k, "
       "P_Q, P_K, PC0 Fisher ratio.");
   m.def(
       "planar_rotation",
@@ -171,7 +171,7 @@ void bind_qk_geometry(py::module_& m) {
       },
       py::arg("q"), py::arg("q_pos"), py::arg("k"), py::arg("k_pos"), py::arg("axis_b") = "centroid",
       py::arg("n_planes") = 30, py::arg("active_threshold") = 0.3,
-      "The planar rotation model of one head (spec qk-geometry §4): axes a, b and the per-head metrics.");
+      "The planar rotation model of one head (docs/geometry.md): axes a, b and the per-head metrics.");
   m.def(
       "qk_geometry",
       [](const at::Tensor& q, const at::Tensor& q_pos, const at::Tensor& k, const at::Tensor& k_pos,
@@ -241,7 +241,7 @@ void bind_qk_geometry(py::module_& m) {
         return out;
       },
       py::arg("x"), py::arg("pos"), py::arg("n_components") = 10,
-      "The published tool's PCA of one kind (spec qk-geometry §3.1): components (signed as scikit-learn), "
+      "The published tool's PCA of one kind: components (signed as scikit-learn), "
       "explained variance ratio, Pearson r of each component with position.");
 }
 

@@ -305,8 +305,8 @@ RowResult row_stats(const Acc* s, int64_t n, int64_t lo, int64_t visible, const 
   res.argmax = lo + arg;
   res.entropy = std::max(0.0, std::log(z) - a / z);
   res.max_attn = 1.0 / z;
-  // Var_p(s) = E[(s − m)²] − E[s − m]², clamped at 0 against cancellation: −dH/d ln α when every
-  // logit is scaled by α (spec M11).
+  // Var_p(s) = E[(s − m)²] − E[s − m]², clamped at 0 against cancellation: dH/d ln α = −Var_p(s)
+  // at α = 1 when every logit of the row is scaled by α (see docs/metrics.md).
   res.logit_var = std::max(0.0, b / z - (a / z) * (a / z));
   res.sink_mass = lo == 0 ? static_cast<double>(e[0]) / z : 0.0;
   double sink_n = 0.0;

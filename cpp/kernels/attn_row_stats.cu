@@ -1,7 +1,7 @@
-// CUDA implementation of torch.ops.spectra.attn_row_stats — the twin of the CPU op
-// (cpp/src/attn_stats.cpp, cpp/bindings/attn_row_stats_op.cpp; definitions in spectra/attn_row_stats.hpp)
-// with the same masks (causal, sliding window, query_offset, key_valid), GQA (query head h reads KV
-// head h / (H / Hkv); K is never repeated), scaling, softcap, outputs, dtypes and NaN rules.
+// CUDA kernel of attn_row_stats — the twin of the CPU kernel (attn_row_stats.cpp, next to this file;
+// definitions in spectra/attn_row_stats.hpp) with the same masks (causal, sliding window,
+// query_offset, key_valid), GQA (query head h reads KV head h / (H / Hkv); K is never repeated),
+// scaling, softcap, outputs, dtypes and NaN rules.
 //
 // Memory: O(1) beyond the outputs. No T×T matrix, no per-row buffer in global memory: every pass
 // recomputes the logits of one 64-query × 64-key tile at a time in shared memory (tensor cores for
@@ -44,32 +44,25 @@
 // The largest cost is recomputing QKᵀ once per pass (3 passes at least when θ needs a search, 4–5
 // typically for long rows); passes 1 and the gather are cheap per element, pass 2 pays one exp and two
 // shared-memory atomics per visible key.
-#include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
+//
+// Torch-free: the op layer (cpp/ops/attn_row_stats_cuda.cu) checks the arguments, allocates the
+// outputs, picks the path and checks the launch limits.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
 #include <mma.h>
-#include <torch/library.h>
 
-#include <array>
 #include <climits>
 #include <cmath>
 #include <cstdint>
-#include <optional>
-#include <tuple>
 
 #include "spectra/attn_row_stats.hpp"
-#include "ops/op_checks.hpp"
-#include "ops/tensor_views.hpp"
+#include "spectra/cuda/attn_row_stats.cuh"
 
 namespace spectra::cuda_kernels {
 namespace {
 
-constexpr const char* kOp = "attn_row_stats";
-constexpr int kRows = 64;       // query rows per CTA
+constexpr int kRows = kAttnRowStatsCtaRows;  // query rows per CTA
 constexpr int kKeys = 64;       // keys per tile
 constexpr int kThreads = 128;   // 4 warps of 16 rows; lanes l and l ^ 16 share a row
 constexpr int kWarps = kThreads / 32;
@@ -79,7 +72,6 @@ constexpr int kChunk = 32;       // head-dim chunk of the FMA path
 constexpr int kBins = 64;
 constexpr int kRegionBytes = kBins * 12;  // per row: kBins uint64 masses, then kBins uint32 counts
 constexpr int kCollectBytes = 512;        // per row, aliasing the masses: the gathered weights
-constexpr int kMaxTensorCoreDim = 256;
 constexpr double kFixScale = 1099511627776.0;  // 2^40: bin masses in fixed point
 constexpr int kMaxRefinePasses = 24;           // > the ~11 levels float64 can need; see the fallback
 static_assert(kRows == kKeys, "load_tile16 copies kRows rows for Q and K tiles alike");
@@ -136,7 +128,7 @@ struct WmmaType<bfloat16_t> {
   using type = __nv_bfloat16;
 };
 
-// ---- kernel arguments (the CPU op's ATen-free structs, with device pointers) ----
+// ---- kernel arguments (the CPU kernel's structs, with device pointers) ----
 template <typename In, typename Acc>
 struct Args {
   HeadsView<In> q, k;
@@ -690,24 +682,31 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-using AttnRowStatsResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-                                      at::Tensor, at::Tensor, at::Tensor>;
-
 // 16-byte row copies need unit stride along head_dim, head_dim % 8 == 0 and 16-byte aligned rows.
-bool rows_are_vectorizable(const at::Tensor& x) {
-  if (x.stride(3) != 1 || x.size(3) % 8 != 0) return false;
+template <typename In>
+bool rows_are_vectorizable(const HeadsView<In>& x) {
+  if (x.stride_dim != 1 || x.dim % 8 != 0) return false;
+  const int64_t sizes[3] = {x.batch, x.heads, x.seq};
+  const int64_t strides[3] = {x.stride_batch, x.stride_head, x.stride_seq};
   for (int i = 0; i < 3; ++i) {
-    if (x.size(i) > 1 && x.stride(i) % 8 != 0) return false;
+    if (sizes[i] > 1 && strides[i] % 8 != 0) return false;
   }
-  return reinterpret_cast<uintptr_t>(x.const_data_ptr()) % 16 == 0;
+  return reinterpret_cast<uintptr_t>(x.data) % 16 == 0;
+}
+
+}  // namespace
+
+int attn_row_stats_shared_bytes(bool tensor_cores, int dpad, int acc_size) {
+  return make_layout(tensor_cores, dpad, acc_size).total;
 }
 
 template <typename In, typename Acc, bool kTensorCores>
-void launch(const at::Tensor& q, const at::Tensor& k, const AttnMaskSpec& mask, const AttnRowStatsParams& params,
-            const AttnRowStatsOutputs<Acc>& out, int dpad, int64_t q_blocks, int max_shared, cudaStream_t stream) {
+cudaError_t launch_attn_row_stats(const HeadsView<In>& q, const HeadsView<In>& k, const AttnMaskSpec& mask,
+                                  const AttnRowStatsParams& params, const AttnRowStatsOutputs<Acc>& out, int dpad,
+                                  int64_t q_blocks, cudaStream_t stream) {
   Args<In, Acc> args{};
-  args.q = bindings::heads_view_as<In>(q);
-  args.k = bindings::heads_view_as<In>(k);
+  args.q = q;
+  args.k = k;
   args.mask = mask;
   args.out = out;
   args.params = params;
@@ -716,95 +715,23 @@ void launch(const at::Tensor& q, const at::Tensor& k, const AttnMaskSpec& mask, 
   args.dpad = dpad;
   args.q_vec = kTensorCores && rows_are_vectorizable(q);
   args.k_vec = kTensorCores && rows_are_vectorizable(k);
-  const Layout layout = make_layout(kTensorCores, dpad, static_cast<int>(sizeof(Acc)));
-  TORCH_CHECK(layout.total <= max_shared, kOp, ": needs ", layout.total, " bytes of shared memory per block; ",
-              "this GPU allows ", max_shared);
-  const int64_t blocks = q_blocks * q.size(0) * q.size(1);
-  TORCH_CHECK_VALUE(blocks <= INT_MAX, kOp, ": batch · heads · ceil(query_len / ", kRows, ") = ", blocks,
-                    " exceeds the CUDA grid limit; split the batch");
+  const int shared = make_layout(kTensorCores, dpad, static_cast<int>(sizeof(Acc))).total;
+  const int64_t blocks = q_blocks * q.batch * q.heads;
   auto kernel = attn_row_stats_kernel<In, Acc, kTensorCores>;
-  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, layout.total));
-  kernel<<<static_cast<unsigned>(blocks), kThreads, layout.total, stream>>>(args);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared);
+  if (err != cudaSuccess) return err;
+  kernel<<<static_cast<unsigned>(blocks), kThreads, shared, stream>>>(args);
+  return cudaGetLastError();
 }
 
-}  // namespace
-
-AttnRowStatsResult attn_row_stats_cuda(const at::Tensor& q_in, const at::Tensor& k_in, double scaling,
-                                       const std::optional<at::Tensor>& key_valid, bool causal,
-                                       int64_t sliding_window, std::optional<int64_t> query_offset, double threshold,
-                                       int64_t n_sink, double softcap) {
-  bindings::check_attn_row_stats_args(bindings::Backend::kCuda, q_in, k_in, scaling, key_valid, sliding_window, threshold, n_sink, softcap);
-  const c10::cuda::OptionalCUDAGuard guard(q_in.device());
-  const int64_t batch = q_in.size(0), heads = q_in.size(1), query_len = q_in.size(2), key_len = k_in.size(2);
-  const int64_t dim = q_in.size(3);
-  const auto float_options = q_in.options().dtype(bindings::stats_dtype(q_in.scalar_type()));
-  const auto long_options = q_in.options().dtype(at::kLong);
-  const std::array<int64_t, 3> shape{batch, heads, query_len};
-  at::Tensor entropy = at::empty(shape, float_options);
-  at::Tensor entropy_normalized = at::empty(shape, float_options);
-  at::Tensor max_attn = at::empty(shape, float_options);
-  at::Tensor sink_mass = at::empty(shape, float_options);
-  at::Tensor sink_mass_n = at::empty(shape, float_options);
-  at::Tensor argmax = at::empty(shape, long_options);
-  at::Tensor k_eff = at::empty(shape, long_options);
-  at::Tensor n_visible = at::empty(shape, long_options);
-  at::Tensor logit_var = at::empty(shape, float_options);
-  if (batch * heads * query_len == 0) {
-    return {entropy, entropy_normalized, max_attn, argmax, k_eff, sink_mass, sink_mass_n, n_visible, logit_var};
-  }
-
-  // key_valid may live on the CPU (as the mask the reference twin accepts); it is (batch, key_len) bools.
-  at::Tensor valid = key_valid.has_value() ? key_valid->to(q_in.device()).contiguous() : at::Tensor();
-  AttnMaskSpec mask;
-  mask.key_valid = valid.defined() ? valid.const_data_ptr<bool>() : nullptr;
-  mask.causal = causal;
-  mask.sliding_window = sliding_window;
-  mask.query_offset = query_offset.value_or(key_len - query_len);
-  const AttnRowStatsParams params{scaling, softcap, threshold, n_sink};
-  const int64_t q_blocks = (query_len + kRows - 1) / kRows;
-
-  const int device = q_in.get_device();
-  int cc_major = 0, max_shared = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, device));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&max_shared, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-
-  const auto dtype = q_in.scalar_type();
-  const int dpad = static_cast<int>((dim + 15) / 16 * 16);
-  const bool sixteen_bit = dtype == at::kHalf || dtype == at::kBFloat16;
-  const bool tensor_cores = sixteen_bit && dim <= kMaxTensorCoreDim && cc_major >= 8 &&
-                            make_layout(true, dpad, 4).total <= max_shared;
-  auto float_out = [&]() {
-    return AttnRowStatsOutputs<float>{entropy.mutable_data_ptr<float>(),   entropy_normalized.mutable_data_ptr<float>(),
-                                      max_attn.mutable_data_ptr<float>(),  sink_mass.mutable_data_ptr<float>(),
-                                      sink_mass_n.mutable_data_ptr<float>(), argmax.mutable_data_ptr<int64_t>(),
-                                      k_eff.mutable_data_ptr<int64_t>(),   n_visible.mutable_data_ptr<int64_t>(),
-                                      logit_var.mutable_data_ptr<float>()};
-  };
-  if (tensor_cores && dtype == at::kHalf) {
-    launch<float16_t, float, true>(q_in, k_in, mask, params, float_out(), dpad, q_blocks, max_shared, stream);
-  } else if (tensor_cores) {
-    launch<bfloat16_t, float, true>(q_in, k_in, mask, params, float_out(), dpad, q_blocks, max_shared, stream);
-  } else if (dtype == at::kDouble) {
-    const AttnRowStatsOutputs<double> out{
-        entropy.mutable_data_ptr<double>(),    entropy_normalized.mutable_data_ptr<double>(),
-        max_attn.mutable_data_ptr<double>(),   sink_mass.mutable_data_ptr<double>(),
-        sink_mass_n.mutable_data_ptr<double>(), argmax.mutable_data_ptr<int64_t>(),
-        k_eff.mutable_data_ptr<int64_t>(),     n_visible.mutable_data_ptr<int64_t>(),
-        logit_var.mutable_data_ptr<double>()};
-    launch<double, double, false>(q_in, k_in, mask, params, out, dpad, q_blocks, max_shared, stream);
-  } else {
-    // float32, or 16-bit inputs the tensor-core path does not take (head_dim > 256, pre-sm_80 GPUs):
-    // float32 FMAs. A 16-bit input is widened to a float32 copy first (exact; the logits are float32
-    // either way).
-    const at::Tensor q = dtype == at::kFloat ? q_in : q_in.to(at::kFloat);
-    const at::Tensor k = dtype == at::kFloat ? k_in : k_in.to(at::kFloat);
-    launch<float, float, false>(q, k, mask, params, float_out(), dpad, q_blocks, max_shared, stream);
-  }
-  return {entropy, entropy_normalized, max_attn, argmax, k_eff, sink_mass, sink_mass_n, n_visible, logit_var};
-}
+#define SPECTRA_INSTANTIATE(In, Acc, kTensorCores)                                                                  \
+  template cudaError_t launch_attn_row_stats<In, Acc, kTensorCores>(                                                \
+      const HeadsView<In>&, const HeadsView<In>&, const AttnMaskSpec&, const AttnRowStatsParams&,                   \
+      const AttnRowStatsOutputs<Acc>&, int, int64_t, cudaStream_t);
+SPECTRA_INSTANTIATE(float16_t, float, true)
+SPECTRA_INSTANTIATE(bfloat16_t, float, true)
+SPECTRA_INSTANTIATE(float, float, false)
+SPECTRA_INSTANTIATE(double, double, false)
+#undef SPECTRA_INSTANTIATE
 
 }  // namespace spectra::cuda_kernels
-
-TORCH_LIBRARY_IMPL(spectra, CUDA, m) { m.impl("attn_row_stats", &spectra::cuda_kernels::attn_row_stats_cuda); }

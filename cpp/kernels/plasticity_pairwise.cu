@@ -1,46 +1,30 @@
-// CUDA implementation of torch.ops.spectra.plasticity_pairwise — the twin of the CPU op
-// (cpp/src/plasticity.cpp, cpp/bindings/plasticity_op.cpp) with the same definitions
-// (spectra/plasticity_pairwise.hpp): per key difference w (row of (P, d)), m = wᵀμ, v = wᵀΣw (Σ diagonal (d)
-// or full (d, d)), p = Φ(m/√v), PP = 4·Φ(−|z|)·(1 − Φ(−|z|)); v <= 0 gives p = 1, 0, ½ for m > 0,
-// < 0, = 0; NaN in m or v gives NaN. Sums in float64 whatever the input type; float64 outputs.
-// Mixed input dtypes are promoted to one (a copy only of the ones that differ), as on the CPU; a
-// negative variance on Σ's diagonal is an error naming its index, raised before anything is computed.
+// CUDA kernels of plasticity_pairwise — the twins of the CPU kernels (plasticity_pairwise.cpp, next
+// to this file) with the same definitions (spectra/plasticity_pairwise.hpp): per key difference w
+// (row of (P, d)), m = wᵀμ, v = wᵀΣw (Σ diagonal (d) or full (d, d)), p = Φ(m/√v),
+// PP = 4·Φ(−|z|)·(1 − Φ(−|z|)); v <= 0 gives p = 1, 0, ½ for m > 0, < 0, = 0; NaN in m or v gives
+// NaN. Sums in float64 whatever the input type; float64 outputs. The op layer
+// (cpp/ops/plasticity_pairwise_cuda.cu) promotes mixed input dtypes to one and raises the error for a
+// negative variance on Σ's diagonal, found by first_negative_variance_kernel, before anything is computed.
 //
 // One block of 4 warps per pair. The pair's w is staged in shared memory as float64 (when d fits);
 // for a full Σ each warp takes rows i of Σ and its lanes stride over j (coalesced for row-major Σ):
-// v = Σ_i w_i (Σ_j Σ_ij w_j).
-#include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
-#include <c10/core/ScalarType.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#include <cuda_fp16.h>
-#include <torch/library.h>
+// v = Σ_i w_i (Σ_j Σ_ij w_j). Torch-free.
+#include <cuda_runtime_api.h>
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
-#include <tuple>
 
+#include "spectra/cuda/load_double.cuh"
+#include "spectra/cuda/plasticity_pairwise.cuh"
 #include "spectra/plasticity_pairwise.hpp"
-#include "ops/op_checks.hpp"
-#include "ops/tensor_views.hpp"
 
 namespace spectra::cuda_kernels {
 namespace {
 
-constexpr const char* kOp = "plasticity_pairwise";
 constexpr int kThreads = 128;
 constexpr int kWarps = kThreads / 32;
 constexpr int64_t kMaxStagedDim = 6000;  // float64s within the default 48 KiB of shared memory
-
-__device__ __forceinline__ double load_double(const float* p) { return static_cast<double>(*p); }
-__device__ __forceinline__ double load_double(const double* p) { return *p; }
-__device__ __forceinline__ double load_double(const float16_t* p) {
-  return static_cast<double>(__half2float(__ushort_as_half(p->bits)));
-}
-__device__ __forceinline__ double load_double(const bfloat16_t* p) {
-  return static_cast<double>(__uint_as_float(static_cast<uint32_t>(p->bits) << 16));
-}
 
 // Device twins of spectra/plasticity_pairwise.hpp's normal_cdf / plasticity_from_z / pair_plasticity.
 __device__ __forceinline__ double normal_cdf(double z) { return 0.5 * erfc(-z / 1.41421356237309504880); }
@@ -143,56 +127,30 @@ __global__ void __launch_bounds__(256) first_negative_variance_kernel(const Plas
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> plasticity_pairwise_cuda(const at::Tensor& w_in,
-                                                                                     const at::Tensor& mean_in,
-                                                                                     const at::Tensor& var_in) {
-  bindings::check_plasticity_pairwise_args(bindings::Backend::kCuda, w_in, mean_in, var_in);
-  const c10::cuda::OptionalCUDAGuard guard(w_in.device());
-  const at::ScalarType dtype = c10::promoteTypes(c10::promoteTypes(w_in.scalar_type(), mean_in.scalar_type()),
-                                                 var_in.scalar_type());
-  const at::Tensor w = w_in.scalar_type() == dtype ? w_in : w_in.to(dtype);
-  const at::Tensor mean = mean_in.scalar_type() == dtype ? mean_in : mean_in.to(dtype);
-  const at::Tensor var = var_in.scalar_type() == dtype ? var_in : var_in.to(dtype);
-
-  const int64_t pairs = w.size(0), dim = w.size(1);
-  const auto out_options = w.options().dtype(at::kDouble);
-  at::Tensor m = at::empty({pairs}, out_options);
-  at::Tensor v = at::empty({pairs}, out_options);
-  at::Tensor p = at::empty({pairs}, out_options);
-  at::Tensor pp = at::empty({pairs}, out_options);
-  const bool full = var.dim() == 2;
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-
-  bindings::dispatch_float_types(dtype, [&](auto in, auto /*out*/) {
-    using In = decltype(in);
-    const PlasticityPairsView<In> view = bindings::pairs_view<In>(w, mean, var);
-    at::Tensor first_bad = at::empty({1}, w.options().dtype(at::kLong));
-    first_negative_variance_kernel<In><<<1, 256, 0, stream>>>(view, first_bad.mutable_data_ptr<int64_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    const int64_t bad = first_bad.item<int64_t>();  // synchronises: the error must come before any output
-    if (bad < dim) {
-      const double value = (full ? var[bad][bad] : var[bad]).item<double>();
-      if (full) {
-        TORCH_CHECK_VALUE(false, kOp, ": var is a covariance with a negative variance ", value, " on its diagonal at (",
-                          bad, ", ", bad, "); variances must be >= 0");
-      }
-      TORCH_CHECK_VALUE(false, kOp, ": var has a negative variance ", value, " at index ", bad,
-                        "; variances must be >= 0");
-    }
-    if (pairs == 0) return;
-    const PlasticityOutputs outputs{m.mutable_data_ptr<double>(), v.mutable_data_ptr<double>(),
-                                    p.mutable_data_ptr<double>(), pp.mutable_data_ptr<double>()};
-    const bool staged = dim <= kMaxStagedDim;
-    const size_t shared = staged ? static_cast<size_t>(dim) * sizeof(double) : 0;
-    const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(pairs, int64_t{1} << 20));
-    plasticity_pairwise_kernel<In><<<blocks, kThreads, shared, stream>>>(view, staged, outputs);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-  return {m, v, p, pp};
+template <typename T>
+cudaError_t launch_first_negative_variance(const PlasticityPairsView<T>& x, int64_t* out, cudaStream_t stream) {
+  first_negative_variance_kernel<T><<<1, 256, 0, stream>>>(x, out);
+  return cudaGetLastError();
 }
+
+template <typename T>
+cudaError_t launch_plasticity_pairwise(const PlasticityPairsView<T>& x, const PlasticityOutputs& out,
+                                       cudaStream_t stream) {
+  const bool staged = x.dim <= kMaxStagedDim;
+  const size_t shared = staged ? static_cast<size_t>(x.dim) * sizeof(double) : 0;
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(x.pairs, int64_t{1} << 20));
+  plasticity_pairwise_kernel<T><<<blocks, kThreads, shared, stream>>>(x, staged, out);
+  return cudaGetLastError();
+}
+
+#define SPECTRA_INSTANTIATE(T)                                                                                  \
+  template cudaError_t launch_first_negative_variance<T>(const PlasticityPairsView<T>&, int64_t*, cudaStream_t); \
+  template cudaError_t launch_plasticity_pairwise<T>(const PlasticityPairsView<T>&, const PlasticityOutputs&,    \
+                                                     cudaStream_t);
+SPECTRA_INSTANTIATE(float)
+SPECTRA_INSTANTIATE(double)
+SPECTRA_INSTANTIATE(float16_t)
+SPECTRA_INSTANTIATE(bfloat16_t)
+#undef SPECTRA_INSTANTIATE
 
 }  // namespace spectra::cuda_kernels
-
-TORCH_LIBRARY_IMPL(spectra, CUDA, m) {
-  m.impl("plasticity_pairwise", &spectra::cuda_kernels::plasticity_pairwise_cuda);
-}

@@ -59,7 +59,7 @@ void vec_stats(const RowsView<In>& x, int64_t row_begin, int64_t row_end, Out* n
     }
     norm[r] = static_cast<Out>(std::sqrt(m.sum_sq));
     max_abs[r] = static_cast<Out>(m.max_abs);
-    // 0/0 for the zero vector is NaN by definition (M7), so no epsilon here.
+    // 0/0 for the zero vector is NaN by definition (it has no participation ratio), so no epsilon here.
     participation_ratio[r] =
         static_cast<Out>(m.sum_quartic > 0.0 ? (m.sum_sq * m.sum_sq) / m.sum_quartic : nan);
   }

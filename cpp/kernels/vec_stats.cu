@@ -1,48 +1,25 @@
-// CUDA implementation of torch.ops.spectra.vec_stats — the twin of the CPU op (cpp/src/vec_stats.cpp,
-// cpp/bindings/vec_stats_op.cpp) with the same definitions (spectra/vec_stats.hpp):
+// CUDA kernel of vec_stats — the twin of the CPU kernel (vec_stats.cpp, next to this file) with the
+// same definitions (spectra/vec_stats.hpp):
 //   norm = sqrt(Σ x²), max_abs = max |x|, participation_ratio = (Σ x²)² / Σ x⁴ (NaN for the zero
 //   vector), all three NaN for a row holding a NaN; sums in float64 whatever the input type; float64
 //   outputs for float64 input, float32 otherwise.
 // One warp per row (lanes stride over the last dimension, a shuffle tree sums the lanes), reading
 // the tensor in place through its strides: leading dims are coalesced like reshape would, and rows
 // whose leading dims do not collapse are located from their logical index (no offset table, no copy).
-#include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#include <cuda_fp16.h>
-#include <torch/library.h>
+// Torch-free: the op layer is cpp/ops/vec_stats_cuda.cu.
+#include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cstdint>
-#include <tuple>
 
+#include "spectra/cuda/load_double.cuh"
+#include "spectra/cuda/vec_stats.cuh"
 #include "spectra/scalar_types.hpp"
-#include "ops/op_checks.hpp"
-#include "ops/tensor_views.hpp"
 
 namespace spectra::cuda_kernels {
 namespace {
 
 constexpr int kWarpsPerBlock = 8;
-constexpr int kMaxLeadDims = 8;
-
-__device__ __forceinline__ double load_double(const float* p) { return static_cast<double>(*p); }
-__device__ __forceinline__ double load_double(const double* p) { return *p; }
-__device__ __forceinline__ double load_double(const float16_t* p) {
-  return static_cast<double>(__half2float(__ushort_as_half(p->bits)));
-}
-__device__ __forceinline__ double load_double(const bfloat16_t* p) {
-  return static_cast<double>(__uint_as_float(static_cast<uint32_t>(p->bits) << 16));
-}
-
-// Leading dims of the (..., D) input after merging the ones that collapse; row k (logical,
-// row-major) starts at Σ index_i(k) · stride_i.
-struct LeadDims {
-  int ndim = 0;
-  int64_t size[kMaxLeadDims] = {};
-  int64_t stride[kMaxLeadDims] = {};
-};
 
 __device__ __forceinline__ int64_t row_offset(const LeadDims& lead, int64_t row) {
   if (lead.ndim == 1) return row * lead.stride[0];
@@ -92,21 +69,21 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   }
 }
 
-// Merges adjacent leading dims that collapse (stride[i] == stride[i+1]·size[i+1]) and drops size-1
-// dims, keeping the logical row-major order. False when more than kMaxLeadDims remain.
-bool coalesce_leading_dims(const at::Tensor& x, LeadDims& lead) {
+}  // namespace
+
+bool coalesce_leading_dims(const int64_t* sizes, const int64_t* strides, int64_t ndim, LeadDims& lead) {
   constexpr int64_t kMaxTensorDims = 64;
-  if (x.dim() - 1 > kMaxTensorDims) return false;
+  if (ndim - 1 > kMaxTensorDims) return false;
   int64_t size[kMaxTensorDims], stride[kMaxTensorDims];
   int n = 0;
-  for (int64_t i = 0; i + 1 < x.dim(); ++i) {
-    if (x.size(i) == 1) continue;
-    if (n > 0 && stride[n - 1] == x.stride(i) * x.size(i)) {
-      size[n - 1] *= x.size(i);
-      stride[n - 1] = x.stride(i);
+  for (int64_t i = 0; i + 1 < ndim; ++i) {
+    if (sizes[i] == 1) continue;
+    if (n > 0 && stride[n - 1] == strides[i] * sizes[i]) {
+      size[n - 1] *= sizes[i];
+      stride[n - 1] = strides[i];
     } else {
-      size[n] = x.size(i);
-      stride[n] = x.stride(i);
+      size[n] = sizes[i];
+      stride[n] = strides[i];
       ++n;
     }
   }
@@ -115,7 +92,7 @@ bool coalesce_leading_dims(const at::Tensor& x, LeadDims& lead) {
     stride[0] = 0;
     n = 1;
   }
-  if (n > kMaxLeadDims) return false;
+  if (n > kVecStatsMaxLeadDims) return false;
   lead.ndim = n;
   for (int i = 0; i < n; ++i) {
     lead.size[i] = size[i];
@@ -124,41 +101,22 @@ bool coalesce_leading_dims(const at::Tensor& x, LeadDims& lead) {
   return true;
 }
 
-}  // namespace
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> vec_stats_cuda(const at::Tensor& x_in) {
-  bindings::check_vec_stats_args(x_in);
-  const c10::cuda::OptionalCUDAGuard guard(x_in.device());
-  const auto out_shape = x_in.sizes().slice(0, x_in.dim() - 1);
-  const auto out_options = x_in.options().dtype(bindings::stats_dtype(x_in.scalar_type()));
-  at::Tensor norm = at::empty(out_shape, out_options);
-  at::Tensor max_abs = at::empty(out_shape, out_options);
-  at::Tensor participation_ratio = at::empty(out_shape, out_options);
-  const int64_t rows = norm.numel();
-  if (rows == 0) return {norm, max_abs, participation_ratio};
-
-  LeadDims lead;
-  at::Tensor x = x_in;
-  if (!coalesce_leading_dims(x, lead)) {  // more than 8 non-collapsing leading dims: read a copy
-    x = x_in.contiguous();
-    lead.ndim = 1;
-    lead.size[0] = rows;
-    lead.stride[0] = x.size(-1);
-  }
-  const int64_t dim = x.size(-1);
+template <typename In, typename Out>
+cudaError_t launch_vec_stats(const In* x, const LeadDims& lead, int64_t rows, int64_t dim, int64_t col_stride,
+                             Out* norm, Out* max_abs, Out* participation_ratio, cudaStream_t stream) {
   const int64_t blocks = std::min<int64_t>((rows + kWarpsPerBlock - 1) / kWarpsPerBlock, int64_t{1} << 20);
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  bindings::dispatch_float_types(x.scalar_type(), [&](auto in, auto out) {
-    using In = decltype(in);
-    using Out = decltype(out);
-    vec_stats_kernel<In, Out><<<static_cast<unsigned>(blocks), kWarpsPerBlock * 32, 0, stream>>>(
-        reinterpret_cast<const In*>(x.const_data_ptr()), lead, rows, dim, x.stride(-1), norm.mutable_data_ptr<Out>(),
-        max_abs.mutable_data_ptr<Out>(), participation_ratio.mutable_data_ptr<Out>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-  return {norm, max_abs, participation_ratio};
+  vec_stats_kernel<In, Out><<<static_cast<unsigned>(blocks), kWarpsPerBlock * 32, 0, stream>>>(
+      x, lead, rows, dim, col_stride, norm, max_abs, participation_ratio);
+  return cudaGetLastError();
 }
 
-}  // namespace spectra::cuda_kernels
+template cudaError_t launch_vec_stats<float, float>(const float*, const LeadDims&, int64_t, int64_t, int64_t, float*,
+                                                    float*, float*, cudaStream_t);
+template cudaError_t launch_vec_stats<double, double>(const double*, const LeadDims&, int64_t, int64_t, int64_t,
+                                                      double*, double*, double*, cudaStream_t);
+template cudaError_t launch_vec_stats<float16_t, float>(const float16_t*, const LeadDims&, int64_t, int64_t, int64_t,
+                                                        float*, float*, float*, cudaStream_t);
+template cudaError_t launch_vec_stats<bfloat16_t, float>(const bfloat16_t*, const LeadDims&, int64_t, int64_t,
+                                                         int64_t, float*, float*, float*, cudaStream_t);
 
-TORCH_LIBRARY_IMPL(spectra, CUDA, m) { m.impl("vec_stats", &spectra::cuda_kernels::vec_stats_cuda); }
+}  // namespace spectra::cuda_kernels

@@ -1,5 +1,5 @@
 // Schemas of every tensor op, defined once; backends register implementations with
-// TORCH_LIBRARY_IMPL in their own files (vec_stats_op.cpp for CPU, cpp/src/cuda/*.cu for CUDA).
+// TORCH_LIBRARY_IMPL in their own files (<op>_cpu.cpp for CPU, <op>_cuda.cu for CUDA, in this folder).
 #include <torch/library.h>
 
 TORCH_LIBRARY(spectra, m) {

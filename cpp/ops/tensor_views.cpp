@@ -1,4 +1,4 @@
-#include "tensor_views.hpp"
+#include "ops/tensor_views.hpp"
 
 #include <ATen/TensorUtils.h>
 #include <ATen/ops/empty.h>

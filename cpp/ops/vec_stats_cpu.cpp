@@ -1,35 +1,31 @@
 // CPU implementation of torch.ops.spectra.vec_stats.
 #include <ATen/Parallel.h>
-#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
-#include <tuple>
+#include <algorithm>
 
-#include "op_checks.hpp"
-#include "tensor_views.hpp"
+#include "ops/tensor_views.hpp"
+#include "ops/vec_stats.hpp"
+#include "spectra/vec_stats.hpp"
 
 namespace spectra::bindings {
-std::tuple<at::Tensor, at::Tensor, at::Tensor> vec_stats_cpu(const at::Tensor& x) {
-  check_vec_stats_args(x);
-  const auto out_shape = x.sizes().slice(0, x.dim() - 1);
-  const auto out_options = x.options().dtype(stats_dtype(x.scalar_type()));
-  at::Tensor norm = at::empty(out_shape, out_options);
-  at::Tensor max_abs = at::empty(out_shape, out_options);
-  at::Tensor participation_ratio = at::empty(out_shape, out_options);
+
+VecStatsResult vec_stats_cpu(const at::Tensor& x) {
+  const VecStatsTensors out = vec_stats_outputs(x);
   const Rows x_rows(x);
   const int64_t rows = x_rows.rows();
-  if (rows == 0) return {norm, max_abs, participation_ratio};
+  if (rows == 0) return out.result();
   const int64_t grain = std::max<int64_t>(1, kElementsPerTask / x_rows.dim());
-  dispatch_float_types(x.scalar_type(), [&](auto in, auto out) {
+  dispatch_float_types(x.scalar_type(), [&](auto in, auto out_type) {
     using In = decltype(in);
-    using Out = decltype(out);
+    using Out = decltype(out_type);
     const RowsView<In> view = x_rows.view<In>();
-    Out* n = norm.mutable_data_ptr<Out>();
-    Out* m = max_abs.mutable_data_ptr<Out>();
-    Out* pr = participation_ratio.mutable_data_ptr<Out>();
+    Out* n = out.norm.mutable_data_ptr<Out>();
+    Out* m = out.max_abs.mutable_data_ptr<Out>();
+    Out* pr = out.participation_ratio.mutable_data_ptr<Out>();
     at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) { vec_stats(view, begin, end, n, m, pr); });
   });
-  return {norm, max_abs, participation_ratio};
+  return out.result();
 }
 
 }  // namespace spectra::bindings

@@ -1,4 +1,4 @@
-#include "hook_registry.hpp"
+#include "registry/hook_registry.hpp"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>

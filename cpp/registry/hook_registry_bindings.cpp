@@ -1,5 +1,6 @@
-// pybind11 face of the hook registry and the position sampler (spectra._core.HookRegistry,
-// spectra._core.PositionSampler). Python's Probe owns the hooks; this owns the decisions and data.
+// pybind11 face of the hook registry and its actions (spectra._core.HookRegistry, Capture, RowStats,
+// ...). Python's Probe owns the hooks; this owns the decisions and data. PositionSampler, which the
+// registry takes, is bound in cpp/bindings/position_sampler_bindings.cpp.
 #include <torch/extension.h>
 
 #include <pybind11/stl.h>
@@ -8,9 +9,9 @@
 #include <stdexcept>
 #include <string>
 
-#include "hook_registry.hpp"
-#include "intervention_actions.hpp"
-#include "row_stats_action.hpp"
+#include "registry/hook_registry.hpp"
+#include "registry/intervention_actions.hpp"
+#include "registry/row_stats_action.hpp"
 
 namespace py = pybind11;
 
@@ -34,61 +35,9 @@ HeadOutputMode head_output_mode(const std::string& name) {
 
 py::tuple rows_tuple(const CapturedRows& r) { return py::make_tuple(r.vectors, r.positions, r.example_ids, r.buckets); }
 
-PositionSampler make_sampler(const std::string& kind, int64_t bucket_size, double base_rate, uint64_t seed,
-                             std::vector<int64_t> positions) {
-  try {
-    return PositionSampler(sampler_kind_from_name(kind), bucket_size, base_rate, seed, std::move(positions));
-  } catch (const std::invalid_argument& e) {
-    TORCH_CHECK_VALUE(false, "PositionSampler: ", e.what());
-  }
-}
-
 }  // namespace
 
 void bind_hook_registry(py::module_& m) {
-  py::class_<PositionSampler>(m, "PositionSampler", R"doc(
-Which token positions a capture keeps, and their bucket ids (the thesis capture protocol's samplers).
-
-kind is one of all, uniform, log_uniform, explicit. uniform keeps each position with probability
-min(1, base_rate / bucket_size); log_uniform with min(1, base_rate / 2**bucket). The draws are
-deterministic in (seed, example id, layer, kind) and, with seed 0, bit-compatible with qk-sniffer.
-
->>> import torch, spectra
->>> s = spectra.PositionSampler("log_uniform", bucket_size=4)
->>> s.bucket(torch.tensor([0, 3, 7, 8, 100])).tolist()
-[2, 2, 3, 3, 6]
-)doc")
-      .def(py::init(&make_sampler), py::arg("kind"), py::arg("bucket_size") = 1, py::arg("base_rate") = 1.0,
-           py::arg("seed") = 0, py::arg("positions") = std::vector<int64_t>{})
-      .def_property_readonly("kind", [](const PositionSampler& s) { return std::string(sampler_kind_name(s.kind())); })
-      .def_property_readonly("bucket_size", &PositionSampler::bucket_size)
-      .def_property_readonly("base_rate", &PositionSampler::base_rate)
-      .def_property_readonly("seed", &PositionSampler::seed)
-      .def_property_readonly("positions", &PositionSampler::positions)
-      .def(
-          "bucket",
-          [](const PositionSampler& s, const at::Tensor& positions) {
-            at::Tensor p = positions.to(at::kLong).contiguous();
-            at::Tensor out = at::empty_like(p);
-            const auto* in = p.const_data_ptr<int64_t>();
-            auto* o = out.mutable_data_ptr<int64_t>();
-            for (int64_t i = 0; i < p.numel(); ++i) {
-              TORCH_CHECK_VALUE(in[i] >= 0, "positions must be >= 0; got ", in[i]);
-              o[i] = s.bucket(in[i]);
-            }
-            return out;
-          },
-          py::arg("positions"), "Bucket id of each position.")
-      .def("keep_probability", &PositionSampler::keep_probability, py::arg("bucket"),
-           "Probability that a position of this bucket is kept.")
-      .def("__repr__", [](const PositionSampler& s) {
-        std::string r = std::string("PositionSampler('") + sampler_kind_name(s.kind()) +
-                        "', bucket_size=" + std::to_string(s.bucket_size());
-        if (s.is_random()) r += ", base_rate=" + std::to_string(s.base_rate()) + ", seed=" + std::to_string(s.seed());
-        if (s.kind() == SamplerKind::explicit_positions) r += ", positions=<" + std::to_string(s.positions().size()) + ">";
-        return r + ")";
-      });
-
   py::class_<CaptureAction, std::shared_ptr<CaptureAction>>(m, "Capture",
                                                              "One (layer, kind, stage) capture held by a HookRegistry.")
       .def_property_readonly("layer", &CaptureAction::layer)

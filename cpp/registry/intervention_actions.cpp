@@ -1,4 +1,4 @@
-#include "intervention_actions.hpp"
+#include "registry/intervention_actions.hpp"
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>

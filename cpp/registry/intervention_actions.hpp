@@ -10,7 +10,7 @@
 #include <optional>
 #include <vector>
 
-#include "hook_registry.hpp"
+#include "registry/hook_registry.hpp"
 
 namespace spectra::bindings {
 

@@ -1,4 +1,4 @@
-#include "row_stats_action.hpp"
+#include "registry/row_stats_action.hpp"
 
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>

@@ -9,7 +9,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "hook_registry.hpp"
+#include "registry/hook_registry.hpp"
 
 namespace spectra::bindings {
 

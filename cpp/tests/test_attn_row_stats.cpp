@@ -1,5 +1,6 @@
-// attn_row_stats on hand-computable rows (spec seed-experiments §8, G1–G4) and against a naive
-// materialise-and-sort loop written here, independently of the kernel.
+// attn_row_stats on hand-computable rows (entropy, max, k_eff and its θ − 1e-6 tie rule, as defined
+// in docs/metrics.md) and against a naive materialise-and-sort loop written here, independently of
+// the kernel.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -62,7 +63,7 @@ Result one_row(const std::vector<float>& logits, double threshold = 0.9) {
 
 }  // namespace
 
-TEST_CASE("G1/G3: entropy, max and k_eff of a peaked row", "[attn_stats]") {
+TEST_CASE("entropy, max and k_eff of a peaked row", "[attn_row_stats]") {
   const Result r = one_row({2.0f, 1.0f, 0.0f});
   CHECK(r.entropy[0] == Approx(0.8323955818).epsilon(1e-6));
   CHECK(r.max_attn[0] == Approx(0.6652409558).epsilon(1e-6));
@@ -71,7 +72,8 @@ TEST_CASE("G1/G3: entropy, max and k_eff of a peaked row", "[attn_stats]") {
   CHECK(one_row({2.0f, 1.0f, 0.0f}, 0.5).k_eff[0] == 1);
   CHECK(r.sink_mass[0] == Approx(0.6652409558).epsilon(1e-6));
   CHECK(r.entropy_normalized[0] == Approx(0.8323955818 / std::log(3.0)).epsilon(1e-6));
-  // Var_p(s) for p = softmax([2, 1, 0]): E[s²] − E[s]², the closed-form −dH/d ln α (spec M11).
+  // Var_p(s) for p = softmax([2, 1, 0]): E[s²] − E[s]², which is −dH/d ln α when the logits are
+  // scaled by α.
   const double p0 = 0.6652409558, p1 = 0.2447284711;
   const double mean = 2 * p0 + p1, second = 4 * p0 + p1;
   CHECK(r.logit_var[0] == Approx(second - mean * mean).epsilon(1e-6));
@@ -79,7 +81,7 @@ TEST_CASE("G1/G3: entropy, max and k_eff of a peaked row", "[attn_stats]") {
   CHECK(one_row({std::log(2.0f), 0.0f, 0.0f}).entropy[0] == Approx(1.5 * std::log(2.0)).epsilon(1e-6));
 }
 
-TEST_CASE("G2: causal uniform rows", "[attn_stats]") {
+TEST_CASE("causal uniform rows", "[attn_row_stats]") {
   // All logits equal: q = 0.
   const std::vector<float> q(4 * 2, 0.0f), k = {1, 2, 3, 4, 5, 6, 7, 8};
   const Result r = run<float>(q, k, 1, 1, 1, 4, 4, 2, AttnMaskSpec{}, AttnRowStatsParams{});
@@ -95,7 +97,7 @@ TEST_CASE("G2: causal uniform rows", "[attn_stats]") {
   CHECK(r.entropy_normalized[3] == Approx(1.0).epsilon(1e-6));
 }
 
-TEST_CASE("G4: k_eff at an exact tie with the threshold", "[attn_stats]") {
+TEST_CASE("k_eff at an exact tie with the threshold", "[attn_row_stats]") {
   // p = [0.6, 0.3, 0.1]: float64 cumsum 0.8999999999999999 < 0.9; the θ − 1e-6 rule gives 2.
   const Result r = one_row({std::log(0.6f), std::log(0.3f), std::log(0.1f)});
   CHECK(r.k_eff[0] == 2);
@@ -104,7 +106,7 @@ TEST_CASE("G4: k_eff at an exact tie with the threshold", "[attn_stats]") {
   CHECK(one_row({0.0f, 0.0f, 0.0f}, 1.0).k_eff[0] == 3);
 }
 
-TEST_CASE("masks: sliding window, padding, empty rows, query offset", "[attn_stats]") {
+TEST_CASE("masks: sliding window, padding, empty rows, query offset", "[attn_row_stats]") {
   std::vector<float> q(6 * 2, 0.0f), k(6 * 2, 1.0f);
   AttnMaskSpec window;
   window.sliding_window = 2;
@@ -136,7 +138,7 @@ TEST_CASE("masks: sliding window, padding, empty rows, query offset", "[attn_sta
   CHECK(c.n_visible[1] == 6);
 }
 
-TEST_CASE("NaN activations give NaN rows, not silent numbers", "[attn_stats]") {
+TEST_CASE("NaN activations give NaN rows, not silent numbers", "[attn_row_stats]") {
   std::vector<float> q(3 * 2, 0.5f), k(3 * 2, 1.0f);
   k[2] = std::numeric_limits<float>::quiet_NaN();  // key 1
   const Result r = run<float>(q, k, 1, 1, 1, 3, 3, 2, AttnMaskSpec{}, AttnRowStatsParams{});
@@ -145,7 +147,7 @@ TEST_CASE("NaN activations give NaN rows, not silent numbers", "[attn_stats]") {
   CHECK(std::isnan(r.max_attn[2]));
 }
 
-TEST_CASE("matches a naive materialise-sort loop on random GQA inputs", "[attn_stats]") {
+TEST_CASE("matches a naive materialise-sort loop on random GQA inputs", "[attn_row_stats]") {
   const int64_t B = 2, H = 4, Hkv = 2, T = 70, D = 24;
   std::mt19937 rng(7);
   std::normal_distribution<float> normal(0.0f, 1.5f);
@@ -193,7 +195,7 @@ TEST_CASE("matches a naive materialise-sort loop on random GQA inputs", "[attn_s
       }
 }
 
-TEST_CASE("half and bfloat16 inputs read as their float values", "[attn_stats]") {
+TEST_CASE("half and bfloat16 inputs read as their float values", "[attn_row_stats]") {
   std::vector<float> qf = {0.5f, -1.25f, 2.0f, 0.75f}, kf = {1.0f, 0.5f, -0.25f, 2.0f};
   // The same values as IEEE half bit patterns.
   const std::vector<spectra::float16_t> qh = {{0x3800}, {0xBD00}, {0x4000}, {0x3A00}};

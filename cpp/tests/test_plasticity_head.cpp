@@ -1,4 +1,5 @@
-// The published attention-plasticity tool's own assertions (spec §8), ported to the native head.
+// The published attention-plasticity tool's own test assertions (regression, orientation, Householder,
+// expected-value cell, window and same-example rules), ported to the native head.
 #include <catch2/catch.hpp>
 
 #include <cmath>

@@ -39,7 +39,7 @@ constexpr double kPhiMinus30 = 4.9067139271481870595e-198;
 
 }  // namespace
 
-TEST_CASE("plasticity_from_z matches the spec's values (§5.1)", "[plasticity]") {
+TEST_CASE("plasticity_from_z matches tabulated values of 4·Φ(z)·Φ(−z)", "[plasticity_pairwise]") {
   CHECK(spectra::plasticity_from_z(0.0) == 1.0);
   CHECK(spectra::plasticity_from_z(0.5) == Approx(0.853369).margin(1e-6));
   CHECK(spectra::plasticity_from_z(1.0) == Approx(0.533935).margin(1e-6));
@@ -50,7 +50,7 @@ TEST_CASE("plasticity_from_z matches the spec's values (§5.1)", "[plasticity]")
   CHECK(spectra::plasticity_from_z(3.0) == Approx(0.0053923032277371828919).epsilon(1e-14));
 }
 
-TEST_CASE("normal_cdf is Φ in both tails", "[plasticity]") {
+TEST_CASE("normal_cdf is Φ in both tails", "[plasticity_pairwise]") {
   CHECK(spectra::normal_cdf(0.0) == 0.5);
   CHECK(spectra::normal_cdf(1.0) == Approx(1.0 - 0.15865525393145705141).epsilon(1e-15));
   CHECK(spectra::normal_cdf(-1.0) == Approx(0.15865525393145705141).epsilon(1e-15));
@@ -60,13 +60,13 @@ TEST_CASE("normal_cdf is Φ in both tails", "[plasticity]") {
   CHECK(spectra::normal_cdf(-std::numeric_limits<double>::infinity()) == 0.0);
 }
 
-TEST_CASE("plasticity_from_z is symmetric in z", "[plasticity]") {
+TEST_CASE("plasticity_from_z is symmetric in z", "[plasticity_pairwise]") {
   for (double z : {0.1, 0.5, 1.0, 2.5, 5.0, 8.3, 12.0, 30.0}) {
     CHECK(spectra::plasticity_from_z(z) == spectra::plasticity_from_z(-z));
   }
 }
 
-TEST_CASE("plasticity_from_z keeps precision for large |z| (§5.8)", "[plasticity]") {
+TEST_CASE("plasticity_from_z keeps precision for large |z|", "[plasticity_pairwise]") {
   // 4p(1−p) with p = Φ(10) is exactly 0 in double; the stable form is not.
   const double p = spectra::normal_cdf(10.0);
   CHECK(4.0 * p * (1.0 - p) == 0.0);
@@ -81,7 +81,7 @@ TEST_CASE("plasticity_from_z keeps precision for large |z| (§5.8)", "[plasticit
   CHECK(std::isnan(spectra::plasticity_from_z(std::numeric_limits<double>::quiet_NaN())));
 }
 
-TEST_CASE("pair_plasticity: the v <= 0 rule and NaN", "[plasticity]") {
+TEST_CASE("pair_plasticity: the v <= 0 rule and NaN", "[plasticity_pairwise]") {
   const double nan = std::numeric_limits<double>::quiet_NaN();
   for (double v : {0.0, -1e-18}) {
     const auto pos = spectra::pair_plasticity(0.3, v);
@@ -100,7 +100,7 @@ TEST_CASE("pair_plasticity: the v <= 0 rule and NaN", "[plasticity]") {
   }
 }
 
-TEST_CASE("plasticity_pairwise: the reference tool's expected-value cell (spec §8)", "[plasticity]") {
+TEST_CASE("plasticity_pairwise: the published tool's expected-value test cell", "[plasticity_pairwise]") {
   // μ(τ = 1) = 1, keys ±1 (w = 2), σ² = 1: m = 2, v = 4, z = 1.
   const std::vector<double> w{2.0}, mean{1.0}, var{1.0};
   const Result r = run(view(w, 1, mean, var));
@@ -115,7 +115,8 @@ TEST_CASE("plasticity_pairwise: the reference tool's expected-value cell (spec �
   CHECK(s.pp[0] == r.pp[0]);
 }
 
-TEST_CASE("plasticity_pairwise: identical keys and zero-variance directions follow the v = 0 rule", "[plasticity]") {
+TEST_CASE("plasticity_pairwise: identical keys and zero-variance directions follow the v = 0 rule",
+          "[plasticity_pairwise]") {
   // Pair 0: w = 0 (m = 0, v = 0) -> PP = 1. Pairs 1, 2: w along the zero-variance axis 1, m = ±0.5.
   const std::vector<double> w{0, 0, 0, 1, 0, -1}, mean{0.5, 0.5}, var{2.0, 0.0};
   const Result r = run(view(w, 2, mean, var));
@@ -124,7 +125,7 @@ TEST_CASE("plasticity_pairwise: identical keys and zero-variance directions foll
   CHECK(r.pp == std::vector<double>{1.0, 0.0, 0.0});
 }
 
-TEST_CASE("plasticity_pairwise: a NaN input gives NaN for that pair only", "[plasticity]") {
+TEST_CASE("plasticity_pairwise: a NaN input gives NaN for that pair only", "[plasticity_pairwise]") {
   const double nan = std::numeric_limits<double>::quiet_NaN();
   const std::vector<double> w{1, nan, 1, 1}, mean{0.5, 0.5}, var{1.0, 1.0};
   const Result r = run(view(w, 2, mean, var));
@@ -136,7 +137,7 @@ TEST_CASE("plasticity_pairwise: a NaN input gives NaN for that pair only", "[pla
   CHECK(r.pp[1] == spectra::plasticity_from_z(1.0 / std::sqrt(2.0)));
 }
 
-TEST_CASE("plasticity_pairwise: full and diagonal covariance agree when Σ is diagonal", "[plasticity]") {
+TEST_CASE("plasticity_pairwise: full and diagonal covariance agree when Σ is diagonal", "[plasticity_pairwise]") {
   const int64_t pairs = 37, dim = 11;
   std::mt19937_64 rng(5);
   std::normal_distribution<double> gauss;
@@ -155,7 +156,7 @@ TEST_CASE("plasticity_pairwise: full and diagonal covariance agree when Σ is di
 }
 
 TEST_CASE("plasticity_pairwise agrees with a naive loop (per-pair mean, full Σ, strided, float input)",
-          "[plasticity]") {
+          "[plasticity_pairwise]") {
   const int64_t pairs = 9, dim = 6;
   std::mt19937_64 rng(11);
   std::normal_distribution<float> gauss;
@@ -183,7 +184,7 @@ TEST_CASE("plasticity_pairwise agrees with a naive loop (per-pair mean, full Σ,
   }
 }
 
-TEST_CASE("plasticity_pairwise on half inputs reads them exactly and accumulates in double", "[plasticity]") {
+TEST_CASE("plasticity_pairwise on half inputs reads them exactly and accumulates in double", "[plasticity_pairwise]") {
   const std::vector<spectra::bfloat16_t> w{spectra::to_bfloat16(3.0f), spectra::to_bfloat16(-1.0f)};
   const std::vector<spectra::bfloat16_t> mean{spectra::to_bfloat16(0.5f), spectra::to_bfloat16(0.25f)};
   const std::vector<spectra::bfloat16_t> var{spectra::to_bfloat16(2.0f), spectra::to_bfloat16(4.0f)};
@@ -193,7 +194,7 @@ TEST_CASE("plasticity_pairwise on half inputs reads them exactly and accumulates
   CHECK(r.pp[0] == spectra::plasticity_from_z(1.25 / std::sqrt(22.0)));
 }
 
-TEST_CASE("plasticity_pairwise computes only the requested pair range", "[plasticity]") {
+TEST_CASE("plasticity_pairwise computes only the requested pair range", "[plasticity_pairwise]") {
   const std::vector<double> w{1, 2, 3}, mean{1.0}, var{1.0};
   const PlasticityPairsView<double> x = view(w, 1, mean, var);
   std::vector<double> m(3, -1), v(3, -1), p(3, -1), pp(3, -1);
@@ -202,7 +203,8 @@ TEST_CASE("plasticity_pairwise computes only the requested pair range", "[plasti
   CHECK(v == std::vector<double>{-1, 4, -1});
 }
 
-TEST_CASE("first_negative_variance finds a negative diagonal entry, ignoring off-diagonals and NaN", "[plasticity]") {
+TEST_CASE("first_negative_variance finds a negative diagonal entry, ignoring off-diagonals and NaN",
+          "[plasticity_pairwise]") {
   const double nan = std::numeric_limits<double>::quiet_NaN();
   const std::vector<double> w{1, 1}, mean{0, 0};
   CHECK(spectra::first_negative_variance(view(w, 2, mean, std::vector<double>{1.0, 2.0})) == -1);

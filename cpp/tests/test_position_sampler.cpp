@@ -1,6 +1,7 @@
-// Seeds and buckets of the capture samplers. Expected seeds were computed from the formula in
-// spec qk-geometry-plasticity §2.5 with Python big integers masked to 64 bits (an independent
-// implementation), so they also pin compatibility with the reference tool.
+// Seeds and buckets of the capture samplers. Expected seeds were computed from qk-sniffer's seed
+// formula (SplitMix64's finaliser and a boost-style combine, see spectra/position_sampler.hpp) with
+// Python big integers masked to 64 bits (an independent implementation), so they also pin
+// compatibility with qk-sniffer.
 #include <catch2/catch.hpp>
 
 #include <cmath>

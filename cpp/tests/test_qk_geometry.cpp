@@ -47,7 +47,7 @@ Synthetic clusters_and_drift(int64_t n, int64_t d, uint64_t seed) {
 
 }  // namespace
 
-TEST_CASE("planar rotation: the spec's equivalence properties", "[qk_geometry]") {
+TEST_CASE("planar rotation: unit orthogonal axes, no drift off axis a, exact decomposition", "[qk_geometry]") {
   const Synthetic s = clusters_and_drift(3000, 16, 3);
   for (AxisB axis : {AxisB::centroid, AxisB::eigen}) {
     const auto r = spectra::planar_rotation(s.rows(), axis);

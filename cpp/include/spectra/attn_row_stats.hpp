@@ -1,6 +1,6 @@
 // Per-query attention-row statistics without the T×T matrix: entropy, max weight, argmax key,
-// k_eff(θ), sink mass, normalised entropy — the seed's per-token metrics (spec seed-experiments §2,
-// M3–M5), computed exactly from float32 logits (float64 for float64 inputs).
+// k_eff(θ), sink mass, normalised entropy — the per-token metrics of docs/metrics.md, computed
+// exactly (no epsilon in the entropy) from float32 logits (float64 for float64 inputs).
 //
 // Each task is a block of consecutive query rows of one (batch, query head). The block's logits
 // against the keys it may see are written to a row buffer of O(T) floats per row — never a T×T
@@ -64,8 +64,9 @@ struct AttnRowStatsOutputs {
   int64_t* argmax = nullptr;   // first key of maximal weight
   int64_t* k_eff = nullptr;
   int64_t* n_visible = nullptr;
-  // Variance of the logits under the row's attention, Var_p(s): dH/d ln α = −Var_p(s) when all the
-  // row's logits are scaled by α (spec M11's closed form). Optional (nullptr: not written).
+  // Variance of the logits under the row's attention, Var_p(s): dH/d ln α = −Var_p(s) (at α = 1)
+  // when all the row's logits are scaled by α, the closed form of the entropy's gain under a
+  // scaling intervention. Optional (nullptr: not written).
   Out* logit_var = nullptr;
 };
 

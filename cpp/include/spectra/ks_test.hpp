@@ -1,4 +1,4 @@
-// Two-sided one-sample Kolmogorov–Smirnov test against N(0, 1), native and without ATen, so the
+// Two-sided one-sample Kolmogorov–Smirnov test against N(0, 1), native and without PyTorch, so the
 // per-head normality diagnostics need no SciPy at run time.
 //
 // kolmogorov_sf(n, d) = Pr(D_n ≥ d) equals scipy.stats.kstwo.sf(d, n): it follows the branches of

@@ -1,6 +1,6 @@
-// Attention plasticity of one head from its captured queries and keys (spec qk-geometry-plasticity
-// §5.2–§5.4, §5.8): the positional–semantic query model, the key pairs each query point is asked
-// about, and their pairwise plasticity PP = 4·Φ(z)·Φ(−z).
+// Attention plasticity of one head from its captured queries and keys (see docs/plasticity.md): the
+// positional–semantic query model, the key pairs each query point is asked about, and their
+// pairwise plasticity PP = 4·Φ(z)·Φ(−z).
 //
 // Two modes share the model and the pair evaluation and differ in which cells exist and which
 // Gaussian a cell's queries follow:
@@ -11,7 +11,8 @@
 //  - thesis: one cell per point of a query grid; key pairs come from one example with both keys
 //    before the cell's position τ; the positional coordinate follows the global regression and the
 //    other coordinates the cell's own queries (mean, ddof=1 variance or full covariance + 1e-12·I);
-//    degenerate pairs follow the v ≤ 0 rule of §5.1 (identical keys count as PP = 1).
+//    degenerate pairs follow the v ≤ 0 rule of spectra/plasticity_pairwise.hpp (identical keys
+//    count as PP = 1).
 // Randomness is a counter-based stream per cell, so results do not depend on the thread count.
 #pragma once
 
@@ -36,7 +37,8 @@ struct PlasticityRows {
   int64_t dim;
 };
 
-// The published tool's per-head model and diagnostics (§5.3 steps 2 and 4–8), plus the rotated rows.
+// The published tool's per-head model and diagnostics (orientation, OLS on position, Householder
+// rotation, refit, residual and noise statistics), plus the rotated rows.
 struct QueryModel {
   int64_t dim = 0;
   std::vector<double> sign;            // orientation s_j from the signs of the K bucket means
@@ -54,7 +56,8 @@ struct QueryModel {
 };
 
 // Per-dimension signs of the mean of the per-bucket key means (0 → +1): a ±1 diagonal map that
-// keeps q·k and fixes each head's sign convention (§5.3 step 2). k is (n_k, dim) row-major.
+// keeps q·k and fixes each head's sign convention, as the published tool does first. k is (n_k, dim)
+// row-major.
 std::vector<double> key_orientation(const double* k, const int64_t* k_bucket, int64_t n_k, int64_t dim);
 
 // Fits the model. `noise_ks_dims` are 0-based indices among rotated coordinates 2..dim (the

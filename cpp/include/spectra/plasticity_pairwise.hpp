@@ -1,12 +1,13 @@
-// Pairwise attention plasticity of a key pair under a Gaussian query (spec qk-geometry-plasticity §5.1).
+// Pairwise attention plasticity of a key pair under a Gaussian query (see docs/plasticity.md).
 //
 // For a key difference w = k1 − k2 and a query q ~ N(μ, Σ), the logit gap D = wᵀq is Gaussian with
 //   m = wᵀμ,   v = wᵀΣw,   and   p = Pr(q·k1 > q·k2) = Φ(m/√v);
 // the pairwise plasticity is PP = 4·p·(1−p) = 4·Var(Bernoulli), in [0, 1].
 // PP is computed as 4·Φ(−|z|)·(1 − Φ(−|z|)) with Φ(−|z|) = ½·erfc(|z|/√2), so it keeps full relative
-// precision in both tails (4p(1−p) rounds to 0 once p rounds to 1, near z ≈ 8.3; spec §5.8).
+// precision in both tails (4p(1−p) rounds to 0 once p rounds to 1, near z ≈ 8.3).
 // Degenerate v ≤ 0 (identical keys, or a direction of zero variance): p = 1, 0 or ½ when m > 0, < 0
-// or = 0 (so PP = 0, 0 or 1), the documented rule of §5.1. NaN in m or v gives NaN p and PP.
+// or = 0 (so PP = 0, 0 or 1), the rule the published plasticity method documents. NaN in m or v
+// gives NaN p and PP.
 // Sums run in double whatever the input type.
 #pragma once
 
@@ -49,7 +50,7 @@ inline PairPlasticity pair_plasticity(double m, double v) {
 }
 
 // P key differences w (P, d) with the query law's mean and (co)variance; strides are in elements,
-// as in ATen.
+// as in PyTorch.
 //  - mean: (d) shared by every pair (mean_pair_stride = 0) or (P, d) one per pair;
 //  - var: (d) diagonal of Σ (full_covariance = false; var_row_stride unused) or (d, d) full Σ, in
 //    which case v = Σ_ij w_i Σ_ij w_j (only the symmetric part of Σ matters).

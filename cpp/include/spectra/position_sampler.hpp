@@ -1,11 +1,11 @@
-// Which token positions a capture keeps: the samplers of the thesis capture protocol (qk-sniffer,
-// spec qk-geometry-plasticity §2.4-2.5), with their bucket ids and per-(example, layer, kind) seeds.
+// Which token positions a capture keeps: the samplers of qk-sniffer (the Q/K capture tool whose
+// layout Spectra's captures share), with their bucket ids and per-(example, layer, kind) seeds.
 //
 // Long contexts cannot keep every vector, so each position is kept by an independent Bernoulli
 // trial whose probability depends on its bucket; one draw per (example, layer, kind) is shared by
 // every head and stage of that layer and kind, so Q heads of a layer (and pre/post-RoPE stages)
-// line up row for row. The uniform draws themselves come from torch's CPU generator (binding side),
-// which keeps masks bit-compatible with qk-sniffer's `torch.rand(S, generator=...) < p`.
+// line up row for row. The uniform draws themselves come from PyTorch's CPU generator (binding
+// side), which keeps masks bit-compatible with qk-sniffer's `rand(S, generator=...) < p` in PyTorch.
 #pragma once
 
 #include <cstdint>

@@ -1,5 +1,5 @@
-// Geometry of one attention head's captured queries and keys (spec qk-geometry-plasticity §3–§4):
-// the thesis's combined Q+K PCA and the planar rotation model, in float64 with Eigen.
+// Geometry of one attention head's captured queries and keys (see docs/geometry.md): the combined
+// Q+K PCA and the planar rotation model, in float64 with Eigen.
 //
 // Inputs are the head's query rows Q (n_q × d) with positions t_q and its KV head's key rows
 // K (n_k × d) with positions t_k, post-RoPE, as the Probe captures them. Everything is a handful of
@@ -24,7 +24,7 @@ struct QKRows {
   Eigen::Ref<const RowMatrix> k;
   Eigen::Ref<const Eigen::VectorXd> t_k;
   // Optional QᵀQ and KᵀK (d × d), when the caller has a faster matrix product at hand (the Python
-  // binding uses torch's BLAS); computed here with Eigen otherwise.
+  // binding uses PyTorch's BLAS); computed here with Eigen otherwise.
   const double* gram_q = nullptr;
   const double* gram_k = nullptr;
   // Optional rows × basis product (n × d times d × m, the complement planes' coordinates), for the
@@ -32,12 +32,11 @@ struct QKRows {
   std::function<RowMatrix(const Eigen::Ref<const RowMatrix>&, const Eigen::MatrixXd&)> project;
 };
 
-// Pooled, centred PCA of [Q; K] (spec §3.2). Components are rows of `components`, ordered by
-// decreasing eigenvalue; `explained_variance` is λ_j / tr(Cov). r_q / r_k are Pearson correlations
-// of each component's projections with the raw positions on the Q rows and on the K rows. Sign rule
-// (§3.2 step 5, the notes' convention): flip so that r_q >= 0, or, when |r_q| < anchor_tolerance,
-// so that r_k >= 0. P_Q = Σ_j EV_j r_q², P_K likewise (§3.4). Fisher ratio on PC0:
-// (z̄_Q − z̄_K)² / (s_Q² + s_K²).
+// Pooled, centred PCA of [Q; K]. Components are rows of `components`, ordered by decreasing
+// eigenvalue; `explained_variance` is λ_j / tr(Cov). r_q / r_k are Pearson correlations of each
+// component's projections with the raw positions on the Q rows and on the K rows. Sign rule
+// (docs/geometry.md): flip so that r_q >= 0, or, when |r_q| < anchor_tolerance, so that r_k >= 0.
+// P_Q = Σ_j EV_j r_q², P_K likewise. Fisher ratio on PC0: (z̄_Q − z̄_K)² / (s_Q² + s_K²).
 struct CombinedPca {
   Eigen::VectorXd mean;                 // (d,) pooled mean
   RowMatrix components;                 // (n_components, d)
@@ -47,13 +46,14 @@ struct CombinedPca {
   double fisher_pc0 = 0.0;              // Q/K separability on PC0
   // Training accuracy of the equal-prior linear discriminant (pooled within-kind covariance
   // ½(S_Q + S_K), threshold at the midpoint of the two kinds' means) on the rows' (PC0, PC1)
-  // coordinates: Spectra's definition of the thesis's "Q/K classification accuracy" (§3.4).
+  // coordinates: Spectra's definition of a "Q/K classification accuracy", which the method names
+  // without defining.
   double accuracy_pc01 = 0.0;
 };
 
 CombinedPca combined_pca(const QKRows& rows, int64_t n_components, double anchor_tolerance = 0.05);
 
-// The published tool's PCA of one kind alone (§3.1): centred rows, components ordered by decreasing
+// The published tool's PCA of one kind alone: centred rows, components ordered by decreasing
 // eigenvalue and signed as scikit-learn signs them (the largest-magnitude loading positive), EVR =
 // λ_j / tr(Cov), r_j = Pearson(zⱼ, t) (0 when either side is constant). No sign canonicalisation.
 struct KindPca {
@@ -67,8 +67,8 @@ KindPca kind_pca(const Eigen::Ref<const RowMatrix>& x, const Eigen::Ref<const Ei
 enum class AxisB { centroid, eigen };
 
 // One plane of the complement of {a, b}: the centred complement's principal directions paired as
-// (2i, 2i+1) (§4.5). Each row's angle in the plane is θ = atan2(z_{2i+1}, z_{2i}). The sources leave
-// the plane statistics unspecified; these are Spectra's definitions. omega (radians per token) and
+// (2i, 2i+1). Each row's angle in the plane is θ = atan2(z_{2i+1}, z_{2i}). The method leaves the
+// plane statistics undefined; these are Spectra's definitions (docs/geometry.md). omega (radians per token) and
 // angle_r ∈ [0, 1]: the rate at which the angles turn with position and its phase coherence
 // max_{ω≠0} |Σ u_j e^{−iωt_j}| / Σ |u_j| with u_j = e^{iθ_j} − mean(e^{iθ}) (1 for a perfect rotation,
 // ≈ sqrt(ln M / n) for angles unrelated to position); var_fraction: the plane's share of the
@@ -84,8 +84,8 @@ struct PlaneOptions {
   double active_threshold = 0.3;     // angle_r above this makes a plane "active"
 };
 
-// The planar rotation model (§4). Axis a = Cov(X, t)/‖·‖ over the pooled rows; axis b ⊥ a is the
-// projected centroid difference P(μ_Q − μ_K) (AxisB::centroid, the thesis's formula) or the top
+// The planar rotation model. Axis a = Cov(X, t)/‖·‖ over the pooled rows; axis b ⊥ a is the
+// projected centroid difference P(μ_Q − μ_K) (AxisB::centroid, the method's formula) or the top
 // eigenvector of P C_δ P with C_δ = S_Q + S_K + ΔμΔμᵀ (AxisB::eigen: δ = q − k over independent
 // draws), signed so that bᵀΔμ >= 0. Projections are uncentred so that q·k = q_a k_a + q_b k_b +
 // q_⊥·k_⊥ exactly.

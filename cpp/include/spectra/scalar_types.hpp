@@ -1,7 +1,8 @@
-// 16-bit float storage types that the kernels can read without ATen.
+// 16-bit float storage types that the kernels can read without PyTorch.
 //
-// The ATen layer reinterprets c10::Half / c10::BFloat16 buffers as these (same bits, same size),
-// so every kernel in cpp/src stays ATen-free and testable from Catch2 with half inputs.
+// The op layer (cpp/ops) reinterprets PyTorch's Half / BFloat16 buffers as these (same bits, same
+// size), so every kernel in cpp/kernels stays free of PyTorch and testable from Catch2 with half
+// inputs.
 #pragma once
 
 #include <bit>

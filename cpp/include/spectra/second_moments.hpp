@@ -1,5 +1,5 @@
 // Streaming per-group second moments of D-dimensional vectors, and the effective rank of each
-// group's matrix (spec seed-experiments M8).
+// group's matrix (a matrix rank, unlike the per-vector participation ratio of vec_stats).
 //
 // A head's keys over a corpus form a (tokens × D) matrix that never fits in memory for long runs;
 // its rank structure only needs the count, Σx and Σxxᵀ, kept here in float64 per group (one group

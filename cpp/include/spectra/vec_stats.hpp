@@ -1,6 +1,6 @@
 // Per-vector geometry of Q/K/V rows: L2 norm, max |x_d| and participation ratio.
 //
-// Definitions (spec/seed-experiments.md M1, M6, M7):
+// Definitions:
 //   norm                = sqrt(sum_d x_d^2)
 //   max_abs             = max_d |x_d|
 //   participation_ratio = (sum_d x_d^2)^2 / sum_d x_d^4, NaN for the zero vector (0/0)
@@ -15,7 +15,7 @@
 
 namespace spectra {
 
-// Strided view of a (rows, dim) matrix; strides are in elements, as in ATen.
+// Strided view of a (rows, dim) matrix; strides are in elements, as in PyTorch.
 // When the leading dims of an N-d tensor do not collapse into one stride (a (B, H, T, D) view of a
 // (B, T, H*D) projection, say), `row_offsets` gives the start of the k-th row visited and
 // `out_rows` its logical (row-major) index, so rows can be read in memory order without a copy.
