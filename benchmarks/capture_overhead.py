@@ -21,7 +21,7 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 import spectra
-from spectra.data import zoo
+from spectra.models import zoo
 from spectra.testing.benchmarking import PeakMemory
 
 

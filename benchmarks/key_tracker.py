@@ -18,7 +18,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from spectra.heads import dynamics
-from spectra.data import zoo
+from spectra.models import zoo
 
 
 def windows(tokenizer, n: int, length: int) -> torch.Tensor:

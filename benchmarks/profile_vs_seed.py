@@ -17,13 +17,12 @@ import argparse
 import csv
 import os
 import tempfile
-import time
 
 import pandas as pd
 import torch
 
 import spectra
-from spectra.data import zoo
+from spectra.models import zoo
 from spectra.testing.benchmarking import timed
 from spectra.metrics.profile import write_profile_parquet
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import spectra
 import torch
-from spectra.data import zoo
+from spectra.models import zoo
 from spectra.testing.benchmarking import timed
 from spectra.interventions import DEFAULT_ALPHAS, scale_sweep
 

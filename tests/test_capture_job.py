@@ -6,8 +6,9 @@ import torch
 from click.testing import CliRunner
 
 import spectra
-from spectra.data import zoo
-from spectra.jobs.capture.run import parse_ints, read_examples
+from spectra.models import zoo
+from spectra.io.parsing import parse_ints
+from spectra.data.examples import read_examples
 from spectra.cli import main
 
 

@@ -35,7 +35,7 @@ def test_cuda_sources_are_listed_and_register_cuda_kernels():
     assert listed, "CMakeLists.txt has no set(SPECTRA_CUDA_SOURCES ...)"
     sources = re.sub(r"#[^\n]*", "", listed.group(1)).split()
     for op, stem in CUDA_OPS.items():
-        path = f"cpp/src/cuda/{stem}.cu"
+        path = f"cpp/ops/{stem}_cuda.cu"
         assert path in sources, f"{path} is not in SPECTRA_CUDA_SOURCES"
         code = (ROOT / path).read_text()
         assert "TORCH_LIBRARY_IMPL(spectra, CUDA, m)" in code, path

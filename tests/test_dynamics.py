@@ -12,7 +12,7 @@ import torch
 
 import spectra
 from spectra.heads import dynamics
-from spectra.data import zoo
+from spectra.models import zoo
 from spectra.models.random_init import VOCAB_SIZE, tiny_model
 
 SMALL = {"context_length": 48, "n_samples": 2, "n_random": 2, "random_block": 8}
@@ -38,8 +38,7 @@ def test_series_over_the_embedded_checkpoints(qwen3_series):
     assert not (d.gamma[d.gamma["step"] == d.steps[-1]]["gamma"] == 1.0).all()
     # The series agrees with head_stats on the same checkpoint.
     model, tok = zoo.load(zoo.checkpoint_paths("tiny-qwen3")[2])
-    from spectra.jobs.profile.run import load_windows
-
+    from spectra.data.windows import load_windows
     stats = spectra.head_stats(model, load_windows(None, tok, 48, 2), n_random=2, random_block=8)
     got = d.head_series[(d.head_series["step"] == 200) & (d.head_series["stat"] == "entropy_mean")]
     assert got.sort_values(["layer", "head"])["value"].tolist() == pytest.approx(stats["entropy_mean"].tolist())

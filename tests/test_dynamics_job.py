@@ -7,7 +7,7 @@ import json
 import pandas as pd
 from click.testing import CliRunner
 
-from spectra.data import zoo
+from spectra.models import zoo
 from spectra.cli import main
 
 SMALL = ["--context-length", "48", "--n-samples", "2", "--n-random", "2", "--random-block", "8", "--quiet"]

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from spectra.data import zoo
+from spectra.models import zoo
 from spectra.cli import main
 from spectra.engine.core import (
     KINDS,
@@ -24,8 +24,8 @@ from spectra.engine.core import (
     run,
 )
 from spectra.engine.faults import always_fail, attempts, die_once
-from spectra.jobs.profile.run import load_windows, read_tokens, run_profile
-
+from spectra.jobs.profile.run import read_tokens, run_profile
+from spectra.data.windows import load_windows
 CONTEXT, N_SAMPLES, PER_SHARD, N_PERMUTATIONS = 32, 4, 2, 5
 CHECKPOINTS = [str(p) for p in zoo.checkpoint_paths("tiny-qwen3")[-2:]]
 LABELS = ["tiny-llama", "tiny-qwen3-step-000800", "tiny-qwen3-step-001600"]

@@ -15,8 +15,9 @@ from click.testing import CliRunner
 
 from spectra.jobs.geometry import run as geometry_job
 from spectra.jobs.plasticity import run as plasticity_job
-from spectra.data import zoo
-from spectra.jobs.capture.run import load_model, run_capture
+from spectra.models import zoo
+from spectra.jobs.capture.run import run_capture
+from spectra.models.loading import load_model
 from spectra.capture.store import SIDECAR, merge_captures, read_capture
 from spectra.cli import main
 from spectra.engine.core import LocalEngine, RayEngine, check_config, load_config, plan, read_stamp, run

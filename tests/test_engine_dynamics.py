@@ -13,13 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spectra.data import zoo
+from spectra.models import zoo
 from spectra.jobs.dynamics.run import run_dynamics
 from spectra.engine.core import LocalEngine, RayEngine, check_config, read_stamp, run
 from spectra.jobs.dynamics.kind import describe, plan, series_of
 from spectra.engine.faults import attempts, die_once
-from spectra.jobs.profile.run import load_windows
-
+from spectra.data.windows import load_windows
 SMALL = {"context_length": 32, "n_samples": 2, "n_random": 2, "random_block": 8}
 STEPS = (0, 400, 1600)
 CHECKPOINTS = [str(p) for p in zoo.checkpoint_paths("tiny-qwen3") if int(p.name.removeprefix("step-")) in STEPS]
@@ -149,8 +148,7 @@ def test_a_shard_of_a_family_without_qk_norm_gives_the_tables_of_track(tmp_path)
     """The empty γ table (no QK-norm) survives the shard: the merged tables are the bytes track's give."""
     from spectra.heads.dynamics import combine, track
     from spectra.jobs.dynamics.kind import compute, read_shard
-    from spectra.jobs.profile.run import _atomic_parquet
-
+    from spectra.io.atomic import write_parquet as _atomic_parquet
     folder = shutil.copytree(zoo.model_path("tiny-llama"), tmp_path / "llama-run" / "step-000005")
     (task,) = plan(check_config(config(tmp_path / "run", checkpoints=[str(folder)])))
     assert task.id == "llama-run/step-000005"

@@ -132,7 +132,7 @@ def test_g10_rmsnorm_outputs_have_norm_sqrt_d():
     norms = spectra.vec_stats(x.detach()).norm
     torch.testing.assert_close(norms, torch.full_like(norms, 8.0), rtol=1e-6, atol=0)
     # So a QK-norm model at initialisation has k_norm_mean = sqrt(head_dim) for every head.
-    from spectra.data import zoo
+    from spectra.models import zoo
 
     model, _ = zoo.load(zoo.checkpoint_paths("tiny-qwen3")[0])
     table = spectra.head_stats(model, torch.randint(3, 4000, (2, 32)), n_random=2, random_block=4)

@@ -14,8 +14,7 @@ from transformers import AttentionInterface, AutoModelForCausalLM, LlamaConfig
 from transformers.masking_utils import AttentionMaskInterface
 
 import spectra
-from spectra.data import zoo
-from spectra.capture.store import capture_path
+from spectra.models import zoo
 
 
 def make_llama(attn_implementation="sdpa", seed=0):

@@ -1,6 +1,5 @@
 """spectra.profile against the model's own eager attention weights, on every family, with padding."""
 
-import math
 
 import numpy as np
 import pandas as pd
@@ -8,7 +7,7 @@ import pytest
 import torch
 
 import spectra
-from spectra.data import zoo
+from spectra.models import zoo
 from spectra.metrics.profile import METRICS
 from spectra.models.random_init import TINY_CONFIGS, tiny_model
 

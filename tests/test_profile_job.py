@@ -12,12 +12,11 @@ from click.testing import CliRunner
 
 import spectra
 from spectra.jobs.profile import run as profile_job
-from spectra.data import zoo
+from spectra.models import zoo
 from spectra.cli import main
-from spectra.jobs.profile.run import DEFAULT_METRICS, load_windows, read_tokens, run_profile
+from spectra.jobs.profile.run import DEFAULT_METRICS, read_tokens, run_profile
+from spectra.data.windows import load_windows
 from spectra.metrics.summaries import head_summary
-
-
 @pytest.fixture(scope="module")
 def llama():
     return zoo.load("tiny-llama")

@@ -9,14 +9,14 @@ from matplotlib.figure import Figure
 from matplotlib.image import imread
 from scipy import stats
 
+from spectra.figures import profile as profile_figures
 from spectra.metrics import summaries as profile_report
 from spectra.metrics.summaries import (
     METRICS,
     head_summary,
     layer_summary,
-    plot_entropy_vs_norm,
-    plot_head_heatmaps,
 )
+from spectra.figures.profile import plot_entropy_vs_norm, plot_head_heatmaps
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -180,7 +180,7 @@ def test_entropy_vs_norm_title_has_pooled_pearson_r():
     frame["entropy"] = (0.5 * frame["q_norm"] + frame["entropy"]).astype(np.float32)
     keep = frame["entropy"].notna()
     ref = stats.pearsonr(frame.loc[keep, "q_norm"].astype(float), frame.loc[keep, "entropy"].astype(float))
-    fig = profile_report._entropy_vs_norm_figure(frame, max_points=100, seed=0)
+    fig = profile_figures._entropy_vs_norm_figure(frame, max_points=100, seed=0)
     title = fig.axes[0].get_title()
     assert f"r = {ref.statistic:.3f}" in title
     assert f"n = {int(keep.sum()):,}" in title and "100 drawn" in title

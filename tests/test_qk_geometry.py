@@ -25,7 +25,7 @@ def clusters_and_drift(n=2000, d=16, seed=0):
 
 
 def captured(layer=2, head=5):
-    from spectra.data import zoo
+    from spectra.models import zoo
 
     model, tok = zoo.load("tiny-llama")
     ids = tok(zoo.heldout_text()[:6000], return_tensors="pt").input_ids[:, :512].view(4, 128)
@@ -106,7 +106,6 @@ def test_one_pass_equals_the_two_analyses():
 
 def test_pc0_taxonomy_boundaries_are_strict():
     from spectra.geometry import pc0_class
-
     grid = {(0.71, 0.71): "position-dominated", (0.7, 0.71): "mixed", (0.71, -0.29): "Q-positional",
             (0.71, 0.3): "mixed", (0.29, -0.71): "K-positional", (0.3, 0.71): "mixed", (0.29, 0.29): "content-focused",
             (0.29, 0.3): "mixed", (0.5, 0.5): "mixed"}
@@ -152,7 +151,7 @@ def test_geometry_cli_on_a_capture_of_the_embedded_model(tmp_path):
 
     import pandas as pd
     from click.testing import CliRunner
-    from spectra.data import zoo
+    from spectra.models import zoo
     from spectra.cli import main
 
     model, tok = zoo.load("tiny-qwen3")

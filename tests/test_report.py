@@ -15,8 +15,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from spectra.data import zoo
-from spectra.jobs.capture.run import load_model
+from spectra.models import zoo
+from spectra.models.loading import load_model
 from spectra.cli import main
 from spectra.jobs.demo import run_demo
 from spectra.report.html import (

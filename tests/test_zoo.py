@@ -6,10 +6,10 @@ import pytest
 import torch
 from transformers import LlamaConfig
 
-from spectra.data import zoo
-from spectra.data.zoo.corpus import chapters
-from spectra.data.zoo.evaluate import perplexity
-from spectra.data.zoo.train import TrainSettings, train_model
+from spectra.models import zoo
+from spectra.models.zoo.corpus import chapters
+from spectra.models.zoo.evaluate import perplexity
+from spectra.models.zoo.train import TrainSettings, train_model
 
 
 @pytest.fixture(autouse=True)

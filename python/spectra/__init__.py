@@ -69,7 +69,7 @@ _SUBPACKAGES = (
 #: Short names of modules that users reach as ``spectra.<name>`` (``spectra.stats.head_stats``,
 #: ``spectra.taxonomy.classify``, ``from spectra import zoo``).
 _ALIASES: dict[str, str] = {
-    "zoo": "spectra.data.zoo",
+    "zoo": "spectra.models.zoo",
     "stats": "spectra.heads.stats",
     "taxonomy": "spectra.heads.taxonomy",
     "dynamics": "spectra.heads.dynamics",

@@ -59,13 +59,10 @@ def capture(model_name, data_path, out_dir, layers, heads, kinds, stages, positi
     """Capture per-head Q/K/V of every example into Parquet (qk-sniffer layout) plus a JSON sidecar."""
     import torch
 
-    from spectra.jobs.capture.run import (
-        load_model,
-        parse_ints,
-        read_examples,
-        run_capture,
-        split_names,
-    )
+    from spectra.data.examples import read_examples
+    from spectra.jobs.capture.run import run_capture
+    from spectra.io.parsing import parse_ints, split_names
+    from spectra.models.loading import load_model
 
     try:
         examples = read_examples(data_path)
@@ -159,9 +156,10 @@ def profile_command(model_name, data_path, context_length, n_samples, batch_size
     the exp0 q-norm/entropy correlation tables and figures."""
     import torch
 
-    from spectra.jobs.capture.run import load_model, parse_ints, split_names
-    from spectra.jobs.profile.run import load_windows, run_profile
-
+    from spectra.io.parsing import parse_ints, split_names
+    from spectra.models.loading import load_model
+    from spectra.jobs.profile.run import run_profile
+    from spectra.data.windows import load_windows
     try:
         try:
             layer_list, head_list = parse_ints(layers), parse_ints(heads)
@@ -236,8 +234,8 @@ def dynamics_command(checkpoints, model_name, out_dir, context_length, n_samples
 @click.option("--out", "out_csv", default=None, type=click.Path(dir_okay=False), help="Also write the table as CSV.")
 def taxonomy_command(model_name, context_length, n_samples, out_csv) -> None:
     """Classify every head (sink, induction, previous-token, positional, gatherer, retriever) and print the table."""
-    from spectra.jobs.capture.run import load_model
-    from spectra.jobs.profile.run import load_windows
+    from spectra.models.loading import load_model
+    from spectra.data.windows import load_windows
     from spectra.heads.stats import head_stats
     from spectra.heads.taxonomy import classify
 
@@ -286,7 +284,6 @@ def geometry_command(qk_dirs, model_name, checkpoints, n_examples, max_length, o
     from pathlib import Path
 
     from spectra.jobs.geometry.run import capture_model, print_geometry_run, run_geometry
-
     if bool(qk_dirs) == bool(model_name):
         raise click.UsageError("give either --qk (one or more capture folders) or --model")
     if checkpoints and not model_name:

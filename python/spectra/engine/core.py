@@ -151,8 +151,7 @@ def int_list(value: Any, key: str) -> list[int] | None:
     if value is None:
         return None
     if isinstance(value, str):
-        from spectra.jobs.capture.run import parse_ints
-
+        from spectra.io.parsing import parse_ints
         try:
             return parse_ints(value)
         except ValueError:
@@ -182,7 +181,7 @@ def check_config(config: Mapping[str, Any], *, out: str | os.PathLike | None = N
     ``attn_implementation``; placement: ``device`` (``cpu`` | ``cuda``), ``device_map`` (``auto``
     and accelerate's other strategies, or a mapping of module names to devices: a model larger than
     one GPU, loaded through accelerate), with ``max_memory`` and ``offload_folder`` as in
-    :func:`spectra.jobs.capture.run.load_model`, ``gpus_per_task`` (default 1 with ``device: cuda``, else
+    :func:`spectra.models.loading.load_model`, ``gpus_per_task`` (default 1 with ``device: cuda``, else
     0; what a Ray task requests). The kind's own keys are in ``spectra.jobs.<kind>.kind.KEYS`` (see its ``check``).
 
     Example:
@@ -308,9 +307,8 @@ class TaskResult:
 
 def model_folder(name: str) -> Path:
     """The folder of a zoo model, of ``all-minilm-l6-v2``, or ``name`` itself when it holds a config.json."""
-    from spectra.data import zoo
-    from spectra.jobs.capture.run import MINILM
-
+    from spectra.models import zoo
+    from spectra.models.loading import MINILM
     if name in zoo.MODEL_NAMES:
         return zoo.model_path(name)
     if name == MINILM:
@@ -325,7 +323,7 @@ def model_folder(name: str) -> Path:
 def expand_checkpoints(entry: str) -> list[Path]:
     """The checkpoint folders an entry of ``checkpoints`` names: a zoo model's training checkpoints, one
     checkpoint folder, or a folder of checkpoint folders (``<folder>/checkpoints/*`` or ``<folder>/*``)."""
-    from spectra.data import zoo
+    from spectra.models import zoo
 
     if entry in zoo.MODEL_NAMES:
         found = zoo.checkpoint_paths(entry)
@@ -345,7 +343,7 @@ def expand_checkpoints(entry: str) -> list[Path]:
 
 def checkpoint_label(folder: Path) -> str:
     """``tiny-qwen3-step-001600`` for a zoo checkpoint, else ``<parent>-<folder>``."""
-    from spectra.data import zoo
+    from spectra.models import zoo
 
     parent = folder.parent.parent if folder.parent.name == "checkpoints" else folder.parent
     for name in zoo.MODEL_NAMES:
@@ -361,9 +359,8 @@ def entries(config: Mapping[str, Any]) -> list[tuple[str, str]]:
         >>> entries({"models": ["tiny-llama"], "checkpoints": []})
         [('tiny-llama', 'tiny-llama')]
     """
-    from spectra.data import zoo
-    from spectra.jobs.capture.run import MINILM
-
+    from spectra.models import zoo
+    from spectra.models.loading import MINILM
     found = []
     for name in config["models"]:
         if name in (*zoo.MODEL_NAMES, MINILM):
@@ -421,8 +418,7 @@ def load_task_model(task: Task):
     if key in _MODEL_CACHE:
         return _MODEL_CACHE[key]
     _MODEL_CACHE.clear()
-    from spectra.jobs.capture.run import load_model
-
+    from spectra.models.loading import load_model
     dtype = getattr(torch, key[1])
     if placement["device_map"] is not None:
         model, tokenizer = load_model(task.model, dtype=dtype, attn_implementation=key[2], **placement)
@@ -435,8 +431,7 @@ def load_task_model(task: Task):
 def model_identity(model) -> dict[str, str]:
     """``class``, ``config_sha256``, ``weights_fingerprint`` and ``dtype`` of a model, as ``spectra profile``
     records them in meta.json."""
-    from spectra.jobs.profile.run import config_hash, weights_fingerprint
-
+    from spectra.io.identity import config_hash, weights_fingerprint
     return {"class": type(model).__name__, "config_sha256": config_hash(model),
             "weights_fingerprint": weights_fingerprint(model), "dtype": str(next(model.parameters()).dtype)}
 
@@ -855,8 +850,7 @@ def run(config: Mapping[str, Any], engine: LocalEngine | RayEngine | None = None
 def _execute_stages(config: Mapping[str, Any], module: ModuleType, engine: LocalEngine | RayEngine, root: Path,
                     report: EngineReport, computed: set[str], progress: bool) -> list[Task]:
     """Plan → execute until every planned task is done; returns the final plan."""
-    from spectra.jobs.profile.run import _atomic_json
-
+    from spectra.io.atomic import write_json as _atomic_json
     for _ in range(MAX_STAGES):
         tasks = module.plan(config)
         _check_out(tasks, root, module)

@@ -41,8 +41,8 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogFormatter, NullLocator
 
 from spectra.metrics.correlations import pearson
-from spectra.metrics.summaries import _atomic_savefig, check_frame
-
+from spectra.io.tables import check_frame
+from spectra.io.atomic import save_figure as _atomic_savefig
 __all__ = [
     "MAX_GAMMA_PANELS",
     "RANK_STATS",

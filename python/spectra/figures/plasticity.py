@@ -20,7 +20,7 @@ first appearance):
   ap_drop, ap_len_0, …``.
 
 Bad input raises ``ValueError`` naming the argument: an empty frame, a missing column (the error is
-also a ``KeyError``, like :func:`spectra.metrics.summaries.check_frame`'s), an unknown option, or
+also a ``KeyError``, like :func:`spectra.io.tables.check_frame`'s), an unknown option, or
 several checkpoints given to a single-model figure.
 
 Example:
@@ -56,8 +56,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from spectra.geometry import checkpoint_order
-from spectra.metrics.summaries import _atomic_savefig, check_frame
-
+from spectra.io.tables import check_frame
+from spectra.io.atomic import save_figure as _atomic_savefig
 __all__ = [
     "TREND_COLOURS",
     "MissingColumnsError",
@@ -81,7 +81,7 @@ _MAX_TICKS = 16
 
 class MissingColumnsError(KeyError, ValueError):
     """A required column is missing: a ``ValueError`` (this module's contract) that is also the
-    ``KeyError`` :func:`spectra.metrics.summaries.check_frame` raises elsewhere."""
+    ``KeyError`` :func:`spectra.io.tables.check_frame` raises elsewhere."""
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""

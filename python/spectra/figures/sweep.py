@@ -36,8 +36,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
-from spectra.metrics.summaries import _atomic_savefig, check_frame
-
+from spectra.io.tables import check_frame
+from spectra.io.atomic import save_figure as _atomic_savefig
 __all__ = [
     "MAX_HEAD_PANELS",
     "plot_gain_fits",

@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 
 from spectra.ops import _core
+from spectra.models.checkpoints import capture_step
 
 __all__ = [
     "PC0_CLASSES", "GeometryTables", "capture_table", "checkpoint_order", "combined_pca", "depth_bins",
@@ -425,7 +426,7 @@ def series(qk_dirs: Sequence[str | Path], *, labels: Sequence[str] | None = None
     tables = []
     for folder, label, step in zip(dirs, labels, steps, strict=True):
         result = capture_table(folder, **options)
-        step = step if step is not None else _step_of(folder, result.meta.get("model"))
+        step = step if step is not None else capture_step(folder, result.meta.get("model"))
         tables.append((label, step, result))
 
     def joined(name: str) -> pd.DataFrame | None:
@@ -440,18 +441,6 @@ def series(qk_dirs: Sequence[str | Path], *, labels: Sequence[str] | None = None
     meta = {"checkpoints": [{"label": label, "step": step, **t.meta} for label, step, t in tables]}
     return GeometryTables(joined("heads"), joined("components"), joined("planes"), joined("correlations"), meta)
 
-
-def _step_of(folder: Path, model_path: str | None) -> int | None:
-    """The training step of a capture: from its folder, else from the captured model's folder."""
-    from spectra.heads.dynamics import checkpoint_step
-
-    for candidate in (folder, Path(model_path) if model_path else None):
-        if candidate is not None:
-            try:
-                return checkpoint_step(candidate)
-            except ValueError:
-                pass
-    return None
 
 
 def depth_bins(layers: pd.Series, n_layers: int | None = None, n_bins: int = 10) -> np.ndarray:
@@ -500,8 +489,7 @@ def summarize(heads: pd.DataFrame, n_layers: int | None = None) -> dict[str, obj
         >>> s["fraction_bias_positive"], s["median_alpha_k_over_alpha_q"]
         (0.6666666666666666, 1.0)
     """
-    from spectra.metrics.summaries import check_frame
-
+    from spectra.io.tables import check_frame
     check_frame(heads, ["layer", "pc0_class", "bias_strength", "mu_q_a", "alpha_q", "alpha_k", "r_q_a", "r_k_a",
                         "separation_strength", "plane_var_fraction", "var_frac_a", "var_frac_b", "residual_pos_r"],
                 "heads")
@@ -569,8 +557,7 @@ def summarize_series(heads: pd.DataFrame) -> pd.DataFrame:
         >>> summarize_series(heads)[["checkpoint", "n_heads", "mean_bias_strength", "share_mixed"]].values.tolist()
         [['a', 1, 0.5, 1.0], ['b', 2, 2.0, 0.5]]
     """
-    from spectra.metrics.summaries import check_frame
-
+    from spectra.io.tables import check_frame
     check_frame(heads, ["checkpoint", "step", "pc0_class", "bias_strength", "mu_q_a", "alpha_k"], "heads")
     rows = []
     for label in checkpoint_order(heads):
@@ -594,8 +581,7 @@ def family_correlations(heads: pd.DataFrame, by: str = "family") -> pd.DataFrame
         >>> family_correlations(heads)["r"].round(2).tolist()
         [0.94, -1.0, -1.0]
     """
-    from spectra.metrics.summaries import check_frame
-
+    from spectra.io.tables import check_frame
     check_frame(heads, [by, "bias_strength", "separation_strength"], "heads")
     rows = [{by: "(pooled)", "n_heads": len(heads), "r": _corr(heads["bias_strength"], heads["separation_strength"])}]
     for name, part in heads.groupby(by, sort=False):

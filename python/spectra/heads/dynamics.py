@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from spectra.ops.native import vec_stats
 from spectra.models import adapter_for
 from spectra.heads.stats import head_stats
 from spectra.heads.taxonomy import Thresholds, classify
+from spectra.models.checkpoints import checkpoint_step
 
 __all__ = ["Dynamics", "KeyTracker", "KeyTrackerCallback", "architecture", "check_architecture", "checkpoint_step",
            "combine", "gamma_table", "require_qk_norm", "resolve_checkpoints", "track", "track_checkpoint"]
@@ -40,24 +40,6 @@ KV_STATS = ("k_norm_mean", "k_norm_std", "k_max_abs_mean", "k_participation_rati
             "k_spectral_pr", "k_entropy_rank")
 ID_COLUMNS = ("layer", "head", "kv_head")
 
-
-def checkpoint_step(folder: str | Path) -> int:
-    """The training step of a checkpoint folder: ``step-000100`` / ``checkpoint-100`` in its name, else
-    ``global_step`` of its ``trainer_state.json``.
-
-    Example:
-        >>> checkpoint_step("runs/step-000400"), checkpoint_step("out/checkpoint-1500")
-        (400, 1500)
-    """
-    folder = Path(folder)
-    match = re.fullmatch(r"(?:step|checkpoint)-0*(\d+)", folder.name)
-    if match:
-        return int(match.group(1))
-    state = folder / "trainer_state.json"
-    if state.is_file():
-        return int(json.loads(state.read_text())["global_step"])
-    raise ValueError(f"checkpoints: cannot tell the training step of {folder} (name it step-N or checkpoint-N, "
-                     "or keep its trainer_state.json)")
 
 
 def architecture(model: nn.Module) -> dict[str, object]:
@@ -135,7 +117,7 @@ def resolve_checkpoints(checkpoints: Sequence[str | Path] | str) -> list[tuple[i
         >>> [(step, folder.name) for step, folder in resolve_checkpoints("tiny-qwen3")][:2]
         [(0, 'step-000000'), (100, 'step-000100')]
     """
-    from spectra.data import zoo
+    from spectra.models import zoo
 
     folders: list[Path]
     final_step: int | None = None
@@ -263,9 +245,8 @@ def track(
     """
     from tqdm.auto import tqdm
 
-    from spectra.data import zoo
-    from spectra.jobs.profile.run import load_windows
-
+    from spectra.models import zoo
+    from spectra.data.windows import load_windows
     series = resolve_checkpoints(checkpoints)
     parts: list[Dynamics] = []
     first: tuple[Path, dict[str, object]] | None = None

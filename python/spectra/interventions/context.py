@@ -262,8 +262,7 @@ def record_head_outputs(
         >>> tuple(outputs[(2, 5)].shape) == (1, clean.shape[1], 32)
         True
     """
-    from spectra.interventions.checks import run_model
-
+    from spectra.capture.forward import run_model
     with OutputRecorder(model, layers, heads) as recorder:
         run_model(model, inputs)
     return recorder.head_outputs()

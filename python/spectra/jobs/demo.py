@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from spectra.jobs.profile.run import META, ProfileResult, load_windows, run_profile
+from spectra.jobs.profile.run import META, ProfileResult, run_profile
 
+from spectra.data.windows import load_windows
 SUMMARY_METRICS = ("entropy", "max_attn", "k_eff", "sink_mass")
 
 
@@ -63,8 +64,7 @@ def run_demo(
         >>> sorted(p.name for p in result.figures)[-1]
         'head_sink_mass.png'
     """
-    from spectra.jobs.capture.run import load_model
-
+    from spectra.models.loading import load_model
     out = Path(out_dir)
     if (out / META).is_file():
         json.loads((out / META).read_text())  # only ever replace what looks like a result folder

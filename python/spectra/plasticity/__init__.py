@@ -471,8 +471,7 @@ def series(qk_dirs: Sequence[str | Path], mode: Mode = "thesis", *, labels: Sequ
         ...
         ValueError: qk: give at least one capture folder
     """
-    from spectra.geometry import _step_of
-
+    from spectra.models.checkpoints import capture_step as _step_of
     dirs = [Path(d) for d in qk_dirs]
     if not dirs:
         raise ValueError("qk: give at least one capture folder")

@@ -195,7 +195,7 @@ def model_reference(result: ResultFolder) -> str | None:
 
 def _zoo_name(reference: str) -> str:
     """The zoo name of a folder that is a zoo model's folder (geometry/plasticity runs store the path)."""
-    from spectra.data import zoo
+    from spectra.models import zoo
 
     for name in zoo.MODEL_NAMES:
         try:
@@ -363,7 +363,7 @@ class LoadedModel:
 
 
 def load_run_model(reference: str | None) -> LoadedModel:
-    """Loads ``reference`` (zoo name or local folder) with ``spectra.jobs.capture.run.load_model``; on
+    """Loads ``reference`` (zoo name or local folder) with ``spectra.models.loading.load_model``; on
     failure the returned object says why (a report is still written, without the viewer).
 
     Example:
@@ -372,8 +372,7 @@ def load_run_model(reference: str | None) -> LoadedModel:
     """
     if not reference:
         return LoadedModel(None, reason="the result folder names no model")
-    from spectra.jobs.capture.run import load_model
-
+    from spectra.models.loading import load_model
     try:
         model, tokenizer = load_model(reference)
     except Exception as error:  # any loading failure only removes the model-based parts of the report
@@ -390,8 +389,7 @@ def viewer_windows(model: Any, tokenizer: Any, *, n_samples: int = 2, max_tokens
         >>> viewer_windows(model, tok, n_samples=3, max_tokens=16).shape
         torch.Size([3, 16])
     """
-    from spectra.jobs.profile.run import load_windows
-
+    from spectra.data.windows import load_windows
     limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
     length = min(max_tokens, int(limit)) if limit else max_tokens
     return load_windows(None, tokenizer, length, n_samples)

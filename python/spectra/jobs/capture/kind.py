@@ -178,8 +178,7 @@ def ordered_entries(config: Mapping[str, Any]) -> list[tuple[str, str]]:
         >>> [label for label, _ in ordered_entries({"models": ["tiny-llama"], "checkpoints": ["tiny-qwen3"]})][:3]
         ['tiny-llama', 'tiny-qwen3-step-000000', 'tiny-qwen3-step-000100']
     """
-    from spectra.heads.dynamics import checkpoint_step
-
+    from spectra.models.checkpoints import checkpoint_step
     found = entries(config)
     ordered, rest = found[:len(config["models"])], found[len(config["models"]):]
     for entry in config["checkpoints"]:
@@ -203,9 +202,8 @@ def context_of(folder: Path) -> int | None:
 
 def load_examples(config: Mapping[str, Any], max_length: int) -> list[tuple[int, str]]:
     """The run's ``(example_id, text)`` pairs: the first ``n_examples`` of ``data``, or of the held-out text."""
-    from spectra.jobs.capture.run import read_examples
-    from spectra.jobs.geometry.run import heldout_examples
-
+    from spectra.data.examples import read_examples
+    from spectra.data.examples import heldout_examples
     if config["data"] is not None:
         examples = read_examples(config["data"])
         return examples[:config["n_examples"]] if config["n_examples"] is not None else examples
@@ -288,7 +286,6 @@ def compute(task: Task) -> int:
     """Captures the task's examples with :func:`~spectra.jobs.capture.run.run_capture` into a temporary folder
     that becomes the task's shard folder when complete; returns the rows written."""
     from spectra.jobs.capture.run import run_capture
-
     model, tokenizer = load_task_model(task)
     o = task.options
     with folder_shard(task, model_identity(model)) as folder:
@@ -312,8 +309,7 @@ def merge_capture_shards(tasks: Sequence[Task]) -> dict[str, CaptureResult]:
     Raises ``ValueError`` when a shard is missing, or when the shards of one label disagree on the
     model (its weights changed between two runs)."""
     from spectra.capture.store import SIDECAR, merge_captures, read_sidecar
-    from spectra.jobs.profile.run import _atomic_json
-
+    from spectra.io.atomic import write_json as _atomic_json
     results: dict[str, CaptureResult] = {}
     for label, group in shards_by_label(tasks).items():
         shared_model_identity(group)

@@ -150,9 +150,8 @@ def series_of(config: Mapping[str, Any]) -> list[Series]:
         >>> [(s.label, [step for step, _ in s.members]) for s in series_of({"checkpoints": folders})]
         [('tiny-qwen3', [800, 1600])]
     """
-    from spectra.data import zoo
+    from spectra.models import zoo
     from spectra.heads.dynamics import resolve_checkpoints
-
     found: list[Series] = []
     groups: dict[Path, tuple[str, list[Path]]] = {}  # run folder -> (label, checkpoint folders in config order)
     order: list[object] = []  # zoo series and run folders, in config order
@@ -201,7 +200,6 @@ def _check_series(series: Series, config: Mapping[str, Any]) -> None:
     architecture than the first, a context or random block beyond the positions, a required γ
     heatmap of a family without QK-norm."""
     from spectra.heads.dynamics import architecture, check_architecture, require_qk_norm
-
     first_step, first = series.members[0]
     reference: dict[str, object] | None = None
     for step, folder in series.members:
@@ -234,8 +232,7 @@ def plan(config: Mapping[str, Any]) -> list[Task]:
     """
     from transformers import AutoTokenizer
 
-    from spectra.jobs.profile.run import load_windows
-
+    from spectra.data.windows import load_windows
     options = {key: config[key] for key in _OPTIONS}
     tasks: list[Task] = []
     for series in series_of(config):

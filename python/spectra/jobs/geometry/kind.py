@@ -119,7 +119,6 @@ def merge(config: Mapping[str, Any], tasks: Sequence[Task], command_line: Sequen
     """Merges the captures, then runs :func:`~spectra.jobs.geometry.run.run_geometry` on them into
     ``out/geometry`` (emptied first). Returns ``label -> CaptureResult`` and ``"geometry" -> GeometryRun``."""
     from spectra.jobs.geometry.run import run_geometry
-
     captures = merge_capture_shards(tasks)
     out = Path(config["out"]) / ANALYSIS
     if out.exists():

@@ -28,9 +28,8 @@ import pandas as pd
 
 from spectra import geometry
 from spectra.figures import geometry as geometry_figures
-from spectra.jobs.profile.run import _atomic_csv, _atomic_json, _atomic_parquet
-
-
+from spectra.io.atomic import write_csv as _atomic_csv, write_json as _atomic_json, write_parquet as _atomic_parquet
+from spectra.data.examples import heldout_examples
 @dataclass
 class GeometryRun:
     """What :func:`run_geometry` wrote."""
@@ -56,8 +55,9 @@ def capture_model(model_name: str, out_root: str | Path, *, checkpoints: bool = 
         ...                                max_length=32)][:2]
         ['step-000000', 'step-000100']
     """
-    from spectra.data import zoo
-    from spectra.jobs.capture.run import load_model, run_capture
+    from spectra.models import zoo
+    from spectra.jobs.capture.run import run_capture
+    from spectra.models.loading import load_model
     from spectra.capture.store import SIDECAR
 
     if n_examples < 1 or max_length < 2:
@@ -82,24 +82,6 @@ def capture_model(model_name: str, out_root: str | Path, *, checkpoints: bool = 
         folders.append(folder)
     return folders
 
-
-def heldout_examples(n_examples: int, max_length: int) -> list[tuple[int, str]]:
-    """``(example_id, text)`` of the first ``n_examples`` pieces of the zoo's held-out text, each long
-    enough to tokenize to at least ``max_length`` tokens (the examples :func:`capture_model` captures).
-
-    Example:
-        >>> [(i, len(text)) for i, text in heldout_examples(2, 64)]
-        [(0, 512), (1, 512)]
-    """
-    from spectra.data import zoo
-
-    text = zoo.heldout_text()
-    # Byte-level BPE on this corpus averages well under 8 characters a token, so each example
-    # tokenizes to at least max_length tokens and is cut there.
-    width = 8 * max_length
-    if len(text) < n_examples * width:
-        raise ValueError(f"n_examples: the held-out text holds only {len(text) // width} examples of {max_length} tokens")
-    return [(i, text[i * width:(i + 1) * width]) for i in range(n_examples)]
 
 
 def run_geometry(qk_dirs: Sequence[str | Path], out_dir: str | Path, *, labels: Sequence[str] | None = None,

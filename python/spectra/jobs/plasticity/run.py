@@ -28,14 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
 from spectra import plasticity
 from spectra.plasticity import summary as plasticity_summary
-from spectra.jobs.profile.run import _atomic_csv, _atomic_json, _atomic_parquet
-
+from spectra.io.atomic import write_csv as _atomic_csv, write_json as _atomic_json, write_parquet as _atomic_parquet
 __all__ = ["PlasticityRun", "capture_model", "capture_random_llama", "print_plasticity_run", "run_plasticity"]
 
 
@@ -69,7 +67,7 @@ def capture_model(model_name: str, out_root: str | Path, *, checkpoints: bool = 
         'step-001600'
     """
     from spectra.jobs.geometry import run as geometry_job
-    from spectra.data import zoo
+    from spectra.models import zoo
 
     if max_length is None:
         source = zoo.checkpoint_paths(model_name)[-1] if checkpoints else model_name
@@ -84,7 +82,7 @@ def capture_model(model_name: str, out_root: str | Path, *, checkpoints: bool = 
 def _context_of(name_or_path: str) -> int:
     from transformers import AutoConfig
 
-    from spectra.data.zoo.loading import resolve
+    from spectra.models.zoo.loading import resolve
 
     path = resolve(name_or_path)
     context = getattr(AutoConfig.from_pretrained(str(path)), "max_position_embeddings", None)

@@ -65,7 +65,6 @@ def check(config: dict[str, Any]) -> dict[str, Any]:
     ``heads``, ``metrics``, ``threshold``, ``ignore_first``, ``n_permutations``."""
     from spectra.metrics.profile import check_metrics, check_threshold
     from spectra.jobs.profile.run import DEFAULT_METRICS
-
     config["context_length"] = positive_int(config["context_length"], "context_length")
     config["n_samples"] = positive_int(config["n_samples"], "n_samples", optional=True)
     config["samples_per_shard"] = positive_int(config["samples_per_shard"], "samples_per_shard")
@@ -99,8 +98,7 @@ def plan(config: Mapping[str, Any]) -> list[Task]:
     """
     from transformers import AutoTokenizer
 
-    from spectra.jobs.profile.run import load_windows
-
+    from spectra.data.windows import load_windows
     options = {key: config[key] for key in ("context_length", "layers", "heads", "metrics", "threshold", "ignore_first",
                                             "dtype", "attn_implementation", "device", "device_map", "max_memory",
                                             "offload_folder", "n_permutations",
@@ -151,9 +149,10 @@ def merge(config: Mapping[str, Any], tasks: Sequence[Task], command_line: Sequen
 
     Raises ``ValueError`` when a shard is missing, or when the shards of one folder disagree on the
     model (its weights changed between two runs)."""
-    from spectra.jobs.profile.run import META, SEED, ProfileResult, _analyse, _atomic_json, _versions, read_tokens
+    from spectra.jobs.profile.run import META, SEED, ProfileResult, _analyse, read_tokens
+    from spectra.io.identity import versions as _versions
+    from spectra.io.atomic import write_json as _atomic_json
     from spectra.metrics.summaries import layer_summary
-
     results: dict[str, Any] = {}
     for label, group in shards_by_label(tasks).items():
         out = Path(group[0].out) / label

@@ -37,7 +37,11 @@ import torch
 
 from spectra.metrics import correlations as corr
 from spectra.metrics.profile import check_metrics, check_threshold, profile, write_profile_parquet
-from spectra.metrics.summaries import head_summary, layer_summary, plot_entropy_vs_norm, plot_head_heatmaps
+from spectra.metrics.summaries import head_summary, layer_summary
+from spectra.figures.profile import plot_entropy_vs_norm, plot_head_heatmaps
+from spectra.io.atomic import write_csv, write_json, write_parquet
+from spectra.io.identity import config_hash, sha256_of, versions, weights_fingerprint
+from spectra.data.windows import load_windows
 
 __all__ = ["DEFAULT_METRICS", "ProfileResult", "load_windows", "run_profile", "verdict"]
 
@@ -55,176 +59,11 @@ GO_FRACTION, MARGINAL_FRACTION = 0.20, 0.10
 # --------------------------------------------------------------------------------------------
 
 
-def load_windows(data: str | os.PathLike | None, tokenizer, context_length: int, n_samples: int | None = None) -> torch.Tensor:
-    """Token windows ``(N, context_length)`` (int64) from ``data``, at most ``n_samples``, in order.
-
-    ``data`` is a text file or a folder of ``*.txt`` files (sorted by name), each tokenised without
-    special tokens and cut into non-overlapping windows of exactly ``context_length`` tokens (the
-    remainder of each file is dropped, so no window spans two files); or a ``.npz`` file, or a
-    folder of ``shard_*.npz`` (any ``*.npz`` when there is no ``shard_*.npz``), with an integer
-    ``input_ids`` array ``[N, L]``: rows shorter than ``context_length`` are dropped, longer ones
-    truncated. ``None`` takes the zoo's held-out corpus (``zoo.heldout_text()``).
-
-    Example:
-        >>> from spectra import zoo
-        >>> _, tok = zoo.load("tiny-llama")
-        >>> load_windows(None, tok, 64, 3).shape
-        torch.Size([3, 64])
-    """
-    if not isinstance(context_length, int) or context_length < 1:
-        raise ValueError(f"context-length: expected an integer >= 1; got {context_length!r}")
-    if n_samples is not None and (not isinstance(n_samples, int) or n_samples < 1):
-        raise ValueError(f"n-samples: expected an integer >= 1; got {n_samples!r}")
-    if data is None:
-        from spectra.data import zoo
-
-        texts, source = [zoo.heldout_text()], "the zoo held-out corpus"
-        return _text_windows(texts, tokenizer, context_length, n_samples, source)
-    path = Path(data)
-    if not path.exists():
-        raise FileNotFoundError(f"data: {path} does not exist")
-    if path.is_dir():
-        shards = sorted(path.glob("shard_*.npz")) or sorted(path.glob("*.npz"))
-        if shards:
-            return _npz_windows(shards, context_length, n_samples, str(path))
-        files = sorted(path.glob("*.txt"))
-        if not files:
-            raise ValueError(f"data: {path} holds no *.txt files and no .npz token shards")
-        return _text_windows([f.read_text(encoding="utf-8") for f in files], tokenizer, context_length, n_samples, str(path))
-    if path.suffix == ".npz":
-        return _npz_windows([path], context_length, n_samples, str(path))
-    return _text_windows([path.read_text(encoding="utf-8")], tokenizer, context_length, n_samples, str(path))
-
-
-def _text_windows(texts: Sequence[str], tokenizer, context_length: int, n_samples: int | None, source: str) -> torch.Tensor:
-    if tokenizer is None:
-        raise ValueError(f"data: {source} is text, but the model comes without a tokenizer; pass .npz token shards")
-    windows: list[torch.Tensor] = []
-    longest = 0
-    for text in texts:
-        ids = tokenizer(text, add_special_tokens=False).input_ids
-        longest = max(longest, len(ids))
-        n = len(ids) // context_length
-        if n:
-            windows.append(torch.tensor(ids[: n * context_length], dtype=torch.int64).view(n, context_length))
-        if n_samples is not None and sum(len(w) for w in windows) >= n_samples:
-            break
-    if not windows:
-        raise ValueError(
-            f"context-length: {context_length} tokens is longer than every text of --data {source} "
-            f"(the longest has {longest} tokens)"
-        )
-    return torch.cat(windows)[:n_samples]
-
-
-def _npz_windows(files: Sequence[Path], context_length: int, n_samples: int | None, source: str) -> torch.Tensor:
-    rows: list[np.ndarray] = []
-    longest = 0
-    for file in files:
-        with np.load(file) as shard:
-            if "input_ids" not in shard.files:
-                raise ValueError(f"data: {file} has no 'input_ids' array (it has {shard.files})")
-            ids = shard["input_ids"]
-        if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
-            raise ValueError(f"data: {file}: 'input_ids' must be a 2-D integer array; got {ids.dtype} {ids.shape}")
-        longest = max(longest, ids.shape[1])
-        if ids.shape[1] >= context_length and ids.shape[0]:
-            rows.append(ids[:, :context_length].astype(np.int64))
-        if n_samples is not None and sum(len(r) for r in rows) >= n_samples:
-            break
-    if not rows:
-        raise ValueError(
-            f"context-length: {context_length} tokens is longer than every row of --data {source} "
-            f"(the longest has {longest} tokens)"
-        )
-    return torch.from_numpy(np.concatenate(rows)[:n_samples])
-
 
 # --------------------------------------------------------------------------------------------
 # Identity of a run
 # --------------------------------------------------------------------------------------------
 
-
-def _sha256(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def config_hash(model) -> str:
-    """sha256 of the model's config dict (``json.dumps(..., sort_keys=True, default=str)``)."""
-    return _sha256(model.config.to_dict())
-
-
-def weights_fingerprint(model, samples: int = 1024) -> str:
-    """sha256 over every parameter's name, shape, dtype and up to ``samples`` evenly strided values:
-    tells two checkpoints of one architecture apart without hashing every weight.
-
-    The same weights give the same fingerprint wherever they live: on one device, spread over
-    GPUs by a ``device_map``, or offloaded by accelerate (``meta`` parameters are read through its
-    offload map, see ``spectra.models.devices.state_dict_values``)."""
-    from spectra.models.devices import state_dict_values
-
-    digest = hashlib.sha256()
-    with torch.no_grad():
-        for name, entry, values in state_dict_values(model):
-            flat = values.detach().reshape(-1)
-            step = max(1, flat.numel() // samples)
-            digest.update(f"{name}:{tuple(entry.shape)}:{entry.dtype}".encode())
-            digest.update(flat[::step][:samples].to("cpu", torch.float64).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _versions() -> dict[str, str]:
-    import transformers
-
-    import spectra
-
-    return {"spectra": spectra.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": sys.version.split()[0]}
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _finite_or_none(obj: Any) -> Any:
-    """NaN/inf floats as None, so that the JSON is standard."""
-    if isinstance(obj, dict):
-        return {k: _finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_or_none(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if np.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
-
-
-def _atomic_json(path: Path, obj: Any) -> None:
-    text = json.dumps(_finite_or_none(obj), indent=2, sort_keys=True, default=str, allow_nan=False)
-    _atomic_write_bytes(path, (text + "\n").encode())
-
-
-def _atomic_parquet(path: Path, frame: pd.DataFrame) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp, compression="zstd")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _atomic_csv(path: Path, frame: pd.DataFrame) -> None:
-    _atomic_write_bytes(path, frame.to_csv(index=False).encode())
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,14 +185,14 @@ def run_profile(
         "config_sha256": config_hash(model),
         "weights_fingerprint": weights_fingerprint(model),
     }
-    run_hash = _sha256({"model": model_identity, "run": run_config})
+    run_hash = sha256_of({"model": model_identity, "run": run_config})
     n_shards = -(-n // batch_size)
     meta = {
         "run_hash": run_hash,
         "model": {"name": model_name, **model_identity, "dtype": str(next(model.parameters()).dtype)},
         "run": run_config,
         "n_shards": n_shards,
-        "versions": _versions(),
+        "versions": versions(),
         "seed": SEED,
         "command_line": list(command_line) if command_line is not None else list(sys.argv),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -379,7 +218,7 @@ def run_profile(
     (out / TOKENS).mkdir(parents=True, exist_ok=True)
     for stray in (out / TOKENS).glob(".*.tmp"):  # left by an interrupted run; its shard is redone
         stray.unlink(missing_ok=True)
-    _atomic_json(out / META, meta)
+    write_json(out / META, meta)
 
     model.eval()
     computed: list[int] = []
@@ -438,9 +277,9 @@ def _analyse(frame: pd.DataFrame, out: Path, *, n_permutations: int) -> dict[str
     files: dict[str, Path] = {}
     summary = head_summary(frame)
     files["head_summary"] = out / "head_summary.parquet"
-    _atomic_parquet(files["head_summary"], summary)
+    write_parquet(files["head_summary"], summary)
     files["head_summary_csv"] = out / "head_summary.csv"
-    _atomic_csv(files["head_summary_csv"], summary)
+    write_csv(files["head_summary_csv"], summary)
     figures = out / FIGURES
     for path in plot_head_heatmaps(summary, figures):
         files[f"figure:{path.stem}"] = path
@@ -457,7 +296,7 @@ def _analyse(frame: pd.DataFrame, out: Path, *, n_permutations: int) -> dict[str
         for name, table in (("correlations_pooled", pooled), ("correlations_per_sample", per_sample),
                             ("consistency", corr.consistency(per_sample)), ("layer_statistics", layer_stats)):
             files[name] = out / f"{name}.parquet"
-            _atomic_parquet(files[name], table)
+            write_parquet(files[name], table)
         control = {scope: corr.randomization_control(frame, n_permutations=n_permutations, scope=scope)
                    for scope in ("pooled", "per_sample")}
         n_sig = int(pooled["significant"].sum())
@@ -484,5 +323,5 @@ def _analyse(frame: pd.DataFrame, out: Path, *, n_permutations: int) -> dict[str
         report["verdict"] = None
         report["note"] = "exp0 needs the q_norm and entropy metrics"
     files["summary"] = out / "summary.json"
-    _atomic_json(files["summary"], report)
+    write_json(files["summary"], report)
     return files

@@ -152,8 +152,7 @@ def plan(config: Mapping[str, Any]) -> list[Task]:
     """
     from transformers import AutoTokenizer
 
-    from spectra.jobs.profile.run import load_windows
-
+    from spectra.data.windows import load_windows
     tasks: list[Task] = []
     for label, model in entries(config):
         folder = model_folder(model)
@@ -194,8 +193,7 @@ def merge(config: Mapping[str, Any], tasks: Sequence[Task], command_line: Sequen
 
     Raises ``ValueError`` when a shard is missing, when ``shards/`` holds one this run does not plan,
     or when the shards of one folder disagree on the model (its weights changed between two runs)."""
-    from spectra.jobs.profile.run import _atomic_json
-
+    from spectra.io.atomic import write_json as _atomic_json
     results: dict[str, Any] = {}
     for label, group in shards_by_label(tasks).items():
         out = Path(group[0].out) / label

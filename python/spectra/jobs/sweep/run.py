@@ -296,8 +296,7 @@ def sweep_meta(config: SweepConfig, identity: dict[str, str], data_sha256: str,
     """``meta.json`` of a run: ``identity`` is the model's ``class``, ``config_sha256``,
     ``weights_fingerprint`` and ``dtype``; ``run_hash`` covers the model (not its dtype name) and every
     setting but ``out``."""
-    from spectra.jobs.profile.run import _sha256, _versions
-
+    from spectra.io.identity import sha256_of as _sha256, versions as _versions
     run = {k: v for k, v in asdict(config).items() if k != "out"}
     run["data_sha256"] = data_sha256
     model_identity = {k: identity[k] for k in ("class", "config_sha256", "weights_fingerprint")}
@@ -312,8 +311,8 @@ def sweep_meta(config: SweepConfig, identity: dict[str, str], data_sha256: str,
 
 
 def _prepare_folder(out: Path, meta: dict[str, Any], resume: bool) -> None:
-    from spectra.jobs.profile.run import _atomic_json, _difference
-
+    from spectra.jobs.profile.run import _difference
+    from spectra.io.atomic import write_json as _atomic_json
     shards = sorted((out / SHARDS).glob("*.parquet")) if (out / SHARDS).is_dir() else []
     if (out / META).is_file():
         try:
@@ -334,8 +333,7 @@ def _prepare_folder(out: Path, meta: dict[str, Any], resume: bool) -> None:
 
 
 def _write_table(out: Path, name: str, frame: pd.DataFrame, files: dict[str, pd.DataFrame]) -> None:
-    from spectra.jobs.profile.run import _atomic_csv, _atomic_parquet
-
+    from spectra.io.atomic import write_csv as _atomic_csv, write_parquet as _atomic_parquet
     _atomic_parquet(out / f"{name}.parquet", frame)
     _atomic_csv(out / f"{name}.csv", frame)
     files[name] = frame
@@ -416,8 +414,7 @@ def analyse_sweep(
         figures.append(sweep_figures.plot_qk_panel(sweep, asym[asym["mode"] == mode] if "mode" in asym else asym,
                                                    out / "qk_panel.png", heads=targets[:12], mode=mode))
     summary["files"] = sorted([f"{name}.parquet" for name in tables] + [p.name for p in figures])
-    from spectra.jobs.profile.run import _atomic_json
-
+    from spectra.io.atomic import write_json as _atomic_json
     _atomic_json(out / "summary.json", summary)
     return json.loads((out / "summary.json").read_text()), tables, figures
 
@@ -446,9 +443,10 @@ def run_sweep(
     """
     from tqdm.auto import tqdm
 
-    from spectra.jobs.capture.run import load_model
-    from spectra.jobs.profile.run import _atomic_parquet, config_hash, load_windows, weights_fingerprint
-
+    from spectra.models.loading import load_model
+    from spectra.data.windows import load_windows
+    from spectra.io.identity import config_hash, weights_fingerprint
+    from spectra.io.atomic import write_parquet as _atomic_parquet
     out_dir = Path(out or config.out or f"results/{config.experiment}")
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"out: {out_dir} exists and is not a folder")

@@ -25,7 +25,6 @@ Data come in as arrays rather than Hugging Face datasets; the published tool's l
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
 
 import numpy as np
 from scipy.stats import kstest, kurtosis, norm, skew

@@ -16,7 +16,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from spectra.data.zoo.paths import CORPUS_FILE
+from spectra.models.zoo.paths import CORPUS_FILE
 
 HELDOUT_EVERY = 20
 """Chapters whose 1-based position in the whole Bible is a multiple of this are held out."""
@@ -79,7 +79,7 @@ def build_corpus(path: Path = CORPUS_FILE) -> Path:
     Needs the ``bible`` program (``apt-get install bible-kjv``); never called at run time.
     Example (writes the file)::
 
-        python -m spectra.data.zoo.corpus
+        python -m spectra.models.zoo.corpus
     """
     raw = subprocess.run(
         ["bible", "-f", "Gen1:1-Rev22:21"], check=True, capture_output=True, text=True

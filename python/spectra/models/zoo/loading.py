@@ -12,8 +12,8 @@ import torch
 from transformers.utils import logging as hf_logging
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from spectra.data.zoo.architectures import MODEL_NAMES
-from spectra.data.zoo.paths import MODELS_DIR
+from spectra.models.zoo.architectures import MODEL_NAMES
+from spectra.models.zoo.paths import MODELS_DIR
 
 
 def model_path(name: str) -> Path:

@@ -12,10 +12,10 @@ were trained and how well they do.
 
 from __future__ import annotations
 
-from spectra.data.zoo.architectures import MODEL_NAMES
-from spectra.data.zoo.corpus import heldout_text, train_text
-from spectra.data.zoo.loading import checkpoint_paths, load, model_path
-from spectra.data.zoo.minilm import load_minilm, minilm_path
+from spectra.models.zoo.architectures import MODEL_NAMES
+from spectra.models.zoo.corpus import heldout_text, train_text
+from spectra.models.zoo.loading import checkpoint_paths, load, model_path
+from spectra.models.zoo.minilm import load_minilm, minilm_path
 
 __all__ = [
     "MODEL_NAMES",

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import torch
 
-from spectra.data.zoo.settings import TrainSettings
+from spectra.models.zoo.settings import TrainSettings
 
 
 def corpus_windows(tokens: torch.Tensor, length: int, generator: torch.Generator) -> Iterator[torch.Tensor]:

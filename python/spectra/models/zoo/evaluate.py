@@ -3,7 +3,7 @@
 The baseline is the sanity floor: a model that does not beat token frequencies has not learned
 anything a head analysis could find. Both are scored on exactly the same held-out tokens.
 
-    python -m spectra.data.zoo.evaluate --model tiny-llama
+    python -m spectra.models.zoo.evaluate --model tiny-llama
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import transformers
 from tokenizers import Tokenizer
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from spectra.data.zoo.corpus import heldout_text, train_text
-from spectra.data.zoo.loading import load, resolve
+from spectra.models.zoo.corpus import heldout_text, train_text
+from spectra.models.zoo.loading import load, resolve
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +41,7 @@ def model_nll(model: PreTrainedModel, tokens: torch.Tensor, seq_len: int, bos_id
     Windows are ``[bos] + seq_len - 1`` consecutive tokens, as in training, so the first token
     of each window is predicted from bos alone; the shorter last window is scored on its own.
 
-    >>> from spectra.data.zoo import load
+    >>> from spectra.models.zoo import load
     >>> model, tok = load("tiny-llama")
     >>> ids = torch.tensor(tok("And God said", add_special_tokens=False)["input_ids"])
     >>> model_nll(model, ids, 256, tok.bos_token_id) > 0
@@ -105,7 +105,7 @@ def perplexity(name_or_path: str | Path, text: str | None = None, seq_len: int |
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Command-line entry point: print a perplexity table for one or more models."""
-    parser = argparse.ArgumentParser(prog="python -m spectra.data.zoo.evaluate", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m spectra.models.zoo.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--model", nargs="+", required=True, help="zoo model names or model folders")
     parser.add_argument("--seq-len", type=int, default=None, help="window length (default: training length)")
     args = parser.parse_args(argv)

@@ -4,7 +4,7 @@ The committed weights are a build artefact of this script, so it must reproduce 
 every random draw (init, window offsets, batch order) comes from the seed, deterministic kernels
 are enforced and the thread count is fixed (float reductions depend on it).
 
-    python -m spectra.data.zoo.train --model tiny-qwen3 --out python/spectra/assets/models/tiny-qwen3
+    python -m spectra.models.zoo.train --model tiny-qwen3 --out python/spectra/assets/models/tiny-qwen3
 """
 
 from __future__ import annotations
@@ -29,12 +29,12 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from spectra.data.zoo.architectures import MODEL_NAMES, model_config
-from spectra.data.zoo.corpus import train_text
-from spectra.data.zoo.data import batches
-from spectra.data.zoo.paths import CORPUS_FILE
-from spectra.data.zoo.settings import TrainSettings
-from spectra.data.zoo.tokenizer import train_tokenizer
+from spectra.models.zoo.architectures import MODEL_NAMES, model_config
+from spectra.models.zoo.corpus import train_text
+from spectra.models.zoo.data import batches
+from spectra.models.zoo.paths import CORPUS_FILE
+from spectra.models.zoo.settings import TrainSettings
+from spectra.models.zoo.tokenizer import train_tokenizer
 
 
 @dataclasses.dataclass
@@ -179,7 +179,7 @@ def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folde
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     defaults = TrainSettings()
-    parser = argparse.ArgumentParser(prog="python -m spectra.data.zoo.train", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m spectra.models.zoo.train", description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, choices=MODEL_NAMES)
     parser.add_argument("--out", required=True, type=Path, help="model folder to create")
     parser.add_argument("--force", action="store_true", help="replace --out if it is not empty")
@@ -236,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "transformers": transformers.__version__,
                 "tokenizers": tokenizers.__version__,
             },
-            "command": "python -m spectra.data.zoo.train " + " ".join(sys.argv[1:] if argv is None else argv),
+            "command": "python -m spectra.models.zoo.train " + " ".join(sys.argv[1:] if argv is None else argv),
         }
 
     def save_checkpoint(step: int, model: PreTrainedModel, losses: Sequence[float]) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from spectra.data.zoo.corpus import train_text
+from spectra.models.zoo.corpus import train_text
 
 EOT = "<|endoftext|>"
 VOCAB_SIZE = 4096

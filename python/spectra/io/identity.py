@@ -1,0 +1,48 @@
+"""Identities and hashes that stamp results: canonical-JSON sha256, a model's config hash and
+weights fingerprint, and the versions of the software that made a result."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from typing import Any
+
+import torch
+
+
+def sha256_of(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def config_hash(model) -> str:
+    """sha256 of the model's config dict (``json.dumps(..., sort_keys=True, default=str)``)."""
+    return sha256_of(model.config.to_dict())
+
+
+def weights_fingerprint(model, samples: int = 1024) -> str:
+    """sha256 over every parameter's name, shape, dtype and up to ``samples`` evenly strided values:
+    tells two checkpoints of one architecture apart without hashing every weight.
+
+    The same weights give the same fingerprint wherever they live: on one device, spread over
+    GPUs by a ``device_map``, or offloaded by accelerate (``meta`` parameters are read through its
+    offload map, see ``spectra.models.devices.state_dict_values``)."""
+    from spectra.models.devices import state_dict_values
+
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for name, entry, values in state_dict_values(model):
+            flat = values.detach().reshape(-1)
+            step = max(1, flat.numel() // samples)
+            digest.update(f"{name}:{tuple(entry.shape)}:{entry.dtype}".encode())
+            digest.update(flat[::step][:samples].to("cpu", torch.float64).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def versions() -> dict[str, str]:
+    import transformers
+
+    import spectra
+
+    return {"spectra": spectra.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": sys.version.split()[0]}
