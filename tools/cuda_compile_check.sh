@@ -8,7 +8,7 @@
 #   cpp/ops/<op>_cuda.cu   the ATen layer: compiled against the installed torch's headers too; it must
 #                          hold the TORCH_LIBRARY_IMPL(spectra, CUDA, m) registration and no kernel.
 # Nothing is linked or run: this proves the kernels AND their registration code compile, so a GPU
-# build does not meet a syntax error first. Numerical checks are tests/test_cuda_kernels.py, on a GPU.
+# build does not meet a syntax error first. Numerical checks are tests/ops/test_cuda_kernels.py, on a GPU.
 #
 # The toolchain comes from PyPI (NVIDIA's CUDA 13.0 component wheels), installed with
 # `pip install --target build/cuda-toolchain`, never into the project's venv and never touching its

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from types import ModuleType
 
@@ -31,7 +32,7 @@ def load_core() -> ModuleType | None:
     import torch  # noqa: F401  (loads libtorch before the extension that links against it)
 
     try:
-        from spectra import _core
+        _core = importlib.import_module("spectra._core")
     except ImportError as error:
         global load_error
         load_error = error

@@ -173,7 +173,7 @@ def track_checkpoint(
 
     Example:
         >>> from spectra import zoo
-        >>> from spectra.jobs.profile.run import load_windows
+        >>> from spectra.data.windows import load_windows
         >>> model, tok = zoo.load("tiny-qwen3", checkpoint=100)
         >>> part = track_checkpoint(model, 100, load_windows(None, tok, 32, 2), n_random=2, random_block=8)
         >>> part.steps, sorted(part.taxonomy["step"].unique().tolist()), part.architecture["n_kv_heads"]

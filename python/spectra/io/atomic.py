@@ -1,7 +1,7 @@
 """The one atomic writer: every result file appears complete or not at all.
 
-Each writer renders to a hidden temporary beside the target (``.<name>.<pid>.tmp``), then
-``os.replace``\s it into place, so a killed job leaves either the old file or the new one, never a
+Each writer renders to a hidden temporary beside the target (``.<name>.<pid>.tmp``), then moves it
+into place with ``os.replace``, so a killed job leaves either the old file or the new one, never a
 half-written one, and concurrent writers of different files never share a temporary.
 """
 

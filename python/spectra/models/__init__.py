@@ -65,7 +65,7 @@ def adapter_for(model: nn.Module) -> Adapter:
 def supported_table() -> str:
     """The README's supported-architectures table (Markdown), rendered from the adapters.
 
-    tests/test_probe_families.py runs every family listed here, and tests/test_docs.py checks
+    tests/capture/test_probe_families.py runs every family listed here, and tests/test_docs.py checks
     that README.md carries exactly this table.
     """
     lines = [

@@ -22,7 +22,8 @@ pytest.importorskip("accelerate", reason="device_map needs accelerate (pip insta
 
 import spectra  # noqa: E402
 from spectra import AblateHead, PatchHead, ScaleKey, ScaleQuery  # noqa: E402
-from spectra.jobs.capture.run import load_model, run_capture  # noqa: E402
+from spectra.jobs.capture.run import run_capture  # noqa: E402
+from spectra.models.loading import load_model  # noqa: E402
 from spectra.capture.store import read_capture  # noqa: E402
 from spectra.models.devices import (  # noqa: E402
     check_device_map,
@@ -33,7 +34,7 @@ from spectra.models.devices import (  # noqa: E402
 )
 from spectra.heads.dynamics import gamma_table  # noqa: E402
 from spectra.metrics.profile import METRICS  # noqa: E402
-from spectra.jobs.profile.run import config_hash, weights_fingerprint  # noqa: E402
+from spectra.io.identity import config_hash, weights_fingerprint  # noqa: E402
 
 MODELS = ("tiny-llama", "tiny-qwen3")
 TEXT = "In the beginning God created the heaven and the earth. And the earth was without form, and void"

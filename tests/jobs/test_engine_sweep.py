@@ -192,7 +192,7 @@ def test_config_errors_name_the_setting():
 
 def test_the_example_config_plans(tmp_path):
     """configs/runs/sweep.yaml: exp3b on two models and the checkpoints; the gain maps come first."""
-    config = engine.load_config(Path(__file__).parents[1] / "configs" / "runs" / "sweep.yaml")
+    config = engine.load_config(Path(__file__).parents[2] / "configs" / "runs" / "sweep.yaml")
     tasks = engine.plan({**config, "out": str(tmp_path)})
     assert [t.id.split("/")[1] for t in tasks] == ["gain_map-local"] * len(tasks)
     assert len({t.label for t in tasks}) == len(tasks) >= 3

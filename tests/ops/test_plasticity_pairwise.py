@@ -191,7 +191,7 @@ def test_non_float_dtypes_raise_type_error_naming_the_argument(arg, dtype):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.skipif(torch.cuda.is_available()
                     and torch._C._dispatch_has_kernel_for_dispatch_key("spectra::plasticity_pairwise", "CUDA"),
-                    reason="this build has the CUDA kernel (tests/test_cuda_kernels.py checks it)")
+                    reason="this build has the CUDA kernel (tests/ops/test_cuda_kernels.py checks it)")
 def test_cuda_tensors_raise_not_implemented():
     with pytest.raises(NotImplementedError, match="plasticity_pairwise"):
         plasticity.pairwise(torch.zeros(2, 3, device="cuda"), torch.zeros(3, device="cuda"), torch.ones(3, device="cuda"))

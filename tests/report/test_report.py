@@ -1,7 +1,7 @@
 """spectra.report: a self-contained HTML report for the result folder of every Spectra job.
 
 The result folders are real, made once per module with the smallest settings of each job (in
-process, through the CLI); the browser side is tests/test_report_browser.py.
+process, through the CLI); the browser side is tests/report/test_report_browser.py.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ import pytest
 from spectra.jobs.demo import run_demo
 from spectra.report.html import attention_weights
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = os.environ.get("SPECTRA_CHROMIUM", "/usr/bin/chromium")
 TIMEOUT_S = 30.0

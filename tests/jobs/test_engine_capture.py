@@ -285,7 +285,7 @@ def test_cli_run_capture(tmp_path):
 
 def test_the_example_configs_plan():
     """configs/runs/{capture,geometry,plasticity}.yaml."""
-    root = Path(__file__).parents[1] / "configs" / "runs"
+    root = Path(__file__).parents[2] / "configs" / "runs"
     counts = {}
     for kind in ("capture", "geometry", "plasticity"):
         tasks = plan(check_config(load_config(root / f"{kind}.yaml")))

@@ -23,7 +23,7 @@ from spectra import plasticity
 from spectra.ops import reference
 from spectra.testing.tolerance import FLOAT_DTYPES, assert_within_2x_reference
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CUDA_OPS = {"vec_stats": "vec_stats", "attn_row_stats": "attn_row_stats", "plasticity_pairwise": "plasticity_pairwise"}
 
 

@@ -198,6 +198,6 @@ def test_ray_two_workers_equal_the_local_engine_with_a_worker_killed_mid_task(ra
 def test_the_example_config_plans():
     from spectra.engine import core as engine
 
-    config = engine.check_config(engine.load_config(Path(__file__).parents[1] / "configs" / "runs" / "dynamics.yaml"))
+    config = engine.check_config(engine.load_config(Path(__file__).parents[2] / "configs" / "runs" / "dynamics.yaml"))
     tasks = engine.plan(config)
     assert [t.label for t in tasks] == ["tiny-qwen3"] * 6 and len({t.id for t in tasks}) == 6

@@ -238,7 +238,7 @@ def test_the_example_config_plans():
     """configs/runs/profile.yaml (kept out of configs/*.yaml, which holds the sweep experiments)."""
     from spectra.engine import core as engine
 
-    config = engine.load_config(Path(__file__).parents[1] / "configs" / "runs" / "profile.yaml")
+    config = engine.load_config(Path(__file__).parents[2] / "configs" / "runs" / "profile.yaml")
     tasks = engine.plan(config)
     assert len(tasks) == 32 and len({t.id for t in tasks}) == 32
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from spectra.cli import main
 from spectra.jobs.sweep.run import SweepConfig, load_config, run_sweep
 
-CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
 SMALL = {"context_length": 32, "n_samples": 2, "batch_size": 2, "n_bootstrap": 50}
 
 

@@ -1,5 +1,5 @@
 """The result folder of every example run config (configs/runs/<kind>.yaml) is byte-identical to the
-one recorded in tests/golden/example_configs.json.
+one recorded in tests/jobs/golden/example_configs.json.
 
 The record was made before the package was reorganised into subpackages; this test is what proves
 that reorganisation (and any later refactoring) changed no table, figure, shard or summary. Text
@@ -11,7 +11,7 @@ the run's output folder and the package's folder (paths of the embedded models) 
 The bytes of Parquet and PNG files depend on pyarrow, matplotlib, numpy, torch and transformers, so
 the comparison only holds in the environment that made the record: where any of those versions
 differ, the test is skipped with the differing versions named. Re-record (after checking the
-outputs by other means) with ``python tests/test_golden_outputs.py --record``.
+outputs by other means) with ``python tests/jobs/test_golden_outputs.py --record``.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-RECORD = ROOT / "tests" / "golden" / "example_configs.json"
+ROOT = Path(__file__).resolve().parents[2]
+RECORD = ROOT / "tests" / "jobs" / "golden" / "example_configs.json"
 KINDS = ("profile", "capture", "dynamics", "geometry", "plasticity", "sweep")
 VERSIONED = ("torch", "transformers", "numpy", "pandas", "pyarrow", "matplotlib", "scipy")
 VOLATILE_KEYS = ("created", "command_line")
@@ -91,11 +91,11 @@ def test_example_config_output_is_unchanged(kind, tmp_path):
     assert not changed, f"{len(changed)} of {len(want)} files differ from the record, e.g. {changed[:10]}"
 
 
-if __name__ == "__main__":  # python tests/test_golden_outputs.py --record
+if __name__ == "__main__":  # python tests/jobs/test_golden_outputs.py --record
     import tempfile
 
     if sys.argv[1:] != ["--record"]:
-        sys.exit("usage: python tests/test_golden_outputs.py --record")
+        sys.exit("usage: python tests/jobs/test_golden_outputs.py --record")
     kinds = {}
     with tempfile.TemporaryDirectory() as tmp:
         for kind in KINDS:
