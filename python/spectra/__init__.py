@@ -30,7 +30,7 @@ import importlib
 import importlib.metadata
 from typing import TYPE_CHECKING, Any
 
-from spectra._native import NativeModuleError
+from spectra._native import NativeModuleError as NativeModuleError  # re-exported
 
 try:
     __version__ = importlib.metadata.version("spectra-attention")
