@@ -70,8 +70,12 @@ def test_api_reference_is_generated_from_docstrings(site):
     html = page(site, "reference/api/plasticity")
     assert 'id="spectra.plasticity.analyze_head"' in html
     assert "Attention plasticity of one head" in html  # the first line of analyze_head's docstring
-    assert 'id="spectra.capture.probe.Probe"' in page(site, "reference/api/probe")
-    assert 'id="spectra.metrics.profile.profile"' in page(site, "reference/api/profile")
+    assert 'id="spectra.capture.probe.Probe"' in page(site, "reference/api/capture")
+    assert 'id="spectra.metrics.profile.profile"' in page(site, "reference/api/metrics")
+    # One page per subpackage, named after it, documenting that subpackage's modules.
+    for package in ("jobs", "engine", "report", "figures", "interventions", "heads", "geometry", "plasticity",
+                    "metrics", "capture", "io", "data", "models", "ops", "testing"):
+        assert f'id="spectra.{package}' in page(site, f"reference/api/{package}"), package
     # Doctest examples are rendered as code, not as Markdown block quotes (">>> " read as quoting).
     quoted = [p.parent.name for p in (site / "reference" / "api").glob("*/index.html") if "<blockquote>" in p.read_text()]
     assert not quoted, f"doctests rendered as block quotes on the API pages of {quoted}"
