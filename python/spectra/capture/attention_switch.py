@@ -31,8 +31,21 @@ from spectra.models import Adapter, adapter_for
 NAME_PREFIX = "spectra_"
 
 
+#: Clients run in this order within a layer: interventions first, so that every observer (a
+#: Probe, a recorder) sees the forward pass as the intervention made it.
+INTERVENTION_ORDER = 0
+OBSERVER_ORDER = 1
+
+
 class AttentionClient(Protocol):
-    """What an attached object receives: batch boundaries and every layer's attention inputs."""
+    """What an attached object receives: batch boundaries, every layer's attention inputs and, for the
+    layers it asks for, the attention output.
+
+    Subclass it to inherit the defaults: an observer (``attention_order = OBSERVER_ORDER``) that
+    reads no attention output (``wants_output`` False, ``on_output`` the identity)."""
+
+    #: Position among the model's clients within a layer (ascending; ties keep the order of attachment).
+    attention_order: int = OBSERVER_ORDER
 
     def begin_batch(self, positions: torch.Tensor, valid: torch.Tensor) -> None: ...
 
@@ -49,11 +62,13 @@ class AttentionClient(Protocol):
         kwargs: dict,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
 
+    def wants_output(self, layer: int) -> bool:
+        """Whether :meth:`on_output` should see ``layer``'s attention output."""
+        return False
 
-#: Clients run in this order within a layer: interventions first, so that every observer (a
-#: Probe, a recorder) sees the forward pass as the intervention made it.
-INTERVENTION_ORDER = 0
-OBSERVER_ORDER = 1
+    def on_output(self, layer: int, output: torch.Tensor) -> torch.Tensor:
+        """The attention output (B, T, H, D) of ``layer``, before the heads are merged; returns it, possibly changed."""
+        return output
 
 
 class LayerAttention(NamedTuple):
@@ -132,7 +147,7 @@ class AttentionSwitch:
             if not self.clients:
                 self._switch_on()
             self.clients.append(client)
-            self.clients.sort(key=lambda c: getattr(c, "attention_order", OBSERVER_ORDER))  # stable
+            self.clients.sort(key=lambda c: c.attention_order)  # stable
 
     def detach(self, client: AttentionClient) -> None:
         with _lock:
@@ -217,7 +232,7 @@ class AttentionSwitch:
             q, k, v = client.on_attention(layer, module, q, k, v, attention_mask, kwargs)
         result = self._delegate(module)(module, q, k, v, attention_mask, **kwargs)
         # The attention output (B, T, H, D), before the module merges heads and applies o_proj.
-        readers = [c for c in self.clients if getattr(c, "wants_output", None) and c.wants_output(layer)]
+        readers = [c for c in self.clients if c.wants_output(layer)]
         if not readers:
             return result
         output, *rest = result

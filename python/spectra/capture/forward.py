@@ -3,6 +3,7 @@ under ``no_grad``, with the inputs on the model's input device."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 
 import torch
@@ -10,8 +11,12 @@ from torch import nn
 
 from spectra.models.devices import to_input_device
 
+__all__ = ["model_inputs", "run_model", "takes_use_cache"]
 
-def _model_inputs(inputs) -> dict:
+
+def model_inputs(inputs) -> dict:
+    """``inputs`` as keyword arguments of a forward: ``{"input_ids": inputs}`` for a (batch, seq_len) tensor of
+    token ids, a plain dict for a mapping (e.g. a tokenizer's BatchEncoding)."""
     if isinstance(inputs, torch.Tensor):
         if inputs.dim() != 2:
             raise ValueError(f"inputs: expected input ids of shape (batch, seq_len); got {tuple(inputs.shape)}")
@@ -24,12 +29,23 @@ def _model_inputs(inputs) -> dict:
     )
 
 
-def run_model(model: nn.Module, inputs):
-    """``model(**inputs)`` (or ``model(input_ids=inputs)``) under ``no_grad``; the model must be in eval mode.
+def takes_use_cache(module: nn.Module) -> bool:
+    """Whether ``module.forward`` accepts ``use_cache`` (HF backbones do; some wrappers do not)."""
+    return "use_cache" in inspect.signature(module.forward).parameters
+
+
+def run_model(model: nn.Module, inputs, *, backbone: bool = False, require_eval: bool = True):
+    """``model(**inputs)`` (or ``model(input_ids=inputs)``) under ``no_grad``; returns the model's output.
 
     Input tensors go to ``spectra.models.devices.input_device(model)`` (the input embedding's device, also
-    for a model spread over devices by a device map)."""
-    if model.training:
+    for a model spread over devices by a device map). With ``require_eval`` (the default) a model in
+    training mode raises. With ``backbone=True`` the forward runs through ``model.base_model`` (no LM
+    head), with ``use_cache=False`` where the backbone takes it — the analysis forward of the probes."""
+    if require_eval and model.training:
         raise ValueError("model: is in training mode (dropout makes forwards differ); call model.eval() first")
+    module = getattr(model, "base_model", model) if backbone else model
+    kwargs = to_input_device(model, model_inputs(inputs))
+    if backbone and takes_use_cache(module):
+        kwargs["use_cache"] = False
     with torch.no_grad():
-        return model(**to_input_device(model, _model_inputs(inputs)))
+        return module(**kwargs)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from spectra.ops import HookRegistry, PositionSampler
-from spectra.capture.attention_switch import AttentionSwitch, layer_attention, switch_for
+from spectra.capture.attention_switch import AttentionClient, AttentionSwitch, layer_attention, switch_for
 from spectra.capture.store import Captured, CaptureWriter, capture_path
 from spectra.models import Adapter, adapter_for, inverse_rope
 
@@ -108,7 +108,7 @@ def _heads_by_layer(adapter: Adapter, layers: Iterable[int] | None, heads: Heads
     return {layer: check_heads(layer, heads) for layer in chosen}
 
 
-class Probe:
+class Probe(AttentionClient):
     """Captures per-head Q, K and V from every forward pass of ``model`` inside ``with probe:``.
 
     Args:

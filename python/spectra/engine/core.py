@@ -51,6 +51,8 @@ from typing import Any
 
 import numpy as np
 
+from spectra import defaults
+
 __all__ = [
     "COMMON_KEYS",
     "KINDS",
@@ -89,8 +91,9 @@ MAX_STAGES = 8  # plan → execute rounds of one run (kinds with a later stage n
 
 #: Keys every kind accepts, with their defaults; each kind adds its own (``spectra.jobs.<kind>.kind.KEYS``).
 COMMON_KEYS: dict[str, Any] = {
-    "kind": None, "models": None, "checkpoints": None, "out": None, "dtype": "float32", "attn_implementation": "sdpa",
-    "device": "cpu", "device_map": None, "max_memory": None, "offload_folder": None, "gpus_per_task": None,
+    "kind": None, "models": None, "checkpoints": None, "out": None, "dtype": defaults.DTYPE,
+    "attn_implementation": defaults.ATTN_IMPLEMENTATION, "device": defaults.DEVICE, "device_map": None,
+    "max_memory": None, "offload_folder": None, "gpus_per_task": None,
 }
 
 
@@ -211,8 +214,8 @@ def check_config(config: Mapping[str, Any], *, out: str | os.PathLike | None = N
     checked["checkpoints"] = [str(m) for m in as_list(checked["checkpoints"], "checkpoints")]
     if not checked["models"] and not checked["checkpoints"]:
         raise ValueError("models: the config names no models and no checkpoints")
-    for key, allowed in (("dtype", ("float32", "float16", "bfloat16")), ("attn_implementation", ("sdpa", "eager")),
-                         ("device", ("cpu", "cuda"))):
+    for key, allowed in (("dtype", defaults.DTYPES), ("attn_implementation", defaults.ATTN_IMPLEMENTATIONS),
+                         ("device", defaults.DEVICES)):
         if checked[key] not in allowed:
             raise ValueError(f"{key}: {checked[key]!r}; allowed values are {', '.join(map(str, allowed))}")
     from spectra.models.devices import placement_kwargs

@@ -21,7 +21,7 @@ from torch import nn
 
 from spectra.ops import RunningMoments, SecondMoments
 from spectra.ops.native import vec_stats
-from spectra.models.devices import to_input_device
+from spectra.capture.forward import run_model
 from spectra.models import adapter_for
 
 STATS = ("norm", "max_abs", "participation_ratio", "one_hotness")
@@ -103,16 +103,15 @@ class HeadGeometry:
             self._handles.pop().remove()
 
     def table(self) -> pd.DataFrame:
-        """One row per (layer, query head); ``k_*`` columns belong to the head's KV head (h // group).
+        """One row per (layer, query head); ``k_*`` columns belong to the head's KV head (``adapter.kv_head(h)``).
 
         ``k_spectral_pr`` and ``k_entropy_rank`` are the effective ranks of the KV head's key matrix
         (the effective rank of K: spectral participation ratio of the covariance's eigenvalues, and Roy–Vetterli's
         entropy rank of its singular values; of the uncentered matrix with ``centered=False``).
         """
-        group = self.n_heads // self.n_kv_heads
         frames = []
         for layer in range(self.n_layers):
-            kv_of_head = torch.arange(self.n_heads) // group
+            kv_of_head = self.adapter.kv_heads()
             frame = {"layer": layer, "head": range(self.n_heads), "kv_head": kv_of_head.tolist()}
             for kind in KINDS:
                 select = slice(None) if kind == "q" else kv_of_head
@@ -152,7 +151,7 @@ def head_geometry(model: nn.Module, batches: Iterable[torch.Tensor]) -> pd.DataF
         True
     """
     geometry = HeadGeometry(model)
-    with geometry, torch.no_grad():
+    with geometry:
         for batch in batches:
-            model(input_ids=to_input_device(model, batch))
+            run_model(model, batch, require_eval=False)
     return geometry.table()

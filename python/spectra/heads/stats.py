@@ -34,8 +34,8 @@ import torch
 from torch import nn
 
 from spectra.ops.native import attn_row_stats
-from spectra.capture.attention_switch import OBSERVER_ORDER, attached, layer_attention
-from spectra.models.devices import to_input_device
+from spectra.capture.attention_switch import AttentionClient, attached, layer_attention
+from spectra.capture.forward import run_model
 from spectra.heads.head_geometry import HeadGeometry
 from spectra.models import adapter_for
 from spectra.metrics.profile import check_input_ids, check_threshold
@@ -62,10 +62,9 @@ def repeated_random_tokens(n: int, block: int, vocab_size: int, *, seed: int = 0
     return torch.cat([first, first], dim=1)
 
 
-class _AttentionScores:
+class _AttentionScores(AttentionClient):
     """Observer that reads each layer's q, k and accumulates per-head attention statistics."""
 
-    attention_order = OBSERVER_ORDER
 
     def __init__(self, model: nn.Module, mode: str, *, threshold: float, ignore_first: int, block: int = 0) -> None:
         self.adapter = adapter_for(model)
@@ -75,7 +74,7 @@ class _AttentionScores:
         self.counts: dict[str, np.ndarray] = {}
         self.offsets: dict[int, list[torch.Tensor]] = {layer: [] for layer in range(a.n_layers)}
         self.focus: dict[int, list[torch.Tensor]] = {layer: [] for layer in range(a.n_layers)}
-        self.kv_of_head = torch.arange(a.n_heads) // (a.n_heads // a.n_kv_heads)
+        self.kv_of_head = a.kv_heads()
         self._positions: torch.Tensor | None = None
 
     def begin_batch(self, positions, valid) -> None:
@@ -83,9 +82,6 @@ class _AttentionScores:
 
     def end_batch(self, failed: bool) -> None:
         self._positions = None
-
-    def wants_output(self, layer: int) -> bool:
-        return False
 
     def _add(self, name: str, layer: int, values: torch.Tensor, mask: torch.Tensor) -> None:
         """Sums per head of values (B, H, T) where mask (B or 1, 1 or H, T) holds."""
@@ -171,9 +167,9 @@ class _AttentionScores:
 
 
 def _run(model, client, batches) -> None:
-    with attached(model, client), torch.no_grad():
+    with attached(model, client):
         for batch in batches:
-            model(input_ids=to_input_device(model, batch))
+            run_model(model, batch)
 
 
 def head_stats(

@@ -31,7 +31,7 @@ from spectra.interventions.specs import (
     ScaleQuery,
 )
 from spectra.models import adapter_for
-from spectra.capture.forward import _model_inputs, run_model
+from spectra.capture.forward import model_inputs, run_model
 
 __all__ = [
     "BaselineReport",
@@ -76,7 +76,7 @@ def logit_effect(base: torch.Tensor, new: torch.Tensor, inputs, *, causal: bool 
 
     The loss is NaN for models that do not predict the next token (``causal=False``).
     """
-    args = _model_inputs(inputs)
+    args = model_inputs(inputs)
     mask = args.get("attention_mask")
     valid = torch.ones(base.shape[:2], dtype=torch.bool) if mask is None else mask.to(torch.bool).cpu()
     kl_tokens, nll_base, nll_new, pairs = token_logit_effect(base, new, args.get("input_ids"), valid, causal)

@@ -24,9 +24,10 @@ import torch
 from torch import nn
 
 from spectra.ops import HookRegistry, PositionSampler
+from spectra.capture.forward import run_model
 from spectra.capture.attention_switch import (
     INTERVENTION_ORDER,
-    OBSERVER_ORDER,
+    AttentionClient,
     AttentionSwitch,
     switch_for,
 )
@@ -67,10 +68,8 @@ class InterventionNotReachedError(RuntimeError):
     """A forward pass finished without running an intervention's layer."""
 
 
-class _RegistryClient:
+class _RegistryClient(AttentionClient):
     """Shared plumbing: a HookRegistry attached to the model's attention switch for a ``with`` block."""
-
-    attention_order = OBSERVER_ORDER
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
@@ -262,7 +261,6 @@ def record_head_outputs(
         >>> tuple(outputs[(2, 5)].shape) == (1, clean.shape[1], 32)
         True
     """
-    from spectra.capture.forward import run_model
     with OutputRecorder(model, layers, heads) as recorder:
         run_model(model, inputs)
     return recorder.head_outputs()

@@ -32,12 +32,12 @@ import torch
 from torch import nn
 
 from spectra.ops.native import attn_row_stats
-from spectra.capture.attention_switch import OBSERVER_ORDER, attached, layer_attention
-from spectra.models.devices import to_input_device
+from spectra.capture.attention_switch import AttentionClient, attached, layer_attention
+from spectra.capture.forward import run_model
 from spectra.interventions.context import intervene
 from spectra.interventions.checks import token_logit_effect
-from spectra.interventions.specs import ScaleKey, ScaleLogits, ScaleQuery, kv_group
-from spectra.models import adapter_for
+from spectra.interventions.specs import ScaleKey, ScaleLogits, ScaleQuery
+from spectra.models import Adapter, adapter_for
 from spectra.capture.probe import Probe
 from spectra.metrics.profile import check_input_ids, check_threshold
 
@@ -102,10 +102,9 @@ def _masked_means(values: torch.Tensor, mask: torch.Tensor) -> tuple[np.ndarray,
     return mean.numpy(), count.expand_as(mean).numpy().astype(np.int64)
 
 
-class _LocalSweep:
+class _LocalSweep(AttentionClient):
     """Observer that re-reads each targeted layer's q, k at every α with the native kernel."""
 
-    attention_order = OBSERVER_ORDER
 
     def __init__(self, model, heads_by_layer, alphas, threshold, ignore_first) -> None:
         self.adapter = adapter_for(model)
@@ -157,9 +156,6 @@ class _LocalSweep:
             self.parts.append({name: x.reshape(-1) for name, x in part.items()})
         return q, k, v
 
-    def wants_output(self, layer: int) -> bool:
-        return False
-
 
 def _batches(n: int, batch_size: int):
     for start in range(0, n, batch_size):
@@ -167,11 +163,10 @@ def _batches(n: int, batch_size: int):
 
 
 def _forward(model, ids, mask):
-    kwargs = {"input_ids": ids}
+    inputs = {"input_ids": ids}
     if mask is not None:
-        kwargs["attention_mask"] = mask
-    with torch.no_grad():
-        return model(**to_input_device(model, kwargs))
+        inputs["attention_mask"] = mask
+    return run_model(model, inputs)
 
 
 def _local(model, input_ids, attention_mask, targets, alphas, kinds, threshold, ignore_first, batch_size, progress):
@@ -214,11 +209,11 @@ def _per_sample_logit_effect(base: torch.Tensor, new: torch.Tensor, ids: torch.T
     return kl.numpy(), torch.where(n > 0, delta, torch.full_like(delta, math.nan)).numpy()
 
 
-def _make(kind: str, layer: int, head: int, alpha: float, n_heads: int, n_kv_heads: int):
+def _make(kind: str, layer: int, head: int, alpha: float, a: Adapter):
     if kind == "q":
         return ScaleQuery(layer, head, alpha)
     if kind == "k":
-        return ScaleKey(layer, head // (n_heads // n_kv_heads), alpha)
+        return ScaleKey(layer, a.kv_head(head), alpha)
     return ScaleLogits(layer, head, alpha)
 
 
@@ -243,7 +238,7 @@ def _propagated(model, input_ids, attention_mask, targets, alphas, kinds, thresh
             base = _head_means(probe.drain_row_stats(), ignore_first)
             base_logits = getattr(base_out, "logits", None)
             for layer, head in targets:
-                group = [h for h in kv_group(a.n_heads, a.n_kv_heads, head // (a.n_heads // a.n_kv_heads)) if h != head]
+                group = [h for h in a.kv_group(a.kv_head(head)) if h != head]
                 for kind in kinds:
                     for alpha in alphas:
                         if alpha == 1.0:
@@ -252,7 +247,7 @@ def _propagated(model, input_ids, attention_mask, targets, alphas, kinds, thresh
                             probe = Probe(model, layers=range(layer, a.n_layers), capture=(), row_stats=True,
                                           threshold=threshold)
                             probe.set_example_ids(samples)
-                            with intervene(model, _make(kind, layer, head, alpha, a.n_heads, a.n_kv_heads)), probe:
+                            with intervene(model, _make(kind, layer, head, alpha, a)), probe:
                                 out = _forward(model, ids, mask)
                             means, logits = _head_means(probe.drain_row_stats(), ignore_first), getattr(out, "logits", None)
                         rows.append(_propagated_rows(means, base, samples, layer, head, group, kind, alpha, a.n_layers))

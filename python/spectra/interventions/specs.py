@@ -19,6 +19,7 @@ import torch
 
 from spectra.ops import HookRegistry
 from spectra.models import Adapter
+from spectra.models.base import kv_group, kv_head_of
 
 __all__ = [
     "INTERVENTION_TYPES",
@@ -64,19 +65,6 @@ def _check_head(adapter: Adapter, head: int, what: str, kv: bool = False) -> Non
             f"{kind}: {what} targets {'KV' if kv else 'query'} head {head}, but the model has {limit} "
             f"(allowed 0..{limit - 1})"
         )
-
-
-def kv_group(n_heads: int, n_kv_heads: int, kv_head: int) -> tuple[int, ...]:
-    """The query heads that read ``kv_head``: every h with ``h // (n_heads // n_kv_heads) == kv_head``.
-
-    Example:
-        >>> kv_group(32, 8, 4)  # heads 16..19 (the seed's head 19 reads KV head 4, not 19 % 8 = 3)
-        (16, 17, 18, 19)
-    """
-    if n_kv_heads < 1 or n_heads % n_kv_heads:
-        raise ValueError(f"n_heads ({n_heads}) must be a positive multiple of n_kv_heads ({n_kv_heads})")
-    group = n_heads // n_kv_heads
-    return tuple(range(kv_head * group, (kv_head + 1) * group))
 
 
 class _HeadIntervention:
@@ -193,11 +181,11 @@ class ScaleLogits(_HeadIntervention):
         return {self.head: math.sqrt(self.alpha)}
 
     def k_factors(self, n_heads: int, n_kv_heads: int) -> dict[int, float]:
-        return {self.head // (n_heads // n_kv_heads): math.sqrt(self.alpha)}
+        return {kv_head_of(self.head, n_heads, n_kv_heads): math.sqrt(self.alpha)}
 
     def side_effect_heads(self, n_heads: int, n_kv_heads: int) -> tuple[int, ...]:
         """The other heads of the group, whose logits scale by √α."""
-        return tuple(h for h in kv_group(n_heads, n_kv_heads, self.head // (n_heads // n_kv_heads)) if h != self.head)
+        return tuple(h for h in kv_group(n_heads, n_kv_heads, kv_head_of(self.head, n_heads, n_kv_heads)) if h != self.head)
 
     def install(self, registry: HookRegistry) -> list:
         root = math.sqrt(self.alpha)

@@ -8,16 +8,18 @@ One forward per batch: the Probe routes each layer's post-RoPE q and k to the na
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import torch
 from torch import nn
 
-from spectra.models.devices import input_device
+from spectra.capture.forward import run_model
 from spectra.capture.probe import Heads, Probe
+from spectra.io.atomic import write_parquet_table
 
 #: Every metric profile can report, in column order.
 METRICS: tuple[str, ...] = (
@@ -77,13 +79,10 @@ def check_input_ids(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
 
 def run_backbone(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
     """One analysis forward through the backbone (no LM head), without a KV cache where supported."""
-    backbone = getattr(model, "base_model", model)
-    kwargs = {"input_ids": input_ids}
+    inputs = {"input_ids": input_ids}
     if attention_mask is not None:
-        kwargs["attention_mask"] = attention_mask
-    if "use_cache" in inspect.signature(backbone.forward).parameters:
-        kwargs["use_cache"] = False
-    backbone(**kwargs)
+        inputs["attention_mask"] = attention_mask
+    run_model(model, inputs, backbone=True, require_eval=False)
 
 
 def rows_to_frame(columns: dict[str, np.ndarray], metrics: Sequence[str], ignore_first: int) -> pd.DataFrame:
@@ -167,9 +166,8 @@ def profile(
     probe = Probe(model, layers=layers, heads=heads, capture=(), row_stats=True, threshold=threshold, n_sink=n_sink)
     if sample_ids is not None:
         probe.set_example_ids(sample_ids)
-    device = input_device(model)  # the input embedding's device (weights may be offloaded to meta)
-    with probe, torch.no_grad():
-        run_backbone(model, input_ids.to(device), None if attention_mask is None else attention_mask.to(device))
+    with probe:
+        run_backbone(model, input_ids, attention_mask)
     columns = probe.drain_row_stats()
     bad = nonfinite_heads(columns)
     if len(bad) and on_nonfinite == "raise":
@@ -185,23 +183,15 @@ def profile(
 
 
 def write_profile_parquet(frame: pd.DataFrame, path, *, compression_level: int = 3) -> None:
-    """Writes a profile table as Parquet, atomically (``path.tmp`` then rename).
+    """Writes a profile table as Parquet, atomically (:mod:`spectra.io.atomic`: a hidden temporary, then rename).
 
     Id columns are dictionary/RLE-encoded (they repeat in long runs); float metric columns use
     BYTE_STREAM_SPLIT + zstd, which separates the float bytes so exponents and high mantissa bytes
     compress (about 35% smaller than dictionary + zstd on float32 metrics).
     """
-    import os
-    from pathlib import Path
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     path = Path(path)
     ids = [c for c in ("sample", "layer", "head", "token") if c in frame.columns]
     floats = [c for c in frame.columns if c not in ids and frame[c].dtype.kind == "f"]
     table = pa.Table.from_pandas(frame, preserve_index=False)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp, compression="zstd", compression_level=compression_level, use_dictionary=ids,
-                   use_byte_stream_split=floats or False)
-    os.replace(tmp, path)
+    write_parquet_table(path, table, compression="zstd", compression_level=compression_level, use_dictionary=ids,
+                        use_byte_stream_split=floats or False)

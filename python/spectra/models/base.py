@@ -34,6 +34,30 @@ def split_heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
     return x.view(*x.shape[:-1], -1, head_dim).transpose(1, 2)
 
 
+def kv_head_of(head: int, n_heads: int, n_kv_heads: int) -> int:
+    """The KV head that query head ``head`` reads under grouped-query attention: ``head // (n_heads // n_kv_heads)``
+    (contiguous groups, as the modeling code's ``repeat_kv`` lays them out; never ``head % n_kv_heads``).
+
+    Example:
+        >>> kv_head_of(19, 32, 8)
+        4
+    """
+    return head // (n_heads // n_kv_heads)
+
+
+def kv_group(n_heads: int, n_kv_heads: int, kv_head: int) -> tuple[int, ...]:
+    """The query heads that read ``kv_head``: every h with ``h // (n_heads // n_kv_heads) == kv_head``.
+
+    Example:
+        >>> kv_group(32, 8, 4)  # heads 16..19 (the seed's head 19 reads KV head 4, not 19 % 8 = 3)
+        (16, 17, 18, 19)
+    """
+    if n_kv_heads < 1 or n_heads % n_kv_heads:
+        raise ValueError(f"n_heads ({n_heads}) must be a positive multiple of n_kv_heads ({n_kv_heads})")
+    group = n_heads // n_kv_heads
+    return tuple(range(kv_head * group, (kv_head + 1) * group))
+
+
 @dataclass(frozen=True)
 class StageHook:
     """A module whose forward output carries pre-RoPE vectors, and how to read them.
@@ -83,6 +107,20 @@ class Adapter:
     @property
     def head_dim(self) -> int:
         return int(getattr(self.attention[0], self.head_dim_attr))
+
+    # ---- GQA ----
+    def kv_head(self, head: int) -> int:
+        """The KV head query head ``head`` reads (see :func:`kv_head_of`)."""
+        return kv_head_of(head, self.n_heads, self.n_kv_heads)
+
+    def kv_heads(self) -> torch.Tensor:
+        """``kv_heads()[h] == kv_head(h)`` for every query head, as an int64 tensor (to index per-KV-head
+        values by query head)."""
+        return torch.tensor([self.kv_head(head) for head in range(self.n_heads)], dtype=torch.long)
+
+    def kv_group(self, kv_head: int) -> tuple[int, ...]:
+        """The query heads that read ``kv_head`` (see :func:`kv_group`)."""
+        return kv_group(self.n_heads, self.n_kv_heads, kv_head)
 
     # ---- per layer ----
     def uses_rope(self, layer: int) -> bool:

@@ -478,6 +478,9 @@ class _LayerAttentionRecorder:
 
     def on_attention(self, layer, module, q, k, v, attention_mask, kwargs):
         from spectra.capture.attention_switch import layer_attention
+    def on_output(self, layer: int, output):
+        return output
+
 
         how = layer_attention(self.adapter, layer, module, kwargs)
         self.layers[layer] = {"scaling": float(how.scaling), "softcap": float(how.softcap) if how.softcap else None,
@@ -524,7 +527,7 @@ def attention_data(model: Any, tokenizer: Any, windows, *, model_name: str = "",
     import torch
 
     from spectra.capture.attention_switch import attached
-    from spectra.models.devices import to_input_device
+    from spectra.capture.forward import run_model
     from spectra.capture.probe import Probe
 
     recorder = _LayerAttentionRecorder(model)
@@ -542,8 +545,8 @@ def attention_data(model: Any, tokenizer: Any, windows, *, model_name: str = "",
                 f"{max_values * 4 / 1e6:.0f} MB of q/k")
     n, t = ids.shape
     probe = Probe(model, capture=("q", "k"), stage="post_rope", positions="all", keep_in_memory=True)
-    with probe, attached(model, recorder), torch.no_grad():
-        model(input_ids=to_input_device(model, ids))
+    with probe, attached(model, recorder):
+        run_model(model, ids, require_eval=False)
     q = np.zeros((n_layers, n_heads, n, t, dim), dtype=np.float32)
     k = np.zeros((n_layers, n_kv, n, t, dim), dtype=np.float32)
     for layer in range(n_layers):

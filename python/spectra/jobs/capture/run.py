@@ -12,10 +12,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from spectra.capture.forward import run_model
 from spectra.capture.store import SIDECAR, read_sidecar
-from spectra.models.devices import input_device
 from spectra.capture.probe import Probe
 
 
@@ -52,21 +50,13 @@ def run_capture(
         raise ValueError(f"max_length must be >= 1; got {max_length}")
     examples = list(examples)
     probe = Probe(model, out_dir=out, keep_in_memory=False, **probe_kwargs)
-    device = input_device(model)  # the input embedding's device; accelerate's hooks move each layer's inputs
-    with probe, torch.no_grad():
+    with probe:  # inputs go to the input embedding's device; accelerate's hooks move each layer's inputs
         for example_id, text in tqdm(examples, desc="capture", unit="example", disable=not progress):
             ids = tokenizer(text, truncation=True, max_length=max_length, return_tensors="pt").input_ids
             if ids.shape[1] == 0:
                 raise ValueError(f"data: example {example_id} tokenizes to an empty sequence")
             probe.set_example_ids([example_id])
-            base = getattr(model, "base_model", model)
-            base(input_ids=ids.to(device), use_cache=False) if _takes_use_cache(base) else base(input_ids=ids.to(device))
+            run_model(model, ids, backbone=True, require_eval=False)
     return read_sidecar(out)
-
-
-def _takes_use_cache(module) -> bool:
-    import inspect
-
-    return "use_cache" in inspect.signature(module.forward).parameters
 
 

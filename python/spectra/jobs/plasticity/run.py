@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 
 from spectra import plasticity
+from spectra.capture.forward import run_model
 from spectra.plasticity import summary as plasticity_summary
 from spectra.io.atomic import write_csv as _atomic_csv, write_json as _atomic_json, write_parquet as _atomic_parquet
 __all__ = ["PlasticityRun", "capture_model", "capture_random_llama", "print_plasticity_run", "run_plasticity"]
@@ -119,11 +120,11 @@ def capture_random_llama(out_dir: str | Path, *, context_length: int = 8192, n_e
     start = time.perf_counter()
     probe = spectra.Probe(model, capture=("q", "k"), positions="all", bucket_size=context_length // n_buckets,
                           out_dir=out_dir, keep_in_memory=False)
-    with probe, torch.no_grad():
+    with probe:
         for example in range(n_examples):
             ids = torch.randint(3, VOCAB_SIZE, (1, context_length), generator=generator)
             probe.set_example_ids([example])
-            model.model(input_ids=ids, use_cache=False)
+            run_model(model, ids, backbone=True, require_eval=False)
     meta = read_sidecar(out_dir)
     meta["seconds"] = time.perf_counter() - start
     meta["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
