@@ -1,3 +1,6 @@
+
+
+
 """Figures of scale-sweep tables: metric curves, gain fits, gain heatmaps and Q-vs-K comparisons.
 
 A *sweep table* is the long frame of the scale-sweep contract: one row per (mode, kind, layer,
@@ -33,11 +36,30 @@ import pandas as pd
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
-from spectra.io.tables import check_frame
+from spectra.figures.sweep_common import (
+    _KIND_STYLE,
+    _MODE_MARKER,
+    MAX_HEAD_PANELS,
+    HeadList,
+    _alpha_axis,
+    _check_alpha,
+    _chosen_heads,
+    _colour,
+    _curve,
+    _draw_curve,
+    _grid_shape,
+    _label,
+    _no_data,
+    _one_value,
+    _rows_of_heads,
+    _some_values,
+    _values,
+)
+from spectra.figures.sweep_qk import plot_qk_delta_entropy, plot_qk_panel
 from spectra.io.atomic import save_figure as _atomic_savefig
+from spectra.io.tables import check_frame
+
 __all__ = [
     "MAX_HEAD_PANELS",
     "plot_gain_fits",
@@ -46,149 +68,6 @@ __all__ = [
     "plot_qk_delta_entropy",
     "plot_qk_panel",
 ]
-
-#: Per-head subplot grids (gain fits, Q-vs-K panels) draw at most this many heads.
-MAX_HEAD_PANELS = 12
-_PANELS_PER_ROW = 6
-_KIND_STYLE = {"q": "-", "k": "--", "logits": ":"}
-_MODE_MARKER = {"local": "o", "propagated": "s"}
-_KIND_NAME = {"q": "Q", "k": "K", "logits": "logits"}
-
-HeadList = Sequence[tuple[int, int]]
-
-
-# ----------------------------------------------------------------------------------------------
-# Input checks and table helpers
-# ----------------------------------------------------------------------------------------------
-
-
-def _values(frame: pd.DataFrame, column: str) -> list:
-    return sorted(frame[column].dropna().unique().tolist(), key=str)
-
-
-def _one_value(
-    frame: pd.DataFrame, column: str, value, prefer: str | None, name: str
-) -> tuple[pd.DataFrame, object]:
-    """Rows of ``frame`` with ``column == value``. ``value=None`` takes the column's only value,
-    else ``prefer`` when present; a table without the column is taken whole."""
-    if column not in frame.columns:
-        if value is not None:
-            raise KeyError(f"{column}={value!r} was asked for but {name} has no {column!r} column; "
-                           f"it has {list(frame.columns)}")
-        return frame, None
-    present = _values(frame, column)
-    if value is None:
-        if len(present) == 1:
-            value = present[0]
-        elif prefer is not None and prefer in present:
-            value = prefer
-        else:
-            raise ValueError(f"{name} mixes {column} values {present}; pass {column}= to choose one")
-    rows = frame[frame[column] == value]
-    if rows.empty:
-        raise ValueError(f"{name} has no rows with {column} == {value!r}; it has {present}")
-    return rows, value
-
-
-def _some_values(frame: pd.DataFrame, column: str, values, name: str) -> pd.DataFrame:
-    """Rows whose ``column`` is one of ``values`` (a value or a sequence); ``None`` keeps all."""
-    if values is None:
-        return frame
-    wanted = [values] if isinstance(values, str) else list(values)
-    if column not in frame.columns:
-        raise KeyError(f"{column}={values!r} was asked for but {name} has no {column!r} column; "
-                       f"it has {list(frame.columns)}")
-    rows = frame[frame[column].isin(wanted)]
-    if rows.empty:
-        raise ValueError(f"{name} has no rows with {column} in {wanted}; it has {_values(frame, column)}")
-    return rows
-
-
-def _head_pairs(frame: pd.DataFrame) -> list[tuple[int, int]]:
-    pairs = frame[["layer", "head"]].drop_duplicates().sort_values(["layer", "head"])
-    return [(int(layer), int(head)) for layer, head in pairs.itertuples(index=False)]
-
-
-def _chosen_heads(frame: pd.DataFrame, heads: HeadList | None, name: str) -> list[tuple[int, int]]:
-    available = _head_pairs(frame)
-    if heads is None:
-        return available
-    chosen = []
-    for pair in heads:
-        layer, head = pair
-        if (int(layer), int(head)) not in chosen:
-            chosen.append((int(layer), int(head)))
-    if not chosen:
-        raise ValueError("heads is empty; pass None for every head")
-    missing = sorted(set(chosen) - set(available))
-    if missing:
-        raise ValueError(f"{name} has no rows for head(s) {missing}")
-    return chosen
-
-
-def _rows_of_heads(frame: pd.DataFrame, heads: Sequence[tuple[int, int]]) -> pd.DataFrame:
-    index = pd.MultiIndex.from_arrays([frame["layer"].astype(np.int64), frame["head"].astype(np.int64)])
-    return frame[index.isin(list(heads))]
-
-
-def _check_alpha(frame: pd.DataFrame, name: str) -> None:
-    alpha = frame["alpha"].to_numpy(dtype=np.float64)
-    if not np.all(np.isfinite(alpha) & (alpha > 0)):
-        raise ValueError(f"{name} has alpha values that are not finite and > 0")
-
-
-def _curve(rows: pd.DataFrame, metric: str, by: Sequence[str] = ()) -> pd.DataFrame:
-    """Per (``by``, alpha): ``mean`` across samples of the per-sample means of ``metric``, its
-    standard error ``se`` (NaN unless > 1 finite sample) and ``n``; NaN skipped, alpha ascending."""
-    keys = [*by, "alpha"]
-    if rows.empty:
-        return pd.DataFrame(columns=[*keys, "mean", "se", "n"])
-    per_sample = rows.groupby([*keys, "sample"], sort=True)[metric].mean()
-    grouped = per_sample.groupby(level=keys, sort=True)
-    out = pd.DataFrame({"mean": grouped.mean(), "std": grouped.std(ddof=1), "n": grouped.count()})
-    n = out["n"].to_numpy(dtype=np.float64)
-    out["se"] = np.where(n > 1, out["std"].to_numpy(dtype=np.float64) / np.sqrt(np.maximum(n, 1.0)), np.nan)
-    return out.drop(columns="std").reset_index()
-
-
-def _label(layer: int, head: int) -> str:
-    return f"L{int(layer)}H{int(head)}"
-
-
-def _colour(i: int, n: int):
-    cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20"]
-    return cmap(i % cmap.N)
-
-
-def _draw_curve(ax, x, mean, se, *, colour, linestyle="-", marker="o", label=None) -> Line2D:
-    (line,) = ax.plot(x, mean, linestyle=linestyle, marker=marker, markersize=3, color=colour, label=label)
-    se = np.asarray(se, dtype=np.float64)
-    if np.any(np.isfinite(se)):
-        mean = np.asarray(mean, dtype=np.float64)
-        ax.fill_between(x, mean - se, mean + se, color=colour, alpha=0.2, linewidth=0)
-    return line
-
-
-def _alpha_axis(ax, alphas=None) -> None:
-    """Log alpha axis marking alpha = 1; a short alpha grid is labelled at its own values."""
-    ax.set_xscale("log")
-    ax.axvline(1.0, color="grey", linewidth=0.6, linestyle=":")
-    ax.set_xlabel("α (scale)")
-    grid = np.unique(np.asarray(alphas, dtype=np.float64)) if alphas is not None else np.array([])
-    if 0 < grid.size <= 9:
-        ax.xaxis.set_major_locator(FixedLocator(grid))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.tick_params(axis="x", labelsize=8)
-
-
-def _grid_shape(n: int, per_row: int = _PANELS_PER_ROW) -> tuple[int, int]:
-    ncols = max(1, min(per_row, n))
-    return math.ceil(n / ncols), ncols
-
-
-def _no_data(ax, text: str = "no data") -> None:
-    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="grey")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -454,211 +333,4 @@ def plot_gain_heatmap(
     for set_ticks, n in ((ax.set_xticks, n_heads), (ax.set_yticks, n_layers)):
         step = max(1, math.ceil(n / 16))
         set_ticks(np.arange(0, n, step))
-    return _atomic_savefig(fig, Path(path))
-
-
-def _qk_rows(sweep: pd.DataFrame, heads: HeadList | None, mode: str | None) -> tuple[pd.DataFrame, object, list]:
-    """The sweep's q and k rows of one mode and the heads that have both (or ``heads``)."""
-    check_frame(sweep, ["layer", "head", "kind", "alpha", "sample", "entropy"], "sweep")
-    rows, chosen_mode = _one_value(sweep, "mode", mode, "propagated", "sweep")
-    rows = rows[rows["kind"].isin(["q", "k"])]
-    q_heads = set(_head_pairs(rows[rows["kind"] == "q"]))
-    k_heads = set(_head_pairs(rows[rows["kind"] == "k"]))
-    both = sorted(q_heads & k_heads)
-    if heads is None:
-        if not both:
-            raise ValueError("sweep has no head with both q and k rows"
-                             + (f" in mode {chosen_mode!r}" if chosen_mode is not None else ""))
-        chosen = both
-    else:
-        chosen = _chosen_heads(rows, heads, "sweep")
-    _check_alpha(rows, "sweep")
-    return _rows_of_heads(rows, chosen), chosen_mode, chosen
-
-
-def _kind_curve(curves: pd.DataFrame, layer: int, head: int, kind: str) -> pd.DataFrame:
-    return curves[(curves["layer"] == layer) & (curves["head"] == head) & (curves["kind"] == kind)]
-
-
-def plot_qk_delta_entropy(
-    sweep: pd.DataFrame,
-    path: str | os.PathLike,
-    *,
-    heads: HeadList | None = None,
-    mode: str | None = None,
-) -> Path:
-    """Per head, entropy under Q scaling minus entropy under K scaling against alpha (paired per
-    sample, then the across-sample mean ±1 s.e.); when the sweep has finite ``kl_logits``, a
-    second row per head shows it for Q and K scaling.
-
-    ``heads=None`` takes every head with both q and k rows; at most :data:`MAX_HEAD_PANELS` are
-    drawn, six per row. ``mode`` defaults to the sweep's only mode, else ``"propagated"``.
-    Returns ``Path(path)``.
-    """
-    rows, chosen_mode, chosen = _qk_rows(sweep, heads, mode)
-    n_total = len(chosen)
-    chosen = chosen[:MAX_HEAD_PANELS]
-    has_kl = "kl_logits" in rows.columns and bool(np.isfinite(rows["kl_logits"].to_numpy(np.float64)).any())
-    per_sample = rows.groupby(["layer", "head", "kind", "alpha", "sample"], sort=True)["entropy"].mean()
-    wide = per_sample.unstack("kind")
-    if "q" in wide.columns and "k" in wide.columns:
-        diff = (wide["q"] - wide["k"]).rename("delta").reset_index()
-    else:
-        diff = pd.DataFrame(columns=["layer", "head", "alpha", "sample", "delta"])
-    delta = _curve(diff.dropna(subset=["delta"]), "delta", ["layer", "head"])
-    kl = _curve(rows, "kl_logits", ["layer", "head", "kind"]) if has_kl else None
-
-    block_rows = 2 if has_kl else 1
-    blocks, ncols = _grid_shape(len(chosen))
-    fig = Figure(figsize=(3.3 * ncols, 2.7 * blocks * block_rows + 0.6), layout="constrained")
-    axes = fig.subplots(blocks * block_rows, ncols, squeeze=False)
-    used = set()
-    for i, (layer, head) in enumerate(chosen):
-        block, col = divmod(i, ncols)
-        colour = _colour(i, len(chosen))
-        ax = axes[block * block_rows, col]
-        used.add((block * block_rows, col))
-        part = delta[(delta["layer"] == layer) & (delta["head"] == head)]
-        if part.empty:
-            _no_data(ax, "no paired q/k rows")
-        else:
-            _draw_curve(ax, part["alpha"].to_numpy(np.float64), part["mean"].to_numpy(np.float64),
-                        part["se"].to_numpy(np.float64), colour=colour)
-        ax.axhline(0.0, color="grey", linewidth=0.6)
-        _alpha_axis(ax, rows["alpha"])
-        ax.set_title(_label(layer, head), fontsize=10)
-        if col == 0:
-            ax.set_ylabel("H(Q scaled) − H(K scaled) (nats)")
-        if has_kl:
-            ax = axes[block * block_rows + 1, col]
-            used.add((block * block_rows + 1, col))
-            for k, style in (("q", "-"), ("k", "--")):
-                part = _kind_curve(kl, layer, head, k)
-                if not part.empty:
-                    _draw_curve(ax, part["alpha"].to_numpy(np.float64), part["mean"].to_numpy(np.float64),
-                                part["se"].to_numpy(np.float64), colour=colour, linestyle=style,
-                                label=f"{_KIND_NAME[k]} scaled")
-            _alpha_axis(ax, rows["alpha"])
-            ax.set_title(f"{_label(layer, head)} kl_logits", fontsize=9)
-            if col == 0:
-                ax.set_ylabel("KL(base ‖ intervened)")
-            if i == 0:
-                ax.legend(fontsize=7)
-    for (r, c), ax in np.ndenumerate(axes):
-        if (r, c) not in used:
-            ax.set_visible(False)
-    scope = f" (mode: {chosen_mode})" if chosen_mode is not None else ""
-    shown = f"; first {len(chosen)} of {n_total} heads" if n_total > len(chosen) else ""
-    fig.suptitle(f"Q vs K scaling: entropy difference per head{scope}{shown}", fontsize=11)
-    return _atomic_savefig(fig, Path(path))
-
-
-def _bars(ax, labels: list[str], values: np.ndarray, colours: list, title: str, ylabel: str) -> None:
-    """Bar chart with ±inf clipped to a visible cap (hatched, marked "inf") and NaN marked "nan"."""
-    finite = values[np.isfinite(values)]
-    top = float(np.abs(finite).max()) if finite.size else 0.0
-    cap = 1.25 * top if top > 0 else 1.0
-    shown = np.where(np.isposinf(values), cap, np.where(np.isneginf(values), -cap, values))
-    shown = np.where(np.isnan(shown), 0.0, shown)
-    x = np.arange(len(values))
-    bars = ax.bar(x, shown, color=colours, edgecolor="black", linewidth=0.4)
-    for xi, bar, value in zip(x, bars, values):
-        if np.isinf(value):
-            bar.set_hatch("//")
-            ax.text(xi, bar.get_height(), "inf" if value > 0 else "-inf", ha="center",
-                    va="bottom" if value > 0 else "top", fontsize=7, fontweight="bold")
-        elif np.isnan(value):
-            ax.text(xi, 0.0, "nan", ha="center", va="bottom", fontsize=7, color="grey")
-    ax.axhline(0.0, color="black", linewidth=0.5)
-    ax.set_xticks(x)
-    ax.set_xticklabels(labels, rotation=90 if len(labels) > 8 else 0, fontsize=7 if len(labels) > 8 else 8)
-    ax.set_xlim(-0.6, len(values) - 0.4)
-    ax.margins(y=0.12)
-    ax.set_title(title, fontsize=10)
-    ax.set_ylabel(ylabel)
-
-
-def plot_qk_panel(
-    sweep: pd.DataFrame,
-    asymmetry: pd.DataFrame,
-    path: str | os.PathLike,
-    *,
-    heads: HeadList | None = None,
-    mode: str | None = None,
-) -> Path:
-    """The combined Q-vs-K panel: on top, per head, the entropy curves under Q scaling (solid) and
-    K scaling (dashed, same colour); below, a bar chart of ``asymmetry`` per head (±inf clipped to
-    a visible cap and marked "inf") and, when the asymmetry table has it, one of
-    ``k_group_entropy_shift``. Bars are coloured by ``role`` when that column exists.
-
-    ``asymmetry`` needs ``layer``, ``head`` and ``asymmetry`` (one row per head; ``q_range``,
-    ``k_range``, ``role`` and ``k_group_entropy_shift`` are optional). ``heads=None`` takes the
-    asymmetry table's heads in its row order. Every chosen head gets a bar; the curves are drawn
-    for the first :data:`MAX_HEAD_PANELS`. Returns ``Path(path)``.
-    """
-    check_frame(asymmetry, ["layer", "head", "asymmetry"], "asymmetry")
-    dup = asymmetry.duplicated(["layer", "head"])
-    if dup.any():
-        raise ValueError(f"asymmetry has {int(dup.sum())} duplicate (layer, head) row(s)")
-    if heads is None:
-        chosen = [(int(layer), int(head)) for layer, head in zip(asymmetry["layer"], asymmetry["head"])]
-    else:
-        chosen = _chosen_heads(asymmetry, heads, "asymmetry")
-    rows, chosen_mode, _ = _qk_rows(sweep, None, mode)
-    rows = _rows_of_heads(rows, chosen)
-    table = asymmetry.set_index([asymmetry["layer"].astype(np.int64), asymmetry["head"].astype(np.int64)])
-    table = table.loc[chosen]
-    curve_heads = chosen[:MAX_HEAD_PANELS]
-    curves = _curve(rows, "entropy", ["layer", "head", "kind"])
-
-    has_shift = "k_group_entropy_shift" in asymmetry.columns
-    top_rows, ncols = _grid_shape(len(curve_heads))
-    fig = Figure(figsize=(max(3.2 * ncols, 0.45 * len(chosen) * (2 if has_shift else 1) + 2.0),
-                          2.6 * top_rows + 3.4), layout="constrained")
-    grid = fig.add_gridspec(2, 1, height_ratios=[2.6 * top_rows, 3.0])
-    top = grid[0].subgridspec(top_rows, ncols)
-    bottom = grid[1].subgridspec(1, 2 if has_shift else 1)
-    for i, (layer, head) in enumerate(curve_heads):
-        ax = fig.add_subplot(top[divmod(i, ncols)])
-        colour = _colour(i, len(curve_heads))
-        drew = False
-        for k, style in (("q", "-"), ("k", "--")):
-            part = _kind_curve(curves, layer, head, k)
-            if not part.empty:
-                drew = True
-                _draw_curve(ax, part["alpha"].to_numpy(np.float64), part["mean"].to_numpy(np.float64),
-                            part["se"].to_numpy(np.float64), colour=colour, linestyle=style,
-                            label=f"{_KIND_NAME[k]} scaled")
-        if not drew:
-            _no_data(ax, "no sweep rows")
-        _alpha_axis(ax, rows["alpha"])
-        value = float(table.loc[(layer, head), "asymmetry"])
-        title = f"{_label(layer, head)}  asym {value:.3g}"
-        if "role" in table.columns and pd.notna(table.loc[(layer, head), "role"]):
-            title += f"  [{table.loc[(layer, head), 'role']}]"
-        ax.set_title(title, fontsize=9)
-        if i % ncols == 0:
-            ax.set_ylabel("entropy (nats)")
-        if i == 0 and drew:
-            ax.legend(fontsize=7)
-
-    labels = [_label(layer, head) for layer, head in chosen]
-    if "role" in table.columns:
-        roles = ["(none)" if pd.isna(r) else str(r) for r in table["role"]]
-        role_colour = {r: _colour(i, len(set(roles))) for i, r in enumerate(sorted(set(roles)))}
-        colours = [role_colour[r] for r in roles]
-        handles = [Patch(facecolor=c, edgecolor="black", linewidth=0.4, label=r) for r, c in role_colour.items()]
-    else:
-        colours, handles = ["tab:blue"] * len(chosen), []
-    ax = fig.add_subplot(bottom[0, 0])
-    _bars(ax, labels, table["asymmetry"].to_numpy(np.float64), colours, "Q/K asymmetry", "asymmetry")
-    if handles:
-        ax.legend(handles=handles, fontsize=7, title="role", title_fontsize=7)
-    if has_shift:
-        ax = fig.add_subplot(bottom[0, 1])
-        _bars(ax, labels, table["k_group_entropy_shift"].to_numpy(np.float64), colours,
-              "GQA group entropy shift under K scaling", "k_group_entropy_shift (nats)")
-    scope = f" (mode: {chosen_mode})" if chosen_mode is not None else ""
-    shown = f"; curves for first {len(curve_heads)} of {len(chosen)} heads" if len(chosen) > len(curve_heads) else ""
-    fig.suptitle(f"Q vs K scaling: entropy curves and asymmetry{scope}{shown}", fontsize=11)
     return _atomic_savefig(fig, Path(path))
