@@ -64,14 +64,11 @@ from spectra.engine.core import (
     shards_by_label,
     shared_model_identity,
 )
+from spectra.jobs.capture.options import KEYS
 
 __all__ = ["KEYS", "STRAY_GLOB", "CaptureResult", "check", "check_capture_keys", "compute", "describe", "merge",
            "merge_capture_shards", "ordered_entries", "plan", "plan_captures", "resolve_max_length"]
 
-KEYS: dict[str, Any] = {
-    "data": None, "n_examples": None, "max_length": None, "examples_per_shard": 8, "layers": None, "heads": None,
-    "capture": "q,k", "stages": "post_rope", "positions": "all", "bucket_size": None, "seed": 0,
-}
 SHARDS, CAPTURE, MERGED = "shards", "capture", "merged.json"
 STRAY_GLOB = (SHARDS, "shard-*")  # folders under <label>/shards that a plan must account for
 HELDOUT_EXAMPLES = 8  # n_examples without data (spectra geometry --model's default)

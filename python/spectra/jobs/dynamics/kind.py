@@ -76,13 +76,10 @@ from spectra.engine.core import (
     positive_int,
     shards_by_label,
 )
+from spectra.jobs.dynamics.options import KEYS
 
 __all__ = ["KEYS", "Series", "check", "compute", "describe", "merge", "plan", "series_of"]
 
-KEYS: dict[str, Any] = {
-    "context_length": 128, "n_samples": 8, "n_random": 8, "random_block": 32, "batch_size": 8, "gamma_heatmap": None,
-    "data": None,
-}
 STRAY_GLOB = ("shards", "step-*")  # checkpoint shards under <series>/shards that a plan must account for
 CHECKPOINT_FILE = "checkpoint.json"  # in a shard: the step, the checkpoint folder, its architecture
 #: The common keys a task needs to load its model (dtype, attention, device, device_map, ...); meta.json

@@ -48,16 +48,12 @@ from spectra.jobs.capture.kind import (
     resolve_max_length,
 )
 from spectra.jobs.capture.kind import describe as describe_capture
+from spectra.jobs.geometry.options import KEYS
 
 __all__ = ["KEYS", "ANALYSIS", "STRAY_GLOB", "check", "compute", "describe", "merge", "plan"]
 
 ANALYSIS = "geometry"  # the analysis folder under out
 #: The capture stage (as geometry_job.capture_model) and the options of spectra geometry, with their defaults.
-KEYS: dict[str, Any] = {
-    "data": None, "n_examples": 8, "max_length": 256, "examples_per_shard": 8, "layers": None, "heads": None,
-    "bucket_size": 1, "n_components": 10, "axis_b": "centroid", "per_kind": False, "max_rows": None, "n_planes": 30,
-    "active_threshold": 0.3, "hi": 0.7, "lo": 0.3, "scatter_head": None,
-}
 
 
 def _fraction(value: Any, key: str) -> float:

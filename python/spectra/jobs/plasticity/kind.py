@@ -50,17 +50,12 @@ from spectra.jobs.capture.kind import (
     resolve_max_length,
 )
 from spectra.jobs.capture.kind import describe as describe_capture
+from spectra.jobs.plasticity.options import KEYS
 
 __all__ = ["KEYS", "ANALYSIS", "STRAY_GLOB", "check", "compute", "describe", "merge", "plan"]
 
 ANALYSIS = "plasticity"  # the analysis folder under out
 #: The capture stage (as plasticity_job.capture_model) and the options of spectra plasticity, with their defaults.
-KEYS: dict[str, Any] = {
-    "data": None, "n_examples": 8, "max_length": None, "n_buckets": 16, "examples_per_shard": 8, "layers": None,
-    "heads": None, "mode": "thesis", "bucket_size": None, "context_length": None, "grid_width": None,
-    "query_position": "midpoint", "covariance": "diagonal", "pairs_per_cell": 256, "seed": 0, "heatmap_bin": None,
-    "max_tokens_per_head": 50_000, "normality_max_dims": 64, "scores": None,
-}
 _CHOICES = {"mode": ("thesis", "published"), "query_position": ("midpoint", "mean"), "covariance": ("diagonal", "full")}
 
 

@@ -24,7 +24,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import time
@@ -49,13 +48,11 @@ from spectra.engine.core import (
     shared_model_identity,
     write_parquet_shard,
 )
+from spectra.jobs.profile.options import KEYS
+from spectra.io.identity import data_sha256
 
 __all__ = ["KEYS", "check", "compute", "describe", "merge", "plan"]
 
-KEYS: dict[str, Any] = {
-    "data": None, "context_length": None, "n_samples": None, "samples_per_shard": 8, "layers": None, "heads": None,
-    "metrics": None, "threshold": 0.9, "ignore_first": 2, "n_permutations": 100,
-}
 STRAY_GLOB = ("tokens", "shard-*.parquet")  # files under <label>/tokens that a plan must account for
 
 
@@ -171,7 +168,7 @@ def merge(config: Mapping[str, Any], tasks: Sequence[Task], command_line: Sequen
             "ignore_first": int(options["ignore_first"]),
             "n_permutations": int(options["n_permutations"]),
             "data": options["data"],
-            "data_sha256": hashlib.sha256(np.ascontiguousarray(windows).tobytes()).hexdigest(),
+            "data_sha256": data_sha256(windows),
         }
         identity_keys = {k: identity[k] for k in ("class", "config_sha256", "weights_fingerprint")}
         meta = {

@@ -21,7 +21,6 @@ analysis files are rewritten from all shards at the end of every complete run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -35,18 +34,19 @@ import numpy as np
 import pandas as pd
 import torch
 
+from spectra import defaults
 from spectra.metrics import correlations as corr
 from spectra.metrics.profile import check_metrics, check_threshold, profile, write_profile_parquet
 from spectra.metrics.summaries import head_summary, layer_summary
 from spectra.figures.profile import plot_entropy_vs_norm, plot_head_heatmaps
 from spectra.io.atomic import write_csv, write_json, write_parquet
-from spectra.io.identity import config_hash, sha256_of, versions, weights_fingerprint
+from spectra.io.identity import config_hash, data_sha256, sha256_of, versions, weights_fingerprint
 from spectra.data.windows import load_windows
 
 __all__ = ["DEFAULT_METRICS", "ProfileResult", "load_windows", "run_profile", "verdict"]
 
 #: The job's default metrics: profile's defaults plus ``entropy_normalized`` (position control).
-DEFAULT_METRICS: tuple[str, ...] = ("entropy", "entropy_normalized", "max_attn", "k_eff", "sink_mass", "q_norm", "k_norm")
+DEFAULT_METRICS: tuple[str, ...] = defaults.METRICS
 META = "meta.json"
 TOKENS = "tokens"
 FIGURES = "figures"
@@ -117,8 +117,8 @@ def run_profile(
     layers: Sequence[int] | None = None,
     heads: Sequence[int] | None = None,
     metrics: Sequence[str] = DEFAULT_METRICS,
-    threshold: float = 0.9,
-    ignore_first: int = 2,
+    threshold: float = defaults.THRESHOLD,
+    ignore_first: int = defaults.IGNORE_FIRST,
     resume: bool = False,
     data: str | None = None,
     n_samples: int | None = None,
@@ -178,7 +178,7 @@ def run_profile(
         "ignore_first": int(ignore_first),
         "n_permutations": int(n_permutations),
         "data": None if data is None else str(data),
-        "data_sha256": hashlib.sha256(windows.contiguous().numpy().tobytes()).hexdigest(),
+        "data_sha256": data_sha256(windows),
     }
     model_identity = {
         "class": type(model).__name__,

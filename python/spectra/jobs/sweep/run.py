@@ -24,7 +24,6 @@ as tasks and writes the same result folder.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import time
@@ -37,6 +36,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from spectra import defaults
 from spectra.interventions import gain as gain_mod
 from spectra.interventions import qk_asymmetry
 from spectra.figures import sweep as sweep_figures
@@ -47,6 +47,7 @@ from spectra.interventions.scale_sweep import (
     check_alphas,
     scale_sweep,
 )
+from spectra.io.identity import data_sha256
 
 __all__ = ["EXPERIMENTS", "GainSelection", "SweepConfig", "SweepResult", "SweepShard", "analyse_sweep", "check_heads",
            "gain_map_selection", "load_config", "model_shape", "plan_shards", "read_shard", "run_sweep", "sweep_meta",
@@ -72,8 +73,8 @@ class SweepConfig:
     control: list[int] | None = None  # scale_sweep: the control head [layer, head] for exp2's gain ratio
     modes: list[str] | None = None  # default: local (scale_sweep, gain_map); propagated (qk_asymmetry)
     kinds: list[str] | None = None  # default: q (scale_sweep, gain_map); q and k (qk_asymmetry)
-    ignore_first: int = 2
-    threshold: float = 0.9
+    ignore_first: int = defaults.IGNORE_FIRST
+    threshold: float = defaults.THRESHOLD
     gain_by: str = "max_attn"  # the gain that sets categories and picks heads (default max_attn; the seed's entry points disagreed, see docs/concepts.md, 'What the original code got wrong')
     n_bootstrap: int = 1000
     seed: int = 42
@@ -454,7 +455,7 @@ def run_sweep(
     windows = load_windows(config.data, tokenizer, config.context_length, config.n_samples)
     identity = {"class": type(model).__name__, "config_sha256": config_hash(model),
                 "weights_fingerprint": weights_fingerprint(model), "dtype": str(next(model.parameters()).dtype)}
-    meta = sweep_meta(config, identity, hashlib.sha256(windows.contiguous().numpy().tobytes()).hexdigest(),
+    meta = sweep_meta(config, identity, data_sha256(windows),
                       command_line)
     n_layers, n_heads = model_shape(model.config)
     shards = plan_shards(config, n_layers, n_heads)  # checks the heads before anything is written

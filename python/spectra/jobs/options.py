@@ -1,0 +1,127 @@
+"""Options of the job kinds, declared once: each :class:`Option` is a ``spectra <kind>`` command
+line option, a key of the kind's ``spectra run`` config, or both.
+
+A kind's ``spectra.jobs.<kind>.options`` module holds its ``OPTIONS`` (and imports nothing heavy,
+so ``spectra --help`` stays light). From them the command line builds the click options
+(:mod:`spectra.cli`), the kind's engine module takes its ``KEYS`` (:func:`keys`), and the docs take
+their options tables (:func:`table`).
+
+Example:
+    >>> opts = [Option("threshold", 0.9, "Mass that k_eff must reach.", type=float),
+    ...         Option("n_permutations", 100, "Permutations.", cli=False),
+    ...         Option("quiet", False, "No progress bar.", is_flag=True, key=False)]
+    >>> keys(opts)
+    {'threshold': 0.9, 'n_permutations': 100}
+    >>> [o.long for o in cli_options(opts)]
+    ['--threshold', '--quiet']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["SAME", "Option", "cli_options", "keys", "table"]
+
+SAME: Any = object()  # ``key_default``: the run-config default is the command line's
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a job kind.
+
+    ``name`` is the run-config key (and the click parameter name unless ``dest`` names another);
+    ``flag`` the long option (default ``--`` + ``name`` with ``-`` for ``_``). ``type`` is ``int``,
+    ``float``, ``str`` or None (text); ``min``/``max``/``min_open`` make it a range, ``choices`` a
+    choice, ``path`` (``"file"``, ``"dir"`` or ``"any"``) a path (``exists``: it must exist).
+    ``cli``/``key``: whether it is a command line option and a run-config key; ``key_default`` the
+    run-config default where it is not the command line's ``default``.
+    """
+
+    name: str
+    default: Any = None
+    help: str | None = None
+    type: type | None = None
+    min: float | None = None
+    max: float | None = None
+    min_open: bool = False
+    choices: Sequence[str] | None = None
+    path: str | None = None
+    exists: bool = False
+    flag: str | None = None
+    secondary: str | None = None
+    dest: str | None = None
+    required: bool = False
+    is_flag: bool = False
+    multiple: bool = False
+    show_default: bool | None = None
+    cli: bool = True
+    key: bool = True
+    key_default: Any = SAME
+
+    @property
+    def long(self) -> str:
+        """The long option, e.g. ``--context-length``."""
+        return self.flag or "--" + self.name.replace("_", "-")
+
+    @property
+    def param(self) -> str:
+        """The click parameter name (the command function's argument)."""
+        return self.dest or self.name
+
+    @property
+    def config_default(self) -> Any:
+        """The default of the run-config key."""
+        return self.default if self.key_default is SAME else self.key_default
+
+    @property
+    def shows_default(self) -> bool:
+        """Whether ``--help`` shows the default (every option with a default but the flags, unless said)."""
+        if self.show_default is not None:
+            return self.show_default
+        return self.default is not None and not self.is_flag and not self.multiple
+
+
+def keys(options: Iterable[Option]) -> dict[str, Any]:
+    """The run-config keys of ``options`` with their defaults (a kind's ``KEYS``)."""
+    return {o.name: o.config_default for o in options if o.key}
+
+
+def cli_options(options: Iterable[Option]) -> list[Option]:
+    """The command line options among ``options``, in order."""
+    return [o for o in options if o.cli]
+
+
+def _default_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        value = ",".join(map(str, value))
+    return f"`{value}`"
+
+
+def table(options: Iterable[Option]) -> str:
+    """A Markdown table of ``options``: option, run-config key, default, meaning (for the docs).
+
+    Example:
+        >>> print(table([Option("threshold", 0.9, "Mass that k_eff must reach.", type=float)]))
+        | option | config key | default | meaning |
+        |---|---|---|---|
+        | `--threshold` | `threshold` | `0.9` | Mass that k_eff must reach. |
+    """
+    rows = ["| option | config key | default | meaning |", "|---|---|---|---|"]
+    for o in options:
+        flag = f"`{o.long}`" + (f" / `{o.secondary}`" if o.secondary else "") if o.cli else ""
+        key = f"`{o.name}`" if o.key else ""
+        if o.cli and o.key and o.key_default is not SAME and o.key_default != o.default:
+            default = f"{_default_text(o.default) or 'none'} (config: {_default_text(o.key_default) or 'none'})"
+        else:
+            default = _default_text(o.default if o.cli else o.config_default)
+        if o.required:
+            default = "required" + (" (command line)" if o.key else "")
+        meaning = (o.help or "").replace("|", "\\|").replace("*", "\\*")
+        if o.choices:
+            meaning = (meaning + " " if meaning else "") + "One of " + ", ".join(f"`{c}`" for c in o.choices) + "."
+        rows.append(f"| {flag} | {key} | {default} | {meaning} |")
+    return "\n".join(rows)
