@@ -18,12 +18,13 @@ Example:
 from __future__ import annotations
 
 from spectra.geometry.pca import combined_pca, kind_pca
-from spectra.geometry.rotation_model import PC0_CLASSES, pc0_class, rotation
+from spectra.geometry.rotation_model import PC0_CLASSES, pc0_class, planar_rotation, rotation
 from spectra.geometry.rotation_model import AxisB as AxisB
 from spectra.geometry.summary import checkpoint_order, depth_bins, family_correlations, summarize, summarize_series
 from spectra.geometry.tables import GeometryTables, capture_table, head_table, series
 
 __all__ = [
     "PC0_CLASSES", "GeometryTables", "capture_table", "checkpoint_order", "combined_pca", "depth_bins",
-    "family_correlations", "head_table", "kind_pca", "pc0_class", "rotation", "series", "summarize", "summarize_series",
+    "family_correlations", "head_table", "kind_pca", "pc0_class", "planar_rotation", "rotation", "series", "summarize",
+    "summarize_series",
 ]

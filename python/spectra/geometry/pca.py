@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 from scipy import stats
 
-from spectra.ops import _core
+from spectra.ops import qk_geometry
 
 
 def _tensors(q, k, q_pos, k_pos) -> tuple[torch.Tensor, ...]:
@@ -53,7 +53,7 @@ def combined_pca(q, k, q_pos, k_pos, n_components: int = 10, *, anchor_tolerance
     """
     q, k, q_pos, k_pos = _tensors(q, k, q_pos, k_pos)
     _check_count("n_components", n_components, 1)
-    out = _core.combined_pca(q, q_pos, k, k_pos, n_components, anchor_tolerance)
+    out = qk_geometry.combined_pca(q, q_pos, k, k_pos, n_components, anchor_tolerance)
     table = pd.DataFrame({"pc": np.arange(len(out["r_q"])), "explained_variance": out["explained_variance"].numpy(),
                           "r_q": out["r_q"].numpy(), "r_k": out["r_k"].numpy()})
     table.attrs.update(p_q=out["p_q"], p_k=out["p_k"], fisher_pc0=out["fisher_pc0"],
@@ -79,7 +79,7 @@ def kind_pca(x, pos, n_components: int = 10) -> pd.DataFrame:
     """
     x, pos = _checked("x", x, positions=False), _checked("pos", pos, positions=True)
     _check_count("n_components", n_components, 1)
-    out = _core.kind_pca(x, pos, n_components)
+    out = qk_geometry.kind_pca(x, pos, n_components)
     r = out["r"].numpy()
     table = pd.DataFrame({"pca_dim": np.arange(len(r)), "correlation": r, "p_value": _pearson_p(r, x.shape[0]),
                           "explained_variance_ratio": out["explained_variance"].numpy()})

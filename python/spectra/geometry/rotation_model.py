@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from spectra.geometry.pca import _tensors
-from spectra.ops import _core
+from spectra.ops import qk_geometry
 
 #: The 5-class PC0 taxonomy (see docs/geometry.md, 'Definitions'), checked in this order.
 PC0_CLASSES = ("position-dominated", "Q-positional", "K-positional", "content-focused", "mixed")
@@ -16,8 +16,8 @@ PC0_CLASSES = ("position-dominated", "Q-positional", "K-positional", "content-fo
 AxisB = Literal["centroid", "eigen"]
 
 
-def rotation(q, k, q_pos, k_pos, *, axis_b: AxisB = "centroid", n_planes: int = 30,
-             active_threshold: float = 0.3) -> dict[str, object]:
+def planar_rotation(q, k, q_pos, k_pos, *, axis_b: AxisB = "centroid", n_planes: int = 30,
+                    active_threshold: float = 0.3) -> dict[str, object]:
     """The planar rotation model of one head: axes ``a``, ``b`` and every per-head metric (see docs/geometry.md, 'Definitions'):
     ``mu_q_a`` (a mean; ``intercept_q_a`` is the OLS intercept), ``alpha_q``, ``alpha_k``,
     ``bias_strength = mu_q_a · alpha_k``, ``r_q_a``, ``r_k_a``, ``position_r``,
@@ -34,15 +34,19 @@ def rotation(q, k, q_pos, k_pos, *, axis_b: AxisB = "centroid", n_planes: int = 
         >>> import torch
         >>> t = torch.arange(300.0)
         >>> k = torch.randn(300, 8) + torch.outer(t, torch.eye(8)[1]) * 0.05
-        >>> r = rotation(torch.randn(300, 8) + 2, k, t, t)
+        >>> r = planar_rotation(torch.randn(300, 8) + 2, k, t, t)
         >>> abs(r["r_k_a"]) > abs(r["r_q_a"]), r["residual_pos_r"] < 1e-10, len(r["planes"])
         (True, True, 3)
     """
     _check_axis(axis_b)
     q, k, q_pos, k_pos = _tensors(q, k, q_pos, k_pos)
-    out = dict(_core.planar_rotation(q, q_pos, k, k_pos, axis_b, n_planes, active_threshold))
+    out = dict(qk_geometry.planar_rotation(q, q_pos, k, k_pos, axis_b, n_planes, active_threshold))
     out["planes"] = _planes_frame(out)
     return out
+
+
+#: The name :func:`planar_rotation` had first (kept: public API).
+rotation = planar_rotation
 
 
 def _check_axis(axis_b: str) -> None:

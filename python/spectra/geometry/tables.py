@@ -15,7 +15,7 @@ from spectra.capture.store import open_qk_folder, read_capture
 from spectra.geometry.pca import _check_count, kind_pca
 from spectra.geometry.rotation_model import AxisB, _check_axis, _planes_frame, pc0_class
 from spectra.models.checkpoints import capture_step
-from spectra.ops import _core
+from spectra.ops import qk_geometry
 
 # The per-head scalars of the rotation model, in the order of the head table's columns.
 _ROTATION_COLUMNS = (
@@ -77,8 +77,8 @@ def _analyse(targets: Sequence[tuple[int, int, int]], rows_of, options: _Options
             q, k = rows_of(layer, head, kv)
             inputs.append((q.vectors, q.positions.double(), k.vectors, k.positions.double()))
         try:
-            results = _core.qk_geometry_batch(inputs, options.n_components, options.axis_b, options.anchor_tolerance,
-                                              options.n_planes, options.active_threshold)
+            results = qk_geometry.qk_geometry_batch(inputs, options.n_components, options.axis_b, options.anchor_tolerance,
+                                                    options.n_planes, options.active_threshold)
         except ValueError as error:
             match = re.match(r"heads\[(\d+)\]: (.*)", str(error), re.S)
             if match is None:

@@ -41,6 +41,7 @@ import pandas as pd
 import torch
 
 from spectra.ops.native import PairwisePlasticity
+from spectra.ops.plasticity import key_orientation, plasticity_head, plasticity_pairwise
 
 __all__ = [
     "HeadPlasticity", "PairwisePlasticity", "PlasticityTables", "analyze", "analyze_head", "infer_bucket_size",
@@ -91,7 +92,7 @@ def pairwise(w: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> Pairwise
         >>> plasticity.pairwise(torch.zeros(1, 3), torch.ones(3), torch.eye(3)).pp.tolist()
         [1.0]
     """
-    return PairwisePlasticity(*torch.ops.spectra.plasticity_pairwise.default(w, mean, var))
+    return plasticity_pairwise(w, mean, var)
 
 
 def window_lookback(sliding_window: float | None, bucket_size: int) -> int:
@@ -201,8 +202,6 @@ def analyze_head(
         >>> sorted(out.row)[:3], 0.0 < out.row["ap_overall"] < 1.0
         (['alpha_pos', 'ap_overall', 'beta_pos'], True)
     """
-    from spectra.ops import _core
-
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {', '.join(MODES)}; got {mode!r}")
     if query_position not in QUERY_POSITIONS:
@@ -238,7 +237,7 @@ def analyze_head(
     # The published order: orientation from every key, then each kind subsampled on its own.
     n_q_all, n_k_all = q.shape[0], k.shape[0]
     subsample = max_tokens_per_head is not None and max(n_q_all, n_k_all) > max_tokens_per_head
-    sign = _core.key_orientation(k, torch.from_numpy(k_bucket)) if subsample else None
+    sign = key_orientation(k, torch.from_numpy(k_bucket)) if subsample else None
     if max_tokens_per_head is not None and n_q_all > max_tokens_per_head:
         keep = np.random.default_rng(seed).choice(n_q_all, size=max_tokens_per_head, replace=False)
         q, q_pos, q_bucket = q[torch.from_numpy(keep)], q_pos[keep], q_bucket[keep]
@@ -252,7 +251,7 @@ def analyze_head(
     injected = None
     if pairs is not None:
         injected = tuple(torch.as_tensor(np.asarray(a, dtype=np.int64)) for a in pairs)
-    out = _core.plasticity_head(
+    out = plasticity_head(
         q, torch.from_numpy(q_pos), torch.from_numpy(q_bucket), k, torch.from_numpy(k_pos),
         torch.from_numpy(k_bucket), torch.from_numpy(k_example), mode=mode, pairs_per_cell=int(pairs_per_cell),
         seed=int(seed + 10007 * layer + 379 * head), lookback=lookback, bucket_size=bucket_size, grid_width=width,
