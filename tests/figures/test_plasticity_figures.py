@@ -8,6 +8,7 @@ import pytest
 from matplotlib.colors import to_hex
 from scipy import stats
 from spectra.figures import plasticity as pf
+from spectra.figures import plasticity_heatmaps
 from spectra.testing.tolerance import assert_png_written
 
 N_LAYERS, N_HEADS, N_CELLS, BUCKET = 2, 3, 8, 1024
@@ -166,7 +167,8 @@ def test_overwrite_in_place(tmp_path):
 def _drawn(monkeypatch, call):
     """The Figure a figure function draws, and its axes other than colour bars."""
     captured = []
-    monkeypatch.setattr(pf, "_atomic_savefig", lambda fig, path: captured.append(fig) or path)
+    for module in (pf, plasticity_heatmaps):  # the figure functions live in both
+        monkeypatch.setattr(module, "_atomic_savefig", lambda fig, path: captured.append(fig) or path)
     call()
     (fig,) = captured
     return fig, [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
