@@ -10,7 +10,8 @@ For k and v, HH is the KV-head index. Columns: ``bucket`` int32, ``example_id`` 
 int32, ``vector`` fixed_size_list<float32>[d], ``sliding_window`` int64 (null on full-attention
 layers; the reference tool infers a null-typed column there), ``stage`` string. zstd-compressed.
 
-Each file is streamed batch by batch into ``data.parquet.tmp`` and renamed into place when the
+Each file is streamed batch by batch into a hidden temporary beside it (``.data.parquet.<pid>.<uuid8>.tmp``,
+see :func:`spectra.io.atomic.tmp_name`) and renamed into place when the
 capture finishes; a capture that fails leaves no file behind, only its earlier complete ones.
 """
 
@@ -28,6 +29,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+
+from spectra.io.atomic import atomic_path, discard, move_into_place, tmp_name, write_bytes
 
 SIDECAR = "spectra_capture.json"
 
@@ -62,18 +65,13 @@ class Captured:
     buckets: torch.Tensor
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 class CaptureWriter:
     """Streams capture rows into one Parquet file per (layer, head, kind, stage)."""
 
     def __init__(self, out_dir: str | os.PathLike) -> None:
         self.out_dir = Path(out_dir)
         self._writers: dict[Path, pq.ParquetWriter] = {}
+        self._tmps: dict[Path, Path] = {}  # each file's temporary, written until commit
         self._created_dirs: list[Path] = []
         self.rows: dict[str, int] = {}
         self._raised_fd_limit: tuple[int, int] | None = None
@@ -105,7 +103,8 @@ class CaptureWriter:
                 if not directory.exists():
                     self._created_dirs.append(directory)
             path.parent.mkdir(parents=True, exist_ok=True)
-            writer = pq.ParquetWriter(path.with_name(path.name + ".tmp"), capture_schema(head_dim), compression="zstd")
+            self._tmps[path] = tmp_name(path)
+            writer = pq.ParquetWriter(self._tmps[path], capture_schema(head_dim), compression="zstd")
             self._writers[path] = writer
             self.rows[str(path.relative_to(self.out_dir))] = 0
         if n == 0:
@@ -131,11 +130,11 @@ class CaptureWriter:
         try:
             for path, writer in self._writers.items():
                 writer.close()
-                os.replace(path.with_name(path.name + ".tmp"), path)
+                move_into_place(self._tmps.pop(path), path)
             self._writers.clear()
             sidecar = {**sidecar, "rows": self.rows}
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.out_dir / SIDECAR, json.dumps(sidecar, indent=2, sort_keys=True))
+            write_bytes(self.out_dir / SIDECAR, json.dumps(sidecar, indent=2, sort_keys=True).encode())
         finally:
             self._restore_fd_limit()
 
@@ -144,7 +143,7 @@ class CaptureWriter:
         try:
             for path, writer in self._writers.items():
                 writer.close()
-                path.with_name(path.name + ".tmp").unlink(missing_ok=True)
+                discard(self._tmps.pop(path))
             self._writers.clear()
             for directory in reversed(self._created_dirs):
                 if directory.exists() and not any(directory.iterdir()):
@@ -329,7 +328,7 @@ def merge_captures(shard_folders: list[str | os.PathLike], out_dir: str | os.Pat
     for name in sorted(rows):
         _concatenate([shard / name for shard in shards if (shard / name).is_file()], out / name)
     sidecar = {**sidecars[0], "n_examples": sum(int(s.get("n_examples", 0)) for s in sidecars), "rows": rows}
-    atomic_write_text(out / SIDECAR, json.dumps(sidecar, indent=2, sort_keys=True))
+    write_bytes(out / SIDECAR, json.dumps(sidecar, indent=2, sort_keys=True).encode())
     return sidecar
 
 
@@ -338,18 +337,13 @@ def _concatenate(sources: list[Path], path: Path) -> None:
     as :class:`CaptureWriter`), one row group in memory at a time."""
     schema = _writer_schema(pq.ParquetFile(sources[0]).schema_arrow)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-            for source in sources:
-                parquet = pq.ParquetFile(source)
-                if not _writer_schema(parquet.schema_arrow).equals(schema):
-                    raise ValueError(f"shard_folders: {source} has another schema than {sources[0]}")
-                for group in range(parquet.num_row_groups):
-                    writer.write_table(parquet.read_row_group(group).cast(schema))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        for source in sources:
+            parquet = pq.ParquetFile(source)
+            if not _writer_schema(parquet.schema_arrow).equals(schema):
+                raise ValueError(f"shard_folders: {source} has another schema than {sources[0]}")
+            for group in range(parquet.num_row_groups):
+                writer.write_table(parquet.read_row_group(group).cast(schema))
 
 
 def _writer_schema(schema: pa.Schema) -> pa.Schema:

@@ -35,13 +35,10 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import os
-import shutil
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -52,6 +49,9 @@ from typing import Any
 import numpy as np
 
 from spectra import defaults
+
+from spectra.io.atomic import atomic_path, discard, write_parquet_table
+from spectra.io.identity import digest_array, sha256_of
 
 __all__ = [
     "COMMON_KEYS",
@@ -237,18 +237,6 @@ def check_config(config: Mapping[str, Any], *, out: str | os.PathLike | None = N
 # --------------------------------------------------------------------------------------------
 
 
-def sha256_of(obj: Any) -> str:
-    """sha256 of ``obj``'s canonical JSON (sorted keys; non-JSON values by ``str``)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _digest_array(array: np.ndarray | None) -> str | None:
-    if array is None:
-        return None
-    array = np.ascontiguousarray(array)
-    return hashlib.sha256(f"{array.dtype}{array.shape}".encode() + array.tobytes()).hexdigest()
-
-
 @dataclass(frozen=True, eq=False)
 class Task:
     """One unit of work: what one shard of a run holds; picklable, self-contained.
@@ -294,7 +282,7 @@ class Task:
         """sha256 of everything that determines the shard's content (not where the run folder is)."""
         return sha256_of({"kind": self.kind, "model": self.model, "label": self.label, "shard": self.shard,
                           "samples": list(self.samples), "options": self.options, "relpath": self.relpath,
-                          "input_ids": _digest_array(self.input_ids), "data": self.data})
+                          "input_ids": digest_array(self.input_ids), "data": self.data})
 
 
 @dataclass
@@ -444,13 +432,6 @@ def _stamp(task: Task, identity: Mapping[str, Any] | None) -> dict[str, Any]:
             "samples": list(task.samples)}
 
 
-def tmp_name(path: Path) -> Path:
-    """A hidden temporary name beside ``path``, unique to this process and call."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-
-
-_tmp_name = tmp_name  # the fault injectors' name for it
-
 ID_COLUMNS = ("sample", "layer", "head", "token")
 
 
@@ -459,7 +440,6 @@ def write_parquet_shard(task: Task, frame, identity: Mapping[str, Any] | None = 
     zstd-compressed, dictionary-encoding the id columns and byte-stream-splitting the floats (as
     ``spectra.profile.write_profile_parquet``), with the task stamp in the Parquet metadata."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     path = task.path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -468,21 +448,9 @@ def write_parquet_shard(task: Task, frame, identity: Mapping[str, Any] | None = 
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), TASK_KEY: stamp.encode()})
     ids = [c for c in ID_COLUMNS if c in frame.columns]
     floats = [c for c in frame.columns if c not in ids and frame[c].dtype.kind == "f"]
-    tmp = tmp_name(path)
-    try:
-        pq.write_table(table, tmp, compression="zstd", compression_level=3, use_dictionary=ids or False,
-                       use_byte_stream_split=floats or False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_parquet_table(path, table, compression="zstd", compression_level=3, use_dictionary=ids or False,
+                        use_byte_stream_split=floats or False)
     return path
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -501,21 +469,10 @@ def folder_shard(task: Task, identity: Mapping[str, Any] | None = None) -> Itera
     """
     path = task.path
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_name(path)
-    tmp.mkdir()
-    try:
+    # a shard of another configuration or an earlier attempt at ``path`` is replaced, never merged into
+    with atomic_path(path, folder=True) as tmp:
         yield tmp
         (tmp / STAMP_FILE).write_text(json.dumps(_stamp(task, identity), sort_keys=True, indent=1))
-        old = None
-        if path.exists():  # a shard of another configuration or an earlier attempt: replaced, never merged into
-            old = tmp_name(path)
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            _remove(old)
-    finally:
-        if tmp.exists():
-            _remove(tmp)
 
 
 def run_task(task: Task) -> TaskResult:
@@ -794,7 +751,7 @@ def _clean_temporaries(tasks: Sequence[Task]) -> None:
     """Removes the hidden ``.*.tmp`` entries killed attempts left beside the shards (every shard is in place)."""
     for folder in sorted({task.path.parent for task in tasks}):
         for stray in folder.glob(".*.tmp"):
-            _remove(stray)
+            discard(stray)
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ from collections.abc import Collection
 from dataclasses import replace
 from pathlib import Path
 
-from spectra.engine.core import Task, TaskResult, run_task, tmp_name
+from spectra.engine.core import Task, TaskResult, run_task
+from spectra.io.atomic import tmp_name
 
 __all__ = ["always_fail", "attempts", "die_once", "record_attempt"]
 

@@ -8,10 +8,12 @@ import json
 import sys
 from typing import Any
 
+import numpy as np
 import torch
 
 
 def sha256_of(obj: Any) -> str:
+    """sha256 of ``obj``'s canonical JSON (sorted keys; non-JSON values by ``str``)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -46,3 +48,17 @@ def versions() -> dict[str, str]:
 
     return {"spectra": spectra.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "python": sys.version.split()[0]}
+
+
+def digest_array(array: np.ndarray | None) -> str | None:
+    """sha256 of an array's dtype, shape and bytes (C order); None for None."""
+    if array is None:
+        return None
+    array = np.ascontiguousarray(array)
+    return hashlib.sha256(f"{array.dtype}{array.shape}".encode() + array.tobytes()).hexdigest()
+
+
+def data_sha256(array) -> str:
+    """sha256 of an array's raw bytes in C order (a NumPy array or a CPU tensor): the fingerprint of
+    the token windows a result was computed on."""
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()

@@ -53,6 +53,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from spectra.io.atomic import write_bytes
+
 __all__ = [
     "KINDS",
     "ResultFolder",
@@ -476,11 +478,11 @@ class _LayerAttentionRecorder:
     def wants_output(self, layer: int) -> bool:
         return False
 
-    def on_attention(self, layer, module, q, k, v, attention_mask, kwargs):
-        from spectra.capture.attention_switch import layer_attention
     def on_output(self, layer: int, output):
         return output
 
+    def on_attention(self, layer, module, q, k, v, attention_mask, kwargs):
+        from spectra.capture.attention_switch import layer_attention
 
         how = layer_attention(self.adapter, layer, module, kwargs)
         self.layers[layer] = {"scaling": float(how.scaling), "softcap": float(how.softcap) if how.softcap else None,
@@ -812,10 +814,5 @@ def write_report(result_dir: str | os.PathLike, out: str | os.PathLike | None = 
         raise ValueError(f"out: {target} is a folder; give the path of the HTML file to write")
     if not target.parent.is_dir():
         raise FileNotFoundError(f"out: the folder {target.parent} does not exist")
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(render_html(data), encoding="utf-8")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_bytes(target, render_html(data).encode("utf-8"))
     return target

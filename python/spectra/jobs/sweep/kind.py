@@ -34,7 +34,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -65,6 +64,7 @@ from spectra.jobs.sweep.run import (
     SweepResult,
     SweepShard,
 )
+from spectra.io.identity import data_sha256
 
 __all__ = ["KEYS", "check", "compute", "describe", "merge", "plan"]
 
@@ -210,7 +210,7 @@ def merge(config: Mapping[str, Any], tasks: Sequence[Task], command_line: Sequen
                              "delete them and rerun")
         identity = shared_model_identity(group)
         windows = np.ascontiguousarray(group[0].input_ids)
-        meta = sweep_job.sweep_meta(settings, identity, hashlib.sha256(windows.tobytes()).hexdigest(), command_line)
+        meta = sweep_job.sweep_meta(settings, identity, data_sha256(windows), command_line)
         keep_created(out / META, meta)
         _atomic_json(out / META, meta)
         summary, tables, figures = sweep_job.analyse_sweep(
