@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from spectra.ops import HookRegistry, PositionSampler
+from spectra import __version__
 from spectra.capture.attention_switch import AttentionClient, AttentionSwitch, layer_attention, switch_for
 from spectra.capture.store import Captured, CaptureWriter, capture_path
 from spectra.models import Adapter, adapter_for, inverse_rope
@@ -381,8 +382,6 @@ class Probe(AttentionClient):
 
     def describe(self) -> dict[str, Any]:
         """What was captured, as written to the sidecar JSON."""
-        from spectra import __version__
-
         config = self.model.config
         return {
             "spectra_version": __version__,

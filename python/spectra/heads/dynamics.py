@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
 from spectra.ops.native import vec_stats
@@ -32,6 +33,8 @@ from spectra.models import adapter_for
 from spectra.heads.stats import head_stats
 from spectra.heads.taxonomy import Thresholds, classify
 from spectra.models.checkpoints import checkpoint_step
+from spectra.models import zoo
+from spectra.data.windows import load_windows
 
 __all__ = ["Dynamics", "KeyTracker", "KeyTrackerCallback", "architecture", "check_architecture", "checkpoint_step",
            "combine", "gamma_table", "require_qk_norm", "resolve_checkpoints", "track", "track_checkpoint"]
@@ -117,8 +120,6 @@ def resolve_checkpoints(checkpoints: Sequence[str | Path] | str) -> list[tuple[i
         >>> [(step, folder.name) for step, folder in resolve_checkpoints("tiny-qwen3")][:2]
         [(0, 'step-000000'), (100, 'step-000100')]
     """
-    from spectra.models import zoo
-
     folders: list[Path]
     final_step: int | None = None
     if isinstance(checkpoints, str) and checkpoints in zoo.MODEL_NAMES:
@@ -243,10 +244,6 @@ def track(
         >>> sorted(result.gamma["head"].unique().tolist()), result.kv_series["stat"].nunique()
         ([-1], 7)
     """
-    from tqdm.auto import tqdm
-
-    from spectra.models import zoo
-    from spectra.data.windows import load_windows
     series = resolve_checkpoints(checkpoints)
     parts: list[Dynamics] = []
     first: tuple[Path, dict[str, object]] | None = None

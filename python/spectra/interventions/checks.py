@@ -32,6 +32,7 @@ from spectra.interventions.specs import (
 )
 from spectra.models import adapter_for
 from spectra.capture.forward import model_inputs, run_model
+from spectra.capture.probe import Probe
 
 __all__ = [
     "BaselineReport",
@@ -194,8 +195,6 @@ class IsolationReport:
 
 
 def _captures(model: nn.Module, layers: list[int]):
-    from spectra.capture.probe import Probe
-
     return Probe(model, layers=layers, capture=("q", "k", "v"), stage="post_rope")
 
 

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from spectra.ops.native import attn_row_stats
 from spectra.capture.attention_switch import AttentionClient, attached, layer_attention
@@ -174,8 +175,6 @@ def _local(model, input_ids, attention_mask, targets, alphas, kinds, threshold, 
     for layer, head in targets:
         heads_by_layer.setdefault(layer, []).append(head)
     client = _LocalSweep(model, heads_by_layer, alphas, threshold, ignore_first)
-    from tqdm.auto import tqdm
-
     with attached(model, client):
         for start, end in tqdm(list(_batches(len(input_ids), batch_size)), desc="scale sweep (local)",
                                disable=not progress):
@@ -218,8 +217,6 @@ def _make(kind: str, layer: int, head: int, alpha: float, a: Adapter):
 
 
 def _propagated(model, input_ids, attention_mask, targets, alphas, kinds, threshold, ignore_first, batch_size, progress):
-    from tqdm.auto import tqdm
-
     a = adapter_for(model)
     causal_lm = a.family != "bert"
     rows: list[pd.DataFrame] = []

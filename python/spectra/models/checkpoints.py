@@ -28,7 +28,6 @@ def checkpoint_step(folder: str | Path) -> int:
 
 def capture_step(folder: Path, model_path: str | None) -> int | None:
     """The training step of a capture: from its folder, else from the captured model's folder."""
-    from spectra.models.checkpoints import checkpoint_step
     for candidate in (folder, Path(model_path) if model_path else None):
         if candidate is not None:
             try:

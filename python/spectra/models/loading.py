@@ -10,6 +10,7 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from spectra.models import zoo
 from spectra.models.devices import check_device, placement_kwargs
 
 
@@ -40,8 +41,6 @@ def load_model(
     Spectra's forwards send token ids to ``spectra.models.devices.input_device(model)`` and accelerate's
     hooks move every layer's inputs to that layer's device; see docs/multi-gpu.md.
     """
-    from spectra.models import zoo
-
     target = check_device(device)
     placement = placement_kwargs(device_map, max_memory, offload_folder)  # validates before any loading
     if name_or_path == MINILM:
@@ -56,8 +55,6 @@ def load_model(
 
 
 def _load_folder(name_or_path: str, dtype: torch.dtype, attn_implementation: str, placement: dict[str, Any]):
-    from spectra.models import zoo
-
     folder = Path(name_or_path)
     if not (folder / "config.json").is_file():
         raise ValueError(

@@ -22,7 +22,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import transformers
 from torch import nn
+from transformers import AutoModel, AutoModelForCausalLM
 
 VOCAB_SIZE = 97
 _ROPE = {"rope_type": "default", "rope_theta": 10_000.0}
@@ -100,8 +102,6 @@ ENCODERS = frozenset({"bert"})
 
 def tiny_config(family: str, **overrides: Any):
     """The tiny configuration of ``family`` (a ``config.model_type``), with ``overrides`` applied."""
-    import transformers
-
     if family not in TINY_CONFIGS:
         raise ValueError(f"family: no tiny config for {family!r}; known families are {', '.join(TINY_CONFIGS)}")
     class_name, kwargs = TINY_CONFIGS[family]
@@ -121,8 +121,6 @@ def tiny_model(
     family: str, attn_implementation: str = "sdpa", dtype: torch.dtype = torch.float32, *, seed: int = 0, **overrides: Any
 ) -> nn.Module:
     """A random-init tiny model of ``family`` in eval mode (seeded: the same call gives the same weights)."""
-    from transformers import AutoModel, AutoModelForCausalLM
-
     config = tiny_config(family, **overrides)
     auto = AutoModel if family in ENCODERS else AutoModelForCausalLM
     torch.manual_seed(seed)
