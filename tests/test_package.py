@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +15,12 @@ PACKAGE = Path(spectra.__file__).resolve().parent
 
 
 def test_the_top_level_holds_only_the_entry_points():
+    """The entry points, the native loader, and ``defaults``: constants that import nothing, so that
+    every layer (down to the ops, and the CLI without torch) shares one value."""
     modules = sorted(p.name for p in PACKAGE.glob("*.py"))
-    assert modules == ["__init__.py", "__main__.py", "_native.py", "cli.py", "info.py"], modules
+    assert modules == ["__init__.py", "__main__.py", "_native.py", "cli.py", "defaults.py", "info.py"], modules
+    tree = ast.parse((PACKAGE / "defaults.py").read_text())
+    assert not [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
 
 
 def test_import_spectra_imports_neither_torch_nor_transformers():
