@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from spectra.models import zoo
+
 
 def load_windows(data: str | os.PathLike | None, tokenizer, context_length: int, n_samples: int | None = None) -> torch.Tensor:
     """Token windows ``(N, context_length)`` (int64) from ``data``, at most ``n_samples``, in order.
@@ -32,8 +34,6 @@ def load_windows(data: str | os.PathLike | None, tokenizer, context_length: int,
     if n_samples is not None and (not isinstance(n_samples, int) or n_samples < 1):
         raise ValueError(f"n-samples: expected an integer >= 1; got {n_samples!r}")
     if data is None:
-        from spectra.models import zoo
-
         texts, source = [zoo.heldout_text()], "the zoo held-out corpus"
         return _text_windows(texts, tokenizer, context_length, n_samples, source)
     path = Path(data)

@@ -56,6 +56,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from scipy import stats
 
 from spectra.figures.plasticity_common import (
     _AGGS,
@@ -335,8 +336,6 @@ def score_correlation_figure(report: pd.DataFrame, scores: pd.DataFrame, path: s
     if np.ptp(x) == 0 or np.ptp(y) == 0:
         summary = f"Pearson r undefined (constant values), n = {len(x)}"
     else:
-        from scipy import stats
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             r, p = stats.pearsonr(x, y)

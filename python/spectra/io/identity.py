@@ -10,6 +10,10 @@ from typing import Any
 
 import numpy as np
 import torch
+import transformers
+
+import spectra
+from spectra.models.devices import state_dict_values
 
 
 def sha256_of(obj: Any) -> str:
@@ -29,8 +33,6 @@ def weights_fingerprint(model, samples: int = 1024) -> str:
     The same weights give the same fingerprint wherever they live: on one device, spread over
     GPUs by a ``device_map``, or offloaded by accelerate (``meta`` parameters are read through its
     offload map, see ``spectra.models.devices.state_dict_values``)."""
-    from spectra.models.devices import state_dict_values
-
     digest = hashlib.sha256()
     with torch.no_grad():
         for name, entry, values in state_dict_values(model):
@@ -42,10 +44,6 @@ def weights_fingerprint(model, samples: int = 1024) -> str:
 
 
 def versions() -> dict[str, str]:
-    import transformers
-
-    import spectra
-
     return {"spectra": spectra.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "python": sys.version.split()[0]}
 

@@ -39,7 +39,10 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
+from spectra.capture.store import open_qk_folder, read_capture, read_sliding_window
+from spectra.models.checkpoints import capture_step as _step_of
 from spectra.ops.native import PairwisePlasticity
 from spectra.ops.plasticity import key_orientation, plasticity_head, plasticity_pairwise
 
@@ -390,8 +393,6 @@ def analyze(qk_dir, mode: Mode = "thesis", *, heads: Iterable[tuple[int, int]] |
         >>> tables.heads[["layer", "head", "kv_head"]].values.tolist(), tables.meta["context_length"]
         ([[1, 0, 0], [1, 5, 1]], 256)
     """
-    from spectra.capture.store import open_qk_folder, read_capture, read_sliding_window
-
     qk = open_qk_folder(qk_dir, gqa_group)
     folder, files, sidecar, kv_of = qk.path, qk.files, qk.sidecar, qk.kv_head
     targets = files["q"]
@@ -409,8 +410,6 @@ def analyze(qk_dir, mode: Mode = "thesis", *, heads: Iterable[tuple[int, int]] |
     rows, cells, heatmaps, components = [], [], [], []
     keys: dict[tuple[int, int], object] = {}
     last_bucket = -1
-    from tqdm.auto import tqdm
-
     for layer, head in tqdm(targets, desc="plasticity", unit="head", disable=not progress):
         kv = kv_of(head)
         if (layer, kv) not in files["k"]:
@@ -470,7 +469,6 @@ def series(qk_dirs: Sequence[str | Path], mode: Mode = "thesis", *, labels: Sequ
         ...
         ValueError: qk: give at least one capture folder
     """
-    from spectra.models.checkpoints import capture_step as _step_of
     dirs = [Path(d) for d in qk_dirs]
     if not dirs:
         raise ValueError("qk: give at least one capture folder")

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from scipy.stats import pearsonr
 
 from spectra.plasticity import PlasticityTables
 
@@ -154,8 +155,6 @@ def score_correlations(report: pd.DataFrame, fraction_frame: pd.DataFrame, score
     points with τ ∈ [ℓ/2, ℓ)). Returns ``scope, checkpoint, metric, score, n, r, p``; a correlation
     needs 3 points (fewer: skipped).
     """
-    from scipy.stats import pearsonr
-
     if "checkpoint" not in scores.columns:
         raise ValueError(f"scores: needs a 'checkpoint' column naming the model/checkpoint; got {list(scores.columns)}")
     known = set(report["checkpoint"].astype(str))

@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers.utils import logging as hf_logging
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 
+from spectra.models.devices import placement_kwargs
 from spectra.models.zoo.architectures import MODEL_NAMES
 from spectra.models.zoo.paths import MODELS_DIR
 
@@ -84,7 +85,6 @@ def load(
     >>> model.training, model.dtype
     (False, torch.float32)
     """
-    from spectra.models.devices import placement_kwargs
 
     placement = placement_kwargs(device_map, max_memory, offload_folder)
     folder = resolve(name_or_path, checkpoint)

