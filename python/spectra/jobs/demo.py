@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from spectra.jobs.profile.run import META, ProfileResult, run_profile
-
 from spectra.data.windows import load_windows
+from spectra.jobs.profile.run import META, ProfileResult, run_profile
+from spectra.models.loading import load_model
+from spectra.report.html import write_report
+
 SUMMARY_METRICS = ("entropy", "max_attn", "k_eff", "sink_mass")
 
 
@@ -64,7 +66,6 @@ def run_demo(
         >>> sorted(p.name for p in result.figures)[-1]
         'head_sink_mass.png'
     """
-    from spectra.models.loading import load_model
     out = Path(out_dir)
     if (out / META).is_file():
         json.loads((out / META).read_text())  # only ever replace what looks like a result folder
@@ -84,7 +85,6 @@ def run_demo(
     seconds = time.perf_counter() - start
     print_result(result)
     print(f"{len(windows) * context_length} tokens profiled and analysed in {seconds:.1f} s")
-    from spectra.report.html import write_report
 
     print(f"report: {write_report(out)}")
     return result

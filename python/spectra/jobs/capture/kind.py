@@ -47,6 +47,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from transformers import AutoConfig
+
+from spectra.capture.probe import make_sampler
+from spectra.capture.store import SIDECAR, merge_captures, read_sidecar
+from spectra.data.examples import heldout_examples, read_examples
 from spectra.engine.core import (
     COMMON_KEYS,
     STAMP_FILE,
@@ -64,7 +69,10 @@ from spectra.engine.core import (
     shards_by_label,
     shared_model_identity,
 )
+from spectra.io.atomic import write_json as _atomic_json
 from spectra.jobs.capture.options import KEYS
+from spectra.jobs.capture.run import run_capture
+from spectra.models.checkpoints import checkpoint_step
 
 __all__ = ["KEYS", "STRAY_GLOB", "CaptureResult", "check", "check_capture_keys", "compute", "describe", "merge",
            "merge_capture_shards", "ordered_entries", "plan", "plan_captures", "resolve_max_length"]
@@ -138,7 +146,6 @@ def check(config: dict[str, Any]) -> dict[str, Any]:
         ...
         ValueError: positions: unknown sampler 'random'; allowed are 'all', 'uniform', 'log_uniform', a spectra.PositionSampler, or a list of token positions
     """
-    from spectra.capture.probe import make_sampler
 
     check_capture_keys(config)
     config["capture"] = _names(config["capture"], "capture", _KINDS)
@@ -175,7 +182,6 @@ def ordered_entries(config: Mapping[str, Any]) -> list[tuple[str, str]]:
         >>> [label for label, _ in ordered_entries({"models": ["tiny-llama"], "checkpoints": ["tiny-qwen3"]})][:3]
         ['tiny-llama', 'tiny-qwen3-step-000000', 'tiny-qwen3-step-000100']
     """
-    from spectra.models.checkpoints import checkpoint_step
     found = entries(config)
     ordered, rest = found[:len(config["models"])], found[len(config["models"]):]
     for entry in config["checkpoints"]:
@@ -191,7 +197,6 @@ def ordered_entries(config: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 def context_of(folder: Path) -> int | None:
     """The model's context (``max_position_embeddings`` or ``n_positions``), None when its config names none."""
-    from transformers import AutoConfig
 
     model_config = AutoConfig.from_pretrained(folder, local_files_only=True)
     return getattr(model_config, "max_position_embeddings", None) or getattr(model_config, "n_positions", None)
@@ -199,8 +204,6 @@ def context_of(folder: Path) -> int | None:
 
 def load_examples(config: Mapping[str, Any], max_length: int) -> list[tuple[int, str]]:
     """The run's ``(example_id, text)`` pairs: the first ``n_examples`` of ``data``, or of the held-out text."""
-    from spectra.data.examples import read_examples
-    from spectra.data.examples import heldout_examples
     if config["data"] is not None:
         examples = read_examples(config["data"])
         return examples[:config["n_examples"]] if config["n_examples"] is not None else examples
@@ -282,7 +285,6 @@ def plan(config: Mapping[str, Any]) -> list[Task]:
 def compute(task: Task) -> int:
     """Captures the task's examples with :func:`~spectra.jobs.capture.run.run_capture` into a temporary folder
     that becomes the task's shard folder when complete; returns the rows written."""
-    from spectra.jobs.capture.run import run_capture
     model, tokenizer = load_task_model(task)
     o = task.options
     with folder_shard(task, model_identity(model)) as folder:
@@ -305,8 +307,6 @@ def merge_capture_shards(tasks: Sequence[Task]) -> dict[str, CaptureResult]:
 
     Raises ``ValueError`` when a shard is missing, or when the shards of one label disagree on the
     model (its weights changed between two runs)."""
-    from spectra.capture.store import SIDECAR, merge_captures, read_sidecar
-    from spectra.io.atomic import write_json as _atomic_json
     results: dict[str, CaptureResult] = {}
     for label, group in shards_by_label(tasks).items():
         shared_model_identity(group)

@@ -12,10 +12,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from spectra.capture.forward import run_model
-from spectra.capture.store import SIDECAR, read_sidecar
-from spectra.capture.probe import Probe
+from tqdm.auto import tqdm
 
+from spectra.capture.forward import run_model
+from spectra.capture.probe import Probe
+from spectra.capture.store import SIDECAR, read_sidecar
 
 
 def run_capture(
@@ -41,7 +42,6 @@ def run_capture(
         >>> meta["n_examples"], meta["rows"]["l00h01q/data.parquet"] > 0
         (2, True)
     """
-    from tqdm.auto import tqdm
 
     out = Path(out_dir)
     if (out / SIDECAR).exists() and not overwrite:

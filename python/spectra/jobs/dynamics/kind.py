@@ -64,7 +64,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from spectra.data.windows import load_windows
 from spectra.engine.core import (
     COMMON_KEYS,
     Task,
@@ -76,7 +82,18 @@ from spectra.engine.core import (
     positive_int,
     shards_by_label,
 )
+from spectra.heads.dynamics import (
+    Dynamics,
+    architecture,
+    check_architecture,
+    combine,
+    require_qk_norm,
+    resolve_checkpoints,
+    track_checkpoint,
+)
 from spectra.jobs.dynamics.options import KEYS
+from spectra.jobs.dynamics.run import SETTINGS, TABLES, write_dynamics
+from spectra.models import zoo
 
 __all__ = ["KEYS", "Series", "check", "compute", "describe", "merge", "plan", "series_of"]
 
@@ -147,8 +164,6 @@ def series_of(config: Mapping[str, Any]) -> list[Series]:
         >>> [(s.label, [step for step, _ in s.members]) for s in series_of({"checkpoints": folders})]
         [('tiny-qwen3', [800, 1600])]
     """
-    from spectra.models import zoo
-    from spectra.heads.dynamics import resolve_checkpoints
     found: list[Series] = []
     groups: dict[Path, tuple[str, list[Path]]] = {}  # run folder -> (label, checkpoint folders in config order)
     order: list[object] = []  # zoo series and run folders, in config order
@@ -184,8 +199,6 @@ def series_of(config: Mapping[str, Any]) -> list[Series]:
 
 def _skeleton(folder: Path):
     """The model of a checkpoint folder on the ``meta`` device: its architecture without its weights."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
 
     model_config = AutoConfig.from_pretrained(folder, local_files_only=True)
     with torch.device("meta"):
@@ -196,7 +209,6 @@ def _check_series(series: Series, config: Mapping[str, Any]) -> None:
     """The errors ``spectra dynamics`` would give, found before any task runs: checkpoints of another
     architecture than the first, a context or random block beyond the positions, a required γ
     heatmap of a family without QK-norm."""
-    from spectra.heads.dynamics import architecture, check_architecture, require_qk_norm
     first_step, first = series.members[0]
     reference: dict[str, object] | None = None
     for step, folder in series.members:
@@ -227,9 +239,7 @@ def plan(config: Mapping[str, Any]) -> list[Task]:
     adding a checkpoint to a series leaves the other tasks' shards valid. The windows are tokenised
     here, once per series, with its first checkpoint's tokenizer, as ``spectra.dynamics.track`` does.
     """
-    from transformers import AutoTokenizer
 
-    from spectra.data.windows import load_windows
     options = {key: config[key] for key in _OPTIONS}
     tasks: list[Task] = []
     for series in series_of(config):
@@ -247,12 +257,6 @@ def plan(config: Mapping[str, Any]) -> list[Task]:
 def compute(task: Task) -> int:
     """``track_checkpoint`` of the task's checkpoint on its windows, written as a folder shard: the four
     tables as Parquet and ``checkpoint.json``. Returns the number of rows written."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    import torch
-
-    from spectra.heads.dynamics import track_checkpoint
-    from spectra.jobs.dynamics.run import TABLES
 
     model, _ = load_task_model(task)
     options = task.options
@@ -271,10 +275,6 @@ def compute(task: Task) -> int:
 
 def read_shard(path: str | Path):
     """A checkpoint shard as ``(Dynamics of one step, checkpoint folder)``."""
-    import pandas as pd
-
-    from spectra.heads.dynamics import Dynamics
-    from spectra.jobs.dynamics.run import TABLES
 
     path = Path(path)
     info = json.loads((path / CHECKPOINT_FILE).read_text())
@@ -299,8 +299,6 @@ def merge(config: Mapping[str, Any], tasks: Sequence[Task],
     """Writes each series' folder from its checkpoint shards alone (``combine``, then ``write_dynamics``).
     Returns ``label -> DynamicsResult``. Raises ``ValueError`` when a shard is missing, or when the
     shards of a series disagree on the architecture."""
-    from spectra.heads.dynamics import check_architecture, combine
-    from spectra.jobs.dynamics.run import SETTINGS, write_dynamics
 
     series = {s.label: s for s in series_of(config)}
     settings = {**{key: config[key] for key in SETTINGS}, **loading_settings(config)}

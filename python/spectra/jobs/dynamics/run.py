@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from spectra.figures import dynamics as dynamics_figures
-from spectra.heads.dynamics import Dynamics, track
+from spectra.heads.dynamics import Dynamics, gamma_table, track
+from spectra.io.atomic import write_csv as _atomic_csv
+from spectra.io.atomic import write_json as _atomic_json
+from spectra.io.atomic import write_parquet as _atomic_parquet
+from spectra.io.identity import versions as _versions
+from spectra.models import zoo
+
 __all__ = ["DynamicsResult", "run_dynamics", "write_dynamics"]
 
 
@@ -90,8 +96,6 @@ def write_dynamics(
     name or the list of folders) and ``meta.json`` (``settings``, steps, architecture, versions,
     command line, time). ``spectra dynamics`` and ``spectra run`` (``kind: dynamics``) both write
     through here, so their folders are the same."""
-    from spectra.io.identity import versions as _versions
-    from spectra.io.atomic import write_csv as _atomic_csv, write_json as _atomic_json, write_parquet as _atomic_parquet
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out: {out} exists and is not a folder")
@@ -129,8 +133,6 @@ def write_dynamics(
 
 def _require_qk_norm(checkpoints: Sequence[str | Path] | str) -> None:
     """Fails fast, on the first checkpoint, when a γ heatmap is asked of a family without QK-norm."""
-    from spectra.models import zoo
-    from spectra.heads.dynamics import gamma_table
     if isinstance(checkpoints, str) and checkpoints in zoo.MODEL_NAMES:
         first = zoo.checkpoint_paths(checkpoints)[:1] or [zoo.model_path(checkpoints)]
     else:

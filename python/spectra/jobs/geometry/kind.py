@@ -49,6 +49,7 @@ from spectra.jobs.capture.kind import (
 )
 from spectra.jobs.capture.kind import describe as describe_capture
 from spectra.jobs.geometry.options import KEYS
+from spectra.jobs.geometry.run import run_geometry
 
 __all__ = ["KEYS", "ANALYSIS", "STRAY_GLOB", "check", "compute", "describe", "merge", "plan"]
 
@@ -114,7 +115,6 @@ def merge(config: Mapping[str, Any], tasks: Sequence[Task], command_line: Sequen
           ) -> dict[str, Any]:
     """Merges the captures, then runs :func:`~spectra.jobs.geometry.run.run_geometry` on them into
     ``out/geometry`` (emptied first). Returns ``label -> CaptureResult`` and ``"geometry" -> GeometryRun``."""
-    from spectra.jobs.geometry.run import run_geometry
     captures = merge_capture_shards(tasks)
     out = Path(config["out"]) / ANALYSIS
     if out.exists():

@@ -26,10 +26,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import spectra
 from spectra import geometry
-from spectra.figures import geometry as geometry_figures
-from spectra.io.atomic import write_csv as _atomic_csv, write_json as _atomic_json, write_parquet as _atomic_parquet
+from spectra.capture.store import SIDECAR, read_capture
 from spectra.data.examples import heldout_examples
+from spectra.figures import geometry as geometry_figures
+from spectra.io.atomic import write_csv as _atomic_csv
+from spectra.io.atomic import write_json as _atomic_json
+from spectra.io.atomic import write_parquet as _atomic_parquet
+from spectra.jobs.capture.run import run_capture
+from spectra.models import zoo
+from spectra.models.loading import load_model
+
+
 @dataclass
 class GeometryRun:
     """What :func:`run_geometry` wrote."""
@@ -55,10 +64,6 @@ def capture_model(model_name: str, out_root: str | Path, *, checkpoints: bool = 
         ...                                max_length=32)][:2]
         ['step-000000', 'step-000100']
     """
-    from spectra.models import zoo
-    from spectra.jobs.capture.run import run_capture
-    from spectra.models.loading import load_model
-    from spectra.capture.store import SIDECAR
 
     if n_examples < 1 or max_length < 2:
         raise ValueError(f"n_examples/max_length: expected >= 1 and >= 2; got {n_examples}, {max_length}")
@@ -101,7 +106,6 @@ def run_geometry(qk_dirs: Sequence[str | Path], out_dir: str | Path, *, labels: 
         >>> len(run.tables.heads), sorted(p.name for p in run.figures)[0]
         (32, 'depth_heatmaps.png')
     """
-    import spectra
 
     dirs = [Path(d) for d in qk_dirs]
     tables = geometry.series(dirs, labels=labels, per_kind=per_kind, **options)
@@ -167,7 +171,6 @@ def _most_positional(heads: pd.DataFrame) -> tuple[int, int]:
 
 def _pc_scatter(qk_dir: Path, heads: pd.DataFrame, layer: int, head: int, path: Path) -> Path:
     """One head's rows on its combined PC0 and PC1, coloured by position."""
-    from spectra.capture.store import read_capture
 
     match = heads[(heads["layer"] == layer) & (heads["head"] == head)]
     if match.empty:

@@ -51,6 +51,7 @@ from spectra.jobs.capture.kind import (
 )
 from spectra.jobs.capture.kind import describe as describe_capture
 from spectra.jobs.plasticity.options import KEYS
+from spectra.jobs.plasticity.run import run_plasticity
 
 __all__ = ["KEYS", "ANALYSIS", "STRAY_GLOB", "check", "compute", "describe", "merge", "plan"]
 
@@ -121,7 +122,6 @@ def merge(config: Mapping[str, Any], tasks: Sequence[Task], command_line: Sequen
           ) -> dict[str, Any]:
     """Merges the captures, then runs :func:`~spectra.jobs.plasticity.run.run_plasticity` on them into
     ``out/plasticity`` (emptied first). Returns ``label -> CaptureResult`` and ``"plasticity" -> PlasticityRun``."""
-    from spectra.jobs.plasticity.run import run_plasticity
 
     captures = merge_capture_shards(tasks)
     out = Path(config["out"]) / ANALYSIS

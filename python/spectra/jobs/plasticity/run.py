@@ -22,6 +22,7 @@ interruption only captures what is missing.
 
 from __future__ import annotations
 
+import resource
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,11 +31,22 @@ from typing import Any
 
 import pandas as pd
 import torch
+from transformers import AutoConfig
 
+import spectra
 from spectra import plasticity
 from spectra.capture.forward import run_model
+from spectra.capture.store import read_sidecar
+from spectra.figures import plasticity as plasticity_figures
+from spectra.io.atomic import write_csv as _atomic_csv
+from spectra.io.atomic import write_json as _atomic_json
+from spectra.io.atomic import write_parquet as _atomic_parquet
+from spectra.jobs.geometry import run as geometry_job
+from spectra.models import zoo
+from spectra.models.random_init import VOCAB_SIZE, tiny_model
+from spectra.models.zoo.loading import resolve
 from spectra.plasticity import summary as plasticity_summary
-from spectra.io.atomic import write_csv as _atomic_csv, write_json as _atomic_json, write_parquet as _atomic_parquet
+
 __all__ = ["PlasticityRun", "capture_model", "capture_random_llama", "print_plasticity_run", "run_plasticity"]
 
 
@@ -67,8 +79,6 @@ def capture_model(model_name: str, out_root: str | Path, *, checkpoints: bool = 
         ...                                max_length=64)][-1]
         'step-001600'
     """
-    from spectra.jobs.geometry import run as geometry_job
-    from spectra.models import zoo
 
     if max_length is None:
         source = zoo.checkpoint_paths(model_name)[-1] if checkpoints else model_name
@@ -81,9 +91,6 @@ def capture_model(model_name: str, out_root: str | Path, *, checkpoints: bool = 
 
 
 def _context_of(name_or_path: str) -> int:
-    from transformers import AutoConfig
-
-    from spectra.models.zoo.loading import resolve
 
     path = resolve(name_or_path)
     context = getattr(AutoConfig.from_pretrained(str(path)), "max_position_embeddings", None)
@@ -105,11 +112,6 @@ def capture_random_llama(out_dir: str | Path, *, context_length: int = 8192, n_e
         >>> meta["model"]["n_heads"], meta["sampler"]["bucket_size"]
         (8, 16)
     """
-    import resource
-
-    import spectra
-    from spectra.capture.store import read_sidecar
-    from spectra.models.random_init import VOCAB_SIZE, tiny_model
 
     if context_length < n_buckets or context_length % n_buckets:
         raise ValueError(f"context_length: must be a multiple of n_buckets = {n_buckets}; got {context_length}")
@@ -148,8 +150,6 @@ def run_plasticity(qk_dirs: Sequence[str | Path], out_dir: str | Path, *, mode: 
         >>> len(run.heads), sorted(p.name for p in run.figures)[0]
         (32, 'component_weights.png')
     """
-    import spectra
-    from spectra.figures import plasticity as plasticity_figures
 
     dirs = [Path(d) for d in qk_dirs]
     score_frame = None

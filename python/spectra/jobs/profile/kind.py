@@ -25,14 +25,15 @@ Example:
 from __future__ import annotations
 
 import json
-import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from transformers import AutoTokenizer
 
+from spectra.data.windows import load_windows
 from spectra.engine.core import (
     Task,
     check_model_config,
@@ -43,13 +44,16 @@ from spectra.engine.core import (
     model_folder,
     model_identity,
     positive_int,
-    sha256_of,
     shards_by_label,
     shared_model_identity,
     write_parquet_shard,
 )
-from spectra.jobs.profile.options import KEYS
+from spectra.io.atomic import write_json as _atomic_json
 from spectra.io.identity import data_sha256
+from spectra.jobs.profile.options import KEYS
+from spectra.jobs.profile.run import DEFAULT_METRICS, META, ProfileResult, _analyse, profile_meta, read_tokens
+from spectra.metrics.profile import check_metrics, check_threshold, profile
+from spectra.metrics.summaries import layer_summary
 
 __all__ = ["KEYS", "check", "compute", "describe", "merge", "plan"]
 
@@ -60,8 +64,6 @@ def check(config: dict[str, Any]) -> dict[str, Any]:
     """Checks the profile keys: ``context_length`` (required), ``n_samples`` (default: all windows of
     the data), ``samples_per_shard`` (8) and, as in ``spectra profile``, ``data``, ``layers``,
     ``heads``, ``metrics``, ``threshold``, ``ignore_first``, ``n_permutations``."""
-    from spectra.metrics.profile import check_metrics, check_threshold
-    from spectra.jobs.profile.run import DEFAULT_METRICS
     config["context_length"] = positive_int(config["context_length"], "context_length")
     config["n_samples"] = positive_int(config["n_samples"], "n_samples", optional=True)
     config["samples_per_shard"] = positive_int(config["samples_per_shard"], "samples_per_shard")
@@ -93,9 +95,7 @@ def plan(config: Mapping[str, Any]) -> list[Task]:
         >>> len(tasks), tasks[0].id, tasks[2].samples, tasks[-1].id
         (21, 'tiny-llama/shard-00000', (4, 5), 'tiny-qwen3-step-001600/shard-00002')
     """
-    from transformers import AutoTokenizer
 
-    from spectra.data.windows import load_windows
     options = {key: config[key] for key in ("context_length", "layers", "heads", "metrics", "threshold", "ignore_first",
                                             "dtype", "attn_implementation", "device", "device_map", "max_memory",
                                             "offload_folder", "n_permutations",
@@ -120,9 +120,6 @@ def plan(config: Mapping[str, Any]) -> list[Task]:
 def compute_frame(task: Task):
     """The shard's per-token table (``spectra.profile`` of the task's windows in one forward pass) and
     the model identity that goes into the shard's metadata."""
-    import torch
-
-    from spectra.metrics.profile import profile
 
     model, _ = load_task_model(task)
     lo, hi = task.samples
@@ -146,10 +143,6 @@ def merge(config: Mapping[str, Any], tasks: Sequence[Task], command_line: Sequen
 
     Raises ``ValueError`` when a shard is missing, or when the shards of one folder disagree on the
     model (its weights changed between two runs)."""
-    from spectra.jobs.profile.run import META, SEED, ProfileResult, _analyse, read_tokens
-    from spectra.io.identity import versions as _versions
-    from spectra.io.atomic import write_json as _atomic_json
-    from spectra.metrics.summaries import layer_summary
     results: dict[str, Any] = {}
     for label, group in shards_by_label(tasks).items():
         out = Path(group[0].out) / label
@@ -171,16 +164,7 @@ def merge(config: Mapping[str, Any], tasks: Sequence[Task], command_line: Sequen
             "data_sha256": data_sha256(windows),
         }
         identity_keys = {k: identity[k] for k in ("class", "config_sha256", "weights_fingerprint")}
-        meta = {
-            "run_hash": sha256_of({"model": identity_keys, "run": run_config}),
-            "model": {"name": group[0].model, **identity_keys, "dtype": identity["dtype"]},
-            "run": run_config,
-            "n_shards": len(group),
-            "versions": _versions(),
-            "seed": SEED,
-            "command_line": list(command_line) if command_line is not None else list(sys.argv),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
+        meta = profile_meta(group[0].model, identity_keys, identity["dtype"], run_config, len(group), command_line)
         keep_created(out / META, meta)
         _atomic_json(out / META, meta)
         frame = read_tokens(out)

@@ -32,18 +32,21 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import torch
+from tqdm.auto import tqdm
 
 from spectra import defaults
-from spectra.metrics import correlations as corr
-from spectra.metrics.profile import check_metrics, check_threshold, profile, write_profile_parquet
-from spectra.metrics.summaries import head_summary, layer_summary
+from spectra.capture.probe import Probe
+from spectra.data.windows import load_windows
 from spectra.figures.profile import plot_entropy_vs_norm, plot_head_heatmaps
 from spectra.io.atomic import write_csv, write_json, write_parquet
 from spectra.io.identity import config_hash, data_sha256, sha256_of, versions, weights_fingerprint
-from spectra.data.windows import load_windows
+from spectra.metrics import correlations as corr
+from spectra.metrics.profile import check_metrics, check_threshold, profile, write_profile_parquet
+from spectra.metrics.summaries import head_summary, layer_summary
 
-__all__ = ["DEFAULT_METRICS", "ProfileResult", "load_windows", "run_profile", "verdict"]
+__all__ = ["DEFAULT_METRICS", "ProfileResult", "load_windows", "profile_meta", "run_profile", "verdict"]
 
 #: The job's default metrics: profile's defaults plus ``entropy_normalized`` (position control).
 DEFAULT_METRICS: tuple[str, ...] = defaults.METRICS
@@ -106,6 +109,23 @@ def verdict(fraction_significant: float, control_passes: bool) -> str:
     return "NO-GO"
 
 
+def profile_meta(model_name: str, identity: dict[str, Any], dtype: str, run_config: dict[str, Any], n_shards: int,
+                 command_line: Sequence[str] | None) -> dict[str, Any]:
+    """The ``meta.json`` document of a profile folder; ``spectra profile`` and ``kind: profile`` both
+    build it here. ``identity`` holds the model's ``class``, ``config_sha256`` and
+    ``weights_fingerprint``; the ``run_hash`` covers it and ``run_config``."""
+    return {
+        "run_hash": sha256_of({"model": identity, "run": run_config}),
+        "model": {"name": model_name, **identity, "dtype": dtype},
+        "run": run_config,
+        "n_shards": n_shards,
+        "versions": versions(),
+        "seed": SEED,
+        "command_line": list(command_line) if command_line is not None else list(sys.argv),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
 def run_profile(
     model,
     tokenizer,
@@ -144,7 +164,6 @@ def run_profile(
         >>> [p.name for p in result.shards], result.summary["verdict"] in ("GO", "MARGINAL", "NO-GO")
         (['shard-00000.parquet', 'shard-00001.parquet'], True)
     """
-    from tqdm.auto import tqdm
 
     metrics = check_metrics(metrics)
     threshold = check_threshold(threshold)
@@ -159,7 +178,6 @@ def run_profile(
         raise ValueError(f"context-length: {context_length} exceeds the model's max_position_embeddings ({limit})")
     if not isinstance(ignore_first, int) or ignore_first < 0:
         raise ValueError(f"ignore-first: expected an integer >= 0; got {ignore_first!r}")
-    from spectra.capture.probe import Probe
 
     Probe(model, layers=layers, heads=heads, capture=(), row_stats=True, threshold=threshold)  # validates layers/heads
     out = Path(out_dir)
@@ -185,18 +203,10 @@ def run_profile(
         "config_sha256": config_hash(model),
         "weights_fingerprint": weights_fingerprint(model),
     }
-    run_hash = sha256_of({"model": model_identity, "run": run_config})
     n_shards = -(-n // batch_size)
-    meta = {
-        "run_hash": run_hash,
-        "model": {"name": model_name, **model_identity, "dtype": str(next(model.parameters()).dtype)},
-        "run": run_config,
-        "n_shards": n_shards,
-        "versions": versions(),
-        "seed": SEED,
-        "command_line": list(command_line) if command_line is not None else list(sys.argv),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    meta = profile_meta(model_name, model_identity, str(next(model.parameters()).dtype), run_config, n_shards,
+                        command_line)
+    run_hash = meta["run_hash"]
     existing_shards = sorted((out / TOKENS).glob("shard-*.parquet")) if out.is_dir() else []
     if (out / META).is_file():
         try:
@@ -265,7 +275,6 @@ def _difference(old: dict, new: dict) -> str:
 
 def read_tokens(out_dir: str | os.PathLike) -> pd.DataFrame:
     """Every shard of a result folder as one per-token frame, in (sample, layer, head, token) order."""
-    import pyarrow.parquet as pq
 
     shards = sorted((Path(out_dir) / TOKENS).glob("shard-*.parquet"))
     if not shards:

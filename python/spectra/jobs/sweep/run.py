@@ -35,11 +35,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
+from tqdm.auto import tqdm
 
 from spectra import defaults
+from spectra.data.windows import load_windows
+from spectra.figures import sweep as sweep_figures
 from spectra.interventions import gain as gain_mod
 from spectra.interventions import qk_asymmetry
-from spectra.figures import sweep as sweep_figures
 from spectra.interventions.scale_sweep import (
     DEFAULT_ALPHAS,
     KINDS,
@@ -47,7 +49,15 @@ from spectra.interventions.scale_sweep import (
     check_alphas,
     scale_sweep,
 )
-from spectra.io.identity import data_sha256
+from spectra.io.atomic import write_csv as _atomic_csv
+from spectra.io.atomic import write_json as _atomic_json
+from spectra.io.atomic import write_parquet as _atomic_parquet
+from spectra.io.identity import config_hash, data_sha256, weights_fingerprint
+from spectra.io.identity import sha256_of as _sha256
+from spectra.io.identity import versions as _versions
+from spectra.jobs.profile.run import _difference
+from spectra.metrics.profile import check_threshold
+from spectra.models.loading import load_model
 
 __all__ = ["EXPERIMENTS", "GainSelection", "SweepConfig", "SweepResult", "SweepShard", "analyse_sweep", "check_heads",
            "gain_map_selection", "load_config", "model_shape", "plan_shards", "read_shard", "run_sweep", "sweep_meta",
@@ -131,7 +141,6 @@ class SweepConfig:
                 raise ValueError(f"control: expected one [layer, head]; got {self.control!r}") from None
         if self.gain_by not in ("max_attn", "entropy"):
             raise ValueError(f"gain_by: {self.gain_by!r}; allowed are max_attn, entropy")
-        from spectra.metrics.profile import check_threshold
 
         check_threshold(self.threshold)
         for name in ("n_bootstrap", "seed"):
@@ -297,7 +306,6 @@ def sweep_meta(config: SweepConfig, identity: dict[str, str], data_sha256: str,
     """``meta.json`` of a run: ``identity`` is the model's ``class``, ``config_sha256``,
     ``weights_fingerprint`` and ``dtype``; ``run_hash`` covers the model (not its dtype name) and every
     setting but ``out``."""
-    from spectra.io.identity import sha256_of as _sha256, versions as _versions
     run = {k: v for k, v in asdict(config).items() if k != "out"}
     run["data_sha256"] = data_sha256
     model_identity = {k: identity[k] for k in ("class", "config_sha256", "weights_fingerprint")}
@@ -312,8 +320,6 @@ def sweep_meta(config: SweepConfig, identity: dict[str, str], data_sha256: str,
 
 
 def _prepare_folder(out: Path, meta: dict[str, Any], resume: bool) -> None:
-    from spectra.jobs.profile.run import _difference
-    from spectra.io.atomic import write_json as _atomic_json
     shards = sorted((out / SHARDS).glob("*.parquet")) if (out / SHARDS).is_dir() else []
     if (out / META).is_file():
         try:
@@ -334,7 +340,6 @@ def _prepare_folder(out: Path, meta: dict[str, Any], resume: bool) -> None:
 
 
 def _write_table(out: Path, name: str, frame: pd.DataFrame, files: dict[str, pd.DataFrame]) -> None:
-    from spectra.io.atomic import write_csv as _atomic_csv, write_parquet as _atomic_parquet
     _atomic_parquet(out / f"{name}.parquet", frame)
     _atomic_csv(out / f"{name}.csv", frame)
     files[name] = frame
@@ -415,7 +420,6 @@ def analyse_sweep(
         figures.append(sweep_figures.plot_qk_panel(sweep, asym[asym["mode"] == mode] if "mode" in asym else asym,
                                                    out / "qk_panel.png", heads=targets[:12], mode=mode))
     summary["files"] = sorted([f"{name}.parquet" for name in tables] + [p.name for p in figures])
-    from spectra.io.atomic import write_json as _atomic_json
     _atomic_json(out / "summary.json", summary)
     return json.loads((out / "summary.json").read_text()), tables, figures
 
@@ -442,12 +446,7 @@ def run_sweep(
         >>> sorted(p.name for p in result.figures)
         ['gain_fits.png', 'gain_heatmap.png']
     """
-    from tqdm.auto import tqdm
 
-    from spectra.models.loading import load_model
-    from spectra.data.windows import load_windows
-    from spectra.io.identity import config_hash, weights_fingerprint
-    from spectra.io.atomic import write_parquet as _atomic_parquet
     out_dir = Path(out or config.out or f"results/{config.experiment}")
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"out: {out_dir} exists and is not a folder")
