@@ -15,6 +15,16 @@ Example:
     >>> write_json(folder / "b.json", {"x": float("nan")})
     >>> sorted(p.name for p in folder.iterdir()), (folder / "b.json").read_text()
     (['a.txt', 'b.json'], '{\\n  "x": null\\n}\\n')
+    >>> try:
+    ...     with atomic_path(folder / "c.txt") as tmp:
+    ...         _ = tmp.write_text("half")
+    ...         raise RuntimeError("killed")
+    ... except RuntimeError:
+    ...     pass
+    >>> sorted(p.name for p in folder.iterdir())  # no c.txt, no temporary left
+    ['a.txt', 'b.json']
+    >>> tmp_name(folder / "c.txt").name.startswith(".c.txt."), tmp_name(folder / "c.txt").suffix
+    (True, '.tmp')
 """
 
 from __future__ import annotations
@@ -51,10 +61,10 @@ def discard(path: Path) -> None:
 
 
 def move_into_place(tmp: Path, path: Path) -> None:
-    """Renames ``tmp`` onto ``path``; when both are folders, the one at ``path`` is first moved aside
-    (under a temporary name) and removed after: a folder is replaced, never merged into."""
+    """Renames ``tmp`` onto ``path``; when ``tmp`` is a folder, whatever is at ``path`` is first moved
+    aside (under a temporary name) and removed after: a folder is replaced, never merged into."""
     old = None
-    if tmp.is_dir() and path.is_dir() and not path.is_symlink():
+    if tmp.is_dir() and path.exists():
         old = tmp_name(path)
         os.replace(path, old)
     os.replace(tmp, path)
