@@ -51,7 +51,7 @@ import numpy as np
 from spectra import defaults
 
 from spectra.io.atomic import atomic_path, discard, write_parquet_table
-from spectra.io.identity import digest_array, sha256_of
+from spectra.io.identity import digest_array, model_identity, sha256_of
 
 __all__ = [
     "COMMON_KEYS",
@@ -417,14 +417,6 @@ def load_task_model(task: Task):
         model, tokenizer = load_model(task.model, dtype=dtype, attn_implementation=key[2], device=key[3])
     _MODEL_CACHE[key] = (model.eval(), tokenizer)
     return _MODEL_CACHE[key]
-
-
-def model_identity(model) -> dict[str, str]:
-    """``class``, ``config_sha256``, ``weights_fingerprint`` and ``dtype`` of a model, as ``spectra profile``
-    records them in meta.json."""
-    from spectra.io.identity import config_hash, weights_fingerprint
-    return {"class": type(model).__name__, "config_sha256": config_hash(model),
-            "weights_fingerprint": weights_fingerprint(model), "dtype": str(next(model.parameters()).dtype)}
 
 
 def _stamp(task: Task, identity: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -43,6 +43,13 @@ def weights_fingerprint(model, samples: int = 1024) -> str:
     return digest.hexdigest()
 
 
+def model_identity(model) -> dict[str, str]:
+    """``class``, ``config_sha256``, ``weights_fingerprint`` and ``dtype`` of a model, as ``spectra profile``
+    records them in meta.json."""
+    return {"class": type(model).__name__, "config_sha256": config_hash(model),
+            "weights_fingerprint": weights_fingerprint(model), "dtype": str(next(model.parameters()).dtype)}
+
+
 def versions() -> dict[str, str]:
     return {"spectra": spectra.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "python": sys.version.split()[0]}
