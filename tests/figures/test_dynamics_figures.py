@@ -4,6 +4,7 @@ PNG, and bad input is refused with a clear error."""
 import numpy as np
 import pandas as pd
 import pytest
+
 from spectra.figures import dynamics as df
 from spectra.testing.tolerance import assert_png_written
 

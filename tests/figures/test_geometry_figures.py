@@ -4,6 +4,7 @@ readable PNG, checkpoints are ordered by step, and bad input is refused with a c
 import numpy as np
 import pandas as pd
 import pytest
+
 from spectra.figures import geometry as gf
 from spectra.geometry import PC0_CLASSES, checkpoint_order
 from spectra.testing.tolerance import assert_png_written

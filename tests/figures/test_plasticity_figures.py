@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from matplotlib.colors import to_hex
 from scipy import stats
+
 from spectra.figures import plasticity as pf
 from spectra.figures import plasticity_heatmaps
 from spectra.testing.tolerance import assert_png_written

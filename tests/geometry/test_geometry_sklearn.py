@@ -10,6 +10,7 @@ import torch
 from scipy import stats
 from sklearn.decomposition import PCA
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
 from spectra import _core, geometry
 
 

@@ -5,8 +5,9 @@ captured from the embedded model."""
 from __future__ import annotations
 
 import pytest
-import spectra
 import torch
+
+import spectra
 from spectra import _core
 from spectra.ops.reference import qk_geometry as ref
 
@@ -151,8 +152,9 @@ def test_geometry_cli_on_a_capture_of_the_embedded_model(tmp_path):
 
     import pandas as pd
     from click.testing import CliRunner
-    from spectra.models import zoo
+
     from spectra.cli import main
+    from spectra.models import zoo
 
     model, tok = zoo.load("tiny-qwen3")
     ids = tok(zoo.heldout_text()[:6000], return_tensors="pt").input_ids[:, :256].view(2, 128)
@@ -194,6 +196,7 @@ def test_geometry_cli_over_the_embedded_checkpoints(tmp_path):
 
     import pandas as pd
     from click.testing import CliRunner
+
     from spectra.cli import main
 
     args = ["geometry", "--model", "tiny-qwen3", "--checkpoints", "--n-examples", "2", "--max-length", "128",

@@ -15,10 +15,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from spectra.models import zoo
-from spectra.models.loading import load_model
 from spectra.cli import main
 from spectra.jobs.demo import run_demo
+from spectra.models import zoo
+from spectra.models.loading import load_model
+from spectra.models.random_init import tiny_model
 from spectra.report.html import (
     _script_json,
     attention_data,
@@ -29,7 +30,6 @@ from spectra.report.html import (
     read_result,
     write_report,
 )
-from spectra.models.random_init import tiny_model
 
 SWEEP_CONFIG = """experiment: gain_map
 model: tiny-llama

@@ -19,10 +19,11 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from spectra.geometry import PC0_CLASSES, checkpoint_order, depth_bins
 from spectra.figures.common import set_index_ticks as _set_index_ticks
-from spectra.io.tables import check_frame
+from spectra.geometry import PC0_CLASSES, checkpoint_order, depth_bins
 from spectra.io.atomic import save_figure as _atomic_savefig
+from spectra.io.tables import check_frame
+
 __all__ = [
     "plot_bias_decomposition",
     "plot_class_shares",

@@ -21,7 +21,6 @@ from spectra.io.atomic import save_figure
 from spectra.metrics.correlations import pearson
 from spectra.metrics.summaries import DEFAULT_HEATMAP_METRICS
 
-
 _HEATMAP_CMAP = matplotlib.colormaps["viridis"].with_extremes(bad="lightgrey")
 
 
