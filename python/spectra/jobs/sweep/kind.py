@@ -40,7 +40,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import torch
+from transformers import AutoConfig, AutoTokenizer
 
+from spectra.data.windows import load_windows
 from spectra.engine.core import (
     COMMON_KEYS,
     Task,
@@ -55,6 +59,8 @@ from spectra.engine.core import (
     shared_model_identity,
     write_parquet_shard,
 )
+from spectra.io.atomic import write_json as _atomic_json
+from spectra.io.identity import data_sha256
 from spectra.jobs.sweep import run as sweep_job
 from spectra.jobs.sweep.run import (
     EXPERIMENTS,
@@ -64,7 +70,6 @@ from spectra.jobs.sweep.run import (
     SweepResult,
     SweepShard,
 )
-from spectra.io.identity import data_sha256
 
 __all__ = ["KEYS", "check", "compute", "describe", "merge", "plan"]
 
@@ -114,7 +119,6 @@ def check(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _shape(folder: Path) -> tuple[int, int]:
-    from transformers import AutoConfig
 
     return sweep_job.model_shape(AutoConfig.from_pretrained(folder, local_files_only=True))
 
@@ -129,7 +133,6 @@ def _task(config: Mapping[str, Any], label: str, model: str, index: int, shard: 
 
 
 def _selection(config: SweepConfig, task: Task):
-    import pandas as pd
 
     return sweep_job.gain_map_selection(config, pd.read_parquet(task.path))
 
@@ -150,9 +153,7 @@ def plan(config: Mapping[str, Any]) -> list[Task]:
         >>> [t.id for t in tasks], tasks[0].data["targets"], tasks[0].samples
         (['tiny-llama/local', 'tiny-llama/propagated-L002H000', 'tiny-llama/propagated-L002H005'], [[2, 0], [2, 5]], (0, 2))
     """
-    from transformers import AutoTokenizer
 
-    from spectra.data.windows import load_windows
     tasks: list[Task] = []
     for label, model in entries(config):
         folder = model_folder(model)
@@ -175,7 +176,6 @@ def plan(config: Mapping[str, Any]) -> list[Task]:
 
 def compute(task: Task) -> int:
     """Sweeps the task's target heads over the task's windows (``sweep_job.sweep_shard``) and writes its shard."""
-    import torch
 
     model, _ = load_task_model(task)
     shard = SweepShard(name=Path(task.relpath).name, mode=task.data["mode"], kinds=tuple(task.data["kinds"]),
@@ -193,7 +193,6 @@ def merge(config: Mapping[str, Any], tasks: Sequence[Task], command_line: Sequen
 
     Raises ``ValueError`` when a shard is missing, when ``shards/`` holds one this run does not plan,
     or when the shards of one folder disagree on the model (its weights changed between two runs)."""
-    from spectra.io.atomic import write_json as _atomic_json
     results: dict[str, Any] = {}
     for label, group in shards_by_label(tasks).items():
         out = Path(group[0].out) / label
