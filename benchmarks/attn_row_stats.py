@@ -29,21 +29,25 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     heads, kv_heads, dim = 8, 2, 64
     print(f"torch {torch.__version__}, {args.threads} threads, H={heads} Hkv={kv_heads} D={dim}, causal, float32")
-    print(f"{'T':>6} {'native ms':>10} {'twin ms':>10} {'speed-up':>9} {'native MiB':>11} {'twin MiB':>10} {'memory ratio':>13}")
+    print(
+        f"{'T':>6} {'native ms':>10} {'twin ms':>10} {'speed-up':>9} {'native MiB':>11} {'twin MiB':>10} {'memory ratio':>13}"
+    )
     for length in args.lengths:
         gen = torch.Generator().manual_seed(0)
         q = torch.randn(1, length, heads, dim, generator=gen).transpose(1, 2)  # as the model hands it over
         k = torch.randn(1, kv_heads, length, dim, generator=gen)
-        native = lambda: spectra.attn_row_stats(q, k)  # noqa: E731
-        twin = lambda: reference.attn_row_stats(q, k)  # noqa: E731
+        native = lambda q=q, k=k: spectra.attn_row_stats(q, k)  # noqa: E731
+        twin = lambda q=q, k=k: reference.attn_row_stats(q, k)  # noqa: E731
         native()
         n_runs = [timed(native) for _ in range(args.repeats)]
         t_runs = [timed(twin) for _ in range(1 if length >= 8192 else args.repeats)]
         nt, tt = statistics.median(r[0] for r in n_runs), statistics.median(r[0] for r in t_runs)
         nm, tm = max(r[1] for r in n_runs), max(r[1] for r in t_runs)
         mib = 1 << 20
-        print(f"{length:>6} {nt * 1e3:>10.1f} {tt * 1e3:>10.1f} {tt / nt:>8.1f}x {nm / mib:>11.2f} {tm / mib:>10.1f} "
-              f"{tm / max(nm, 1):>12.0f}x")
+        print(
+            f"{length:>6} {nt * 1e3:>10.1f} {tt * 1e3:>10.1f} {tt / nt:>8.1f}x {nm / mib:>11.2f} {tm / mib:>10.1f} "
+            f"{tm / max(nm, 1):>12.0f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -40,8 +40,10 @@ def main() -> None:
                 timer = benchmark.Timer(stmt="fn(x)", globals={"fn": fn, "x": x}, num_threads=args.threads)
                 timings[label] = timer.blocked_autorange(min_run_time=args.min_run_time).median * 1e3
             ratio = timings["reference"] / timings["native"]
-            print(f"{name:<40} {str(dtype).removeprefix('torch.'):<9} {timings['native']:>10.2f} "
-                  f"{timings['reference']:>13.2f} {ratio:>8.1f}x")
+            print(
+                f"{name:<40} {str(dtype).removeprefix('torch.'):<9} {timings['native']:>10.2f} "
+                f"{timings['reference']:>13.2f} {ratio:>8.1f}x"
+            )
 
 
 if __name__ == "__main__":

@@ -28,8 +28,14 @@ from spectra.testing.benchmarking import PeakMemory
 def llama_shaped(device: torch.device) -> torch.nn.Module:
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=32000, hidden_size=1024, intermediate_size=2816, num_hidden_layers=8, num_attention_heads=16,
-        num_key_value_heads=4, head_dim=64, max_position_embeddings=4096,
+        vocab_size=32000,
+        hidden_size=1024,
+        intermediate_size=2816,
+        num_hidden_layers=8,
+        num_attention_heads=16,
+        num_key_value_heads=4,
+        head_dim=64,
+        max_position_embeddings=4096,
     )
     return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa", dtype=torch.float32).eval().to(device)
 
@@ -88,7 +94,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    print(f"torch {torch.__version__}, device {device}, {args.threads} threads, median of {args.repeats} alternating runs")
+    print(
+        f"torch {torch.__version__}, device {device}, {args.threads} threads, median of {args.repeats} alternating runs"
+    )
     print(
         f"{'model':<36} {'T':>5} {'plain ms':>9} {'probe ms':>9} {'ratio':>6} {'+setup ms':>10} {'ratio':>6} "
         f"{'plain MiB':>10} {'probe MiB':>10} {'rows':>6}"

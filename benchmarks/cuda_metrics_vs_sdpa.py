@@ -57,8 +57,9 @@ def sdpa_has_gqa() -> bool:
     return True
 
 
-def measure(length: int, dtype: torch.dtype, heads: int, kv_heads: int, dim: int, gqa: bool,
-            args: argparse.Namespace) -> tuple[float, int, float, int]:
+def measure(
+    length: int, dtype: torch.dtype, heads: int, kv_heads: int, dim: int, gqa: bool, args: argparse.Namespace
+) -> tuple[float, int, float, int]:
     """(metrics seconds, metrics peak bytes, SDPA seconds, SDPA peak bytes) at one length."""
     gen = torch.Generator(device="cuda").manual_seed(0)
     q = torch.randn(1, heads, length, dim, device="cuda", dtype=dtype, generator=gen)
@@ -101,19 +102,27 @@ def main() -> int:
     import spectra  # noqa: F401  (importing it registers torch.ops.spectra)
 
     if not torch._C._dispatch_has_kernel_for_dispatch_key("spectra::attn_row_stats", "CUDA"):
-        print("cuda_metrics_vs_sdpa: this build of spectra has no CUDA kernels (build it where torch is a CUDA "
-              "build and nvcc is on PATH); nothing measured.")
+        print(
+            "cuda_metrics_vs_sdpa: this build of spectra has no CUDA kernels (build it where torch is a CUDA "
+            "build and nvcc is on PATH); nothing measured."
+        )
         return 0
 
     heads, kv_heads, dim = args.heads, args.kv_heads, args.head_dim
     props = torch.cuda.get_device_properties(0)
     gqa = sdpa_has_gqa()
-    print(f"torch {torch.__version__} (CUDA {torch.version.cuda}), {props.name}, sm_{props.major}{props.minor}, "
-          f"{props.multi_processor_count} SMs, {props.total_memory / 2**30:.0f} GiB")
-    print(f"batch 1, H={heads} Hkv={kv_heads} D={dim}, causal, k_eff θ={args.threshold}, "
-          f"SDPA {'enable_gqa=True' if gqa else 'with K/V expanded to H heads'}, median of {args.repeats}")
-    header = (f"{'T':>7} {'dtype':>5} {'metrics ms':>11} {'SDPA ms':>9} {'time ratio':>11} "
-              f"{'metrics MiB':>12} {'SDPA MiB':>9} {'mem ratio':>10}")
+    print(
+        f"torch {torch.__version__} (CUDA {torch.version.cuda}), {props.name}, sm_{props.major}{props.minor}, "
+        f"{props.multi_processor_count} SMs, {props.total_memory / 2**30:.0f} GiB"
+    )
+    print(
+        f"batch 1, H={heads} Hkv={kv_heads} D={dim}, causal, k_eff θ={args.threshold}, "
+        f"SDPA {'enable_gqa=True' if gqa else 'with K/V expanded to H heads'}, median of {args.repeats}"
+    )
+    header = (
+        f"{'T':>7} {'dtype':>5} {'metrics ms':>11} {'SDPA ms':>9} {'time ratio':>11} "
+        f"{'metrics MiB':>12} {'SDPA MiB':>9} {'mem ratio':>10}"
+    )
     print(header)
     mib = 1 << 20
     for name in args.dtypes:
@@ -124,8 +133,10 @@ def main() -> int:
                 print(f"{length:>7} {name:>5}  out of memory: {exc}")
                 torch.cuda.empty_cache()
                 continue
-            print(f"{length:>7} {name:>5} {mt * 1e3:>11.2f} {st * 1e3:>9.2f} {mt / st:>10.2f}x "
-                  f"{mm / mib:>12.1f} {sm / mib:>9.1f} {mm / max(sm, 1):>9.2f}x")
+            print(
+                f"{length:>7} {name:>5} {mt * 1e3:>11.2f} {st * 1e3:>9.2f} {mt / st:>10.2f}x "
+                f"{mm / mib:>12.1f} {sm / mib:>9.1f} {mm / max(sm, 1):>9.2f}x"
+            )
             torch.cuda.empty_cache()
     return 0
 

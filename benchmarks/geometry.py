@@ -64,16 +64,32 @@ def numpy_geometry(q, tq, k, tk, n_components=10, n_planes=30):
     keep = sp > 1e-6 * sp[0]
     proj = rest @ vp[keep].T
     residual = np.max(np.abs([stats.pearsonr(proj[:, i], t)[0] for i in range(proj.shape[1])]))
-    planes = [coherence(np.arctan2(proj[:, 2 * i + 1], proj[:, 2 * i]), t) for i in range(min(n_planes, keep.sum() // 2))]
-    return {"explained_variance": pca.explained_variance_ratio_, "r_q": r_q * sign, "r_k": r_k * sign,
-            "accuracy_pc01": accuracy, "bias_strength": qa.mean() * alpha_k, "alpha_q": alpha_q,
-            "residual_pos_r": residual, "plane_angle_r": np.array([p[1] for p in planes])}
+    planes = [
+        coherence(np.arctan2(proj[:, 2 * i + 1], proj[:, 2 * i]), t) for i in range(min(n_planes, keep.sum() // 2))
+    ]
+    return {
+        "explained_variance": pca.explained_variance_ratio_,
+        "r_q": r_q * sign,
+        "r_k": r_k * sign,
+        "accuracy_pc01": accuracy,
+        "bias_strength": qa.mean() * alpha_k,
+        "alpha_q": alpha_q,
+        "residual_pos_r": residual,
+        "plane_angle_r": np.array([p[1] for p in planes]),
+    }
 
 
 def native_result(pca, rot):
-    return {"explained_variance": pca["explained_variance"].numpy(), "r_q": pca["r_q"].numpy(),
-            "r_k": pca["r_k"].numpy(), "accuracy_pc01": pca["accuracy_pc01"], "bias_strength": rot["bias_strength"],
-            "alpha_q": rot["alpha_q"], "residual_pos_r": rot["residual_pos_r"], "plane_angle_r": rot["plane_angle_r"].numpy()}
+    return {
+        "explained_variance": pca["explained_variance"].numpy(),
+        "r_q": pca["r_q"].numpy(),
+        "r_k": pca["r_k"].numpy(),
+        "accuracy_pc01": pca["accuracy_pc01"],
+        "bias_strength": rot["bias_strength"],
+        "alpha_q": rot["alpha_q"],
+        "residual_pos_r": rot["residual_pos_r"],
+        "plane_angle_r": rot["plane_angle_r"].numpy(),
+    }
 
 
 def make_head(rng, n, d):
@@ -111,20 +127,29 @@ def main() -> None:
 
     t_np, want = median_time(lambda: numpy_geometry(*heads[0]), args.repeats)
     t_native, got = median_time(lambda: native_result(*_core.qk_geometry(*tensors[0])), args.repeats)
-    print(f"one head: {args.rows} Q rows + {args.rows} K rows, d={args.dim}, float64, "
-          f"{torch.get_num_threads()} threads, median of {args.repeats}")
+    print(
+        f"one head: {args.rows} Q rows + {args.rows} K rows, d={args.dim}, float64, "
+        f"{torch.get_num_threads()} threads, median of {args.repeats}"
+    )
     print(f"numpy/scikit-learn: {t_np * 1e3:9.1f} ms")
     print(f"spectra native:     {t_native * 1e3:9.1f} ms")
     print(f"speed-up: {t_np / t_native:.1f}x   (target >= 10x)")
-    diffs = {key: float(np.max(np.abs(np.asarray(got[key]) - np.asarray(want[key])))) for key in
-             ("explained_variance", "r_q", "r_k", "accuracy_pc01", "bias_strength", "alpha_q", "plane_angle_r")}
-    print("max |native - numpy|: " + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items())
-          + f"; residual_pos_r native {got['residual_pos_r']:.1e}, numpy {want['residual_pos_r']:.1e}")
+    diffs = {
+        key: float(np.max(np.abs(np.asarray(got[key]) - np.asarray(want[key]))))
+        for key in ("explained_variance", "r_q", "r_k", "accuracy_pc01", "bias_strength", "alpha_q", "plane_angle_r")
+    }
+    print(
+        "max |native - numpy|: "
+        + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items())
+        + f"; residual_pos_r native {got['residual_pos_r']:.1e}, numpy {want['residual_pos_r']:.1e}"
+    )
 
     t_np_all = t_np * args.heads  # the baseline has no batch path: one head after another
     t_batch, _ = median_time(lambda: _core.qk_geometry_batch(tensors), args.repeats)
-    print(f"{args.heads} heads: numpy/scikit-learn {t_np_all * 1e3:.0f} ms (one head x {args.heads}), "
-          f"native batch {t_batch * 1e3:.0f} ms; speed-up {t_np_all / t_batch:.1f}x")
+    print(
+        f"{args.heads} heads: numpy/scikit-learn {t_np_all * 1e3:.0f} ms (one head x {args.heads}), "
+        f"native batch {t_batch * 1e3:.0f} ms; speed-up {t_np_all / t_batch:.1f}x"
+    )
 
 
 if __name__ == "__main__":

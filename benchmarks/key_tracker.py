@@ -67,8 +67,10 @@ def main() -> None:
             seconds, weights[name] = train(config, data, args.steps, args.batch, every)
             times[name].append(seconds)
     base = statistics.median(times["untracked"])
-    print(f"tiny-qwen3 architecture, {args.steps} AdamW steps of {args.batch} x {args.seq} tokens, "
-          f"{torch.get_num_threads()} threads, median of {args.repeats}")
+    print(
+        f"tiny-qwen3 architecture, {args.steps} AdamW steps of {args.batch} x {args.seq} tokens, "
+        f"{torch.get_num_threads()} threads, median of {args.repeats}"
+    )
     for name, values in times.items():
         ms = statistics.median(values) * 1e3
         print(f"{name:>10}: {ms:8.1f} ms/step  ratio {statistics.median(values) / base:.3f}")

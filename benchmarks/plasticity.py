@@ -58,25 +58,51 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    q, k, t, example, bucket, bucket_size = make_head(np.random.default_rng(0), args.rows, args.dim, args.buckets,
-                                                      args.examples)
+    q, k, t, example, bucket, bucket_size = make_head(
+        np.random.default_rng(0), args.rows, args.dim, args.buckets, args.examples
+    )
     qt, kt = torch.from_numpy(q), torch.from_numpy(k)
 
     def native():
-        return plasticity.analyze_head(qt, t, kt, t, example, q_bucket=bucket, k_bucket=bucket,
-                                       bucket_size=bucket_size, mode="published", pairs_per_cell=args.pairs,
-                                       keep_pairs=True)
+        return plasticity.analyze_head(
+            qt,
+            t,
+            kt,
+            t,
+            example,
+            q_bucket=bucket,
+            k_bucket=bucket,
+            bucket_size=bucket_size,
+            mode="published",
+            pairs_per_cell=args.pairs,
+            keep_pairs=True,
+        )
 
     def baseline(pairs=None):
-        return published.analyze_head(q, t, bucket, None, k, t, bucket, example, layer=0, q_head=0, k_head=0,
-                                      num_pairs_per_bucket=args.pairs, pairs=pairs)
+        return published.analyze_head(
+            q,
+            t,
+            bucket,
+            None,
+            k,
+            t,
+            bucket,
+            example,
+            layer=0,
+            q_head=0,
+            k_head=0,
+            num_pairs_per_bucket=args.pairs,
+            pairs=pairs,
+        )
 
     native()  # warm-up: the extension, OpenMP threads
     native_s, out = median_time(native, max(args.repeats, 5))
     baseline_s, (row, _, _) = median_time(baseline, args.repeats)
     n_cells = int(out.cells["ap"].notna().sum())
-    print(f"one head: {args.rows} Q + {args.rows} K rows, d = {args.dim}, {args.buckets} buckets, {n_cells} cells, "
-          f"{len(out.pairs)} draws ({args.pairs} per cell), torch threads {torch.get_num_threads()}")
+    print(
+        f"one head: {args.rows} Q + {args.rows} K rows, d = {args.dim}, {args.buckets} buckets, {n_cells} cells, "
+        f"{len(out.pairs)} draws ({args.pairs} per cell), torch threads {torch.get_num_threads()}"
+    )
     print(f"  published method (NumPy/SciPy loop)  {1e3 * baseline_s:9.1f} ms   ap_overall {row['ap_overall']:.6f}")
     print(f"  spectra native (published mode)      {1e3 * native_s:9.1f} ms   ap_overall {out.row['ap_overall']:.6f}")
     print(f"  speed-up {baseline_s / native_s:.1f}x")
@@ -88,12 +114,21 @@ def main() -> None:
     port = {(r["q_bucket"], r["k_bucket"]): r["ap_bucket"] for r in cell_rows}
     native_cells = dict(zip(keys, out.cells["ap"]))
     cell_diff = max(abs(port[key] - native_cells[key]) for key in port)
-    diag = max(abs(out.row[c] - row[c]) / max(abs(row[c]), 1e-300) for c in published.HEAD_COLUMNS[6:-1]
-               if np.isfinite(row[c]))
-    weight_diff = float(np.max(np.abs(pd.DataFrame(component_rows)["component_weight"].to_numpy()
-                                      - out.components["component_weight"].to_numpy())))
-    print(f"  injected pairs: {len(port)} cells, max |cell AP difference| {cell_diff:.1e}, "
-          f"ap_overall difference {abs(row['ap_overall'] - out.row['ap_overall']):.1e}")
+    diag = max(
+        abs(out.row[c] - row[c]) / max(abs(row[c]), 1e-300) for c in published.HEAD_COLUMNS[6:-1] if np.isfinite(row[c])
+    )
+    weight_diff = float(
+        np.max(
+            np.abs(
+                pd.DataFrame(component_rows)["component_weight"].to_numpy()
+                - out.components["component_weight"].to_numpy()
+            )
+        )
+    )
+    print(
+        f"  injected pairs: {len(port)} cells, max |cell AP difference| {cell_diff:.1e}, "
+        f"ap_overall difference {abs(row['ap_overall'] - out.row['ap_overall']):.1e}"
+    )
     print(f"  diagnostics max relative difference {diag:.1e}, component weights max difference {weight_diff:.1e}")
 
 

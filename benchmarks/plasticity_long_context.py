@@ -40,12 +40,16 @@ def main() -> None:
         tables = plasticity.analyze(folder, args.mode)
         analyse_s = time.perf_counter() - start
     heads = tables.heads
-    print(f"random Llama-shaped model: {meta['model']['n_layers']} layers, {meta['model']['n_heads']} query / "
-          f"{meta['model']['n_kv_heads']} KV heads, d = {meta['model']['head_dim']}, T = {args.context}, "
-          f"{args.examples} examples, B = {tables.meta['bucket_size']}; peak RSS after imports {start_rss:.0f} MiB")
+    print(
+        f"random Llama-shaped model: {meta['model']['n_layers']} layers, {meta['model']['n_heads']} query / "
+        f"{meta['model']['n_kv_heads']} KV heads, d = {meta['model']['head_dim']}, T = {args.context}, "
+        f"{args.examples} examples, B = {tables.meta['bucket_size']}; peak RSS after imports {start_rss:.0f} MiB"
+    )
     print(f"  capture (forward + Probe to Parquet)  {meta['seconds']:7.1f} s   peak RSS {capture_rss:7.0f} MiB")
-    print(f"  plasticity ({args.mode}, {len(heads)} heads, {rows} rows per file)  {analyse_s:7.1f} s   "
-          f"peak RSS {peak_rss_mib():7.0f} MiB")
+    print(
+        f"  plasticity ({args.mode}, {len(heads)} heads, {rows} rows per file)  {analyse_s:7.1f} s   "
+        f"peak RSS {peak_rss_mib():7.0f} MiB"
+    )
     print(f"  ap_overall mean {heads['ap_overall'].mean():.4f}, {int(heads['n_pairs'].sum())} pairs")
 
 

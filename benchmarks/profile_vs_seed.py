@@ -22,9 +22,9 @@ import pandas as pd
 import torch
 
 import spectra
+from spectra.metrics.profile import write_profile_parquet
 from spectra.models import zoo
 from spectra.testing.benchmarking import timed
-from spectra.metrics.profile import write_profile_parquet
 
 
 def windows(tokenizer, n: int, length: int) -> torch.Tensor:
@@ -38,7 +38,9 @@ def seed_pipeline(model, batches, path: str, threshold: float = 0.9, ignore_firs
     norms: dict[int, torch.Tensor] = {}
     hooks = [
         layer.self_attn.q_proj.register_forward_hook(
-            lambda m, a, out, i=i: norms.__setitem__(i, out.view(*out.shape[:-1], n_heads, head_dim).float().norm(dim=-1))
+            lambda m, a, out, i=i: norms.__setitem__(
+                i, out.view(*out.shape[:-1], n_heads, head_dim).float().norm(dim=-1)
+            )
         )
         for i, layer in enumerate(model.model.layers)
     ]
@@ -59,13 +61,18 @@ def seed_pipeline(model, batches, path: str, threshold: float = 0.9, ignore_firs
                     for h in range(p.shape[1]):
                         for t in range(p.shape[2]):
                             early = t < ignore_first
-                            rows.append({
-                                "sample_id": sample + b, "layer": layer, "head": h, "token_pos": t,
-                                "query_norm": float(q_norm[b, t, h]),
-                                "entropy": float("nan") if early else float(entropy[b, h, t]),
-                                "max_attn": float("nan") if early else float(max_attn[b, h, t]),
-                                "k_eff": float("nan") if early else int(k_eff[b, h, t]),
-                            })
+                            rows.append(
+                                {
+                                    "sample_id": sample + b,
+                                    "layer": layer,
+                                    "head": h,
+                                    "token_pos": t,
+                                    "query_norm": float(q_norm[b, t, h]),
+                                    "entropy": float("nan") if early else float(entropy[b, h, t]),
+                                    "max_attn": float("nan") if early else float(max_attn[b, h, t]),
+                                    "k_eff": float("nan") if early else int(k_eff[b, h, t]),
+                                }
+                            )
             sample += ids.shape[0]
     finally:
         for hook in hooks:
@@ -79,8 +86,14 @@ def seed_pipeline(model, batches, path: str, threshold: float = 0.9, ignore_firs
 def spectra_pipeline(model, batches, path: str) -> None:
     frames, start = [], 0
     for ids in batches:
-        frames.append(spectra.profile(model, ids, metrics=("q_norm", "entropy", "max_attn", "k_eff"),
-                                      sample_ids=range(start, start + ids.shape[0])))
+        frames.append(
+            spectra.profile(
+                model,
+                ids,
+                metrics=("q_norm", "entropy", "max_attn", "k_eff"),
+                sample_ids=range(start, start + ids.shape[0]),
+            )
+        )
         start += ids.shape[0]
     write_profile_parquet(pd.concat(frames, ignore_index=True), path)
 
@@ -95,8 +108,10 @@ def main() -> None:
     eager, _ = zoo.load("tiny-llama", attn_implementation="eager")
     data = windows(tokenizer, args.samples, args.context)
     batches = list(data.split(args.batch_size))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; tiny-llama, {args.samples} samples x "
-          f"{args.context} tokens, batch {args.batch_size}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; tiny-llama, {args.samples} samples x "
+        f"{args.context} tokens, batch {args.batch_size}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         csv_path, parquet_path = os.path.join(tmp, "seed.csv"), os.path.join(tmp, "spectra.parquet")
         spectra_pipeline(sdpa, batches[:1], parquet_path)  # warm-up
@@ -107,8 +122,10 @@ def main() -> None:
     print(f"{'pipeline':<34} {'seconds':>8} {'peak MiB':>9} {'output MiB':>11}")
     print(f"{'seed-style (eager, dict rows, CSV)':<34} {seed_s:>8.2f} {seed_mem / mib:>9.1f} {seed_bytes / mib:>11.2f}")
     print(f"{'spectra.profile + Parquet':<34} {ours_s:>8.2f} {ours_mem / mib:>9.1f} {ours_bytes / mib:>11.2f}")
-    print(f"speed-up {seed_s / ours_s:.1f}x, output {seed_bytes / ours_bytes:.1f}x smaller, "
-          f"peak memory {seed_mem / max(ours_mem, 1):.1f}x lower")
+    print(
+        f"speed-up {seed_s / ours_s:.1f}x, output {seed_bytes / ours_bytes:.1f}x smaller, "
+        f"peak memory {seed_mem / max(ours_mem, 1):.1f}x lower"
+    )
 
     def forward():
         for ids in batches:

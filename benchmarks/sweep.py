@@ -17,11 +17,12 @@ import argparse
 
 import numpy as np
 import pandas as pd
-import spectra
 import torch
+
+import spectra
+from spectra.interventions import DEFAULT_ALPHAS, scale_sweep
 from spectra.models import zoo
 from spectra.testing.benchmarking import timed
-from spectra.interventions import DEFAULT_ALPHAS, scale_sweep
 
 
 def windows(tokenizer, n: int, length: int) -> torch.Tensor:
@@ -43,8 +44,14 @@ def naive_gain_map(model, ids: torch.Tensor, alphas, batch_size: int, ignore_fir
                         model(batch)
                     c = probe.drain_row_stats()
                     keep = c["position"] >= ignore_first
-                    frame = pd.DataFrame({"sample": c["example_id"][keep], "entropy": c["entropy"][keep],
-                                          "max_attn": c["max_attn"][keep], "k_eff": c["k_eff"][keep]})
+                    frame = pd.DataFrame(
+                        {
+                            "sample": c["example_id"][keep],
+                            "entropy": c["entropy"][keep],
+                            "max_attn": c["max_attn"][keep],
+                            "k_eff": c["k_eff"][keep],
+                        }
+                    )
                     means = frame.groupby("sample").mean().reset_index()
                     rows.append(means.assign(layer=layer, head=head, alpha=alpha))
     return pd.concat(rows, ignore_index=True)
@@ -61,16 +68,22 @@ def main() -> None:
     ids = windows(tok, args.samples, args.context)
     alphas = DEFAULT_ALPHAS
     n_heads = model.config.num_hidden_layers * model.config.num_attention_heads
-    print(f"tiny-llama: {n_heads} heads x {len(alphas)} alphas, {args.samples} windows x {args.context} tokens, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"tiny-llama: {n_heads} heads x {len(alphas)} alphas, {args.samples} windows x {args.context} tokens, "
+        f"{torch.get_num_threads()} threads"
+    )
     scale_sweep(model, ids[:1], [(0, 0)], alphas)  # warm-up (switch, kernels)
     t_local, mem_local, local = timed(lambda: scale_sweep(model, ids, "all", alphas, batch_size=args.batch_size))
     t_naive, mem_naive, naive = timed(lambda: naive_gain_map(model, ids, alphas, args.batch_size))
     merged = local.merge(naive, on=["layer", "head", "alpha", "sample"], suffixes=("_local", "_naive"))
     assert len(merged) == len(local) == len(naive)
-    diffs = {m: float(np.abs(merged[f"{m}_local"] - merged[f"{m}_naive"]).max()) for m in ("entropy", "max_attn", "k_eff")}
-    print(f"naive (forward per head and alpha): {t_naive:8.2f} s  ({n_heads * len(alphas)} x "
-          f"{-(-args.samples // args.batch_size)} forwards)")
+    diffs = {
+        m: float(np.abs(merged[f"{m}_local"] - merged[f"{m}_naive"]).max()) for m in ("entropy", "max_attn", "k_eff")
+    }
+    print(
+        f"naive (forward per head and alpha): {t_naive:8.2f} s  ({n_heads * len(alphas)} x "
+        f"{-(-args.samples // args.batch_size)} forwards)"
+    )
     print(f"spectra local mode:                 {t_local:8.2f} s  ({-(-args.samples // args.batch_size)} forwards)")
     print(f"speed-up: {t_naive / t_local:.1f}x   (target >= 20x)")
     print(f"peak extra host memory: naive {mem_naive / 2**20:.1f} MiB, local {mem_local / 2**20:.1f} MiB")

@@ -47,9 +47,22 @@ def site(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("site")
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(ROOT / "mkdocs.yml"),
-         "--site-dir", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "--config-file",
+            str(ROOT / "mkdocs.yml"),
+            "--site-dir",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, f"mkdocs build --strict failed:\n{result.stdout}\n{result.stderr}"
     return out
@@ -73,11 +86,28 @@ def test_api_reference_is_generated_from_docstrings(site):
     assert 'id="spectra.capture.probe.Probe"' in page(site, "reference/api/capture")
     assert 'id="spectra.metrics.profile.profile"' in page(site, "reference/api/metrics")
     # One page per subpackage, named after it, documenting that subpackage's modules.
-    for package in ("jobs", "engine", "report", "figures", "interventions", "heads", "geometry", "plasticity",
-                    "metrics", "capture", "io", "data", "models", "ops", "testing"):
+    for package in (
+        "jobs",
+        "engine",
+        "report",
+        "figures",
+        "interventions",
+        "heads",
+        "geometry",
+        "plasticity",
+        "metrics",
+        "capture",
+        "io",
+        "data",
+        "models",
+        "ops",
+        "testing",
+    ):
         assert f'id="spectra.{package}' in page(site, f"reference/api/{package}"), package
     # Doctest examples are rendered as code, not as Markdown block quotes (">>> " read as quoting).
-    quoted = [p.parent.name for p in (site / "reference" / "api").glob("*/index.html") if "<blockquote>" in p.read_text()]
+    quoted = [
+        p.parent.name for p in (site / "reference" / "api").glob("*/index.html") if "<blockquote>" in p.read_text()
+    ]
     assert not quoted, f"doctests rendered as block quotes on the API pages of {quoted}"
     # The pybind11 classes of spectra._core, which static analysis cannot see.
     top = page(site, "reference/api/spectra")
@@ -110,7 +140,11 @@ class _Resources(HTMLParser):
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
-        if tag == "link" and attrs.get("href") and not {"canonical", "alternate"} & set((attrs.get("rel") or "").split()):
+        if (
+            tag == "link"
+            and attrs.get("href")
+            and not {"canonical", "alternate"} & set((attrs.get("rel") or "").split())
+        ):
             self.urls.append(attrs["href"])
         if tag in ("script", "img", "iframe", "source", "audio", "video", "embed") and attrs.get("src"):
             self.urls.append(attrs["src"])
@@ -128,7 +162,10 @@ def test_site_loads_nothing_from_the_network(site):
         parser.feed(html_file.read_text())
         external += [f"{html_file.relative_to(site)}: {url}" for url in parser.urls if EXTERNAL.match(url)]
     for css_file in site.rglob("*.css"):
-        external += [f"{css_file.relative_to(site)}: {url}" for url in CSS_URL.findall(css_file.read_text())
-                     if EXTERNAL.match(url)]
+        external += [
+            f"{css_file.relative_to(site)}: {url}"
+            for url in CSS_URL.findall(css_file.read_text())
+            if EXTERNAL.match(url)
+        ]
     assert not external, "the site fetches external resources:\n" + "\n".join(external[:20])
     assert "fonts.googleapis.com" not in page(site, "getting-started")

@@ -37,7 +37,9 @@ def _shadow_package_without_core(tmp_path: Path) -> dict:
 
 # An editable install puts a finder on sys.meta_path that wins over PYTHONPATH; drop it so the
 # shadow copy (which has no _core) is what gets imported.
-_WITHOUT_EDITABLE_FINDER = "import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in type(f).__module__]; "
+_WITHOUT_EDITABLE_FINDER = (
+    "import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in type(f).__module__]; "
+)
 
 
 def test_import_without_native_module_says_how_to_build(tmp_path):

@@ -2,7 +2,7 @@
 
 Prints: top-level modules of python/spectra, imports inside functions, the five longest
 functions and the import cycles among spectra's modules (strongly connected components of the
-graph of every import, including those inside functions).
+graph of every import, including those inside functions, but not those under ``if TYPE_CHECKING``).
 
     python tools/layout_metrics.py [python/spectra]
 """
@@ -50,8 +50,14 @@ def main(argv: list[str]) -> None:
                 for inner in ast.walk(node):
                     if isinstance(inner, (ast.Import, ast.ImportFrom)):
                         nested_imports += 1
+        type_checking = {
+            id(n)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for n in ast.walk(node)
+        }
         for inner in ast.walk(tree):  # every import, also those inside functions (as import-linter sees them)
-            if True:
+            if id(inner) not in type_checking:
                 if isinstance(inner, ast.Import):
                     targets = [alias.name for alias in inner.names]
                 elif isinstance(inner, ast.ImportFrom):

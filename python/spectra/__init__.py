@@ -47,8 +47,17 @@ _EXPORTS: dict[str, str] = {
     "head_stats": "spectra.heads.stats",
     **dict.fromkeys(
         [
-            "AblateHead", "HeadOutputs", "InterventionNotReachedError", "OutputRecorder", "PatchHead",
-            "ScaleKey", "ScaleLogits", "ScaleQuery", "intervene", "kv_group", "record_head_outputs",
+            "AblateHead",
+            "HeadOutputs",
+            "InterventionNotReachedError",
+            "OutputRecorder",
+            "PatchHead",
+            "ScaleKey",
+            "ScaleLogits",
+            "ScaleQuery",
+            "intervene",
+            "kv_group",
+            "record_head_outputs",
         ],
         "spectra.interventions.context",
     ),
@@ -62,8 +71,23 @@ _EXPORTS: dict[str, str] = {
 
 #: Subpackages reachable as attributes (``spectra.geometry.combined_pca``), imported on first use.
 _SUBPACKAGES = (
-    "capture", "cli", "data", "engine", "figures", "geometry", "heads", "info", "interventions", "io",
-    "jobs", "metrics", "models", "ops", "plasticity", "report", "testing",
+    "capture",
+    "cli",
+    "data",
+    "engine",
+    "figures",
+    "geometry",
+    "heads",
+    "info",
+    "interventions",
+    "io",
+    "jobs",
+    "metrics",
+    "models",
+    "ops",
+    "plasticity",
+    "report",
+    "testing",
 )
 
 #: Short names of modules that users reach as ``spectra.<name>`` (``spectra.stats.head_stats``,
@@ -99,19 +123,45 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from spectra import (  # noqa: F401
-        capture, data, engine, figures, geometry, heads, interventions, io, jobs, metrics, models, ops,
-        plasticity, report, testing,
+        capture,
+        data,
+        engine,
+        figures,
+        geometry,
+        heads,
+        interventions,
+        io,
+        jobs,
+        metrics,
+        models,
+        ops,
+        plasticity,
+        report,
+        testing,
     )
     from spectra.capture.probe import Probe  # noqa: F401
     from spectra.capture.store import Captured, read_capture, read_sidecar  # noqa: F401
     from spectra.heads.head_geometry import HeadGeometry, head_geometry  # noqa: F401
     from spectra.heads.stats import head_stats  # noqa: F401
     from spectra.interventions.checks import (  # noqa: F401
-        BaselineReport, InterventionCheckError, IsolationReport, check_baseline, check_isolation,
+        BaselineReport,
+        InterventionCheckError,
+        IsolationReport,
+        check_baseline,
+        check_isolation,
     )
     from spectra.interventions.context import (  # noqa: F401
-        AblateHead, HeadOutputs, InterventionNotReachedError, OutputRecorder, PatchHead, ScaleKey,
-        ScaleLogits, ScaleQuery, intervene, kv_group, record_head_outputs,
+        AblateHead,
+        HeadOutputs,
+        InterventionNotReachedError,
+        OutputRecorder,
+        PatchHead,
+        ScaleKey,
+        ScaleLogits,
+        ScaleQuery,
+        intervene,
+        kv_group,
+        record_head_outputs,
     )
     from spectra.metrics.profile import NonFiniteActivationError, profile  # noqa: F401
     from spectra.models import SUPPORTED_MODEL_TYPES, UnsupportedModelError  # noqa: F401

@@ -124,30 +124,64 @@ def info() -> None:
 @click.option("--context-length", default=256, show_default=True, type=click.IntRange(min=1), help="Tokens per window.")
 @click.option("--n-samples", default=16, show_default=True, type=click.IntRange(min=1), help="Windows to profile.")
 @click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1), help="Windows per shard.")
-@click.option("--out", "out_dir", default="results/demo", show_default=True, type=click.Path(file_okay=False),
-              help="Result folder (a previous result folder there is replaced).")
+@click.option(
+    "--out",
+    "out_dir",
+    default="results/demo",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Result folder (a previous result folder there is replaced).",
+)
 def demo(model: str, context_length: int, n_samples: int, batch_size: int, out_dir: str) -> None:
     """Profile a model on the zoo's held-out text into results/demo; print the figures and a per-layer summary."""
     try:
-        demo_job.run_demo(model, context_length=context_length, n_samples=n_samples, batch_size=batch_size, out_dir=out_dir)
+        demo_job.run_demo(
+            model, context_length=context_length, n_samples=n_samples, batch_size=batch_size, out_dir=out_dir
+        )
     except (ValueError, FileNotFoundError) as error:
         raise click.ClickException(str(error)) from error
 
 
 @main.command()
 @options(CAPTURE_OPTIONS)
-def capture(model_name, data_path, out_dir, layers, heads, kinds, stages, positions, bucket_size, seed, max_length,
-            dtype, attn_implementation, overwrite) -> None:
+def capture(
+    model_name,
+    data_path,
+    out_dir,
+    layers,
+    heads,
+    kinds,
+    stages,
+    positions,
+    bucket_size,
+    seed,
+    max_length,
+    dtype,
+    attn_implementation,
+    overwrite,
+) -> None:
     """Capture per-head Q/K/V of every example into Parquet (qk-sniffer layout) plus a JSON sidecar."""
     try:
         read = examples.read_examples(data_path)
-        model, tokenizer = loading.load_model(model_name, dtype=getattr(torch, dtype), attn_implementation=attn_implementation)
+        model, tokenizer = loading.load_model(
+            model_name, dtype=getattr(torch, dtype), attn_implementation=attn_implementation
+        )
         if positions not in ("all", "uniform", "log_uniform"):
             positions = parse_ints(positions)
         meta = capture_job.run_capture(
-            model, tokenizer, read, out_dir, max_length=max_length, overwrite=overwrite,
-            layers=parse_ints(layers), heads=parse_ints(heads), capture=split_names(kinds), stage=split_names(stages),
-            positions=positions, bucket_size=bucket_size, seed=seed,
+            model,
+            tokenizer,
+            read,
+            out_dir,
+            max_length=max_length,
+            overwrite=overwrite,
+            layers=parse_ints(layers),
+            heads=parse_ints(heads),
+            capture=split_names(kinds),
+            stage=split_names(stages),
+            positions=positions,
+            bucket_size=bucket_size,
+            seed=seed,
         )
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         raise click.ClickException(str(error)) from error
@@ -156,6 +190,7 @@ def capture(model_name, data_path, out_dir, layers, heads, kinds, stages, positi
 
 
 # ---- spectra profile ------------------------------------------------------------------------
+
 
 def _option_keys(command: click.Command) -> dict[str, str]:
     """Every spelling a --config YAML may use for an option (``context-length``, ``context_length``,
@@ -190,8 +225,9 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
     unknown = sorted(str(k) for k in loaded if str(k) not in keys)
     if unknown:
         allowed = sorted({k for k in keys if "_" not in k})
-        raise click.BadParameter(f"{value}: unknown key(s) {', '.join(unknown)}; allowed keys are {', '.join(allowed)}",
-                                 ctx, param)
+        raise click.BadParameter(
+            f"{value}: unknown key(s) {', '.join(unknown)}; allowed keys are {', '.join(allowed)}", ctx, param
+        )
     defaults = {}
     for key, item in loaded.items():
         if isinstance(item, (list, tuple)):
@@ -202,25 +238,62 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
 
 
 @main.command("profile")
-@click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False, callback=_load_config,
-              help="YAML file of option defaults (keys as the long options, e.g. context-length: 256); flags override it.")
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    is_eager=True,
+    expose_value=False,
+    callback=_load_config,
+    help="YAML file of option defaults (keys as the long options, e.g. context-length: 256); flags override it.",
+)
 @options(PROFILE_OPTIONS)
-def profile_command(model_name, data_path, context_length, n_samples, batch_size, out_dir, layers, heads, metrics,
-                    threshold, ignore_first, dtype, attn_implementation, resume, quiet) -> None:
+def profile_command(
+    model_name,
+    data_path,
+    context_length,
+    n_samples,
+    batch_size,
+    out_dir,
+    layers,
+    heads,
+    metrics,
+    threshold,
+    ignore_first,
+    dtype,
+    attn_implementation,
+    resume,
+    quiet,
+) -> None:
     """Per-token attention metrics of a model on token windows, as Parquet shards, plus the head summary,
     the exp0 q-norm/entropy correlation tables and figures."""
     try:
         try:
             layer_list, head_list = parse_ints(layers), parse_ints(heads)
         except ValueError:
-            raise ValueError(f"layers/heads: expected e.g. '0,2,5-7'; got --layers {layers!r} --heads {heads!r}") from None
-        model, tokenizer = loading.load_model(model_name, dtype=getattr(torch, dtype),
-                                             attn_implementation=attn_implementation)
+            raise ValueError(
+                f"layers/heads: expected e.g. '0,2,5-7'; got --layers {layers!r} --heads {heads!r}"
+            ) from None
+        model, tokenizer = loading.load_model(
+            model_name, dtype=getattr(torch, dtype), attn_implementation=attn_implementation
+        )
         windows = windows_module.load_windows(data_path, tokenizer, context_length, n_samples)
         result = profile_job.run_profile(
-            model, tokenizer, windows, out_dir, model_name=model_name, batch_size=batch_size, layers=layer_list,
-            heads=head_list, metrics=split_names(metrics), threshold=threshold, ignore_first=ignore_first,
-            resume=resume, data=data_path, n_samples=n_samples, command_line=sys.argv, progress=not quiet,
+            model,
+            tokenizer,
+            windows,
+            out_dir,
+            model_name=model_name,
+            batch_size=batch_size,
+            layers=layer_list,
+            heads=head_list,
+            metrics=split_names(metrics),
+            threshold=threshold,
+            ignore_first=ignore_first,
+            resume=resume,
+            data=data_path,
+            n_samples=n_samples,
+            command_line=sys.argv,
+            progress=not quiet,
         )
     except (ValueError, FileNotFoundError, KeyError) as error:
         raise click.ClickException(str(error).strip("'\"")) from error
@@ -242,22 +315,33 @@ def sweep_command(config_path, out_dir, resume, quiet) -> None:
 
 @main.command("dynamics")
 @options(DYNAMICS_OPTIONS)
-def dynamics_command(checkpoints, model_name, out_dir, context_length, n_samples, n_random, random_block,
-                     gamma_heatmap, quiet) -> None:
+def dynamics_command(
+    checkpoints, model_name, out_dir, context_length, n_samples, n_random, random_block, gamma_heatmap, quiet
+) -> None:
     """Per-head statistics, classes and k_norm gain over training checkpoints: tables and figures."""
     if bool(checkpoints) == bool(model_name):
         raise click.UsageError("give either --checkpoints (one or more folders) or --model (e.g. tiny-qwen3)")
     try:
-        result = dynamics_job.run_dynamics(model_name or list(checkpoints), out_dir, context_length=context_length,
-                                           n_samples=n_samples, n_random=n_random, random_block=random_block,
-                                           gamma_heatmap=gamma_heatmap, progress=not quiet, command_line=sys.argv)
+        result = dynamics_job.run_dynamics(
+            model_name or list(checkpoints),
+            out_dir,
+            context_length=context_length,
+            n_samples=n_samples,
+            n_random=n_random,
+            random_block=random_block,
+            gamma_heatmap=gamma_heatmap,
+            progress=not quiet,
+            command_line=sys.argv,
+        )
     except (ValueError, FileNotFoundError) as error:
         raise click.ClickException(str(error)) from error
     dynamics_job.print_dynamics_result(result)
 
 
 @main.command("taxonomy")
-@click.option("--model", "model_name", default="tiny-qwen3", show_default=True, help="Zoo name or a local model folder.")
+@click.option(
+    "--model", "model_name", default="tiny-qwen3", show_default=True, help="Zoo name or a local model folder."
+)
 @click.option("--context-length", default=128, show_default=True, type=click.IntRange(min=1))
 @click.option("--n-samples", default=8, show_default=True, type=click.IntRange(min=1), help="Held-out text windows.")
 @click.option("--out", "out_csv", default=None, type=click.Path(dir_okay=False), help="Also write the table as CSV.")
@@ -278,8 +362,25 @@ def taxonomy_command(model_name, context_length, n_samples, out_csv) -> None:
 
 @main.command("geometry")
 @options(GEOMETRY_OPTIONS)
-def geometry_command(qk_dirs, model_name, checkpoints, n_examples, max_length, out_dir, labels, n_components, axis_b,
-                     per_kind, max_rows, n_planes, active_threshold, hi, lo, gqa_group, scatter_head) -> None:
+def geometry_command(
+    qk_dirs,
+    model_name,
+    checkpoints,
+    n_examples,
+    max_length,
+    out_dir,
+    labels,
+    n_components,
+    axis_b,
+    per_kind,
+    max_rows,
+    n_planes,
+    active_threshold,
+    hi,
+    lo,
+    gqa_group,
+    scatter_head,
+) -> None:
     """Combined Q+K PCA and the planar rotation model of every captured head: heads.csv, qk.csv, planes.csv,
     summary.json, figures; over a checkpoint series also series.csv and the training-dynamics figures."""
     if bool(qk_dirs) == bool(model_name):
@@ -295,11 +396,25 @@ def geometry_command(qk_dirs, model_name, checkpoints, n_examples, max_length, o
             except ValueError:
                 raise ValueError(f"scatter-head: expected LAYER,HEAD such as 2,5; got {scatter_head!r}") from None
         if model_name:
-            qk_dirs = geometry_job.capture_model(model_name, Path(out_dir) / "qk", checkpoints=checkpoints,
-                                                 n_examples=n_examples, max_length=max_length)
-        run = geometry_job.run_geometry(qk_dirs, out_dir, labels=list(labels) or None, per_kind=per_kind, scatter_head=head,
-                           command_line=sys.argv, n_components=n_components, axis_b=axis_b, max_rows=max_rows,
-                           n_planes=n_planes, active_threshold=active_threshold, hi=hi, lo=lo, gqa_group=gqa_group)
+            qk_dirs = geometry_job.capture_model(
+                model_name, Path(out_dir) / "qk", checkpoints=checkpoints, n_examples=n_examples, max_length=max_length
+            )
+        run = geometry_job.run_geometry(
+            qk_dirs,
+            out_dir,
+            labels=list(labels) or None,
+            per_kind=per_kind,
+            scatter_head=head,
+            command_line=sys.argv,
+            n_components=n_components,
+            axis_b=axis_b,
+            max_rows=max_rows,
+            n_planes=n_planes,
+            active_threshold=active_threshold,
+            hi=hi,
+            lo=lo,
+            gqa_group=gqa_group,
+        )
     except (ValueError, FileNotFoundError) as error:
         raise click.ClickException(str(error)) from error
     geometry_job.print_geometry_run(run, click.echo)
@@ -307,9 +422,29 @@ def geometry_command(qk_dirs, model_name, checkpoints, n_examples, max_length, o
 
 @main.command("plasticity")
 @options(PLASTICITY_OPTIONS)
-def plasticity_command(qk_dirs, model_name, checkpoints, n_examples, max_length, out_dir, labels, mode, bucket_size,
-                       context_length, grid_width, query_position, covariance, pairs_per_cell, seed, heatmap_bin,
-                       max_tokens_per_head, normality_max_dims, gqa_group, scores, quiet) -> None:
+def plasticity_command(
+    qk_dirs,
+    model_name,
+    checkpoints,
+    n_examples,
+    max_length,
+    out_dir,
+    labels,
+    mode,
+    bucket_size,
+    context_length,
+    grid_width,
+    query_position,
+    covariance,
+    pairs_per_cell,
+    seed,
+    heatmap_bin,
+    max_tokens_per_head,
+    normality_max_dims,
+    gqa_group,
+    scores,
+    quiet,
+) -> None:
     """Attention plasticity of every captured head: heads.csv, cells.csv, profile.csv, fractions.csv, heatmap.csv,
     components.csv, model_report.csv, figures; with several captures the comparison figures."""
     if bool(qk_dirs) == bool(model_name):
@@ -318,14 +453,34 @@ def plasticity_command(qk_dirs, model_name, checkpoints, n_examples, max_length,
         raise click.UsageError("--checkpoints goes with --model")
     try:
         if model_name:
-            qk_dirs = plasticity_job.capture_model(model_name, Path(out_dir) / "qk", checkpoints=checkpoints,
-                                                   n_examples=n_examples, max_length=max_length, progress=not quiet)
-        run = plasticity_job.run_plasticity(qk_dirs, out_dir, mode=mode, labels=list(labels) or None, scores=scores,
-                             command_line=sys.argv, progress=not quiet, bucket_size=bucket_size,
-                             context_length=context_length, grid_width=grid_width, query_position=query_position,
-                             covariance=covariance, pairs_per_cell=pairs_per_cell, seed=seed, heatmap_bin=heatmap_bin,
-                             max_tokens_per_head=max_tokens_per_head, normality_max_dims=normality_max_dims,
-                             gqa_group=gqa_group)
+            qk_dirs = plasticity_job.capture_model(
+                model_name,
+                Path(out_dir) / "qk",
+                checkpoints=checkpoints,
+                n_examples=n_examples,
+                max_length=max_length,
+                progress=not quiet,
+            )
+        run = plasticity_job.run_plasticity(
+            qk_dirs,
+            out_dir,
+            mode=mode,
+            labels=list(labels) or None,
+            scores=scores,
+            command_line=sys.argv,
+            progress=not quiet,
+            bucket_size=bucket_size,
+            context_length=context_length,
+            grid_width=grid_width,
+            query_position=query_position,
+            covariance=covariance,
+            pairs_per_cell=pairs_per_cell,
+            seed=seed,
+            heatmap_bin=heatmap_bin,
+            max_tokens_per_head=max_tokens_per_head,
+            normality_max_dims=normality_max_dims,
+            gqa_group=gqa_group,
+        )
     except (ValueError, FileNotFoundError) as error:
         raise click.ClickException(str(error)) from error
     plasticity_job.print_plasticity_run(run, click.echo)
@@ -333,22 +488,44 @@ def plasticity_command(qk_dirs, model_name, checkpoints, n_examples, max_length,
 
 @main.command("report")
 @click.argument("result_dir", type=click.Path())
-@click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False),
-              help="HTML file to write (default: RESULT_DIR/report.html).")
-@click.option("--model", "model_name", default=None,
-              help="Model for the attention viewer and the taxonomy classes (default: the one the result folder names).")
-@click.option("--no-model", is_flag=True, help="Do not load the model: no attention viewer, only the classes the folder holds.")
-@click.option("--n-samples", default=2, show_default=True, type=click.IntRange(1, 3),
-              help="Held-out windows in the attention viewer.")
-@click.option("--max-tokens", default=64, show_default=True, type=click.IntRange(2, 64),
-              help="Tokens per window in the attention viewer.")
+@click.option(
+    "--out",
+    "out_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="HTML file to write (default: RESULT_DIR/report.html).",
+)
+@click.option(
+    "--model",
+    "model_name",
+    default=None,
+    help="Model for the attention viewer and the taxonomy classes (default: the one the result folder names).",
+)
+@click.option(
+    "--no-model", is_flag=True, help="Do not load the model: no attention viewer, only the classes the folder holds."
+)
+@click.option(
+    "--n-samples",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 3),
+    help="Held-out windows in the attention viewer.",
+)
+@click.option(
+    "--max-tokens",
+    default=64,
+    show_default=True,
+    type=click.IntRange(2, 64),
+    help="Tokens per window in the attention viewer.",
+)
 def report_command(result_dir, out_path, model_name, no_model, n_samples, max_tokens) -> None:
     """One self-contained HTML file summarising a result folder of any Spectra job: run metadata, a layer x head
     grid coloured by a per-head metric with each head's class, an attention viewer for the selected head, and the
     folder's figures."""
     try:
-        path = report_html.write_report(result_dir, out_path, model=model_name, with_model=not no_model, n_samples=n_samples,
-                            max_tokens=max_tokens)
+        path = report_html.write_report(
+            result_dir, out_path, model=model_name, with_model=not no_model, n_samples=n_samples, max_tokens=max_tokens
+        )
     except (ValueError, FileNotFoundError) as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"spectra report: {path}")
@@ -356,17 +533,42 @@ def report_command(result_dir, out_path, model_name, no_model, n_samples, max_to
 
 # ---- spectra run ----------------------------------------------------------------------------
 
+
 @main.command("run")
 @click.argument("config_path", metavar="CONFIG.yaml", type=click.Path(dir_okay=False))
-@click.option("--engine", "engine_name", default="local", show_default=True, type=click.Choice(["local", "ray"]),
-              help="local: tasks one after the other in this process; ray: tasks on a Ray cluster.")
-@click.option("--address", default=None,
-              help="With --engine ray: the cluster to join ('auto' for a running one); default: start a local one.")
-@click.option("--workers", default=None, type=click.IntRange(min=1),
-              help="With --engine ray: tasks running at once (and the CPUs of a local cluster); default: all CPUs.")
-@click.option("--max-retries", default=3, show_default=True, type=click.IntRange(min=0),
-              help="With --engine ray: retries of a task whose worker died or that raised.")
-@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False), help="Result folder (default: the config's out).")
+@click.option(
+    "--engine",
+    "engine_name",
+    default="local",
+    show_default=True,
+    type=click.Choice(["local", "ray"]),
+    help="local: tasks one after the other in this process; ray: tasks on a Ray cluster.",
+)
+@click.option(
+    "--address",
+    default=None,
+    help="With --engine ray: the cluster to join ('auto' for a running one); default: start a local one.",
+)
+@click.option(
+    "--workers",
+    default=None,
+    type=click.IntRange(min=1),
+    help="With --engine ray: tasks running at once (and the CPUs of a local cluster); default: all CPUs.",
+)
+@click.option(
+    "--max-retries",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="With --engine ray: retries of a task whose worker died or that raised.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Result folder (default: the config's out).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def run_command(config_path, engine_name, address, workers, max_retries, out_dir, quiet) -> None:
     """A job from a YAML file (kind: profile | capture | sweep | dynamics | geometry | plasticity, models: [...],
@@ -382,8 +584,10 @@ def run_command(config_path, engine_name, address, workers, max_retries, out_dir
     except (ValueError, FileNotFoundError, NotImplementedError, RuntimeError) as error:
         raise click.ClickException(str(error).strip("'\"")) from error
     report = result.report
-    click.echo(f"spectra run ({report.engine}): {len(report.computed)} task(s) computed, {len(report.skipped)} "
-               f"skipped (already done), {report.seconds:.1f} s -> {result.out}")
+    click.echo(
+        f"spectra run ({report.engine}): {len(report.computed)} task(s) computed, {len(report.skipped)} "
+        f"skipped (already done), {report.seconds:.1f} s -> {result.out}"
+    )
     describe = engine.kind_module(result.kind).describe
     for label, item in result.results.items():
         click.echo(f"  {describe(label, item)}")

@@ -54,7 +54,9 @@ def collect() -> dict[str, Any]:
         report["native_error"] = str(_native.load_error)
         return report
     report["build"] = core.build_info()
-    ops = sorted({name.split("::", 1)[1] for name in torch._C._dispatch_get_all_op_names() if name.startswith("spectra::")})
+    ops = sorted(
+        {name.split("::", 1)[1] for name in torch._C._dispatch_get_all_op_names() if name.startswith("spectra::")}
+    )
     report["ops"] = {op: _op_backends(op) for op in ops}
     return report
 
@@ -63,7 +65,9 @@ def format_report(report: dict[str, Any]) -> str:
     """Renders :func:`collect`'s dict as the text ``python -m spectra.info`` prints."""
     lines = [f"spectra {report['spectra']}  (python {report['python']}, {report['platform']})", "", "packages:"]
     lines += [f"  {name:<13} {version}" for name, version in report["packages"].items()]
-    lines.append(f"  torch CUDA    {report['torch_cuda'] or 'none (CPU build)'}; visible GPUs: {report['cuda_devices']}")
+    lines.append(
+        f"  torch CUDA    {report['torch_cuda'] or 'none (CPU build)'}; visible GPUs: {report['cuda_devices']}"
+    )
     lines.append("")
     if not report["native_loaded"]:
         from spectra._native import BUILD_HINT

@@ -20,8 +20,14 @@ from spectra.models import zoo
 def make_llama(attn_implementation="sdpa", seed=0):
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=8, max_position_embeddings=256,
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=256,
     )
     return AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation, dtype=torch.float32).eval()
 
@@ -49,6 +55,7 @@ def spectra_names():
 
 
 # ---- hygiene ----
+
 
 @pytest.mark.parametrize("stage", ["post_rope", "pre_rope"])
 @pytest.mark.parametrize("route", ["hook", "inverse_rope"])
@@ -161,6 +168,7 @@ def test_probe_cannot_be_reused(llama):
 
 # ---- samplers ----
 
+
 def test_uniform_sampler_matches_reference_formula(llama):
     # qk-sniffer: torch.rand(S, generator=Generator().manual_seed(batch_seed(e, layer, kind))) < 1/B.
     mask64 = (1 << 64) - 1
@@ -262,11 +270,18 @@ def test_left_padding_samples_the_same_positions_as_unpadded(llama):
 
 # ---- store ----
 
+
 def test_parquet_layout_sidecar_and_reader(llama, tmp_path):
     out = tmp_path / "capture"
     probe = spectra.Probe(
-        llama, heads={0: [1], 2: [2, 3]}, capture=("q", "k"), stage=("post_rope", "pre_rope"),
-        positions="uniform", bucket_size=2, out_dir=out, keep_in_memory=True,
+        llama,
+        heads={0: [1], 2: [2, 3]},
+        capture=("q", "k"),
+        stage=("post_rope", "pre_rope"),
+        positions="uniform",
+        bucket_size=2,
+        out_dir=out,
+        keep_in_memory=True,
     )
     with probe, torch.no_grad():
         llama(ids(batch=2))
@@ -326,6 +341,7 @@ def test_read_capture_missing_file_is_clear(tmp_path):
 
 # ---- embedded models ----
 
+
 @pytest.mark.parametrize("name", zoo.MODEL_NAMES)
 def test_embedded_models_parity_and_values(name):
     model, tok = zoo.load(name)
@@ -336,16 +352,23 @@ def test_embedded_models_parity_and_values(name):
     with probe, torch.no_grad():
         logits = model(x).logits
     assert torch.equal(logits, reference)
-    assert probe.kv_head_map == tuple(h // (model.config.num_attention_heads // model.config.num_key_value_heads)
-                                      for h in range(model.config.num_attention_heads))
+    assert probe.kv_head_map == tuple(
+        h // (model.config.num_attention_heads // model.config.num_key_value_heads)
+        for h in range(model.config.num_attention_heads)
+    )
     # Post-RoPE q·k at distance 0 equals pre-RoPE q·k (RoPE preserves same-position products).
     pre_q, post_q = probe.captured(2, 3, "q", "pre_rope"), probe.captured(2, 3, "q", "post_rope")
-    pre_k, post_k = probe.captured(2, probe.kv_head(3), "k", "pre_rope"), probe.captured(2, probe.kv_head(3), "k", "post_rope")
-    torch.testing.assert_close((pre_q.vectors * pre_k.vectors).sum(-1), (post_q.vectors * post_k.vectors).sum(-1),
-                               atol=1e-4, rtol=1e-4)
+    pre_k, post_k = (
+        probe.captured(2, probe.kv_head(3), "k", "pre_rope"),
+        probe.captured(2, probe.kv_head(3), "k", "post_rope"),
+    )
+    torch.testing.assert_close(
+        (pre_q.vectors * pre_k.vectors).sum(-1), (post_q.vectors * post_k.vectors).sum(-1), atol=1e-4, rtol=1e-4
+    )
 
 
 # ---- bad input ----
+
 
 def test_bad_arguments_name_the_argument(llama):
     with pytest.raises(ValueError, match=r"layers: 3 is not a layer .* 0\.\.2"):
@@ -399,12 +422,14 @@ def test_captured_unknown_head_or_stage(llama):
 
 # ---- a real pretrained model: all-MiniLM-L6-v2 (BERT, bidirectional) ----
 
+
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
 def test_minilm_parity_and_bidirectional_attention_weights(attn_implementation):
     model, tokenizer = zoo.load_minilm(attn_implementation=attn_implementation)
     batch = tokenizer(
         ["In the beginning God created the heaven and the earth.", "And God said, Let there be light."],
-        padding=True, return_tensors="pt",
+        padding=True,
+        return_tensors="pt",
     )
     with torch.no_grad():
         reference = model(**batch, output_attentions=attn_implementation == "eager")

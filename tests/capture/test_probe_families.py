@@ -162,9 +162,7 @@ def attention_inputs(model) -> Iterator[dict[int, tuple[torch.Tensor, tuple[torc
 
         return hook
 
-    handles = [
-        m.register_forward_pre_hook(grab(i), with_kwargs=True) for i, m in enumerate(attention_modules(model))
-    ]
+    handles = [m.register_forward_pre_hook(grab(i), with_kwargs=True) for i, m in enumerate(attention_modules(model))]
     try:
         yield seen
     finally:

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from spectra.models import zoo
 from spectra.cli import main
+from spectra.data.windows import load_windows
 from spectra.engine.core import (
     KINDS,
     LocalEngine,
@@ -25,7 +25,8 @@ from spectra.engine.core import (
 )
 from spectra.engine.faults import always_fail, attempts, die_once
 from spectra.jobs.profile.run import read_tokens, run_profile
-from spectra.data.windows import load_windows
+from spectra.models import zoo
+
 CONTEXT, N_SAMPLES, PER_SHARD, N_PERMUTATIONS = 32, 4, 2, 5
 CHECKPOINTS = [str(p) for p in zoo.checkpoint_paths("tiny-qwen3")[-2:]]
 LABELS = ["tiny-llama", "tiny-qwen3-step-000800", "tiny-qwen3-step-001600"]
@@ -33,9 +34,17 @@ VOLATILE_META = ("created", "command_line")  # the only things allowed to differ
 
 
 def sweep_config(out: Path, **overrides) -> dict:
-    return {"kind": "profile", "models": ["tiny-llama"], "checkpoints": CHECKPOINTS, "context_length": CONTEXT,
-            "n_samples": N_SAMPLES, "samples_per_shard": PER_SHARD, "n_permutations": N_PERMUTATIONS, "out": str(out),
-            **overrides}
+    return {
+        "kind": "profile",
+        "models": ["tiny-llama"],
+        "checkpoints": CHECKPOINTS,
+        "context_length": CONTEXT,
+        "n_samples": N_SAMPLES,
+        "samples_per_shard": PER_SHARD,
+        "n_permutations": N_PERMUTATIONS,
+        "out": str(out),
+        **overrides,
+    }
 
 
 def files_of(root: Path) -> dict[str, bytes]:
@@ -86,8 +95,16 @@ def test_plan_covers_every_sample_once_with_unique_ids():
 
 
 def test_plan_all_checkpoints_of_a_zoo_model():
-    tasks = plan_profile({"kind": "profile", "checkpoints": "tiny-qwen3", "context_length": CONTEXT, "n_samples": 2,
-                          "samples_per_shard": 2, "out": "unused"})
+    tasks = plan_profile(
+        {
+            "kind": "profile",
+            "checkpoints": "tiny-qwen3",
+            "context_length": CONTEXT,
+            "n_samples": 2,
+            "samples_per_shard": 2,
+            "out": "unused",
+        }
+    )
     assert [t.label for t in tasks] == [f"tiny-qwen3-{p.name}" for p in zoo.checkpoint_paths("tiny-qwen3")]
 
 
@@ -97,8 +114,9 @@ def test_config_errors_name_the_problem():
     with pytest.raises(ValueError, match="no 'out' folder"):
         check_config({"kind": "profile", "models": "tiny-llama", "context_length": 8})
     with pytest.raises(ValueError, match="device_map: 'everywhere' is not allowed; allowed are None, 'auto'"):
-        check_config({"kind": "profile", "models": "tiny-llama", "context_length": 8, "out": "x",
-                      "device_map": "everywhere"})
+        check_config(
+            {"kind": "profile", "models": "tiny-llama", "context_length": 8, "out": "x", "device_map": "everywhere"}
+        )
     with pytest.raises(ValueError, match="unknown key.*batch"):
         check_config({"kind": "profile", "models": "tiny-llama", "context_length": 8, "out": "x", "batch": 3})
     with pytest.raises(ValueError, match="no models and no checkpoints"):
@@ -127,14 +145,25 @@ def test_local_engine_writes_what_run_profile_writes(local_run, tmp_path):
     assert_complete(out)
     model, tokenizer = zoo.load("tiny-llama")
     windows = load_windows(None, tokenizer, CONTEXT, N_SAMPLES)
-    plain = run_profile(model, tokenizer, windows, tmp_path / "plain", model_name="tiny-llama", batch_size=PER_SHARD,
-                        n_samples=N_SAMPLES, n_permutations=N_PERMUTATIONS, progress=False)
+    plain = run_profile(
+        model,
+        tokenizer,
+        windows,
+        tmp_path / "plain",
+        model_name="tiny-llama",
+        batch_size=PER_SHARD,
+        n_samples=N_SAMPLES,
+        n_permutations=N_PERMUTATIONS,
+        progress=False,
+    )
     mine = out / "tiny-llama"
-    assert sorted(p.relative_to(mine) for p in mine.rglob("*") if p.is_file()) == \
-        sorted(p.relative_to(plain.out_dir) for p in plain.out_dir.rglob("*") if p.is_file())
+    assert sorted(p.relative_to(mine) for p in mine.rglob("*") if p.is_file()) == sorted(
+        p.relative_to(plain.out_dir) for p in plain.out_dir.rglob("*") if p.is_file()
+    )
     pd.testing.assert_frame_equal(read_tokens(mine), read_tokens(plain.out_dir))
-    pd.testing.assert_frame_equal(pd.read_parquet(mine / "head_summary.parquet"),
-                                  pd.read_parquet(plain.out_dir / "head_summary.parquet"))
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(mine / "head_summary.parquet"), pd.read_parquet(plain.out_dir / "head_summary.parquet")
+    )
     assert (mine / "head_summary.csv").read_bytes() == (plain.out_dir / "head_summary.csv").read_bytes()
     assert json.loads((mine / "summary.json").read_text()) == json.loads((plain.out_dir / "summary.json").read_text())
     meta, plain_meta = json.loads((mine / "meta.json").read_text()), dict(plain.meta)
@@ -189,8 +218,10 @@ def test_cli_run_local_and_its_errors(tmp_path):
     assert result.exit_code == 1 and "allowed kinds are profile, capture" in result.output
     config.write_text("kind: nonsense\n")
     result = runner.invoke(main, ["run", str(config)])
-    assert result.exit_code == 1 and "allowed kinds are profile, capture, sweep, dynamics, geometry, plasticity" in \
-        result.output
+    assert (
+        result.exit_code == 1
+        and "allowed kinds are profile, capture, sweep, dynamics, geometry, plasticity" in result.output
+    )
     result = runner.invoke(main, ["run", str(config), "--workers", "2"])
     assert result.exit_code == 2 and "go with --engine ray" in result.output
 
@@ -225,7 +256,9 @@ def test_ray_task_failing_every_retry_is_reported_and_resumable(ray_cluster, loc
     out, markers = tmp_path / "run", tmp_path / "markers"
     config = sweep_config(out, checkpoints=None)
     engine = RayEngine(num_workers=2, max_retries=1, runner=partial(always_fail, marker_dir=str(markers)))
-    with pytest.raises(RuntimeError, match=r"2 task\(s\) failed after 1 retries .*tiny-llama/shard-0000[01]: .*injected"):
+    with pytest.raises(
+        RuntimeError, match=r"2 task\(s\) failed after 1 retries .*tiny-llama/shard-0000[01]: .*injected"
+    ):
         run(config, engine, progress=False)
     assert attempts(markers, "tiny-llama/shard-00000") == 2
     assert not (out / "tiny-llama" / "meta.json").exists()
@@ -249,13 +282,28 @@ def test_a_model_spread_over_devices_profiles_as_the_plain_model(tmp_path):
     pytest.importorskip("accelerate")
     device_map = {"model.embed_tokens": "disk", "lm_head": "disk", "model.norm": "cpu", "model.rotary_emb": "cpu"}
     device_map.update({f"model.layers.{i}": "disk" if i % 2 == 0 else "cpu" for i in range(4)})
-    base = {"kind": "profile", "models": ["tiny-llama"], "context_length": CONTEXT, "n_samples": 2,
-            "samples_per_shard": 2, "n_permutations": N_PERMUTATIONS}
+    base = {
+        "kind": "profile",
+        "models": ["tiny-llama"],
+        "context_length": CONTEXT,
+        "n_samples": 2,
+        "samples_per_shard": 2,
+        "n_permutations": N_PERMUTATIONS,
+    }
     plain = run({**base, "out": str(tmp_path / "plain")}, LocalEngine(), progress=False)
-    spread = run({**base, "out": str(tmp_path / "spread"), "device_map": device_map,
-                  "offload_folder": str(tmp_path / "offload")}, LocalEngine(), progress=False)
-    pd.testing.assert_frame_equal(read_tokens(tmp_path / "plain" / "tiny-llama"),
-                                  read_tokens(tmp_path / "spread" / "tiny-llama"))
+    spread = run(
+        {
+            **base,
+            "out": str(tmp_path / "spread"),
+            "device_map": device_map,
+            "offload_folder": str(tmp_path / "offload"),
+        },
+        LocalEngine(),
+        progress=False,
+    )
+    pd.testing.assert_frame_equal(
+        read_tokens(tmp_path / "plain" / "tiny-llama"), read_tokens(tmp_path / "spread" / "tiny-llama")
+    )
     assert read_stamp(plain.tasks[0].path)["model"] == read_stamp(spread.tasks[0].path)["model"]
     assert spread.results["tiny-llama"].meta["run_hash"] == plain.results["tiny-llama"].meta["run_hash"]
 
@@ -306,8 +354,16 @@ def test_a_staged_run_starts_one_cluster_and_stops_it(monkeypatch, tmp_path):
 
     fake = _FakeRay()
     monkeypatch.setitem(sys.modules, "ray", fake)
-    config = {"kind": "sweep", "models": ["tiny-llama"], "experiment": "qk_asymmetry", "alphas": [0.5, 1.0, 2.0],
-              "context_length": 16, "n_samples": 2, "n_bootstrap": 20, "out": str(tmp_path / "run")}
+    config = {
+        "kind": "sweep",
+        "models": ["tiny-llama"],
+        "experiment": "qk_asymmetry",
+        "alphas": [0.5, 1.0, 2.0],
+        "context_length": 16,
+        "n_samples": 2,
+        "n_bootstrap": 20,
+        "out": str(tmp_path / "run"),
+    }
     result = run(config, RayEngine(num_workers=2), progress=False)
     assert result.report.computed[0] == "tiny-llama/gain_map-local" and len(result.report.computed) > 1
     assert (fake.inits, fake.shutdowns, fake.initialized) == (1, 1, False)

@@ -24,13 +24,17 @@ def _kv_series(seed=0):
             for kv in range(N_KV):
                 norm = 8.0 + (6.0 if kv == 0 else -4.0) * t + layer + rng.normal(0, 0.1)
                 stats = {
-                    "k_norm_mean": norm, "k_norm_std": 0.5 + 0.1 * t, "k_max_abs_mean": 2.0 + t,
+                    "k_norm_mean": norm,
+                    "k_norm_std": 0.5 + 0.1 * t,
+                    "k_max_abs_mean": 2.0 + t,
                     "k_participation_ratio_mean": 12.0 - 6.0 * t * (kv == 0) + rng.normal(0, 0.1),
-                    "k_one_hotness_mean": 0.1 + 0.3 * t, "k_spectral_pr": 10.0 - 4.0 * t + 0.5 * kv,
+                    "k_one_hotness_mean": 0.1 + 0.3 * t,
+                    "k_spectral_pr": 10.0 - 4.0 * t + 0.5 * kv,
                     "k_entropy_rank": 14.0 - 5.0 * t + 0.5 * kv,
                 }
-                records += [{"step": step, "layer": layer, "kv_head": kv, "stat": s, "value": v}
-                            for s, v in stats.items()]
+                records += [
+                    {"step": step, "layer": layer, "kv_head": kv, "stat": s, "value": v} for s, v in stats.items()
+                ]
     return _typed(pd.DataFrame.from_records(records), ["step", "layer", "kv_head"])
 
 
@@ -47,11 +51,16 @@ def _head_series(seed=0):
                 k = float(k_norm[(step, layer, kv_head)])
                 q = 6.0 + 0.5 * head + rng.normal(0, 0.1)
                 stats = {
-                    "q_norm_mean": q, "k_norm_mean": k, "qk_norm_ratio": q / k,
-                    "entropy_mean": 3.0 - 0.12 * k + rng.normal(0, 0.05), "sink_mass_mean": 0.02 * k,
+                    "q_norm_mean": q,
+                    "k_norm_mean": k,
+                    "qk_norm_ratio": q / k,
+                    "entropy_mean": 3.0 - 0.12 * k + rng.normal(0, 0.05),
+                    "sink_mass_mean": 0.02 * k,
                 }
-                records += [{"step": step, "layer": layer, "head": head, "kv_head": kv_head, "stat": s, "value": v}
-                            for s, v in stats.items()]
+                records += [
+                    {"step": step, "layer": layer, "head": head, "kv_head": kv_head, "stat": s, "value": v}
+                    for s, v in stats.items()
+                ]
     return _typed(pd.DataFrame.from_records(records), ["step", "layer", "head", "kv_head"])
 
 
@@ -62,11 +71,14 @@ def _gamma(per_head=False, seed=0):
     for step in STEPS:
         t = np.log1p(step) / np.log1p(STEPS[-1])
         for layer in range(N_LAYERS):
-            for head in (range(N_KV) if per_head else [-1]):
+            for head in range(N_KV) if per_head else [-1]:
                 values = 1.0 + rng.normal(0, 0.05, HEAD_DIM)
                 values[GOLDEN_DIM] += 4.0 * t
-                parts.append(pd.DataFrame({"step": step, "layer": layer, "head": head,
-                                           "dim": np.arange(HEAD_DIM), "gamma": values}))
+                parts.append(
+                    pd.DataFrame(
+                        {"step": step, "layer": layer, "head": head, "dim": np.arange(HEAD_DIM), "gamma": values}
+                    )
+                )
     return _typed(pd.concat(parts, ignore_index=True), ["step", "layer", "head", "dim"])
 
 
@@ -95,7 +107,9 @@ def test_norm_divergence(tmp_path):
     path = df.plot_norm_divergence(_kv_series(), tmp_path / "norms.png")
     assert path == tmp_path / "norms.png"
     assert_png_written(path, tmp_path)
-    path = df.plot_norm_divergence(_kv_series(), str(tmp_path / "sub" / "pr.png"), stat="k_participation_ratio_mean", layers=[1])
+    path = df.plot_norm_divergence(
+        _kv_series(), str(tmp_path / "sub" / "pr.png"), stat="k_participation_ratio_mean", layers=[1]
+    )
     assert_png_written(path, tmp_path / "sub")
 
 
@@ -190,8 +204,9 @@ def test_missing_columns_raise(tmp_path, name):
     kv, heads, gamma = _kv_series(), _head_series(), _gamma()
     column = "gamma" if name == "gamma_heatmap" else "value"
     with pytest.raises(KeyError, match=f"no column\\(s\\) \\['{column}'\\].*it has"):
-        CALLS[name](kv.drop(columns="value"), heads.drop(columns="value"), gamma.drop(columns="gamma"),
-                    tmp_path / "x.png")
+        CALLS[name](
+            kv.drop(columns="value"), heads.drop(columns="value"), gamma.drop(columns="gamma"), tmp_path / "x.png"
+        )
     assert list(tmp_path.iterdir()) == []
 
 

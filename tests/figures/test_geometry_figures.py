@@ -11,8 +11,20 @@ from spectra.testing.tolerance import assert_png_written
 
 N_LAYERS, N_HEADS = 6, 4
 STEPS = {"step-0": 0, "step-100": 100, "step-1000": 1000}
-FLOATS = ["pc0_r_q", "pc0_r_k", "bias_strength", "mu_q_a", "alpha_k", "alpha_q", "r_q_a", "r_k_a",
-          "plane_var_fraction", "separation_strength", "p_q", "p_k"]
+FLOATS = [
+    "pc0_r_q",
+    "pc0_r_k",
+    "bias_strength",
+    "mu_q_a",
+    "alpha_k",
+    "alpha_q",
+    "r_q_a",
+    "r_k_a",
+    "plane_var_fraction",
+    "separation_strength",
+    "p_q",
+    "p_k",
+]
 
 
 def _heads(t=1.0, seed=0):
@@ -35,8 +47,10 @@ def _heads(t=1.0, seed=0):
 
 def _series(order=("step-1000", "step-0", "step-100")):
     """The checkpoints deliberately out of step order."""
-    return pd.concat([_heads(t=STEPS[c] / 1000, seed=i).assign(checkpoint=c, step=STEPS[c])
-                      for i, c in enumerate(order)], ignore_index=True)
+    return pd.concat(
+        [_heads(t=STEPS[c] / 1000, seed=i).assign(checkpoint=c, step=STEPS[c]) for i, c in enumerate(order)],
+        ignore_index=True,
+    )
 
 
 def test_synthetic_tables_follow_the_contract():
@@ -54,8 +68,14 @@ def test_synthetic_tables_follow_the_contract():
 
 def test_existing_figures(tmp_path):
     assert_png_written(gf.plot_pc0_scatter(_heads(), tmp_path / "pc0.png"), tmp_path)
-    comps = pd.DataFrame({"layer": 0, "head": np.repeat([0, 1], 4), "pc": np.tile(range(4), 2),
-                          "explained_variance": [0.5, 0.2, 0.1, 0.05, 0.6, 0.2, 0.05, 0.01]})
+    comps = pd.DataFrame(
+        {
+            "layer": 0,
+            "head": np.repeat([0, 1], 4),
+            "pc": np.tile(range(4), 2),
+            "explained_variance": [0.5, 0.2, 0.1, 0.05, 0.6, 0.2, 0.05, 0.01],
+        }
+    )
     assert_png_written(gf.plot_explained_variance(comps, tmp_path / "ev.png"), tmp_path)
 
 
@@ -146,7 +166,7 @@ def _drawn(monkeypatch, call):
 def test_figures_draw_checkpoints_in_step_order(monkeypatch, tmp_path):
     want = ["step-0", "step-100", "step-1000"]
     for call in (gf.plot_series_depth_heatmap, gf.plot_bias_decomposition, gf.plot_class_shares):
-        _, ticks = _drawn(monkeypatch, lambda: call(_series(), tmp_path / "x.png"))
+        _, ticks = _drawn(monkeypatch, lambda call=call: call(_series(), tmp_path / "x.png"))
         assert all(labels == want for labels in ticks), (call.__name__, ticks)
 
 
@@ -225,11 +245,14 @@ def test_bad_arguments_raise(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize(("bad", "message"), [
-    ("pc1", "pc1 has 3 values but pc0 has 4"),
-    ("positions", "positions has 3 values but pc0 has 4"),
-    ("is_query", "is_query has 3 values but pc0 has 4"),
-])
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ("pc1", "pc1 has 3 values but pc0 has 4"),
+        ("positions", "positions has 3 values but pc0 has 4"),
+        ("is_query", "is_query has 3 values but pc0 has 4"),
+    ],
+)
 def test_pc_scatter_mismatched_lengths_raise(tmp_path, bad, message):
     arrays = {"pc0": np.zeros(4), "pc1": np.zeros(4), "positions": np.arange(4), "is_query": np.ones(4, bool)}
     arrays[bad] = arrays[bad][:3]

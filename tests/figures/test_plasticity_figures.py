@@ -33,9 +33,19 @@ def _profile(t=1.0, seed=0):
         tau = (q + 0.5) * BUCKET + rng.normal(0, 20, q.size)
         slope = t * rng.uniform(-0.1, 0.4)
         ap = np.clip(0.7 - slope * tau / CONTEXT + rng.normal(0, 0.02, q.size), 0, 1)
-        rows.append(pd.DataFrame({"layer": layer, "head": head, "q_cell": q, "tau": tau,
-                                  "context_fraction": tau / CONTEXT, "n_queries": rng.integers(50, 500, q.size),
-                                  "ap": ap}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "layer": layer,
+                    "head": head,
+                    "q_cell": q,
+                    "tau": tau,
+                    "context_fraction": tau / CONTEXT,
+                    "n_queries": rng.integers(50, 500, q.size),
+                    "ap": ap,
+                }
+            )
+        )
     frame = pd.concat(rows, ignore_index=True)
     frame.loc[3, "ap"] = np.nan
     return frame
@@ -43,8 +53,13 @@ def _profile(t=1.0, seed=0):
 
 def _series(make, order=OUT_OF_ORDER, **kwargs):
     """The checkpoints deliberately out of step order; labels not in STEPS have a NaN step."""
-    return pd.concat([make(t=STEPS.get(c, 500) / 1000, seed=i, **kwargs).assign(checkpoint=c, step=STEPS.get(c, np.nan))
-                      for i, c in enumerate(order)], ignore_index=True)
+    return pd.concat(
+        [
+            make(t=STEPS.get(c, 500) / 1000, seed=i, **kwargs).assign(checkpoint=c, step=STEPS.get(c, np.nan))
+            for i, c in enumerate(order)
+        ],
+        ignore_index=True,
+    )
 
 
 def _heatmap(t=1.0, seed=0, width=1024, n_pairs=4000):
@@ -56,8 +71,9 @@ def _heatmap(t=1.0, seed=0, width=1024, n_pairs=4000):
         t1, t2 = (rng.integers(0, tau), rng.integers(0, tau))
         delta, distance = np.abs(t1 - t2), tau - (t1 + t2) / 2
         pp = rng.beta(2 + 4 * t * distance / CONTEXT, 2)
-        frame = pd.DataFrame({"delta_bin": delta // width, "distance_bin": (distance // width).astype(np.int64),
-                              "pp": pp})
+        frame = pd.DataFrame(
+            {"delta_bin": delta // width, "distance_bin": (distance // width).astype(np.int64), "pp": pp}
+        )
         grouped = frame.groupby(["delta_bin", "distance_bin"])["pp"].agg(pp_sum="sum", n_pairs="size").reset_index()
         rows.append(grouped.assign(layer=layer, head=head, bin_width=width))
     return pd.concat(rows, ignore_index=True)
@@ -70,8 +86,9 @@ def _cells(t=1.0, seed=0, thesis=False):
         for q in range(1, N_CELLS):
             k = np.arange(q)
             ap = np.clip(0.5 + 0.3 * (q - k) / N_CELLS * t + rng.normal(0, 0.03, q), 0, 1)
-            rows.append(pd.DataFrame({"layer": layer, "head": head, "q_cell": q,
-                                      "k_bucket": np.nan if thesis else k, "ap": ap}))
+            rows.append(
+                pd.DataFrame({"layer": layer, "head": head, "q_cell": q, "k_bucket": np.nan if thesis else k, "ap": ap})
+            )
     return pd.concat(rows, ignore_index=True)
 
 
@@ -82,8 +99,17 @@ def _components(t=1.0, seed=0):
     rows = []
     for layer, head in zip(*_heads(), strict=True):
         r2 = np.clip(np.tile(half, 2) * t + rng.uniform(0, 0.05, D), 0, 1)
-        rows.append(pd.DataFrame({"layer": layer, "head": head, "component": np.arange(D), "component_r2": r2,
-                                  "component_weight": r2 / r2.sum()}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "layer": layer,
+                    "head": head,
+                    "component": np.arange(D),
+                    "component_r2": r2,
+                    "component_weight": r2 / r2.sum(),
+                }
+            )
+        )
     return pd.concat(rows, ignore_index=True)
 
 
@@ -92,12 +118,24 @@ def _report():
     labels = ["qwen-4b", "llama-3b", "mistral-7b", "ministral-3b", "smol-3b"]
     first = rng.uniform(0.6, 0.75, len(labels))
     last = first - rng.uniform(0.05, 0.2, len(labels))
-    report = pd.DataFrame({"checkpoint": labels, "step": np.nan, "ap_overall": (first + last) / 2,
-                           "ap_first_20": first, "ap_last_20": last, "ap_drop": first - last})
+    report = pd.DataFrame(
+        {
+            "checkpoint": labels,
+            "step": np.nan,
+            "ap_overall": (first + last) / 2,
+            "ap_first_20": first,
+            "ap_last_20": last,
+            "ap_drop": first - last,
+        }
+    )
     for i in range(5):
         report[f"ap_len_{i}"] = first - (first - last) * i / 4
-    scores = pd.DataFrame({"checkpoint": labels[::-1], "score": 100 - 200 * report["ap_drop"].to_numpy()[::-1]
-                           + rng.normal(0, 3, len(labels))})
+    scores = pd.DataFrame(
+        {
+            "checkpoint": labels[::-1],
+            "score": 100 - 200 * report["ap_drop"].to_numpy()[::-1] + rng.normal(0, 3, len(labels)),
+        }
+    )
     return report, scores
 
 
@@ -176,9 +214,17 @@ def _drawn(monkeypatch, call):
 
 
 def test_heatmap_matrix_pools_heads_exactly():
-    heatmap = pd.DataFrame({"layer": 0, "head": [0, 1, 0, 1, 2], "delta_bin": [0, 0, 2, 2, 1],
-                            "distance_bin": [1, 1, 3, 3, 0], "bin_width": 256,
-                            "pp_sum": [3.0, 1.0, 0.5, 0.0, 7.0], "n_pairs": [4, 6, 2, 0, 0]})
+    heatmap = pd.DataFrame(
+        {
+            "layer": 0,
+            "head": [0, 1, 0, 1, 2],
+            "delta_bin": [0, 0, 2, 2, 1],
+            "distance_bin": [1, 1, 3, 3, 0],
+            "bin_width": 256,
+            "pp_sum": [3.0, 1.0, 0.5, 0.0, 7.0],
+            "n_pairs": [4, 6, 2, 0, 0],
+        }
+    )
     matrix, delta_edges, distance_edges = pf.heatmap_matrix(heatmap)
     assert matrix.shape == (4, 3)
     assert delta_edges.tolist() == [0, 256, 512, 768] and distance_edges.tolist() == [0, 256, 512, 768, 1024]
@@ -206,8 +252,15 @@ def test_heatmap_matrix_respects_the_feasible_region():
 
 
 def test_heatmap_figure_draws_nan_for_empty_cells(monkeypatch, tmp_path):
-    heatmap = pd.DataFrame({"delta_bin": [0, 1, 0], "distance_bin": [0, 2, 3], "bin_width": 8192,
-                            "pp_sum": [2.0, 1.0, 3.0], "n_pairs": [4, 2, 4]})
+    heatmap = pd.DataFrame(
+        {
+            "delta_bin": [0, 1, 0],
+            "distance_bin": [0, 2, 3],
+            "bin_width": 8192,
+            "pp_sum": [2.0, 1.0, 3.0],
+            "n_pairs": [4, 2, 4],
+        }
+    )
     fig, (ax,) = _drawn(monkeypatch, lambda: pf.heatmap_figure(heatmap, tmp_path / "x.png"))
     drawn = ax.images[0].get_array()
     np.testing.assert_array_equal(np.ma.getdata(drawn), pf.heatmap_matrix(heatmap)[0])
@@ -234,8 +287,9 @@ def test_heatmaps_comparison_shares_grid_and_scale(monkeypatch, tmp_path):
 
 def test_heatmap_colour_scale(monkeypatch, tmp_path):
     heatmap = _heatmap(width=512)
-    _, (ax,) = _drawn(monkeypatch, lambda: pf.heatmap_figure(heatmap, tmp_path / "x.png", vmin=0, vmax=1,
-                                                             title="fixed"))
+    _, (ax,) = _drawn(
+        monkeypatch, lambda: pf.heatmap_figure(heatmap, tmp_path / "x.png", vmin=0, vmax=1, title="fixed")
+    )
     assert (ax.images[0].norm.vmin, ax.images[0].norm.vmax) == (0, 1) and ax.get_title() == "fixed"
     _, (ax,) = _drawn(monkeypatch, lambda: pf.heatmap_figure(heatmap, tmp_path / "x.png"))
     matrix = pf.heatmap_matrix(heatmap)[0]
@@ -256,8 +310,13 @@ def test_heatmaps_comparison_wraps_at_four(monkeypatch, tmp_path):
 def test_profile_trend_colours(monkeypatch, tmp_path):
     tau = np.array([1000.0, 2000.0, 3000.0, 4000.0])
     slopes = {0: 2e-5, 1: -2e-5, 2: 1e-7}  # rising, falling, flat within the default threshold
-    profile = pd.concat([pd.DataFrame({"layer": 0, "head": h, "q_cell": range(1, 5), "tau": tau,
-                                       "ap": 0.5 + s * tau}) for h, s in slopes.items()], ignore_index=True)
+    profile = pd.concat(
+        [
+            pd.DataFrame({"layer": 0, "head": h, "q_cell": range(1, 5), "tau": tau, "ap": 0.5 + s * tau})
+            for h, s in slopes.items()
+        ],
+        ignore_index=True,
+    )
     _, (ax,) = _drawn(monkeypatch, lambda: pf.profile_figure(profile, tmp_path / "x.png"))
     colours = [to_hex(line.get_color()) for line in ax.lines]
     assert colours[:3] == [to_hex("green"), to_hex("red"), to_hex("gray")]
@@ -265,7 +324,11 @@ def test_profile_trend_colours(monkeypatch, tmp_path):
     np.testing.assert_allclose(ax.lines[3].get_ydata(), profile.groupby("q_cell")["ap"].mean())
     assert ax.lines[3].get_linewidth() == 3
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [
-        "mean over heads", "rising (1)", "falling (1)", "flat (1)"]
+        "mean over heads",
+        "rising (1)",
+        "falling (1)",
+        "flat (1)",
+    ]
     # A threshold above every slope makes them all flat.
     _, (ax,) = _drawn(monkeypatch, lambda: pf.profile_figure(profile, tmp_path / "x.png", trend_threshold=1e-4))
     assert {to_hex(line.get_color()) for line in ax.lines[:3]} == {to_hex("gray")}
@@ -274,7 +337,7 @@ def test_profile_trend_colours(monkeypatch, tmp_path):
 def test_profile_colour_by_layer(monkeypatch, tmp_path):
     fig, (ax,) = _drawn(monkeypatch, lambda: pf.profile_figure(_profile(), tmp_path / "x.png", color_by="layer"))
     assert fig.axes[-1].get_ylabel() == "layer"
-    head_lines = ax.lines[:N_LAYERS * N_HEADS]
+    head_lines = ax.lines[: N_LAYERS * N_HEADS]
     assert len({to_hex(line.get_color()) for line in head_lines}) == N_LAYERS
     fig, (ax,) = _drawn(monkeypatch, lambda: pf.profile_figure(_profile(), tmp_path / "x.png", color_by="none"))
     assert len(fig.axes) == 1 and [t.get_text() for t in ax.get_legend().get_texts()] == ["mean over heads"]
@@ -319,7 +382,7 @@ def test_component_weights_mark_rotate_half(monkeypatch, tmp_path):
     (arrow, text) = ax.texts  # the ↔ arrow across the halves, and its label
     assert arrow.arrow_patch is not None and arrow.get_text() == ""
     means = components.groupby("component")["component_weight"].mean().to_numpy()
-    r = np.corrcoef(means[:D // 2], means[D // 2:])[0, 1]
+    r = np.corrcoef(means[: D // 2], means[D // 2 :])[0, 1]
     assert r > 0.9 and text.get_text() == f"rotate_half: j ↔ j + {D // 2} (same RoPE frequency); halves r = {r:.2f}"
 
 
@@ -330,8 +393,9 @@ def test_comparison_figures_order_checkpoints_by_step(monkeypatch, tmp_path):
     assert [line.get_label() for line in ax.lines] == want
     _, axes = _drawn(monkeypatch, lambda: pf.heatmaps_comparison_figure(_series(_heatmap), tmp_path / "x.png"))
     assert [ax.get_title() for ax in axes] == want
-    _, (ax,) = _drawn(monkeypatch, lambda: pf.component_weights_figure(_series(_components), tmp_path / "x.png",
-                                                                      by="checkpoint"))
+    _, (ax,) = _drawn(
+        monkeypatch, lambda: pf.component_weights_figure(_series(_components), tmp_path / "x.png", by="checkpoint")
+    )
     assert [line.get_label().split(" (")[0] for line in ax.lines[:3]] == want
     # Without steps: first appearance.
     unstepped = _series(_profile).drop(columns="step")
@@ -351,8 +415,12 @@ def test_score_correlation_title_gives_pearson_r(monkeypatch, tmp_path):
     _, (ax,) = _drawn(monkeypatch, lambda: pf.score_correlation_figure(report, partial, tmp_path / "x.png"))
     assert "n = 3" in ax.get_title()
     renamed = scores.rename(columns={"score": "ruler"})
-    _, (ax,) = _drawn(monkeypatch, lambda: pf.score_correlation_figure(
-        report, renamed, tmp_path / "x.png", metric="ap_len_4", score_column="ruler", title="RULER"))
+    _, (ax,) = _drawn(
+        monkeypatch,
+        lambda: pf.score_correlation_figure(
+            report, renamed, tmp_path / "x.png", metric="ap_len_4", score_column="ruler", title="RULER"
+        ),
+    )
     assert ax.get_title().startswith("RULER\nPearson r = ")
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("ruler", "ap_len_4")
     constant = scores.assign(score=1.0)
@@ -366,19 +434,39 @@ def test_score_correlation_title_gives_pearson_r(monkeypatch, tmp_path):
 
 CALLS = {
     "profile": (lambda f, p: pf.profile_figure(f, p), _profile, "profile", "tau"),
-    "profiles_comparison": (lambda f, p: pf.profiles_comparison_figure(f, p), lambda: _series(_profile), "profile",
-                            "context_fraction"),
+    "profiles_comparison": (
+        lambda f, p: pf.profiles_comparison_figure(f, p),
+        lambda: _series(_profile),
+        "profile",
+        "context_fraction",
+    ),
     "heatmap": (lambda f, p: pf.heatmap_figure(f, p), _heatmap, "heatmap", "n_pairs"),
     "heatmap_matrix": (lambda f, p: pf.heatmap_matrix(f), _heatmap, "heatmap", "bin_width"),
-    "heatmaps_comparison": (lambda f, p: pf.heatmaps_comparison_figure(f, p), lambda: _series(_heatmap), "heatmap",
-                            "checkpoint"),
+    "heatmaps_comparison": (
+        lambda f, p: pf.heatmaps_comparison_figure(f, p),
+        lambda: _series(_heatmap),
+        "heatmap",
+        "checkpoint",
+    ),
     "bucket_heatmap": (lambda f, p: pf.bucket_heatmap_figure(f, p), _cells, "cells", "k_bucket"),
-    "component_weights": (lambda f, p: pf.component_weights_figure(f, p), _components, "components",
-                          "component_weight"),
-    "score_report": (lambda f, p: pf.score_correlation_figure(f, _report()[1], p), lambda: _report()[0], "report",
-                     "ap_drop"),
-    "score_scores": (lambda f, p: pf.score_correlation_figure(_report()[0], f, p), lambda: _report()[1], "scores",
-                     "score"),
+    "component_weights": (
+        lambda f, p: pf.component_weights_figure(f, p),
+        _components,
+        "components",
+        "component_weight",
+    ),
+    "score_report": (
+        lambda f, p: pf.score_correlation_figure(f, _report()[1], p),
+        lambda: _report()[0],
+        "report",
+        "ap_drop",
+    ),
+    "score_scores": (
+        lambda f, p: pf.score_correlation_figure(_report()[0], f, p),
+        lambda: _report()[1],
+        "scores",
+        "score",
+    ),
 }
 
 
@@ -439,10 +527,12 @@ def test_fewer_than_three_scores_raise(tmp_path):
 
 
 def test_single_model_figures_refuse_several_checkpoints(tmp_path):
-    for call, frame, argument in ((pf.profile_figure, _series(_profile), "profile"),
-                                  (pf.heatmap_figure, _series(_heatmap), "heatmap"),
-                                  (pf.bucket_heatmap_figure, _series(_cells), "cells"),
-                                  (pf.component_weights_figure, _series(_components), "components")):
+    for call, frame, argument in (
+        (pf.profile_figure, _series(_profile), "profile"),
+        (pf.heatmap_figure, _series(_heatmap), "heatmap"),
+        (pf.bucket_heatmap_figure, _series(_cells), "cells"),
+        (pf.component_weights_figure, _series(_components), "components"),
+    ):
         with pytest.raises(ValueError, match=f"{argument} holds 3 checkpoints"):
             call(frame, tmp_path / "x.png")
     assert list(tmp_path.iterdir()) == []

@@ -27,16 +27,27 @@ def _sweep(seed=0, samples=2, modes=("local", "propagated")):
                         entropy = base - slope * np.log(alpha) + rng.normal(0.0, 0.02)
                         max_attn = float(np.clip(0.3 + 0.8 * slope * np.log(alpha) / 4 + rng.normal(0, 0.01), 0.01, 1))
                         row = {
-                            "mode": mode, "kind": kind, "layer": layer, "head": head, "alpha": alpha,
-                            "sample": sample, "entropy": entropy, "max_attn": max_attn,
-                            "k_eff": float(np.exp(entropy)), "n_tokens": 30,
-                            "entropy_slope": -slope, "max_attn_slope": 0.2 * slope,
+                            "mode": mode,
+                            "kind": kind,
+                            "layer": layer,
+                            "head": head,
+                            "alpha": alpha,
+                            "sample": sample,
+                            "entropy": entropy,
+                            "max_attn": max_attn,
+                            "k_eff": float(np.exp(entropy)),
+                            "n_tokens": 30,
+                            "entropy_slope": -slope,
+                            "max_attn_slope": 0.2 * slope,
                         }
                         if mode == "propagated":
                             kl = 0.0 if slope == 0.0 else 0.1 * slope * np.log(alpha) ** 2
-                            row.update(kl_logits=kl + abs(rng.normal(0, 0.001)), delta_loss=0.5 * kl,
-                                       group_entropy_shift=0.0 if kind == "q" else 0.05 * np.log(alpha),
-                                       downstream_entropy_shift=0.02 * abs(np.log(alpha)))
+                            row.update(
+                                kl_logits=kl + abs(rng.normal(0, 0.001)),
+                                delta_loss=0.5 * kl,
+                                group_entropy_shift=0.0 if kind == "q" else 0.05 * np.log(alpha),
+                                downstream_entropy_shift=0.02 * abs(np.log(alpha)),
+                            )
                         records.append(row)
     frame = pd.DataFrame.from_records(records)
     for column in ("layer", "head", "sample", "n_tokens"):
@@ -45,29 +56,33 @@ def _sweep(seed=0, samples=2, modes=("local", "propagated")):
 
 
 def _gains():
-    return pd.DataFrame({
-        "layer": np.array([0, 1, 1, 2], dtype=np.int64),
-        "head": np.array([1, 0, 3, 2], dtype=np.int64),  # (2, 2) has no sweep rows
-        "gain_max_attn": [0.12, 0.11, np.nan, -0.05],
-        "intercept_max_attn": [0.30, 0.31, 0.30, 0.2],
-        "r_squared_max_attn": [0.98, 0.95, np.nan, 0.5],
-        "gain_entropy": [-0.6, -0.55, -0.6, 0.1],
-        "intercept_entropy": [2.6, 2.8, 3.1, 3.0],
-        "r_squared_entropy": [0.99, 0.99, 0.98, 0.2],
-        "category": ["high", "high", None, "low"],
-    })
+    return pd.DataFrame(
+        {
+            "layer": np.array([0, 1, 1, 2], dtype=np.int64),
+            "head": np.array([1, 0, 3, 2], dtype=np.int64),  # (2, 2) has no sweep rows
+            "gain_max_attn": [0.12, 0.11, np.nan, -0.05],
+            "intercept_max_attn": [0.30, 0.31, 0.30, 0.2],
+            "r_squared_max_attn": [0.98, 0.95, np.nan, 0.5],
+            "gain_entropy": [-0.6, -0.55, -0.6, 0.1],
+            "intercept_entropy": [2.6, 2.8, 3.1, 3.0],
+            "r_squared_entropy": [0.99, 0.99, 0.98, 0.2],
+            "category": ["high", "high", None, "low"],
+        }
+    )
 
 
 def _asymmetry():
-    return pd.DataFrame({
-        "layer": np.array([0, 1, 1], dtype=np.int64),
-        "head": np.array([1, 0, 3], dtype=np.int64),
-        "q_range": [1.7, 1.7, 1.7],
-        "k_range": [0.8, 0.9, 0.0],
-        "asymmetry": [2.1, 1.9, np.inf],
-        "role": ["query-driven", "mixed", "query-driven"],
-        "k_group_entropy_shift": [0.05, np.nan, 0.0],
-    })
+    return pd.DataFrame(
+        {
+            "layer": np.array([0, 1, 1], dtype=np.int64),
+            "head": np.array([1, 0, 3], dtype=np.int64),
+            "q_range": [1.7, 1.7, 1.7],
+            "k_range": [0.8, 0.9, 0.0],
+            "asymmetry": [2.1, 1.9, np.inf],
+            "role": ["query-driven", "mixed", "query-driven"],
+            "k_group_entropy_shift": [0.05, np.nan, 0.0],
+        }
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -83,13 +98,15 @@ def test_metric_vs_scale_mixed_modes_and_kinds(tmp_path):
 
 def test_metric_vs_scale_filters(tmp_path):
     sweep = _sweep()
-    path = sf.plot_metric_vs_scale(sweep, str(tmp_path / "sub" / "exp1_q.png"), metrics="entropy",
-                                   heads=[(1, 3)], kind="q", mode="local")
+    path = sf.plot_metric_vs_scale(
+        sweep, str(tmp_path / "sub" / "exp1_q.png"), metrics="entropy", heads=[(1, 3)], kind="q", mode="local"
+    )
     assert_png_written(path, tmp_path / "sub")
     # Slope columns and a single sample (no standard-error band) draw too.
     one = sweep[sweep["sample"] == 0]
-    path = sf.plot_metric_vs_scale(one, tmp_path / "slopes.png", metrics=["entropy_slope", "max_attn_slope"],
-                                   kind=["q", "k"], mode=["propagated"])
+    path = sf.plot_metric_vs_scale(
+        one, tmp_path / "slopes.png", metrics=["entropy_slope", "max_attn_slope"], kind=["q", "k"], mode=["propagated"]
+    )
     assert_png_written(path, tmp_path)
 
 
@@ -113,8 +130,14 @@ def test_gain_fits_per_row_kind_and_many_heads(tmp_path):
     gains = pd.concat([_gains().assign(kind="q"), _gains().assign(kind="k")], ignore_index=True)
     path = sf.plot_gain_fits(sweep, gains, tmp_path / "kinds.png")
     assert_png_written(path, tmp_path)
-    many = pd.DataFrame({"layer": np.repeat(np.arange(4), 5), "head": np.tile(np.arange(5), 4),
-                         "gain_max_attn": 0.1, "intercept_max_attn": 0.3})
+    many = pd.DataFrame(
+        {
+            "layer": np.repeat(np.arange(4), 5),
+            "head": np.tile(np.arange(5), 4),
+            "gain_max_attn": 0.1,
+            "intercept_max_attn": 0.3,
+        }
+    )
     path = sf.plot_gain_fits(sweep, many, tmp_path / "many.png")  # 20 gains rows, 12 panels
     assert_png_written(path, tmp_path)
 
@@ -122,8 +145,9 @@ def test_gain_fits_per_row_kind_and_many_heads(tmp_path):
 def test_gain_heatmap(tmp_path):
     path = sf.plot_gain_heatmap(_gains(), tmp_path / "exp2b.png")
     assert_png_written(path, tmp_path)
-    path = sf.plot_gain_heatmap(_gains().drop(columns="category"), tmp_path / "exp2b_entropy.png",
-                                metric="entropy", n_layers=4, n_heads=8)
+    path = sf.plot_gain_heatmap(
+        _gains().drop(columns="category"), tmp_path / "exp2b_entropy.png", metric="entropy", n_layers=4, n_heads=8
+    )
     assert_png_written(path, tmp_path)
     all_nan = _gains().assign(gain_max_attn=np.nan)
     assert_png_written(sf.plot_gain_heatmap(all_nan, tmp_path / "nan.png"), tmp_path)

@@ -42,10 +42,16 @@ def numpy_combined_pca(q, tq, k, tk, n_components):
     z = np.concatenate([zq[:, :2], zk[:, :2]])
     labels = np.r_[np.ones(len(q)), np.zeros(len(k))]
     accuracy = lda.fit(z, labels).score(z, labels)
-    return {"components": pca.components_ * sign[:, None], "explained_variance": pca.explained_variance_ratio_,
-            "r_q": r_q * sign, "r_k": r_k * sign, "fisher_pc0": fisher, "accuracy_pc01": accuracy,
-            "p_q": float((pca.explained_variance_ratio_ * (r_q**2)).sum()),
-            "p_k": float((pca.explained_variance_ratio_ * (r_k**2)).sum())}
+    return {
+        "components": pca.components_ * sign[:, None],
+        "explained_variance": pca.explained_variance_ratio_,
+        "r_q": r_q * sign,
+        "r_k": r_k * sign,
+        "fisher_pc0": fisher,
+        "accuracy_pc01": accuracy,
+        "p_q": float((pca.explained_variance_ratio_ * (r_q**2)).sum()),
+        "p_k": float((pca.explained_variance_ratio_ * (r_k**2)).sum()),
+    }
 
 
 def numpy_rotation(q, tq, k, tk):
@@ -61,10 +67,19 @@ def numpy_rotation(q, tq, k, tk):
     total = (xc**2).sum() / len(x)
     plane = np.eye(len(a)) - np.outer(a, a) - np.outer(b, b)
     rest = xc @ plane
-    return {"a": a, "b": b, "mu_q_a": qa.mean(), "alpha_q": alpha_q, "alpha_k": alpha_k,
-            "bias_strength": qa.mean() * alpha_k, "r_q_a": stats.pearsonr(qa, tq)[0], "r_k_a": stats.pearsonr(ka, tk)[0],
-            "var_frac_a": ((xc @ a) ** 2).mean() / total, "var_frac_b": ((xc @ b) ** 2).mean() / total,
-            "complement_var_fraction": (rest**2).sum() / len(x) / total}
+    return {
+        "a": a,
+        "b": b,
+        "mu_q_a": qa.mean(),
+        "alpha_q": alpha_q,
+        "alpha_k": alpha_k,
+        "bias_strength": qa.mean() * alpha_k,
+        "r_q_a": stats.pearsonr(qa, tq)[0],
+        "r_k_a": stats.pearsonr(ka, tk)[0],
+        "var_frac_a": ((xc @ a) ** 2).mean() / total,
+        "var_frac_b": ((xc @ b) ** 2).mean() / total,
+        "complement_var_fraction": (rest**2).sum() / len(x) / total,
+    }
 
 
 def as_tensors(*arrays):
@@ -208,8 +223,9 @@ def test_batch_equals_one_head_at_a_time_and_names_the_failing_head():
         one_pca, one_rot = _core.qk_geometry(q, tq, k, tk, 4, "eigen")
         torch.testing.assert_close(pca["r_q"], one_pca["r_q"], rtol=0, atol=1e-12)
         for key, value in one_rot.items():
-            torch.testing.assert_close(torch.as_tensor(rot[key]), torch.as_tensor(value), rtol=1e-10, atol=1e-12,
-                                       equal_nan=True, msg=key)
+            torch.testing.assert_close(
+                torch.as_tensor(rot[key]), torch.as_tensor(value), rtol=1e-10, atol=1e-12, equal_nan=True, msg=key
+            )
     broken = inputs[:2] + [(inputs[2][0], inputs[2][1], inputs[2][2][:, :5], inputs[2][3])]
     with pytest.raises(ValueError, match=r"heads\[2\]: .*same head_dim"):
         _core.qk_geometry_batch(broken)

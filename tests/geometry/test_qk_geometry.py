@@ -105,11 +105,21 @@ def test_one_pass_equals_the_two_analyses():
 
 # ---- spectra.geometry ----
 
+
 def test_pc0_taxonomy_boundaries_are_strict():
     from spectra.geometry import pc0_class
-    grid = {(0.71, 0.71): "position-dominated", (0.7, 0.71): "mixed", (0.71, -0.29): "Q-positional",
-            (0.71, 0.3): "mixed", (0.29, -0.71): "K-positional", (0.3, 0.71): "mixed", (0.29, 0.29): "content-focused",
-            (0.29, 0.3): "mixed", (0.5, 0.5): "mixed"}
+
+    grid = {
+        (0.71, 0.71): "position-dominated",
+        (0.7, 0.71): "mixed",
+        (0.71, -0.29): "Q-positional",
+        (0.71, 0.3): "mixed",
+        (0.29, -0.71): "K-positional",
+        (0.3, 0.71): "mixed",
+        (0.29, 0.29): "content-focused",
+        (0.29, 0.3): "mixed",
+        (0.5, 0.5): "mixed",
+    }
     for (r_q, r_k), label in grid.items():
         assert pc0_class(r_q, r_k) == label, (r_q, r_k)
     assert pc0_class(0.6, 0.6, hi=0.5, lo=0.2) == "position-dominated"
@@ -160,8 +170,10 @@ def test_geometry_cli_on_a_capture_of_the_embedded_model(tmp_path):
     ids = tok(zoo.heldout_text()[:6000], return_tensors="pt").input_ids[:, :256].view(2, 128)
     with spectra.Probe(model, layers=[0, 3], heads=[0, 5], out_dir=tmp_path / "qk"), torch.no_grad():
         model(ids)
-    result = CliRunner().invoke(main, ["geometry", "--qk", str(tmp_path / "qk"), "--out", str(tmp_path / "g"),
-                                       "--per-kind", "--scatter-head", "3,5"])
+    result = CliRunner().invoke(
+        main,
+        ["geometry", "--qk", str(tmp_path / "qk"), "--out", str(tmp_path / "g"), "--per-kind", "--scatter-head", "3,5"],
+    )
     assert result.exit_code == 0, result.output
     out = tmp_path / "g"
     heads = pd.read_csv(out / "heads.csv")
@@ -171,8 +183,17 @@ def test_geometry_cli_on_a_capture_of_the_embedded_model(tmp_path):
     planes = pd.read_csv(out / "planes.csv")
     assert len(planes) == 4 * 15  # head_dim 32: 30 complement directions, 15 planes
     correlations = pd.read_csv(out / "correlations.csv")  # the published per-kind layout: 4 q and 4 k files
-    assert list(correlations.columns) == ["checkpoint", "step", "layer", "head", "kind", "pca_dim", "correlation",
-                                          "p_value", "explained_variance_ratio"]
+    assert list(correlations.columns) == [
+        "checkpoint",
+        "step",
+        "layer",
+        "head",
+        "kind",
+        "pca_dim",
+        "correlation",
+        "p_value",
+        "explained_variance_ratio",
+    ]
     assert len(correlations) == (4 + 4) * 10
     summary = json.loads((out / "summary.json").read_text())["final"]
     assert summary["n_heads"] == 4 and summary["max_residual_pos_r"] < 1e-8
@@ -186,8 +207,9 @@ def test_geometry_cli_on_a_capture_of_the_embedded_model(tmp_path):
     assert empty.exit_code != 0 and "no query captures" in empty.output
     both = CliRunner().invoke(main, ["geometry", "--qk", str(tmp_path / "qk"), "--model", "tiny-qwen3", "--out", "x"])
     assert both.exit_code != 0 and "either --qk" in both.output
-    bad_head = CliRunner().invoke(main, ["geometry", "--qk", str(tmp_path / "qk"), "--out", str(tmp_path / "y"),
-                                         "--scatter-head", "1,2"])
+    bad_head = CliRunner().invoke(
+        main, ["geometry", "--qk", str(tmp_path / "qk"), "--out", str(tmp_path / "y"), "--scatter-head", "1,2"]
+    )
     assert bad_head.exit_code != 0 and "layer 1 head 2 is not among" in bad_head.output
 
 
@@ -199,8 +221,18 @@ def test_geometry_cli_over_the_embedded_checkpoints(tmp_path):
 
     from spectra.cli import main
 
-    args = ["geometry", "--model", "tiny-qwen3", "--checkpoints", "--n-examples", "2", "--max-length", "128",
-            "--out", str(tmp_path / "g")]
+    args = [
+        "geometry",
+        "--model",
+        "tiny-qwen3",
+        "--checkpoints",
+        "--n-examples",
+        "2",
+        "--max-length",
+        "128",
+        "--out",
+        str(tmp_path / "g"),
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     out = tmp_path / "g"

@@ -39,6 +39,7 @@ def test_series_over_the_embedded_checkpoints(qwen3_series):
     # The series agrees with head_stats on the same checkpoint.
     model, tok = zoo.load(zoo.checkpoint_paths("tiny-qwen3")[2])
     from spectra.data.windows import load_windows
+
     stats = spectra.head_stats(model, load_windows(None, tok, 48, 2), n_random=2, random_block=8)
     got = d.head_series[(d.head_series["step"] == 200) & (d.head_series["stat"] == "entropy_mean")]
     assert got.sort_values(["layer", "head"])["value"].tolist() == pytest.approx(stats["entropy_mean"].tolist())
@@ -91,8 +92,13 @@ def test_live_tracker_leaves_training_bitwise_identical(family):
         assert torch.equal(a, b), name
     series = tracker.kv_series()
     assert sorted(series["step"].unique().tolist()) == [0, 2, 4]
-    assert set(series["stat"]) == {"k_norm_mean", "k_norm_std", "k_max_abs_mean", "k_participation_ratio_mean",
-                                   "k_one_hotness_mean"}
+    assert set(series["stat"]) == {
+        "k_norm_mean",
+        "k_norm_std",
+        "k_max_abs_mean",
+        "k_participation_ratio_mean",
+        "k_one_hotness_mean",
+    }
     assert len(series) == 3 * 2 * 2 * 5  # steps x layers x KV heads x stats
     gamma = tracker.gamma()
     assert gamma.empty if family == "llama" else sorted(gamma["step"].unique().tolist()) == [0, 2, 4]

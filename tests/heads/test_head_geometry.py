@@ -14,8 +14,14 @@ import spectra
 def tiny_llama():
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=8, max_position_embeddings=64,
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=64,
     )
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
 
@@ -31,7 +37,9 @@ def test_table_matches_direct_computation(tiny_llama):
         k = attention.k_proj(tiny_llama.model.layers[0].input_layernorm(hidden)).unflatten(-1, (2, 8))
     layer0 = table[table.layer == 0].set_index("head")
     torch.testing.assert_close(torch.tensor(layer0.q_norm_mean.values), q.double().norm(dim=-1).mean((0, 1)))
-    torch.testing.assert_close(torch.tensor(layer0.q_norm_std.values), q.double().norm(dim=-1).std((0, 1), correction=0))
+    torch.testing.assert_close(
+        torch.tensor(layer0.q_norm_std.values), q.double().norm(dim=-1).std((0, 1), correction=0)
+    )
     k_norm = k.double().norm(dim=-1).mean((0, 1))
     torch.testing.assert_close(torch.tensor(layer0.k_norm_mean.values), k_norm[[0, 0, 1, 1]])
     assert layer0.kv_head.tolist() == [0, 0, 1, 1]
@@ -90,4 +98,6 @@ def test_qk_norm_models_are_measured_after_the_norm():
     handle.remove()
     expected = seen["k"].double().norm(dim=-1).mean((0, 1))  # (B, T, Hkv, D) -> per KV head
     layer1 = table[table.layer == 1].set_index("head")
-    torch.testing.assert_close(torch.tensor(layer1.k_norm_mean.tolist(), dtype=torch.float64), expected[torch.tensor(layer1.kv_head.tolist())])
+    torch.testing.assert_close(
+        torch.tensor(layer1.k_norm_mean.tolist(), dtype=torch.float64), expected[torch.tensor(layer1.kv_head.tolist())]
+    )

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import spectra
-from spectra.ops import reference
 from spectra.heads.stats import repeated_random_tokens
 from spectra.heads.taxonomy import CLASSES, Thresholds, classify
 from spectra.models.random_init import VOCAB_SIZE, tiny_model
+from spectra.ops import reference
 
 N_RANDOM, BLOCK = 4, 8
 
@@ -38,9 +38,15 @@ def test_scores_match_output_attentions(family):
         # positional: agreement of argmax offsets across sequences x mean max weight, first copy
         first = t[2:BLOCK]
         offsets = first - p[:, :, first].argmax(-1)  # (N, H, T1)
-        agreement = torch.stack([
-            torch.stack([torch.bincount(offsets[:, h, i]).max() for i in range(len(first))]) for h in range(p.shape[1])
-        ]).double() / N_RANDOM
+        agreement = (
+            torch.stack(
+                [
+                    torch.stack([torch.bincount(offsets[:, h, i]).max() for i in range(len(first))])
+                    for h in range(p.shape[1])
+                ]
+            ).double()
+            / N_RANDOM
+        )
         positional = (agreement * p[:, :, first].amax(-1).mean(0)).mean(-1)
         for h in range(p.shape[1]):
             row = table.loc[(layer, h)]
@@ -101,14 +107,17 @@ def test_head_stats_bad_input():
 
 
 def test_classify_rules_and_margins():
-    stats = pd.DataFrame({
-        "layer": 0, "head": range(5),
-        "sink_mass_mean": [0.9, 0.1, 0.1, 0.0, 0.1],
-        "induction_score": [0.0, 0.7, 0.0, 0.0, 0.0],
-        "previous_token_score": [0.0, 0.2, 0.95, 0.0, 0.1],
-        "positional_score": [0.95, 0.1, 0.9, 0.1, 0.3],
-        "entropy_normalized_mean": [0.05, 0.4, 0.1, 1.0, 0.65],
-    })
+    stats = pd.DataFrame(
+        {
+            "layer": 0,
+            "head": range(5),
+            "sink_mass_mean": [0.9, 0.1, 0.1, 0.0, 0.1],
+            "induction_score": [0.0, 0.7, 0.0, 0.0, 0.0],
+            "previous_token_score": [0.0, 0.2, 0.95, 0.0, 0.1],
+            "positional_score": [0.95, 0.1, 0.9, 0.1, 0.3],
+            "entropy_normalized_mean": [0.05, 0.4, 0.1, 1.0, 0.65],
+        }
+    )
     out = classify(stats)
     assert out["class"].tolist() == ["static_sink", "induction", "previous_token", "gatherer", "unclassified"]
     assert out.loc[0, "margin"] == pytest.approx(0.4) and out.loc[0, "runner_up"] == "positional"

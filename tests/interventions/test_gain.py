@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
+
 from spectra.interventions.gain import (
     _ols,
     curves,
@@ -26,10 +27,18 @@ def make_sweep(slopes, n_samples=1, noise=0.0, seed=0, alphas=ALPHAS, **keys) ->
     slopes = np.asarray(slopes, dtype=float)
     h, a, s = np.meshgrid(np.arange(slopes.size), alphas, np.arange(n_samples), indexing="ij")
     x = np.log(a)
-    return pd.DataFrame({**keys, "layer": 0, "head": h.ravel(), "alpha": a.ravel(), "sample": s.ravel(),
-                         "entropy": (3 + slopes[h] * x + noise * rng.standard_normal(h.shape)).ravel(),
-                         "max_attn": (0.3 - 0.1 * slopes[h] * x).ravel(),
-                         "k_eff": (50 + 10 * slopes[h] * x).ravel()})
+    return pd.DataFrame(
+        {
+            **keys,
+            "layer": 0,
+            "head": h.ravel(),
+            "alpha": a.ravel(),
+            "sample": s.ravel(),
+            "entropy": (3 + slopes[h] * x + noise * rng.standard_normal(h.shape)).ravel(),
+            "max_attn": (0.3 - 0.1 * slopes[h] * x).ravel(),
+            "k_eff": (50 + 10 * slopes[h] * x).ravel(),
+        }
+    )
 
 
 def test_g5_exact():
@@ -38,8 +47,17 @@ def test_g5_exact():
     assert fit.r_squared == pytest.approx(1.0, abs=1e-9)
     assert fit.intercept == pytest.approx(2.0, abs=1e-9)
     assert fit.monotonic
-    sweep = pd.DataFrame({"layer": 0, "head": 0, "alpha": ALPHAS, "sample": 0, "entropy": 2 - 0.8 * np.log(ALPHAS),
-                          "max_attn": 0.1, "k_eff": 1.0})
+    sweep = pd.DataFrame(
+        {
+            "layer": 0,
+            "head": 0,
+            "alpha": ALPHAS,
+            "sample": 0,
+            "entropy": 2 - 0.8 * np.log(ALPHAS),
+            "max_attn": 0.1,
+            "k_eff": 1.0,
+        }
+    )
     row = gain_table(sweep, metrics=("entropy",)).iloc[0]
     assert row["gain_entropy"] == pytest.approx(-0.8, abs=1e-9)
     assert row["r_squared_entropy"] == pytest.approx(1.0, abs=1e-9)
@@ -56,8 +74,12 @@ def test_vectorised_ols_equals_linregress():
     for i in range(len(y)):
         keep = np.isfinite(y[i])
         ref = stats.linregress(x[keep], y[i, keep])
-        np.testing.assert_allclose([slope[i], intercept[i], r2[i], stderr[i]],
-                                   [ref.slope, ref.intercept, ref.rvalue**2, ref.stderr], rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(
+            [slope[i], intercept[i], r2[i], stderr[i]],
+            [ref.slope, ref.intercept, ref.rvalue**2, ref.stderr],
+            rtol=1e-10,
+            atol=1e-12,
+        )
     # Through gain_table: the curve (mean over samples) fitted for every head.
     sweep = make_sweep(rng.uniform(-3, 0, 6), n_samples=4, noise=0.3, seed=1)
     table = gain_table(sweep, n_bootstrap=0)
@@ -65,9 +87,12 @@ def test_vectorised_ols_equals_linregress():
     for _, row in table.iterrows():
         c = curve[curve["head"] == row["head"]]
         ref = stats.linregress(np.log(c["alpha"]), c["entropy"])
-        np.testing.assert_allclose([row["gain_entropy"], row["intercept_entropy"], row["r_squared_entropy"],
-                                    row["std_error_entropy"]], [ref.slope, ref.intercept, ref.rvalue**2, ref.stderr],
-                                   rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(
+            [row["gain_entropy"], row["intercept_entropy"], row["r_squared_entropy"], row["std_error_entropy"]],
+            [ref.slope, ref.intercept, ref.rvalue**2, ref.stderr],
+            rtol=1e-10,
+            atol=1e-12,
+        )
         assert fit_gain(c["alpha"], c["entropy"]).slope == pytest.approx(row["gain_entropy"], rel=1e-12)
 
 
@@ -85,8 +110,9 @@ def test_r_squared_is_r_squared_not_r():  # the seed code stored r as "r2"
     assert ref.rvalue < 0
     fit = fit_gain(ALPHAS, y)
     assert fit.r_squared == pytest.approx(ref.rvalue**2) and 0 < fit.r_squared < 1
-    row = gain_table(pd.DataFrame({"layer": 0, "head": 0, "alpha": ALPHAS, "sample": 0, "entropy": y}),
-                     metrics=("entropy",)).iloc[0]
+    row = gain_table(
+        pd.DataFrame({"layer": 0, "head": 0, "alpha": ALPHAS, "sample": 0, "entropy": y}), metrics=("entropy",)
+    ).iloc[0]
     assert row["r_squared_entropy"] == pytest.approx(ref.rvalue**2) and row["r_squared_entropy"] > 0
 
 
@@ -103,7 +129,9 @@ def test_bootstrap_ci_contains_true_slope_and_needs_two_samples():
 def naive_ci(sweep: pd.DataFrame, head: int, n_bootstrap: int, seed: int, ci: float = 0.95) -> tuple[float, float]:
     """The bootstrap as a loop: the same draws, each replicate's curve refitted with linregress."""
     samples = np.unique(sweep["sample"])
-    cube = sweep[sweep["head"] == head].pivot(index="alpha", columns="sample", values="entropy").reindex(columns=samples)
+    cube = (
+        sweep[sweep["head"] == head].pivot(index="alpha", columns="sample", values="entropy").reindex(columns=samples)
+    )
     draws = np.random.default_rng(seed).integers(0, samples.size, size=(n_bootstrap, samples.size))
     slopes = []
     for d in draws:
@@ -158,11 +186,19 @@ def test_baseline_without_alpha_one_and_monotonicity():
 
 
 def test_groups_and_curves():
-    sweep = pd.concat([make_sweep([-1.0, -2.0], n_samples=3, noise=0.1, mode="local", kind="q"),
-                       make_sweep([-0.5, -1.5], n_samples=3, noise=0.1, mode="propagated", kind="k")])
+    sweep = pd.concat(
+        [
+            make_sweep([-1.0, -2.0], n_samples=3, noise=0.1, mode="local", kind="q"),
+            make_sweep([-0.5, -1.5], n_samples=3, noise=0.1, mode="propagated", kind="k"),
+        ]
+    )
     table = gain_table(sweep, n_bootstrap=10)
     assert table[["mode", "kind", "head"]].values.tolist() == [
-        ["local", "q", 0], ["local", "q", 1], ["propagated", "k", 0], ["propagated", "k", 1]]
+        ["local", "q", 0],
+        ["local", "q", 1],
+        ["propagated", "k", 0],
+        ["propagated", "k", 1],
+    ]
     assert table["gain_entropy"].to_numpy() == pytest.approx([-1.0, -2.0, -0.5, -1.5], abs=0.2)
     assert (table["n_samples"] == 3).all() and (table["n_alphas"] == 5).all()
     curve = curves(sweep)
@@ -180,10 +216,21 @@ def test_closed_form_gain_is_a_cross_check():
     grid = ALPHAS
     p = 1 / (1 + np.exp(-grid))
     entropy = -(p * np.log(p) + (1 - p) * np.log(1 - p))
-    slope = -grid**2 * p * (1 - p)
+    slope = -(grid**2) * p * (1 - p)
     max_slope = p * (entropy + np.log(p))
-    sweep = pd.DataFrame({"layer": 0, "head": 0, "alpha": grid, "sample": 0, "entropy": entropy, "max_attn": p,
-                          "k_eff": 1.0, "entropy_slope": slope, "max_attn_slope": max_slope})
+    sweep = pd.DataFrame(
+        {
+            "layer": 0,
+            "head": 0,
+            "alpha": grid,
+            "sample": 0,
+            "entropy": entropy,
+            "max_attn": p,
+            "k_eff": 1.0,
+            "entropy_slope": slope,
+            "max_attn_slope": max_slope,
+        }
+    )
     row = gain_table(sweep, n_bootstrap=0).iloc[0]
     assert row["closed_form_gain_entropy"] == pytest.approx(slope.mean(), rel=1e-12)
     assert row["closed_form_gain_max_attn"] == pytest.approx(max_slope.mean(), rel=1e-12)
@@ -209,7 +256,12 @@ def test_categories_with_pandas_linear_quantiles():
     by_entropy = gain_categories(gains.assign(gain_entropy=-gains["gain_max_attn"][::-1].to_numpy()), by="entropy")
     assert by_entropy.loc[by_entropy["category"] == "high", "head"].tolist() == [0, 1]
     # Within (mode, kind): each group gets its own thresholds.
-    two = pd.concat([gains.assign(mode="local", kind="q"), gains.assign(mode="local", kind="k", gain_max_attn=10 * gains["gain_max_attn"])])
+    two = pd.concat(
+        [
+            gains.assign(mode="local", kind="q"),
+            gains.assign(mode="local", kind="k", gain_max_attn=10 * gains["gain_max_attn"]),
+        ]
+    )
     out = gain_categories(two)
     assert out.groupby("kind")["category"].apply(lambda c: c.value_counts()["high"]).to_dict() == {"k": 2, "q": 2}
     assert out.loc[out["kind"] == "k", "p_high"].iloc[0] == pytest.approx(10 * np.quantile(magnitude, 0.9))
@@ -218,9 +270,14 @@ def test_categories_with_pandas_linear_quantiles():
 
 
 def test_select_heads_argmax_median_argmin():
-    gains = pd.DataFrame({"layer": [0, 0, 1, 1, 2, 2], "head": [0, 1, 0, 1, 0, 1],
-                          "gain_max_attn": [0.017, 0.134, 0.513, 0.804, 0.60, -0.45],
-                          "gain_entropy": [-0.3, -3.0, -1.0, -4.5, -2.0, -0.2]})
+    gains = pd.DataFrame(
+        {
+            "layer": [0, 0, 1, 1, 2, 2],
+            "head": [0, 1, 0, 1, 0, 1],
+            "gain_max_attn": [0.017, 0.134, 0.513, 0.804, 0.60, -0.45],
+            "gain_entropy": [-0.3, -3.0, -1.0, -4.5, -2.0, -0.2],
+        }
+    )
     picked = select_heads(gains).set_index("role")
     assert list(picked.index) == ["high", "medium", "low"]
     assert tuple(picked.loc["high", ["layer", "head"]]) == (1, 1)  # argmax |gain|
@@ -295,8 +352,9 @@ def test_bad_input():
 
 def test_g6_two_key_gain_matches_the_closed_forms_of_the_native_op():
     # Logits s = [1, 0]: OLS on a tight grid around alpha equals the closed-form derivatives there.
-    import spectra
     import torch
+
+    import spectra
 
     q = torch.ones(1, 1, 1, 1, dtype=torch.float64)
     k = torch.tensor([1.0, 0.0], dtype=torch.float64).view(1, 1, 2, 1)

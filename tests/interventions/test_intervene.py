@@ -7,8 +7,9 @@ from __future__ import annotations
 import math
 
 import pytest
-import spectra
 import torch
+
+import spectra
 from spectra import AblateHead, PatchHead, ScaleKey, ScaleLogits, ScaleQuery
 from spectra.models import adapter_for
 from spectra.models.random_init import VOCAB_SIZE, tiny_model
@@ -148,10 +149,12 @@ def test_scale_before_qk_norm_vanishes_ours_does_not():
         probe = spectra.Probe(model, layers=[layer], heads=[head], capture="q")
         handle = None
         if pre_norm_alpha is not None:
+
             def scale(module, args, output):
                 output = output.clone()
                 output[..., head * d : (head + 1) * d] *= pre_norm_alpha
                 return output
+
             handle = a.attention[layer].q_proj.register_forward_hook(scale)
         try:
             with torch.no_grad(), probe:
@@ -242,7 +245,11 @@ def test_several_interventions_compose():
     base = spectra.Probe(model, layers=[1], heads=[0, 1], capture=("q",))
     with torch.no_grad(), base:
         model(ids)
-    with torch.no_grad(), spectra.intervene(model, ScaleQuery(1, 0, 2.0), ScaleQuery(1, 0, 3.0), ScaleQuery(1, 1, 0.5)) as ctx, probe:
+    with (
+        torch.no_grad(),
+        spectra.intervene(model, ScaleQuery(1, 0, 2.0), ScaleQuery(1, 0, 3.0), ScaleQuery(1, 1, 0.5)) as ctx,
+        probe,
+    ):
         model(ids)
     r0 = probe.captured(1, 0, "q").vectors.double().norm() / base.captured(1, 0, "q").vectors.double().norm()
     r1 = probe.captured(1, 1, "q").vectors.double().norm() / base.captured(1, 1, "q").vectors.double().norm()
@@ -252,6 +259,7 @@ def test_several_interventions_compose():
 
 
 # ---- bad input ----
+
 
 @pytest.mark.parametrize("alpha", [0, -1.0, math.nan, math.inf])
 def test_alpha_must_be_finite_and_positive(alpha):
@@ -328,7 +336,9 @@ def test_hooks_and_registrations_are_undone_even_on_error():
             raise RuntimeError("boom")
     assert model.config._attn_implementation == "sdpa"
     assert not any(name.startswith("spectra_") for name in AttentionInterface._global_mapping)
-    assert {name: (len(m._forward_hooks), len(m._forward_pre_hooks)) for name, m in model.named_modules()} == hooks_before
+    assert {
+        name: (len(m._forward_hooks), len(m._forward_pre_hooks)) for name, m in model.named_modules()
+    } == hooks_before
 
 
 def test_gradients_flow_through_an_intervention():

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
+
 from spectra.interventions.qk_asymmetry import asymmetry_table, interpret
 
 ALPHAS = np.array([0.5, 0.75, 1.0, 1.25, 1.5])
@@ -22,12 +23,23 @@ def make_sweep(q_curve, k_curve, heads=tuple(SEED_HEADS), n_samples=1, mode="pro
         for kind, f in (("q", q_curve), ("k", k_curve)):
             for a in ALPHAS:
                 for s in range(n_samples):
-                    row = {"mode": mode, "kind": kind, "layer": layer, "head": head, "alpha": a, "sample": s,
-                           "entropy": f(a) + 0.1 * (s - (n_samples - 1) / 2), "max_attn": 0.3, "k_eff": 5.0}
+                    row = {
+                        "mode": mode,
+                        "kind": kind,
+                        "layer": layer,
+                        "head": head,
+                        "alpha": a,
+                        "sample": s,
+                        "entropy": f(a) + 0.1 * (s - (n_samples - 1) / 2),
+                        "max_attn": 0.3,
+                        "k_eff": 5.0,
+                    }
                     if effects:
-                        row.update(kl_logits=0.0 if a == 1 else (0.02 if kind == "k" else 0.01) * (1 + s),
-                                   delta_loss=0.0 if a == 1 else (0.5 if kind == "k" else 0.25),
-                                   group_entropy_shift=0.0 if kind == "q" else -np.log(a))
+                        row.update(
+                            kl_logits=0.0 if a == 1 else (0.02 if kind == "k" else 0.01) * (1 + s),
+                            delta_loss=0.0 if a == 1 else (0.5 if kind == "k" else 0.25),
+                            group_entropy_shift=0.0 if kind == "q" else -np.log(a),
+                        )
                     rows.append(row)
     return pd.DataFrame(rows)
 
@@ -40,7 +52,10 @@ def test_identical_curves_are_generic():
     sweep = make_sweep(steep, steep, n_samples=3)
     table = asymmetry_table(sweep)
     assert table[["mode", "layer", "head"]].values.tolist() == [
-        ["propagated", 0, 23], ["propagated", 14, 8], ["propagated", 20, 19]]
+        ["propagated", 0, 23],
+        ["propagated", 14, 8],
+        ["propagated", 20, 19],
+    ]
     assert (table["asymmetry"] == 1.0).all() and table["is_symmetric"].all() and not table["is_q_dominant"].any()
     assert (table["interpretation"] == "generic softmax temperature").all()
     assert (table["max_abs_delta"] == 0).all() and table["slope_ratio"].to_numpy() == pytest.approx(1.0)
@@ -48,7 +63,10 @@ def test_identical_curves_are_generic():
     assert table["q_slope"].to_numpy() == pytest.approx(-2.0) and table["role"].isna().all()
     with_roles = asymmetry_table(sweep, roles=SEED_HEADS)
     assert dict(zip(with_roles["role"], with_roles["interpretation"])) == {
-        "high": "generic logit scaling", "medium": "generic", "low": "negative control passed"}
+        "high": "generic logit scaling",
+        "medium": "generic",
+        "low": "negative control passed",
+    }
 
 
 def test_flat_k_curve_is_the_b1_artifact():
@@ -57,8 +75,13 @@ def test_flat_k_curve_is_the_b1_artifact():
     assert np.isposinf(table["asymmetry"]).all() and table["is_q_dominant"].all() and not table["is_symmetric"].any()
     assert (table["k_range"] == 0).all() and np.isposinf(table["slope_ratio"]).all()
     assert dict(zip(table["role"], table["interpretation"])) == {
-        "high": "query-dominant control", "medium": "transitional", "low": "unexpected asymmetry"}
-    assert (asymmetry_table(make_sweep(steep, lambda a: 4.0))["interpretation"] == "Q is the primary control signal").all()
+        "high": "query-dominant control",
+        "medium": "transitional",
+        "low": "unexpected asymmetry",
+    }
+    assert (
+        asymmetry_table(make_sweep(steep, lambda a: 4.0))["interpretation"] == "Q is the primary control signal"
+    ).all()
     flat = asymmetry_table(make_sweep(lambda a: 4.0, lambda a: 4.0), roles=SEED_HEADS)
     assert flat["asymmetry"].isna().all() and not flat["is_symmetric"].any() and not flat["is_q_dominant"].any()
     assert (flat["interpretation"] == "no effect of either scale").all()
@@ -82,8 +105,12 @@ def test_ranges_slopes_and_exp3_bands():
 
 
 def test_real_forward_columns_and_modes():
-    sweep = pd.concat([make_sweep(steep, steep, heads=[(3, 1)], n_samples=2, effects=True),
-                       make_sweep(steep, steep, heads=[(3, 1)], mode="local")])
+    sweep = pd.concat(
+        [
+            make_sweep(steep, steep, heads=[(3, 1)], n_samples=2, effects=True),
+            make_sweep(steep, steep, heads=[(3, 1)], mode="local"),
+        ]
+    )
     table = asymmetry_table(sweep, roles={(3, 1): "high"})
     assert table["mode"].tolist() == ["local", "propagated"]
     prop = table.set_index("mode").loc["propagated"]
@@ -127,11 +154,23 @@ def _sweep_with_effects(k_curve_of, heads=((20, 19), (14, 8), (0, 23)), with_eff
         for kind in ("q", "k"):
             for a in _GRID:
                 e = 4 - 2 * math.log(a) if kind == "q" else k_curve_of(a)
-                row = {"mode": "propagated", "kind": kind, "layer": layer, "head": head, "alpha": a, "sample": 0,
-                       "entropy": e, "max_attn": 0.3, "k_eff": 5.0}
+                row = {
+                    "mode": "propagated",
+                    "kind": kind,
+                    "layer": layer,
+                    "head": head,
+                    "alpha": a,
+                    "sample": 0,
+                    "entropy": e,
+                    "max_attn": 0.3,
+                    "k_eff": 5.0,
+                }
                 if with_effects:
-                    row.update(kl_logits=0.0 if a == 1 else 0.01 * (2 if kind == "k" else 1), delta_loss=0.0,
-                               group_entropy_shift=0.0 if kind == "q" else -math.log(a))
+                    row.update(
+                        kl_logits=0.0 if a == 1 else 0.01 * (2 if kind == "k" else 1),
+                        delta_loss=0.0,
+                        group_entropy_shift=0.0 if kind == "q" else -math.log(a),
+                    )
                 rows.append(row)
     return pd.DataFrame(rows)
 

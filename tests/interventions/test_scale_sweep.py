@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from spectra.interventions import scale_sweep
 from spectra.models.random_init import VOCAB_SIZE, tiny_model
 
@@ -23,8 +24,17 @@ def batch(n=2, t=12, seed=0):
     return ids, mask
 
 
-@pytest.mark.parametrize("family,impl", [("llama", "sdpa"), ("qwen3", "sdpa"), ("gemma2", "eager"), ("gpt2", "eager"),
-                                         ("mistral", "sdpa"), ("bert", "sdpa")])
+@pytest.mark.parametrize(
+    "family,impl",
+    [
+        ("llama", "sdpa"),
+        ("qwen3", "sdpa"),
+        ("gemma2", "eager"),
+        ("gpt2", "eager"),
+        ("mistral", "sdpa"),
+        ("bert", "sdpa"),
+    ],
+)
 def test_local_mode_is_the_real_intervention_for_the_target_head(family, impl):
     model = tiny_model(family, impl)
     ids, mask = batch()
@@ -58,8 +68,9 @@ def test_closed_form_slopes_match_finite_differences():
     ids, mask = batch()
     h = 1e-4
     for alpha in (0.5, 1.0, 1.5):
-        table = scale_sweep(model, ids, [(1, 2)], (alpha * math.exp(-h), alpha, alpha * math.exp(h)),
-                            attention_mask=mask)
+        table = scale_sweep(
+            model, ids, [(1, 2)], (alpha * math.exp(-h), alpha, alpha * math.exp(h)), attention_mask=mask
+        )
         for _, curve in table.groupby("sample"):
             lo, mid, hi = (curve.sort_values("alpha").iloc[i] for i in range(3))
             assert mid["entropy_slope"] == pytest.approx((hi["entropy"] - lo["entropy"]) / (2 * h), abs=1e-6)
@@ -75,8 +86,9 @@ def test_soft_capped_models_have_no_closed_form():
 def test_propagated_side_effects():
     model = tiny_model("llama", "sdpa")  # 4 query heads, 2 KV heads: groups {0, 1}, {2, 3}
     ids, mask = batch()
-    table = scale_sweep(model, ids, [(0, 1)], (0.5, 1.0, 2.0), attention_mask=mask, kinds=("q", "k", "logits"),
-                        mode="propagated")
+    table = scale_sweep(
+        model, ids, [(0, 1)], (0.5, 1.0, 2.0), attention_mask=mask, kinds=("q", "k", "logits"), mode="propagated"
+    )
     q = table[table["kind"] == "q"]
     k = table[(table["kind"] == "k") & (table["alpha"] != 1.0)]
     assert (q["group_entropy_shift"] == 0).all()  # Q scaling leaves head 0 bitwise alone

@@ -7,8 +7,8 @@ import json
 import pandas as pd
 from click.testing import CliRunner
 
-from spectra.models import zoo
 from spectra.cli import main
+from spectra.models import zoo
 
 SMALL = ["--context-length", "48", "--n-samples", "2", "--n-random", "2", "--random-block", "8", "--quiet"]
 
@@ -24,19 +24,36 @@ def test_dynamics_cli_on_the_embedded_checkpoints(tmp_path):
     head = pd.read_parquet(out / "head_series.parquet")
     assert head["step"].is_monotonic_increasing
     assert set(pd.read_csv(out / "taxonomy.csv")["class"]) <= {
-        "static_sink", "induction", "previous_token", "positional", "gatherer", "semantic_retriever", "unclassified"}
+        "static_sink",
+        "induction",
+        "previous_token",
+        "positional",
+        "gatherer",
+        "semantic_retriever",
+        "unclassified",
+    }
     assert summary["classes_per_step"]["0"] == {"gatherer": 32}  # random init: every head near uniform
     assert not list(out.glob(".*.tmp"))
 
 
 def test_dynamics_cli_with_folders_and_errors(tmp_path):
     folders = [str(p) for p in zoo.checkpoint_paths("tiny-qwen3")[:2]]
-    args = ["dynamics", "--checkpoints", folders[0], "--checkpoints", folders[1], "--out", str(tmp_path / "two"), *SMALL]
+    args = [
+        "dynamics",
+        "--checkpoints",
+        folders[0],
+        "--checkpoints",
+        folders[1],
+        "--out",
+        str(tmp_path / "two"),
+        *SMALL,
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "steps [0, 100]" in result.output
-    both = CliRunner().invoke(main, ["dynamics", "--model", "tiny-qwen3", "--checkpoints", folders[0], "--out",
-                                     str(tmp_path / "x")])
+    both = CliRunner().invoke(
+        main, ["dynamics", "--model", "tiny-qwen3", "--checkpoints", folders[0], "--out", str(tmp_path / "x")]
+    )
     assert both.exit_code != 0 and "either --checkpoints" in both.output
     llama = CliRunner().invoke(main, ["dynamics", "--model", "tiny-llama", "--out", str(tmp_path / "y"), *SMALL])
     assert llama.exit_code != 0 and "no training checkpoints" in llama.output
@@ -44,8 +61,9 @@ def test_dynamics_cli_with_folders_and_errors(tmp_path):
 
 def test_taxonomy_cli(tmp_path):
     csv = tmp_path / "t.csv"
-    result = CliRunner().invoke(main, ["taxonomy", "--model", "tiny-llama", "--context-length", "48", "--n-samples", "2",
-                                       "--out", str(csv)])
+    result = CliRunner().invoke(
+        main, ["taxonomy", "--model", "tiny-llama", "--context-length", "48", "--n-samples", "2", "--out", str(csv)]
+    )
     assert result.exit_code == 0, result.output
     table = pd.read_csv(csv)
     assert len(table) == 32 and "runner_up" in table and "class" in result.output
@@ -55,8 +73,16 @@ def test_gamma_heatmap_of_a_family_without_qk_norm_is_a_clear_error(tmp_path):
     import shutil
 
     steps = [shutil.copytree(zoo.model_path("tiny-llama"), tmp_path / f"step-{s:06d}") for s in (0, 10)]
-    args = ["dynamics", "--checkpoints", str(steps[0]), "--checkpoints", str(steps[1]), "--out", str(tmp_path / "o"),
-            *SMALL]
+    args = [
+        "dynamics",
+        "--checkpoints",
+        str(steps[0]),
+        "--checkpoints",
+        str(steps[1]),
+        "--out",
+        str(tmp_path / "o"),
+        *SMALL,
+    ]
     refused = CliRunner().invoke(main, [*args, "--gamma-heatmap"])
     assert refused.exit_code != 0 and "has no QK-norm" in refused.output and "Traceback" not in refused.output
     drawn = CliRunner().invoke(main, args)  # by default the heatmap is simply left out for such a family

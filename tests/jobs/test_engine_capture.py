@@ -13,31 +13,46 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from spectra.jobs.geometry import run as geometry_job
-from spectra.jobs.plasticity import run as plasticity_job
-from spectra.models import zoo
-from spectra.jobs.capture.run import run_capture
-from spectra.models.loading import load_model
 from spectra.capture.store import SIDECAR, merge_captures, read_capture
 from spectra.cli import main
 from spectra.engine.core import LocalEngine, RayEngine, check_config, load_config, plan, read_stamp, run
 from spectra.engine.faults import attempts, die_once
+from spectra.jobs.capture.run import run_capture
+from spectra.jobs.geometry import run as geometry_job
+from spectra.jobs.plasticity import run as plasticity_job
+from spectra.models import zoo
+from spectra.models.loading import load_model
 
 N_EXAMPLES, PER_SHARD, MAX_LENGTH = 3, 2, 32
 CHECKPOINTS = [str(p) for p in zoo.checkpoint_paths("tiny-qwen3")[-2:]]
 LABELS = ["tiny-llama", "tiny-qwen3-step-000800", "tiny-qwen3-step-001600"]
 SHARDS = [f"shard-{i:05d}" for i in range((N_EXAMPLES + PER_SHARD - 1) // PER_SHARD)]
 # capture: every kind and stage, and a random sampler (its draws depend on the example, not the shard)
-CAPTURE = {"layers": "0,3", "capture": "q,k,v", "stages": ["post_rope", "pre_rope"], "positions": "uniform",
-           "bucket_size": 8, "seed": 3}
+CAPTURE = {
+    "layers": "0,3",
+    "capture": "q,k,v",
+    "stages": ["post_rope", "pre_rope"],
+    "positions": "uniform",
+    "bucket_size": 8,
+    "seed": 3,
+}
 HEADS = {"layers": [0, 3], "heads": [0, 5]}  # geometry, plasticity: a few heads keep the analyses quick
 PAIRS_PER_CELL = 8  # plasticity: few draws per cell, likewise
 
 
 def config(kind: str, out: Path, **overrides) -> dict:
     extra = {"capture": CAPTURE, "geometry": HEADS, "plasticity": {**HEADS, "pairs_per_cell": PAIRS_PER_CELL}}[kind]
-    return {"kind": kind, "models": ["tiny-llama"], "checkpoints": CHECKPOINTS, "n_examples": N_EXAMPLES,
-            "max_length": MAX_LENGTH, "examples_per_shard": PER_SHARD, "out": str(out), **extra, **overrides}
+    return {
+        "kind": kind,
+        "models": ["tiny-llama"],
+        "checkpoints": CHECKPOINTS,
+        "n_examples": N_EXAMPLES,
+        "max_length": MAX_LENGTH,
+        "examples_per_shard": PER_SHARD,
+        "out": str(out),
+        **extra,
+        **overrides,
+    }
 
 
 def files_of(root: Path) -> dict[str, bytes]:
@@ -88,8 +103,10 @@ def assert_complete(out: Path, labels=LABELS) -> None:
 def local_runs(tmp_path_factory):
     """Each kind with the local engine: the references every other engine must reproduce."""
     root = tmp_path_factory.mktemp("local")
-    return {kind: (root / kind, run(config(kind, root / kind), LocalEngine(), progress=False, command_line=["x"]))
-            for kind in ("capture", "geometry", "plasticity")}
+    return {
+        kind: (root / kind, run(config(kind, root / kind), LocalEngine(), progress=False, command_line=["x"]))
+        for kind in ("capture", "geometry", "plasticity")
+    }
 
 
 def test_capture_equals_run_capture_with_a_random_sampler(local_runs, tmp_path):
@@ -100,9 +117,20 @@ def test_capture_equals_run_capture_with_a_random_sampler(local_runs, tmp_path):
     texts = geometry_job.heldout_examples(N_EXAMPLES, MAX_LENGTH)
     for label, model_name in (("tiny-llama", "tiny-llama"), ("tiny-qwen3-step-001600", CHECKPOINTS[-1])):
         model, tokenizer = load_model(model_name)
-        whole = run_capture(model, tokenizer, texts, tmp_path / label, max_length=MAX_LENGTH, progress=False,
-                            layers=[0, 3], capture=("q", "k", "v"), stage=("post_rope", "pre_rope"),
-                            positions="uniform", bucket_size=8, seed=3)
+        whole = run_capture(
+            model,
+            tokenizer,
+            texts,
+            tmp_path / label,
+            max_length=MAX_LENGTH,
+            progress=False,
+            layers=[0, 3],
+            capture=("q", "k", "v"),
+            stage=("post_rope", "pre_rope"),
+            positions="uniform",
+            bucket_size=8,
+            seed=3,
+        )
         assert result.results[label].sidecar == whole
         assert_same_output(out / label / "capture", tmp_path / label)  # byte for byte, sidecar included
     assert 0 < whole["rows"]["l00h00q/data.parquet"] < N_EXAMPLES * MAX_LENGTH  # the sampler did drop rows
@@ -111,13 +139,25 @@ def test_capture_equals_run_capture_with_a_random_sampler(local_runs, tmp_path):
 def test_geometry_equals_spectra_geometry(local_runs, tmp_path):
     out, result = local_runs["geometry"]
     assert list(result.results) == [*LABELS, "geometry"]
-    folders = [folder for model in ("tiny-llama", *CHECKPOINTS)
-               for folder in geometry_job.capture_model(model, tmp_path / "qk", n_examples=N_EXAMPLES,
-                                                        max_length=MAX_LENGTH, **HEADS)]
+    folders = [
+        folder
+        for model in ("tiny-llama", *CHECKPOINTS)
+        for folder in geometry_job.capture_model(
+            model, tmp_path / "qk", n_examples=N_EXAMPLES, max_length=MAX_LENGTH, **HEADS
+        )
+    ]
     for label, folder in zip(LABELS, folders, strict=True):
         assert_same_output(out / label / "capture", folder)
-    cli = CliRunner().invoke(main, ["geometry", *[a for f in folders for a in ("--qk", str(f))],
-                                    *[a for label in LABELS for a in ("--label", label)], "--out", str(tmp_path / "g")])
+    cli = CliRunner().invoke(
+        main,
+        [
+            "geometry",
+            *[a for f in folders for a in ("--qk", str(f))],
+            *[a for label in LABELS for a in ("--label", label)],
+            "--out",
+            str(tmp_path / "g"),
+        ],
+    )
     assert cli.exit_code == 0, cli.output
     assert_same_output(out / "geometry", tmp_path / "g")
     meta = json.loads((out / "geometry" / "meta.json").read_text())
@@ -127,15 +167,29 @@ def test_geometry_equals_spectra_geometry(local_runs, tmp_path):
 def test_plasticity_equals_spectra_plasticity(local_runs, tmp_path):
     out, result = local_runs["plasticity"]
     assert list(result.results) == [*LABELS, "plasticity"]
-    folders = [folder for model in ("tiny-llama", *CHECKPOINTS)
-               for folder in plasticity_job.capture_model(model, tmp_path / "qk", n_examples=N_EXAMPLES,
-                                                          max_length=MAX_LENGTH, **HEADS)]
+    folders = [
+        folder
+        for model in ("tiny-llama", *CHECKPOINTS)
+        for folder in plasticity_job.capture_model(
+            model, tmp_path / "qk", n_examples=N_EXAMPLES, max_length=MAX_LENGTH, **HEADS
+        )
+    ]
     for label, folder in zip(LABELS, folders, strict=True):
         assert_same_output(out / label / "capture", folder)
     assert result.results["tiny-llama"].sidecar["sampler"]["bucket_size"] == MAX_LENGTH // 16
-    cli = CliRunner().invoke(main, ["plasticity", *[a for f in folders for a in ("--qk", str(f))],
-                                    *[a for label in LABELS for a in ("--label", label)],
-                                    "--pairs-per-cell", str(PAIRS_PER_CELL), "--quiet", "--out", str(tmp_path / "p")])
+    cli = CliRunner().invoke(
+        main,
+        [
+            "plasticity",
+            *[a for f in folders for a in ("--qk", str(f))],
+            *[a for label in LABELS for a in ("--label", label)],
+            "--pairs-per-cell",
+            str(PAIRS_PER_CELL),
+            "--quiet",
+            "--out",
+            str(tmp_path / "p"),
+        ],
+    )
     assert cli.exit_code == 0, cli.output
     assert_same_output(out / "plasticity", tmp_path / "p")
 
@@ -179,8 +233,10 @@ def test_a_changed_analysis_option_reuses_the_captures(local_runs, tmp_path):
 def test_merge_refuses_shards_of_different_captures(local_runs, tmp_path):
     out = local_runs["capture"][0]
     with pytest.raises(ValueError, match="not a shard of the same capture .* differs in model"):
-        merge_captures([out / "tiny-llama" / "shards" / "shard-00000",
-                        out / "tiny-qwen3-step-000800" / "shards" / "shard-00001"], tmp_path / "merged")
+        merge_captures(
+            [out / "tiny-llama" / "shards" / "shard-00000", out / "tiny-qwen3-step-000800" / "shards" / "shard-00001"],
+            tmp_path / "merged",
+        )
     with pytest.raises(FileNotFoundError, match="not a finished Spectra capture folder"):
         merge_captures([out / "tiny-llama" / "shards"], tmp_path / "merged")
 
@@ -219,10 +275,12 @@ def test_plan_orders_checkpoints_by_step_and_covers_every_example(tmp_path):
     series.mkdir()
     for step, source in ((1000, CHECKPOINTS[1]), (500, CHECKPOINTS[0])):
         (series / f"checkpoint-{step}").symlink_to(source)
-    tasks = plan(check_config({**config("geometry", tmp_path / "out", models=[], checkpoints=[str(series)]),
-                               "n_examples": 5}))
-    assert [t.id for t in tasks] == [f"series-checkpoint-{step}/shard-0000{i}" for step in (500, 1000)
-                                     for i in range(3)]
+    tasks = plan(
+        check_config({**config("geometry", tmp_path / "out", models=[], checkpoints=[str(series)]), "n_examples": 5})
+    )
+    assert [t.id for t in tasks] == [
+        f"series-checkpoint-{step}/shard-0000{i}" for step in (500, 1000) for i in range(3)
+    ]
     assert [t.samples for t in tasks[:3]] == [(0, 2), (2, 4), (4, 5)]
     assert [example for t in tasks[:3] for example, _ in t.data] == list(range(5))
     assert tasks[0].options["max_length"] == MAX_LENGTH
@@ -235,8 +293,9 @@ def test_data_file_and_max_length_defaults(tmp_path):
     tasks = plan(check_config({"kind": "capture", "models": ["tiny-llama"], "data": str(data), "out": str(tmp_path)}))
     assert [t.data for t in tasks] == [tuple((10 + i, f"Example number {i}.") for i in range(3))]
     assert tasks[0].options["max_length"] == 2048  # spectra capture's 4096, at most the model's context
-    plasticity = plan(check_config({"kind": "plasticity", "models": ["tiny-llama"], "n_examples": 1,
-                                    "out": str(tmp_path)}))
+    plasticity = plan(
+        check_config({"kind": "plasticity", "models": ["tiny-llama"], "n_examples": 1, "out": str(tmp_path)})
+    )
     assert (plasticity[0].options["max_length"], plasticity[0].options["bucket_size"]) == (2048, 128)
 
 
@@ -275,8 +334,18 @@ def test_cli_run_capture(tmp_path):
     import yaml
 
     path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump({"kind": "capture", "models": ["tiny-llama"], "n_examples": 2, "max_length": 16,
-                                    "layers": [0], "out": str(tmp_path / "out")}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "kind": "capture",
+                "models": ["tiny-llama"],
+                "n_examples": 2,
+                "max_length": 16,
+                "layers": [0],
+                "out": str(tmp_path / "out"),
+            }
+        )
+    )
     result = CliRunner().invoke(main, ["run", str(path), "--quiet"])
     assert result.exit_code == 0, result.output
     assert "1 task(s) computed, 0 skipped" in result.output

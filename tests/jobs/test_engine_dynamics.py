@@ -13,12 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spectra.models import zoo
-from spectra.jobs.dynamics.run import run_dynamics
-from spectra.engine.core import LocalEngine, RayEngine, check_config, read_stamp, run
-from spectra.jobs.dynamics.kind import describe, plan, series_of
-from spectra.engine.faults import attempts, die_once
 from spectra.data.windows import load_windows
+from spectra.engine.core import LocalEngine, RayEngine, check_config, read_stamp, run
+from spectra.engine.faults import attempts, die_once
+from spectra.jobs.dynamics.kind import describe, plan, series_of
+from spectra.jobs.dynamics.run import run_dynamics
+from spectra.models import zoo
+
 SMALL = {"context_length": 32, "n_samples": 2, "n_random": 2, "random_block": 8}
 STEPS = (0, 400, 1600)
 CHECKPOINTS = [str(p) for p in zoo.checkpoint_paths("tiny-qwen3") if int(p.name.removeprefix("step-")) in STEPS]
@@ -31,8 +32,11 @@ def config(out: Path, **overrides) -> dict:
 
 
 def files_of(root: Path, skip: str | None = None) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and not (skip and p.relative_to(root).parts[0] == skip)}
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not (skip and p.relative_to(root).parts[0] == skip)
+    }
 
 
 def assert_same_output(a: Path, b: Path, skip: str | None = None) -> None:
@@ -82,8 +86,10 @@ def test_plan_a_zoo_series_and_folders_of_one_run(tmp_path):
     for path in CHECKPOINTS[:2]:
         shutil.copytree(path, run_folder / "checkpoints" / Path(path).name)
     series = series_of(check_config(config(tmp_path, checkpoints=[*CHECKPOINTS[::-1], str(run_folder)])))
-    assert [(s.label, [step for step, _ in s.members]) for s in series] == [("tiny-qwen3", list(STEPS)),
-                                                                          ("my-run", [0, 400])]
+    assert [(s.label, [step for step, _ in s.members]) for s in series] == [
+        ("tiny-qwen3", list(STEPS)),
+        ("my-run", [0, 400]),
+    ]
     assert series[0].checkpoints == tuple(CHECKPOINTS[::-1])  # as summary.json records them: config order
 
 
@@ -147,8 +153,9 @@ def test_local_engine_writes_what_spectra_dynamics_writes(local_run, tmp_path):
 def test_a_shard_of_a_family_without_qk_norm_gives_the_tables_of_track(tmp_path):
     """The empty γ table (no QK-norm) survives the shard: the merged tables are the bytes track's give."""
     from spectra.heads.dynamics import combine, track
-    from spectra.jobs.dynamics.kind import compute, read_shard
     from spectra.io.atomic import write_parquet as _atomic_parquet
+    from spectra.jobs.dynamics.kind import compute, read_shard
+
     folder = shutil.copytree(zoo.model_path("tiny-llama"), tmp_path / "llama-run" / "step-000005")
     (task,) = plan(check_config(config(tmp_path / "run", checkpoints=[str(folder)])))
     assert task.id == "llama-run/step-000005"

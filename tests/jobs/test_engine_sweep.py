@@ -74,8 +74,10 @@ def assert_same_as_spectra_sweep(mine: Path, plain: Path) -> None:
 def local_runs(tmp_path_factory):
     """Both experiments with the local engine: the reference every other engine must reproduce."""
     root = tmp_path_factory.mktemp("local")
-    return {name: (root / name, run(run_config(settings, root / name), LocalEngine(), progress=False))
-            for name, settings in (("scale", SCALE), ("qk", QK))}
+    return {
+        name: (root / name, run(run_config(settings, root / name), LocalEngine(), progress=False))
+        for name, settings in (("scale", SCALE), ("qk", QK))
+    }
 
 
 def test_scale_sweep_writes_what_spectra_sweep_writes(local_runs, tmp_path):
@@ -96,8 +98,9 @@ def test_two_stage_qk_asymmetry_writes_what_spectra_sweep_writes(local_runs, tmp
     heads = list(dict.fromkeys((row["layer"], row["head"]) for row in selected))
     assert len(heads) >= 2
     # the gain map first, then one propagated shard per head it selected (planned once the gain map was done)
-    assert result.report.computed == ["tiny-llama/gain_map-local"] + \
-        [f"tiny-llama/propagated-L{layer:03d}H{head:03d}" for layer, head in heads]
+    assert result.report.computed == ["tiny-llama/gain_map-local"] + [
+        f"tiny-llama/propagated-L{layer:03d}H{head:03d}" for layer, head in heads
+    ]
     assert [t.id for t in result.tasks] == result.report.computed
     assert json.loads((out / "run.json").read_text())["tasks"] == result.report.computed
     plain = run_sweep(SweepConfig(model="tiny-llama", **QK), out=tmp_path / "plain", progress=False)
@@ -150,8 +153,9 @@ def test_ray_two_workers_equal_the_local_engine_though_workers_die(ray_cluster, 
     assert os.getpid() not in result.report.pids
     for task_id in result.report.computed:
         assert attempts(markers, task_id) == (2 if task_id in doomed else 1), task_id
-    assert sorted(p.name for p in (out / "tiny-llama" / "shards").iterdir()) == \
-        sorted(Path(i).name + ".parquet" for i in local.report.computed)  # each shard once, no temporary left
+    assert sorted(p.name for p in (out / "tiny-llama" / "shards").iterdir()) == sorted(
+        Path(i).name + ".parquet" for i in local.report.computed
+    )  # each shard once, no temporary left
     sweep = pd.read_parquet(out / "tiny-llama" / "sweep.parquet")
     assert not sweep.duplicated(["mode", "kind", "layer", "head", "alpha", "sample"]).any()
     assert_same_output(out, reference)

@@ -64,7 +64,10 @@ def digest_run(kind: str, out: Path) -> dict[str, str]:
     """Runs ``spectra run configs/runs/<kind>.yaml --out OUT`` and digests every file it wrote."""
     subprocess.run(
         [sys.executable, "-m", "spectra", "run", str(ROOT / "configs" / "runs" / f"{kind}.yaml"), "--out", str(out)],
-        cwd=ROOT, check=True, capture_output=True, text=True,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     package = _package_dir()
     out = out.resolve()

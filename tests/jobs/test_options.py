@@ -28,20 +28,38 @@ def test_docs_options_table_is_current(kind):
     assert match, f"docs/distributed.md lost its options:{kind} markers"
     assert match.group(1) == markdown(kind), (
         f"docs/distributed.md's {kind} options table is stale; paste spectra.jobs.option_tables.markdown({kind!r}) "
-        "between the markers")
+        "between the markers"
+    )
 
 
 def _spectra(*args: str) -> subprocess.CompletedProcess:
-    code = ("import sys, runpy; sys.argv = ['spectra', *sys.argv[1:]]\n"
-            "try:\n    runpy.run_module('spectra', run_name='__main__')\n"
-            "except SystemExit as exit:\n    code = exit.code\n"
-            "heavy = sorted(m for m in ('torch', 'transformers', 'pandas') if m in sys.modules)\n"
-            "print('HEAVY', heavy)\nsys.exit(code)")
+    code = (
+        "import sys, runpy; sys.argv = ['spectra', *sys.argv[1:]]\n"
+        "try:\n    runpy.run_module('spectra', run_name='__main__')\n"
+        "except SystemExit as exit:\n    code = exit.code\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'pandas') if m in sys.modules)\n"
+        "print('HEAVY', heavy)\nsys.exit(code)"
+    )
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
 
 
-@pytest.mark.parametrize("command", [[], ["profile"], ["capture"], ["sweep"], ["dynamics"], ["taxonomy"], ["geometry"],
-                                     ["plasticity"], ["report"], ["run"], ["demo"], ["info"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["profile"],
+        ["capture"],
+        ["sweep"],
+        ["dynamics"],
+        ["taxonomy"],
+        ["geometry"],
+        ["plasticity"],
+        ["report"],
+        ["run"],
+        ["demo"],
+        ["info"],
+    ],
+)
 def test_help_imports_no_torch(command):
     done = _spectra(*command, "--help")
     assert done.returncode == 0, done.stderr

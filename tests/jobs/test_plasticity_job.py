@@ -16,8 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from spectra import plasticity
-from spectra.plasticity import summary as plasticity_summary
 from spectra.cli import main
+from spectra.plasticity import summary as plasticity_summary
 from spectra.testing.tolerance import assert_png_written
 
 
@@ -26,14 +26,24 @@ def profile_frame(n_points: int, n_heads: int = 3, seed: int = 0) -> pd.DataFram
     rows = []
     for head in range(n_heads):
         for i in range(n_points):
-            rows.append({"layer": 0, "head": head, "kv_head": 0, "q_cell": i, "tau": (i + 0.5) * 10.0,
-                         "context_fraction": (i + 0.5) / n_points, "n_queries": 4, "ap": rng.uniform(0.2, 0.9)})
+            rows.append(
+                {
+                    "layer": 0,
+                    "head": head,
+                    "kv_head": 0,
+                    "q_cell": i,
+                    "tau": (i + 0.5) * 10.0,
+                    "context_fraction": (i + 0.5) / n_points,
+                    "n_queries": 4,
+                    "ap": rng.uniform(0.2, 0.9),
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def test_a_quintile_is_the_mean_of_its_two_deciles_when_they_hold_equal_points():
     fr = plasticity_summary.fractions(profile_frame(40))
-    for head, part in fr.groupby("head"):
+    for _head, part in fr.groupby("head"):
         deciles = part[part["scheme"] == "decile"].set_index("bin")["ap"]
         quintiles = part[part["scheme"] == "quintile"].set_index("bin")["ap"]
         for b in range(5):
@@ -64,8 +74,19 @@ def series_run(tmp_path_factory):
     steps = [0, 100, 200, 400, 800, 1600]
     scores = pd.DataFrame({"checkpoint": [f"step-{s:06d}" for s in steps], "score": [1.0, 3.0, 2.5, 4.0, 5.5, 6.0]})
     scores.to_csv(root / "scores.csv", index=False)
-    args = ["plasticity", "--model", "tiny-qwen3", "--checkpoints", "--n-examples", "2", "--out", str(root / "out"),
-            "--scores", str(root / "scores.csv"), "--quiet"]
+    args = [
+        "plasticity",
+        "--model",
+        "tiny-qwen3",
+        "--checkpoints",
+        "--n-examples",
+        "2",
+        "--out",
+        str(root / "out"),
+        "--scores",
+        str(root / "scores.csv"),
+        "--quiet",
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     return root, result.output
@@ -90,8 +111,15 @@ def test_cli_series_writes_tables_figures_and_report(series_run):
     correlations = pd.read_csv(out / "score_correlations.csv")
     assert set(correlations["metric"]) == {"ap_overall", "ap_first_20", "ap_last_20", "ap_drop"}
     assert correlations["r"].between(-1, 1).all() and (correlations["n"] == 6).all()
-    for name in ("profile", "heatmap", "component_weights", "profiles_comparison", "heatmaps_comparison",
-                 "component_weights_comparison", "ap_drop_vs_score"):
+    for name in (
+        "profile",
+        "heatmap",
+        "component_weights",
+        "profiles_comparison",
+        "heatmaps_comparison",
+        "component_weights_comparison",
+        "ap_drop_vs_score",
+    ):
         assert_png_written(out / "figures" / f"{name}.png", out / "figures")
     meta = json.loads((out / "meta.json").read_text())
     assert "ceil(sliding_window / bucket_size)" in meta["inputs"][0]["window_rule"]
@@ -101,9 +129,19 @@ def test_cli_series_writes_tables_figures_and_report(series_run):
 def test_rerun_reuses_captures_and_reproduces_the_tables(series_run):
     root, _ = series_run
     before = pd.read_csv(root / "out" / "heads.csv")
-    result = CliRunner().invoke(main, ["plasticity", "--qk", str(root / "out" / "qk" / "step-000800"),
-                                       "--qk", str(root / "out" / "qk" / "step-001600"), "--out", str(root / "again"),
-                                       "--quiet"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "plasticity",
+            "--qk",
+            str(root / "out" / "qk" / "step-000800"),
+            "--qk",
+            str(root / "out" / "qk" / "step-001600"),
+            "--out",
+            str(root / "again"),
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 0, result.output
     again = pd.read_csv(root / "again" / "heads.csv")
     expected = before[before["checkpoint"].isin(["step-000800", "step-001600"])].reset_index(drop=True)
@@ -115,8 +153,21 @@ def test_published_mode_and_per_length_scores(series_run):
     qk = root / "out" / "qk" / "step-001600"
     scores = pd.DataFrame({"checkpoint": "step-001600", "length": [256, 512, 1024, 2048], "score": [9, 8, 8.5, 6]})
     scores.to_csv(root / "lengths.csv", index=False)
-    result = CliRunner().invoke(main, ["plasticity", "--qk", str(qk), "--mode", "published", "--out",
-                                       str(root / "published"), "--scores", str(root / "lengths.csv"), "--quiet"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "plasticity",
+            "--qk",
+            str(qk),
+            "--mode",
+            "published",
+            "--out",
+            str(root / "published"),
+            "--scores",
+            str(root / "lengths.csv"),
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 0, result.output
     out = root / "published"
     cells = pd.read_csv(out / "cells.csv")
@@ -131,8 +182,9 @@ def test_published_mode_and_per_length_scores(series_run):
 
 
 def test_cli_tiny_llama_at_full_context(tmp_path):
-    result = CliRunner().invoke(main, ["plasticity", "--model", "tiny-llama", "--n-examples", "1", "--out",
-                                       str(tmp_path), "--quiet"])
+    result = CliRunner().invoke(
+        main, ["plasticity", "--model", "tiny-llama", "--n-examples", "1", "--out", str(tmp_path), "--quiet"]
+    )
     assert result.exit_code == 0, result.output
     report = pd.read_csv(tmp_path / "model_report.csv")
     assert report["context_length"].tolist() == [2048] and report["n_heads"].tolist() == [32]
@@ -155,11 +207,15 @@ def write_sniffer_capture(folder: Path, windows=(None, None), n=64, d=8, bucket=
             sliding = pa.nulls(n)
         else:
             sliding = pa.array([window] * n, type=pa.int64())
-        table = pa.table({"bucket": pa.array(positions // bucket, pa.int32()),
-                          "example_id": pa.array(example, pa.int32()),
-                          "position": pa.array(positions, pa.int32()),
-                          "vector": pa.FixedSizeListArray.from_arrays(pa.array(values.ravel()), d),
-                          "sliding_window": sliding})
+        table = pa.table(
+            {
+                "bucket": pa.array(positions // bucket, pa.int32()),
+                "example_id": pa.array(example, pa.int32()),
+                "position": pa.array(positions, pa.int32()),
+                "vector": pa.FixedSizeListArray.from_arrays(pa.array(values.ravel()), d),
+                "sliding_window": sliding,
+            }
+        )
         (folder / name).mkdir(parents=True)
         pq.write_table(table, folder / name / "data.parquet")
 

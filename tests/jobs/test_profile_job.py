@@ -11,12 +11,14 @@ import torch
 from click.testing import CliRunner
 
 import spectra
-from spectra.jobs.profile import run as profile_job
-from spectra.models import zoo
 from spectra.cli import main
-from spectra.jobs.profile.run import DEFAULT_METRICS, read_tokens, run_profile
 from spectra.data.windows import load_windows
+from spectra.jobs.profile import run as profile_job
+from spectra.jobs.profile.run import DEFAULT_METRICS, read_tokens, run_profile
 from spectra.metrics.summaries import head_summary
+from spectra.models import zoo
+
+
 @pytest.fixture(scope="module")
 def llama():
     return zoo.load("tiny-llama")
@@ -34,12 +36,22 @@ def test_folder_layout_meta_and_shards_equal_profile(llama, tmp_path):
     result = run(model, tok, windows, out, command_line=["spectra", "profile", "--x"])
 
     names = {p.name for p in out.iterdir()}
-    assert names == {"meta.json", "tokens", "figures", "head_summary.parquet", "head_summary.csv", "summary.json",
-                     "correlations_pooled.parquet", "correlations_per_sample.parquet", "consistency.parquet",
-                     "layer_statistics.parquet"}
+    assert names == {
+        "meta.json",
+        "tokens",
+        "figures",
+        "head_summary.parquet",
+        "head_summary.csv",
+        "summary.json",
+        "correlations_pooled.parquet",
+        "correlations_per_sample.parquet",
+        "consistency.parquet",
+        "layer_statistics.parquet",
+    }
     assert sorted(p.name for p in (out / "tokens").iterdir()) == [f"shard-0000{i}.parquet" for i in range(3)]
     assert sorted(p.name for p in (out / "figures").iterdir()) == sorted(
-        ["entropy_vs_qnorm.png"] + [f"head_{m}.png" for m in ("entropy", "max_attn", "k_eff", "sink_mass")])
+        ["entropy_vs_qnorm.png"] + [f"head_{m}.png" for m in ("entropy", "max_attn", "k_eff", "sink_mass")]
+    )
 
     meta = json.loads((out / "meta.json").read_text())
     assert meta["model"]["name"] == "tiny-llama" and meta["model"]["class"] == type(model).__name__
@@ -98,8 +110,11 @@ def test_resume_finishes_an_interrupted_run_without_recomputing(llama, tmp_path,
         run(model, tok, windows, out)
 
     calls.clear()
-    monkeypatch.setattr(profile_job, "profile", lambda model, ids, **kw: calls.append(kw["sample_ids"]) or real_profile(
-        model, ids, **kw))
+    monkeypatch.setattr(
+        profile_job,
+        "profile",
+        lambda model, ids, **kw: calls.append(kw["sample_ids"]) or real_profile(model, ids, **kw),
+    )
     result = run(model, tok, windows, out, resume=True)
     assert calls == [[2, 3], [4]] and result.computed_shards == [1, 2]
     assert first.stat().st_mtime_ns == 1_000_000_000
@@ -140,8 +155,22 @@ def test_out_holding_another_models_or_configurations_run_is_refused(llama, tmp_
     with pytest.raises(ValueError, match="^out: .* holds no meta.json"):
         run(model, tok, windows, stranger)
 
-    result = CliRunner().invoke(main, ["profile", "--model", "tiny-qwen3", "--context-length", "32", "--n-samples", "3",
-                                       "--out", str(out), "--resume", "--quiet"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "profile",
+            "--model",
+            "tiny-qwen3",
+            "--context-length",
+            "32",
+            "--n-samples",
+            "3",
+            "--out",
+            str(out),
+            "--resume",
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 1 and "Error: out: " in result.output and "another model" in result.output
 
 
@@ -161,12 +190,18 @@ def test_text_files_folders_and_npz_shards(llama, tmp_path):
     shards = tmp_path / "npz"
     shards.mkdir()
     rng = np.random.default_rng(0)
-    first, short, second = rng.integers(0, 4000, (3, 40)), rng.integers(0, 4000, (2, 20)), rng.integers(0, 4000, (2, 33))
+    first, short, second = (
+        rng.integers(0, 4000, (3, 40)),
+        rng.integers(0, 4000, (2, 20)),
+        rng.integers(0, 4000, (2, 33)),
+    )
     np.savez(shards / "shard_000.npz", input_ids=first)
     np.savez(shards / "shard_001.npz", input_ids=short)
     np.savez(shards / "shard_002.npz", input_ids=second)
     windows = load_windows(shards, None, 32, None)
-    assert windows.dtype == torch.int64 and torch.equal(windows, torch.from_numpy(np.concatenate([first[:, :32], second[:, :32]])))
+    assert windows.dtype == torch.int64 and torch.equal(
+        windows, torch.from_numpy(np.concatenate([first[:, :32], second[:, :32]]))
+    )
     assert torch.equal(load_windows(shards, None, 32, 4), windows[:4])
     assert torch.equal(load_windows(shards / "shard_002.npz", None, 32, None), torch.from_numpy(second[:, :32]))
     np.savez(tmp_path / "bad.npz", tokens=first)
@@ -177,11 +212,31 @@ def test_text_files_folders_and_npz_shards(llama, tmp_path):
     with pytest.raises(FileNotFoundError, match="^data: "):
         load_windows(tmp_path / "missing.txt", tok, 32, None)
 
-    result = CliRunner().invoke(main, ["profile", "--model", "tiny-llama", "--data", str(shards), "--context-length", "32",
-                                       "--batch-size", "3", "--layers", "0", "--out", str(tmp_path / "out"), "--quiet"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "profile",
+            "--model",
+            "tiny-llama",
+            "--data",
+            str(shards),
+            "--context-length",
+            "32",
+            "--batch-size",
+            "3",
+            "--layers",
+            "0",
+            "--out",
+            str(tmp_path / "out"),
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert read_tokens(tmp_path / "out")["sample"].unique().tolist() == [0, 1, 2, 3, 4]
-    assert sorted(p.name for p in (tmp_path / "out" / "tokens").iterdir()) == ["shard-00000.parquet", "shard-00001.parquet"]
+    assert sorted(p.name for p in (tmp_path / "out" / "tokens").iterdir()) == [
+        "shard-00000.parquet",
+        "shard-00001.parquet",
+    ]
 
 
 def test_context_length_longer_than_the_data_is_a_clear_error(llama, tmp_path):
@@ -191,29 +246,41 @@ def test_context_length_longer_than_the_data_is_a_clear_error(llama, tmp_path):
     with pytest.raises(ValueError, match=r"^context-length: 64 tokens is longer than every text of --data .*short.txt"):
         load_windows(data, tok, 64, None)
     np.savez(tmp_path / "short.npz", input_ids=np.zeros((2, 10), dtype=np.int32))
-    with pytest.raises(ValueError, match=r"^context-length: 64 tokens is longer than every row .*longest has 10 tokens"):
+    with pytest.raises(
+        ValueError, match=r"^context-length: 64 tokens is longer than every row .*longest has 10 tokens"
+    ):
         load_windows(tmp_path / "short.npz", None, 64, None)
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["profile", "--model", "tiny-llama", "--data", str(data), "--context-length", "64",
-                                       "--out", str(out)])
+    result = CliRunner().invoke(
+        main, ["profile", "--model", "tiny-llama", "--data", str(data), "--context-length", "64", "--out", str(out)]
+    )
     assert result.exit_code == 1 and "Error: context-length: 64 tokens is longer" in result.output
-    beyond = CliRunner().invoke(main, ["profile", "--model", "tiny-llama", "--context-length", "4096", "--n-samples", "1",
-                                       "--out", str(out)])
+    beyond = CliRunner().invoke(
+        main, ["profile", "--model", "tiny-llama", "--context-length", "4096", "--n-samples", "1", "--out", str(out)]
+    )
     assert beyond.exit_code == 1 and "context-length: 4096 exceeds the model's max_position_embeddings" in beyond.output
     assert not out.exists()
 
 
 def test_cli_config_yaml_supplies_defaults_and_flags_override(tmp_path):
     config = tmp_path / "run.yaml"
-    config.write_text("model: tiny-llama\ncontext-length: 32\nn_samples: 3\nbatch-size: 1\nlayers: [1, 3]\n"
-                      "metrics: entropy,q_norm\nthreshold: 0.8\n")
+    config.write_text(
+        "model: tiny-llama\ncontext-length: 32\nn_samples: 3\nbatch-size: 1\nlayers: [1, 3]\n"
+        "metrics: entropy,q_norm\nthreshold: 0.8\n"
+    )
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["profile", "--config", str(config), "--batch-size", "2", "--out", str(out), "--quiet"])
+    result = CliRunner().invoke(
+        main, ["profile", "--config", str(config), "--batch-size", "2", "--out", str(out), "--quiet"]
+    )
     assert result.exit_code == 0, result.output
     meta = json.loads((out / "meta.json").read_text())
     run_config = meta["run"]
     assert (run_config["context_length"], run_config["n_samples"], run_config["batch_size"]) == (32, 3, 2)
-    assert run_config["layers"] == [1, 3] and run_config["metrics"] == ["entropy", "q_norm"] and run_config["threshold"] == 0.8
+    assert (
+        run_config["layers"] == [1, 3]
+        and run_config["metrics"] == ["entropy", "q_norm"]
+        and run_config["threshold"] == 0.8
+    )
     assert meta["model"]["name"] == "tiny-llama" and run_config["data"] is None
     tokens = read_tokens(out)
     assert list(tokens.columns) == ["sample", "layer", "head", "token", "entropy", "q_norm"]

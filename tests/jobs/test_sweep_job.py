@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 from click.testing import CliRunner
+
 from spectra.cli import main
 from spectra.jobs.sweep.run import SweepConfig, load_config, run_sweep
 
@@ -26,8 +27,13 @@ def shrunk(path: Path, tmp_path: Path) -> Path:
 
 
 def test_the_seed_experiments_have_configs():
-    assert {p.stem for p in CONFIGS} == {"exp1_scale_sweep", "exp2_gain", "exp2b_gain_map", "exp3_qk_scaling",
-                                         "exp3b_gain_conditioned"}
+    assert {p.stem for p in CONFIGS} == {
+        "exp1_scale_sweep",
+        "exp2_gain",
+        "exp2b_gain_map",
+        "exp3_qk_scaling",
+        "exp3b_gain_conditioned",
+    }
     for path in CONFIGS:
         load_config(path)  # every shipped config is valid
 
@@ -95,8 +101,16 @@ def test_bad_configs_name_the_setting(tmp_path):
         SweepConfig(experiment="gain_map", control=[0, 0])
     with pytest.raises(ValueError, match="n_samples"):
         SweepConfig(experiment="gain_map", n_samples=0)
-    result = CliRunner().invoke(main, ["sweep", "--config", str(write({"experiment": "scale_sweep", "heads": [[9, 0]],
-                                                                        **SMALL})), "--out", str(tmp_path / "o")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "sweep",
+            "--config",
+            str(write({"experiment": "scale_sweep", "heads": [[9, 0]], **SMALL})),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
     assert result.exit_code != 0 and "layer 9" in result.output
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x.txt").write_text("not a result folder")

@@ -239,7 +239,9 @@ def test_significance_rule():
     blocks = []
 
     def block(head, x, y):
-        blocks.append(pd.DataFrame({"sample": 0, "layer": 0, "head": head, "token": np.arange(x.size), "q_norm": x, "entropy": y}))
+        blocks.append(
+            pd.DataFrame({"sample": 0, "layer": 0, "head": head, "token": np.arange(x.size), "q_norm": x, "entropy": y})
+        )
 
     x = rng.normal(size=300)
     block(0, x, x + 0.3 * rng.normal(size=300))  # strong, many tokens: significant

@@ -1,14 +1,13 @@
 """spectra.profile against the model's own eager attention weights, on every family, with padding."""
 
-
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 import spectra
-from spectra.models import zoo
 from spectra.metrics.profile import METRICS
+from spectra.models import zoo
 from spectra.models.random_init import TINY_CONFIGS, tiny_model
 
 ALL = METRICS
@@ -21,8 +20,11 @@ def metrics_from_weights(weights: torch.Tensor, threshold=0.9, n_sink=4):
     ordered = p.sort(-1, descending=True).values.cumsum(-1)
     k_eff = (ordered < threshold - 1e-6).sum(-1) + 1
     return {
-        "entropy": entropy, "max_attn": p.amax(-1), "k_eff": k_eff.double(),
-        "sink_mass": p[..., 0], "sink_mass_n": p[..., :n_sink].sum(-1),
+        "entropy": entropy,
+        "max_attn": p.amax(-1),
+        "k_eff": k_eff.double(),
+        "sink_mass": p[..., 0],
+        "sink_mass_n": p[..., :n_sink].sum(-1),
     }
 
 
@@ -47,13 +49,17 @@ def test_matches_eager_attention_weights(family, padding):
         kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
     with torch.no_grad():
         weights = model(ids, output_attentions=True, **kwargs).attentions
-    table = spectra.profile(model, ids, mask, metrics=ALL, ignore_first=0) if padding != "left" or family == "bert" \
+    table = (
+        spectra.profile(model, ids, mask, metrics=ALL, ignore_first=0)
+        if padding != "left" or family == "bert"
         else None
+    )
     if table is None:  # left padding: the profile's own forward needs the same position ids
         probe = spectra.Probe(model, capture=(), row_stats=True)
         with probe, torch.no_grad():
             model(ids, **kwargs)
         from spectra.metrics.profile import rows_to_frame
+
         table = rows_to_frame(probe.drain_row_stats(), ALL, 0)
     n_layers, n_heads = len(weights), weights[0].shape[1]
     real = mask.bool()
@@ -76,8 +82,18 @@ def test_columns_order_dtypes_and_ignore_first():
     model, tok = zoo.load("tiny-llama")
     ids = tok(zoo.heldout_text()[:2000], return_tensors="pt").input_ids[:, :40].repeat(2, 1)
     table = spectra.profile(model, ids, heads=[1, 6], sample_ids=[10, 11])
-    assert list(table.columns) == ["sample", "layer", "head", "token", "entropy", "max_attn", "k_eff", "sink_mass",
-                                   "q_norm", "k_norm"]
+    assert list(table.columns) == [
+        "sample",
+        "layer",
+        "head",
+        "token",
+        "entropy",
+        "max_attn",
+        "k_eff",
+        "sink_mass",
+        "q_norm",
+        "k_norm",
+    ]
     assert [str(table[c].dtype) for c in ("sample", "layer", "head", "token")] == ["int64", "int16", "int16", "int32"]
     assert all(table[c].dtype == np.float32 for c in table.columns[4:])
     assert table.set_index(["sample", "layer", "head", "token"]).index.is_monotonic_increasing
@@ -92,8 +108,9 @@ def test_columns_order_dtypes_and_ignore_first():
         model(ids[:1])
     rows = table[(table["sample"] == 10) & (table.layer == 3) & (table["head"] == 6)]
     torch.testing.assert_close(torch.tensor(rows.q_norm.to_numpy()), probe.captured(3, 6, "q").vectors.norm(dim=-1))
-    torch.testing.assert_close(torch.tensor(rows.k_norm.to_numpy()),
-                               probe.captured(3, probe.kv_head(6), "k").vectors.norm(dim=-1))
+    torch.testing.assert_close(
+        torch.tensor(rows.k_norm.to_numpy()), probe.captured(3, probe.kv_head(6), "k").vectors.norm(dim=-1)
+    )
 
 
 def test_threshold_changes_k_eff_only():
@@ -130,7 +147,9 @@ def test_bad_input_names_the_argument():
         spectra.profile(model, ids, metrics=["entropy", "perplexity"])
     with pytest.raises(ValueError, match=r"input_ids: empty input"):
         spectra.profile(model, torch.zeros(1, 0, dtype=torch.long))
-    with pytest.raises(ValueError, match=r"input_ids: sequence length 5000 exceeds the model's max_position_embeddings"):
+    with pytest.raises(
+        ValueError, match=r"input_ids: sequence length 5000 exceeds the model's max_position_embeddings"
+    ):
         spectra.profile(model, torch.ones(1, 5000, dtype=torch.long))
     with pytest.raises(TypeError, match="input_ids: expected an integer tensor"):
         spectra.profile(model, torch.ones(1, 4))

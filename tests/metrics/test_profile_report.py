@@ -10,13 +10,12 @@ from matplotlib.image import imread
 from scipy import stats
 
 from spectra.figures import profile as profile_figures
-from spectra.metrics import summaries as profile_report
+from spectra.figures.profile import plot_entropy_vs_norm, plot_head_heatmaps
 from spectra.metrics.summaries import (
     METRICS,
     head_summary,
     layer_summary,
 )
-from spectra.figures.profile import plot_entropy_vs_norm, plot_head_heatmaps
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

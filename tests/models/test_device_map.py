@@ -22,9 +22,11 @@ pytest.importorskip("accelerate", reason="device_map needs accelerate (pip insta
 
 import spectra  # noqa: E402
 from spectra import AblateHead, PatchHead, ScaleKey, ScaleQuery  # noqa: E402
-from spectra.jobs.capture.run import run_capture  # noqa: E402
-from spectra.models.loading import load_model  # noqa: E402
 from spectra.capture.store import read_capture  # noqa: E402
+from spectra.heads.dynamics import gamma_table  # noqa: E402
+from spectra.io.identity import config_hash, weights_fingerprint  # noqa: E402
+from spectra.jobs.capture.run import run_capture  # noqa: E402
+from spectra.metrics.profile import METRICS  # noqa: E402
 from spectra.models.devices import (  # noqa: E402
     check_device_map,
     input_device,
@@ -32,9 +34,7 @@ from spectra.models.devices import (  # noqa: E402
     module_tensor,
     placement_kwargs,
 )
-from spectra.heads.dynamics import gamma_table  # noqa: E402
-from spectra.metrics.profile import METRICS  # noqa: E402
-from spectra.io.identity import config_hash, weights_fingerprint  # noqa: E402
+from spectra.models.loading import load_model  # noqa: E402
 
 MODELS = ("tiny-llama", "tiny-qwen3")
 TEXT = "In the beginning God created the heaven and the earth. And the earth was without form, and void"
@@ -52,8 +52,9 @@ class Pair:
         self.plain, self.tokenizer = load_model(name)
         n_layers = self.plain.config.num_hidden_layers
         self.device_map = split_map(n_layers)
-        self.dispatched, _ = load_model(name, device_map=self.device_map,
-                                        offload_folder=tmp_path_factory.mktemp(f"offload-{name}"))
+        self.dispatched, _ = load_model(
+            name, device_map=self.device_map, offload_folder=tmp_path_factory.mktemp(f"offload-{name}")
+        )
         self.ids = self.tokenizer(TEXT, return_tensors="pt").input_ids
         self.n_layers = n_layers
 
@@ -70,8 +71,11 @@ def logits(model, ids) -> torch.Tensor:
 
 def accelerate_state(model) -> dict[str, tuple]:
     """Per module with an accelerate hook: the hook, the wrapped forward and the original forward."""
-    return {name: (m._hf_hook, m.__dict__.get("forward"), m.__dict__.get("_old_forward"))
-            for name, m in model.named_modules() if hasattr(m, "_hf_hook")}
+    return {
+        name: (m._hf_hook, m.__dict__.get("forward"), m.__dict__.get("_old_forward"))
+        for name, m in model.named_modules()
+        if hasattr(m, "_hf_hook")
+    }
 
 
 def torch_hooks(model) -> dict[str, tuple]:
@@ -79,6 +83,7 @@ def torch_hooks(model) -> dict[str, tuple]:
 
 
 # ---- loading and bad input ----
+
 
 def test_split_map_offloads_layers_to_meta(pair):
     model = pair.dispatched
@@ -89,8 +94,10 @@ def test_split_map_offloads_layers_to_meta(pair):
     assert "model.layers.0.self_attn" in accelerate_state(model)
 
 
-@pytest.mark.parametrize("bad", ["gpu", "cuda", 3, ["cpu"], {}, {"model": "gpu0"}, {"model": -1}, {"model": True},
-                                 {"model": "meta"}, {0: "cpu"}])
+@pytest.mark.parametrize(
+    "bad",
+    ["gpu", "cuda", 3, ["cpu"], {}, {"model": "gpu0"}, {"model": -1}, {"model": True}, {"model": "meta"}, {0: "cpu"}],
+)
 def test_bad_device_map_is_a_value_error_naming_it(bad):
     with pytest.raises(ValueError, match="device_map"):
         check_device_map(bad)
@@ -122,6 +129,7 @@ def test_load_model_keeps_its_plain_behaviour():
 
 
 # ---- where inputs go ----
+
 
 def test_input_device_on_offloaded_embeddings(pair):
     model = pair.dispatched
@@ -156,6 +164,7 @@ def test_input_device_follows_accelerate_hooks_and_the_device_map():
 
 # ---- (a) logits, (b) captures ----
 
+
 def test_logits_with_probe_are_bitwise_those_of_the_plain_model(pair):
     base = logits(pair.dispatched, pair.ids)
     probe = spectra.Probe(pair.dispatched, capture=("q", "k"), stage=("pre_rope", "post_rope"))
@@ -182,13 +191,17 @@ def test_captured_qk_equal_the_plain_models(pair, route):
                 assert torch.equal(a.positions, b.positions)
             for kv in (0, 1):
                 for kind in ("k", "v"):
-                    assert torch.equal(plain.captured(layer, kv, kind, stage).vectors,
-                                       dispatched.captured(layer, kv, kind, stage).vectors)
+                    assert torch.equal(
+                        plain.captured(layer, kv, kind, stage).vectors,
+                        dispatched.captured(layer, kv, kind, stage).vectors,
+                    )
 
 
 def test_run_capture_on_a_dispatched_model(pair, tmp_path):
-    metas = [run_capture(model, pair.tokenizer, [(3, TEXT)], tmp_path / name, layers=[0, 1], heads=[2], progress=False)
-             for name, model in (("plain", pair.plain), ("dispatched", pair.dispatched))]
+    metas = [
+        run_capture(model, pair.tokenizer, [(3, TEXT)], tmp_path / name, layers=[0, 1], heads=[2], progress=False)
+        for name, model in (("plain", pair.plain), ("dispatched", pair.dispatched))
+    ]
     assert metas[0]["rows"] == metas[1]["rows"]
     for layer in (0, 1):
         a = read_capture(tmp_path / "plain", layer=layer, head=2, kind="q")
@@ -197,6 +210,7 @@ def test_run_capture_on_a_dispatched_model(pair, tmp_path):
 
 
 # ---- (c) profile and other analyses ----
+
 
 def test_profile_metrics_equal_the_plain_models(pair):
     mask = torch.ones_like(pair.ids)
@@ -209,19 +223,26 @@ def test_profile_metrics_equal_the_plain_models(pair):
 
 def test_head_geometry_and_gamma_equal_the_plain_models(pair):
     batch = torch.randint(3, 4096, (2, 24), generator=torch.Generator().manual_seed(0))
-    pd.testing.assert_frame_equal(spectra.head_geometry(pair.plain, [batch]),
-                                  spectra.head_geometry(pair.dispatched, [batch]))
+    pd.testing.assert_frame_equal(
+        spectra.head_geometry(pair.plain, [batch]), spectra.head_geometry(pair.dispatched, [batch])
+    )
     # γ of an offloaded QK-norm is read through accelerate's offload map (empty for tiny-llama: no QK-norm).
     pd.testing.assert_frame_equal(gamma_table(pair.plain), gamma_table(pair.dispatched))
 
 
 # ---- (d) interventions ----
 
+
 def test_single_head_interventions_equal_the_plain_models(pair):
     base = logits(pair.plain, pair.ids)
     source = spectra.record_head_outputs(pair.plain, torch.flip(pair.ids, [1]), layers=[2], heads=[4])
-    for iv in (ScaleQuery(0, 3, 2.0), ScaleKey(1, 1, 0.5), AblateHead(2, 5), AblateHead(3, 1, mode="mean"),
-               PatchHead(2, 4, source, positions=[3, 7])):
+    for iv in (
+        ScaleQuery(0, 3, 2.0),
+        ScaleKey(1, 1, 0.5),
+        AblateHead(2, 5),
+        AblateHead(3, 1, mode="mean"),
+        PatchHead(2, 4, source, positions=[3, 7]),
+    ):
         outs = []
         for model in (pair.plain, pair.dispatched):
             with spectra.intervene(model, iv):
@@ -235,6 +256,7 @@ def test_single_head_interventions_equal_the_plain_models(pair):
 
 
 # ---- (e) accelerate's hooks survive Spectra's contexts ----
+
 
 def test_accelerate_hooks_survive_spectra_contexts(pair):
     model = pair.dispatched
@@ -266,6 +288,7 @@ def test_accelerate_hooks_survive_spectra_contexts(pair):
 
 # ---- (f) identity ----
 
+
 def test_weights_fingerprint_and_config_hash_ignore_placement(pair):
     assert weights_fingerprint(pair.dispatched) == weights_fingerprint(pair.plain)
     assert config_hash(pair.dispatched) == config_hash(pair.plain)
@@ -274,12 +297,14 @@ def test_weights_fingerprint_and_config_hash_ignore_placement(pair):
 
 
 def test_fingerprint_tells_different_weights_apart(pair, tmp_path):
-    other, _ = load_model(str(spectra.zoo.checkpoint_paths("tiny-qwen3")[0]), device_map=split_map(4),
-                          offload_folder=tmp_path)
+    other, _ = load_model(
+        str(spectra.zoo.checkpoint_paths("tiny-qwen3")[0]), device_map=split_map(4), offload_folder=tmp_path
+    )
     assert weights_fingerprint(other) != weights_fingerprint(pair.dispatched)
 
 
 # ---- device_map="auto" ----
+
 
 @pytest.mark.parametrize("name", MODELS)
 def test_auto_device_map(name, tmp_path):
@@ -299,12 +324,17 @@ def test_auto_device_map(name, tmp_path):
             scaled = logits(model, ids)
         with spectra.intervene(plain, ScaleQuery(2, 1, 0.5)):
             assert torch.equal(scaled, logits(plain, ids))
-        pd.testing.assert_frame_equal(spectra.profile(model, ids, layers=[0, 3]), spectra.profile(plain, ids, layers=[0, 3]))
+        pd.testing.assert_frame_equal(
+            spectra.profile(model, ids, layers=[0, 3]), spectra.profile(plain, ids, layers=[0, 3])
+        )
         assert weights_fingerprint(model) == weights_fingerprint(plain)
 
 
-@pytest.mark.parametrize("device_map", [{"model": "disk", "lm_head": "disk"}, {"": "disk"}],
-                         ids=["backbone-offloaded", "whole-model-offloaded"])
+@pytest.mark.parametrize(
+    "device_map",
+    [{"model": "disk", "lm_head": "disk"}, {"": "disk"}],
+    ids=["backbone-offloaded", "whole-model-offloaded"],
+)
 def test_probe_on_a_model_whose_backbone_forward_accelerate_wrapped(device_map, tmp_path):
     # Spectra reads the backbone's call arguments through its forward's signature: accelerate's
     # wrapper must not hide them (input_ids, attention_mask, position_ids).
@@ -314,7 +344,9 @@ def test_probe_on_a_model_whose_backbone_forward_accelerate_wrapped(device_map, 
     mask = torch.ones_like(ids)
     mask[0, -3:] = 0
     assert "model" in accelerate_state(model) or "" in accelerate_state(model)
-    pd.testing.assert_frame_equal(spectra.profile(model, ids, mask, layers=[1]), spectra.profile(plain, ids, mask, layers=[1]))
+    pd.testing.assert_frame_equal(
+        spectra.profile(model, ids, mask, layers=[1]), spectra.profile(plain, ids, mask, layers=[1])
+    )
     probe = spectra.Probe(model, layers=[2], heads=[3])
     with probe:
         assert torch.equal(logits(model, ids), logits(plain, ids))

@@ -7,12 +7,17 @@ import pytest
 import torch
 
 import spectra
-from spectra.models.planted_heads import PLANTED, planted_model, repeated_random_tokens
 from spectra.heads.taxonomy import classify
+from spectra.models.planted_heads import PLANTED, planted_model, repeated_random_tokens
 
 BLOCK = 16
-EXPECTED_CLASS = {"sink": "static_sink", "previous_token": "previous_token", "gatherer": "gatherer",
-                  "positional": "positional", "induction": "induction"}
+EXPECTED_CLASS = {
+    "sink": "static_sink",
+    "previous_token": "previous_token",
+    "gatherer": "gatherer",
+    "positional": "positional",
+    "induction": "induction",
+}
 
 
 @pytest.fixture(scope="module")

@@ -69,8 +69,14 @@ def test_training_is_bitwise_deterministic() -> None:
     _, tokenizer = zoo.load("tiny-llama")
     tokens = torch.tensor(tokenizer(zoo.train_text()[:20_000], add_special_tokens=False)["input_ids"])
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=8, bos_token_id=tokenizer.bos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        bos_token_id=tokenizer.bos_token_id,
     )
 
     def run(seed: int) -> dict[str, torch.Tensor]:

@@ -24,8 +24,12 @@ def truth_logits(q, k, scaling, **mask):
     if mask.get("softcap"):
         logits = mask["softcap"] * torch.tanh(logits / mask["softcap"])
     visible = reference.visible_keys(
-        tq, k.shape[2], causal=mask.get("causal", True), sliding_window=mask.get("sliding_window"),
-        query_offset=mask.get("query_offset"), key_valid=mask.get("key_valid"),
+        tq,
+        k.shape[2],
+        causal=mask.get("causal", True),
+        sliding_window=mask.get("sliding_window"),
+        query_offset=mask.get("query_offset"),
+        key_valid=mask.get("key_valid"),
     ).expand_as(logits)
     return logits.masked_fill(~visible, -math.inf), visible
 
@@ -53,16 +57,23 @@ def check_logit_var(out, same, truth, q, k, scaling, **mask):
 def check(q, k, scaling, threshold=0.9, n_sink=4, **mask):
     out = spectra.attn_row_stats(q, k, scaling, threshold=threshold, n_sink=n_sink, **mask)
     same = reference.attn_row_stats(q, k, scaling, threshold=threshold, n_sink=n_sink, **mask)
-    truth = reference.attn_row_stats(q, k, scaling, threshold=threshold, n_sink=n_sink, compute_dtype=torch.float64,
-                                     **mask)
+    truth = reference.attn_row_stats(
+        q, k, scaling, threshold=threshold, n_sink=n_sink, compute_dtype=torch.float64, **mask
+    )
     expected_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
     for name in REAL_OUTPUTS:
         got = getattr(out, name)
         assert got.dtype == expected_dtype and got.shape == q.shape[:3], name
         # Summing T weights in another order than the reference costs up to ~T ulps.
         # Entropies are ln Z − E[s − max]: their rounding is relative to those O(1) terms.
-        assert_within_2x_reference(got, getattr(same, name), getattr(truth, name), name=name,
-                                   ulps=8.0 + k.shape[2], scale=1.0 if name.startswith("entropy") else 0.0)
+        assert_within_2x_reference(
+            got,
+            getattr(same, name),
+            getattr(truth, name),
+            name=name,
+            ulps=8.0 + k.shape[2],
+            scale=1.0 if name.startswith("entropy") else 0.0,
+        )
     assert torch.equal(out.n_visible, truth.n_visible)
     cumulative, p = truth_cumulative(q, k, scaling, **mask)
     check_logit_var(out, same, truth, q, k, scaling, **mask)
@@ -72,8 +83,11 @@ def check(q, k, scaling, threshold=0.9, n_sink=4, **mask):
     # one-shorter prefix does not clearly reach it.
     idx = (out.k_eff - 1).clamp(min=0)
     reached = cumulative.gather(-1, idx.unsqueeze(-1)).squeeze(-1) >= target - 1e-5
-    before = torch.where(out.k_eff >= 2, cumulative.gather(-1, (out.k_eff - 2).clamp(min=0).unsqueeze(-1)).squeeze(-1),
-                         torch.full_like(reached, -1.0, dtype=torch.float64))
+    before = torch.where(
+        out.k_eff >= 2,
+        cumulative.gather(-1, (out.k_eff - 2).clamp(min=0).unsqueeze(-1)).squeeze(-1),
+        torch.full_like(reached, -1.0, dtype=torch.float64),
+    )
     not_early = before < target + 1e-5
     assert bool((reached & not_early)[ok].all()), "k_eff outside the tie band of the float64 truth"
     assert torch.equal(out.k_eff[~ok], torch.zeros_like(out.k_eff[~ok]))
@@ -86,6 +100,7 @@ def check(q, k, scaling, threshold=0.9, n_sink=4, **mask):
 
 # ---- hand-computed cases ----
 
+
 def test_g2_causal_uniform_rows():
     out = spectra.attn_row_stats(torch.zeros(1, 1, 4, 8), torch.randn(1, 1, 4, 8))
     torch.testing.assert_close(out.entropy[0, 0], torch.tensor([0.0, 0.6931471806, 1.0986122887, 1.3862943611]))
@@ -97,8 +112,9 @@ def test_g2_causal_uniform_rows():
 
 def test_g3_and_g4_single_rows():
     q = torch.ones(1, 1, 1, 1, dtype=torch.float64)
-    peaked = spectra.attn_row_stats(q, torch.tensor([2.0, 1.0, 0.0], dtype=torch.float64).view(1, 1, 3, 1), 1.0,
-                                    causal=False)
+    peaked = spectra.attn_row_stats(
+        q, torch.tensor([2.0, 1.0, 0.0], dtype=torch.float64).view(1, 1, 3, 1), 1.0, causal=False
+    )
     assert peaked.entropy.item() == pytest.approx(0.8323955818, abs=1e-9)
     assert peaked.max_attn.item() == pytest.approx(0.6652409558, abs=1e-9)
     assert peaked.k_eff.item() == 2
@@ -118,8 +134,12 @@ def test_g6_closed_form_entropy_slope():
         up = spectra.attn_row_stats(q, k, alpha * math.exp(h)).entropy
         down = spectra.attn_row_stats(q, k, alpha * math.exp(-h)).entropy
         torch.testing.assert_close(-at.logit_var, (up - down) / (2 * h), atol=1e-6, rtol=0)
-    two_keys = spectra.attn_row_stats(torch.ones(1, 1, 1, 1, dtype=torch.float64),
-                                      torch.tensor([1.0, 0.0], dtype=torch.float64).view(1, 1, 2, 1), 1.0, causal=False)
+    two_keys = spectra.attn_row_stats(
+        torch.ones(1, 1, 1, 1, dtype=torch.float64),
+        torch.tensor([1.0, 0.0], dtype=torch.float64).view(1, 1, 2, 1),
+        1.0,
+        causal=False,
+    )
     p = 1 / (1 + math.exp(-1.0))
     assert two_keys.logit_var.item() == pytest.approx(p * (1 - p), abs=1e-12)
 
@@ -136,6 +156,7 @@ def test_gqa_reads_h_floordiv_group():
 
 
 # ---- hypothesis against the twin ----
+
 
 @pytest.mark.parametrize("device", devices("attn_row_stats"))
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
@@ -157,8 +178,25 @@ def test_gqa_reads_h_floordiv_group():
     transposed=st.booleans(),
     seed=st.integers(0, 2**16),
 )
-def test_matches_reference(device, dtype, batch, kv_heads, group, query_len, extra_keys, dim, causal, window, pad,
-                           threshold, n_sink, softcap, scale, transposed, seed):
+def test_matches_reference(
+    device,
+    dtype,
+    batch,
+    kv_heads,
+    group,
+    query_len,
+    extra_keys,
+    dim,
+    causal,
+    window,
+    pad,
+    threshold,
+    n_sink,
+    softcap,
+    scale,
+    transposed,
+    seed,
+):
     gen = torch.Generator().manual_seed(seed)
     heads, key_len = kv_heads * group, query_len + extra_keys
     if transposed:  # the (B, T, H, D) -> (B, H, T, D) views the model hands over
@@ -169,8 +207,17 @@ def test_matches_reference(device, dtype, batch, kv_heads, group, query_len, ext
     k = torch.randn(batch, kv_heads, key_len, dim, generator=gen).to(dtype)
     key_valid = torch.ones(batch, key_len, dtype=torch.bool)
     key_valid[-1, : min(pad, key_len)] = False  # left padding on the last row
-    check(q.to(device), k.to(device), dim**-0.5, threshold=threshold, n_sink=n_sink, causal=causal,
-          sliding_window=window, key_valid=key_valid, softcap=softcap)
+    check(
+        q.to(device),
+        k.to(device),
+        dim**-0.5,
+        threshold=threshold,
+        n_sink=n_sink,
+        causal=causal,
+        sliding_window=window,
+        key_valid=key_valid,
+        softcap=softcap,
+    )
 
 
 def test_long_rows_and_peaked_rows():
@@ -216,7 +263,8 @@ def test_empty_and_torch_library_contract():
     empty = spectra.attn_row_stats(torch.randn(2, 4, 0, 8), torch.randn(2, 2, 0, 8))
     assert empty.entropy.shape == (2, 4, 0)
     q, k = torch.randn(1, 4, 5, 8), torch.randn(1, 2, 5, 8)
-    torch.library.opcheck(torch.ops.spectra.attn_row_stats.default, (q, k, 0.3),
-                          test_utils=("test_schema", "test_faketensor"))
+    torch.library.opcheck(
+        torch.ops.spectra.attn_row_stats.default, (q, k, 0.3), test_utils=("test_schema", "test_faketensor")
+    )
     compiled = torch.compile(lambda a, b: spectra.attn_row_stats(a, b).entropy, backend="aot_eager", fullgraph=True)
     torch.testing.assert_close(compiled(q, k), spectra.attn_row_stats(q, k).entropy)

@@ -29,6 +29,7 @@ CUDA_OPS = {"vec_stats": "vec_stats", "attn_row_stats": "attn_row_stats", "plast
 
 # ---- runs everywhere: the sources CMake compiles for CUDA builds ----
 
+
 def test_cuda_sources_are_listed_and_register_cuda_kernels():
     text = (ROOT / "CMakeLists.txt").read_text()
     listed = re.search(r"set\(SPECTRA_CUDA_SOURCES([^)]*)\)", text)
@@ -45,6 +46,7 @@ def test_cuda_sources_are_listed_and_register_cuda_kernels():
 
 
 # ---- GPU ----
+
 
 def _has_cuda_kernel(op: str) -> bool:
     return torch.cuda.is_available() and torch._C._dispatch_has_kernel_for_dispatch_key(f"spectra::{op}", "CUDA")
@@ -71,8 +73,12 @@ def _truth_cumulative(q, k, scaling, **mask):
     if mask.get("softcap"):
         logits = mask["softcap"] * torch.tanh(logits / mask["softcap"])
     visible = reference.visible_keys(
-        tq, k.shape[2], causal=mask.get("causal", True), sliding_window=mask.get("sliding_window"),
-        query_offset=mask.get("query_offset"), key_valid=mask.get("key_valid"),
+        tq,
+        k.shape[2],
+        causal=mask.get("causal", True),
+        sliding_window=mask.get("sliding_window"),
+        query_offset=mask.get("query_offset"),
+        key_valid=mask.get("key_valid"),
     ).expand_as(logits)
     p = torch.softmax(logits.masked_fill(~visible, -math.inf), dim=-1)
     return p.sort(dim=-1, descending=True).values.cumsum(-1), p
@@ -114,7 +120,9 @@ def check_attn(q, k, scaling, threshold=0.9, n_sink=4, tie_band=1e-5, **mask):
     near = ((cumulative - target).abs() <= tie_band) | ~between
     tie_ok = near.all(-1)
     bad = live & ~((g_k == c_k) | tie_ok)
-    assert not bool(bad.any()), f"k_eff differs beyond ties at {bad.nonzero()[:5].tolist()}: gpu {g_k[bad][:5].tolist()} cpu {c_k[bad][:5].tolist()}"
+    assert not bool(bad.any()), (
+        f"k_eff differs beyond ties at {bad.nonzero()[:5].tolist()}: gpu {g_k[bad][:5].tolist()} cpu {c_k[bad][:5].tolist()}"
+    )
     return got, want
 
 
@@ -286,8 +294,9 @@ def test_vec_stats_matches_cpu_and_twin(dtype):
             g = getattr(got, stat)
             assert g.device.type == "cuda", name
             _close(g, getattr(want, stat), f"{name}.{stat}", rtol=1e-6 if dtype != torch.float64 else 1e-12, atol=0)
-            assert_within_2x_reference(g, getattr(same, stat), getattr(truth, stat), name=f"{name}.{stat}",
-                                       ulps=4.0 + view.shape[-1])
+            assert_within_2x_reference(
+                g, getattr(same, stat), getattr(truth, stat), name=f"{name}.{stat}", ulps=4.0 + view.shape[-1]
+            )
 
 
 @needs_cuda
@@ -341,11 +350,16 @@ def test_plasticity_pairwise_mixed_dtypes_strides_and_errors():
     got = plasticity.pairwise(big.cuda(), big[0].cuda(), torch.ones(7000, dtype=torch.float64, device="cuda"))
     want = plasticity.pairwise(big, big[0], torch.ones(7000, dtype=torch.float64))
     _close(got.v, want.v, "v", rtol=1e-10, atol=0)
-    empty = plasticity.pairwise(torch.zeros(0, 3, device="cuda"), torch.zeros(3, device="cuda"), torch.ones(3, device="cuda"))
+    empty = plasticity.pairwise(
+        torch.zeros(0, 3, device="cuda"), torch.zeros(3, device="cuda"), torch.ones(3, device="cuda")
+    )
     assert empty.pp.shape == (0,)
     with pytest.raises(ValueError, match=r"var has a negative variance -1(\.0+)? at index 1"):
-        plasticity.pairwise(torch.ones(2, 3, device="cuda"), torch.zeros(3, device="cuda"),
-                            torch.tensor([1.0, -1.0, 1.0], device="cuda"))
+        plasticity.pairwise(
+            torch.ones(2, 3, device="cuda"),
+            torch.zeros(3, device="cuda"),
+            torch.tensor([1.0, -1.0, 1.0], device="cuda"),
+        )
     cov = torch.eye(3, device="cuda")
     cov[2, 2] = -2
     with pytest.raises(ValueError, match=r"negative variance -2(\.0+)? on its diagonal at \(2, 2\)"):
@@ -359,5 +373,7 @@ def test_opcheck_on_cuda():
     q, k = _qk(1, 2, 1, 9, 11, 8, torch.float32)
     torch.library.opcheck(torch.ops.spectra.attn_row_stats.default, (q.cuda(), k.cuda(), 0.3))
     torch.library.opcheck(torch.ops.spectra.vec_stats.default, (torch.randn(3, 5, 8, device="cuda"),))
-    torch.library.opcheck(torch.ops.spectra.plasticity_pairwise.default,
-                          (torch.randn(4, 3, device="cuda"), torch.randn(3, device="cuda"), torch.ones(3, device="cuda")))
+    torch.library.opcheck(
+        torch.ops.spectra.plasticity_pairwise.default,
+        (torch.randn(4, 3, device="cuda"), torch.randn(3, device="cuda"), torch.ones(3, device="cuda")),
+    )

@@ -12,12 +12,18 @@ def registry(sampler=None, layers=2, heads=4, kv=2, dim=8):
 
 def batch(reg, b=2, t=6, example_ids=(0, 1), valid=None):
     positions = torch.arange(t).expand(b, t)
-    reg.begin_batch(torch.tensor(example_ids), positions, torch.ones(b, t, dtype=torch.bool) if valid is None else valid)
+    reg.begin_batch(
+        torch.tensor(example_ids), positions, torch.ones(b, t, dtype=torch.bool) if valid is None else valid
+    )
 
 
 def qkv(b=2, t=6, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(b, 4, t, 8, generator=g), torch.randn(b, 2, t, 8, generator=g), torch.randn(b, 2, t, 8, generator=g)
+    return (
+        torch.randn(b, 4, t, 8, generator=g),
+        torch.randn(b, 2, t, 8, generator=g),
+        torch.randn(b, 2, t, 8, generator=g),
+    )
 
 
 def test_captures_heads_rows_and_metadata():
@@ -127,6 +133,7 @@ def test_errors_name_the_argument():
 
 
 # ---- intervention actions ----
+
 
 def _registry():
     reg = spectra.HookRegistry(2, 4, 2, 8, spectra.PositionSampler("all"))

@@ -45,7 +45,9 @@ def test_spec_values_section_5_1():
     assert out.pp[0].item() == 1.0
     assert out.pp.tolist() == pytest.approx([1.0, 0.853369, 0.533935, 0.088930, 0.005392], abs=1e-6)
     # PP(z) = PP(−z), p(−z) = 1 − p(z).
-    flipped = plasticity.pairwise(-torch.ones(5, 1, dtype=torch.float64), z[:, None], torch.ones(1, dtype=torch.float64))
+    flipped = plasticity.pairwise(
+        -torch.ones(5, 1, dtype=torch.float64), z[:, None], torch.ones(1, dtype=torch.float64)
+    )
     assert torch.equal(flipped.pp, out.pp)
     torch.testing.assert_close(flipped.p, 1 - out.p, rtol=0, atol=1e-15)
 
@@ -96,7 +98,11 @@ def test_strided_inputs_are_read_in_place(var_kind):
     else:
         big[0, ::2] = var
         var_view = big[0, ::2]
-    for args in [(w_t, mean, var_view), (w_t, mean_rows, var), (w[::1], mean[None].expand(40, 8).T.contiguous().T, var)]:
+    for args in [
+        (w_t, mean, var_view),
+        (w_t, mean_rows, var),
+        (w[::1], mean[None].expand(40, 8).T.contiguous().T, var),
+    ]:
         got = assert_matches_twin(*args)
         contiguous = plasticity.pairwise(*(a.contiguous() for a in args))
         for name in OUTPUTS:
@@ -123,7 +129,10 @@ def test_degenerate_variance_rule_and_nan():
     # Pairs: identical keys (w = 0); w along the zero-variance axis 1 with m > 0 and m < 0; a NaN.
     w = torch.tensor([[0.0, 0.0], [0.0, 1.0], [0.0, -1.0], [float("nan"), 1.0]], dtype=torch.float64)
     mean = torch.tensor([0.5, 0.5], dtype=torch.float64)
-    for var in (torch.tensor([2.0, 0.0], dtype=torch.float64), torch.tensor([[2.0, 0.0], [0.0, 0.0]], dtype=torch.float64)):
+    for var in (
+        torch.tensor([2.0, 0.0], dtype=torch.float64),
+        torch.tensor([[2.0, 0.0], [0.0, 0.0]], dtype=torch.float64),
+    ):
         out = assert_matches_twin(w, mean, var)
         assert out.v[:3].tolist() == [0.0, 0.0, 0.0]
         assert out.p[:3].tolist() == [0.5, 1.0, 0.0]
@@ -162,16 +171,29 @@ def test_empty_pairs():
         (torch.zeros(3), torch.zeros(3), torch.ones(3), r"plasticity_pairwise: w must have shape \(P, d\)"),
         (torch.zeros(2, 3, 4), torch.zeros(4), torch.ones(4), r"plasticity_pairwise: w must have shape \(P, d\)"),
         (torch.zeros(2, 0), torch.zeros(0), torch.ones(0), r"plasticity_pairwise: w's dimension d must be >= 1"),
-        (torch.zeros(2, 3), torch.zeros(4), torch.ones(3), r"plasticity_pairwise: mean must have shape \(d,\) = \(3,\)"),
+        (
+            torch.zeros(2, 3),
+            torch.zeros(4),
+            torch.ones(3),
+            r"plasticity_pairwise: mean must have shape \(d,\) = \(3,\)",
+        ),
         (torch.zeros(2, 3), torch.zeros(3, 3), torch.ones(3), r"mean must have shape .* or \(P, d\) = \(2, 3\)"),
         (torch.zeros(2, 3), torch.zeros(1, 2, 3), torch.ones(3), r"plasticity_pairwise: mean must have shape"),
         (torch.zeros(2, 3), torch.zeros(3), torch.ones(2), r"plasticity_pairwise: var must have shape \(d,\) = \(3,\)"),
         (torch.zeros(2, 3), torch.zeros(3), torch.ones(3, 2), r"var must have shape .* or \(d, d\) = \(3, 3\)"),
         (torch.zeros(2, 3), torch.zeros(3), torch.ones(1, 3, 3), r"plasticity_pairwise: var must have shape"),
-        (torch.zeros(2, 3), torch.zeros(3), torch.tensor([1.0, -0.5, 1.0]),
-         r"plasticity_pairwise: var has a negative variance -0.5 at index 1"),
-        (torch.zeros(2, 2), torch.zeros(2), torch.tensor([[1.0, -2.0], [-2.0, -1e-3]]),
-         r"plasticity_pairwise: var is a covariance with a negative variance -0.001 on its diagonal at \(1, 1\)"),
+        (
+            torch.zeros(2, 3),
+            torch.zeros(3),
+            torch.tensor([1.0, -0.5, 1.0]),
+            r"plasticity_pairwise: var has a negative variance -0.5 at index 1",
+        ),
+        (
+            torch.zeros(2, 2),
+            torch.zeros(2),
+            torch.tensor([[1.0, -2.0], [-2.0, -1e-3]]),
+            r"plasticity_pairwise: var is a covariance with a negative variance -0.001 on its diagonal at \(1, 1\)",
+        ),
     ],
 )
 def test_bad_shapes_and_values_raise_value_error_naming_the_argument(w, mean, var, pattern):
@@ -184,23 +206,32 @@ def test_bad_shapes_and_values_raise_value_error_naming_the_argument(w, mean, va
 def test_non_float_dtypes_raise_type_error_naming_the_argument(arg, dtype):
     args = {"w": torch.zeros(2, 3), "mean": torch.zeros(3), "var": torch.ones(3)}
     args[arg] = args[arg].to(dtype)
-    with pytest.raises(TypeError, match=rf"plasticity_pairwise: {arg} has dtype .*allowed dtypes are float16, bfloat16, float32, float64"):
+    with pytest.raises(
+        TypeError,
+        match=rf"plasticity_pairwise: {arg} has dtype .*allowed dtypes are float16, bfloat16, float32, float64",
+    ):
         plasticity.pairwise(**args)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.skipif(torch.cuda.is_available()
-                    and torch._C._dispatch_has_kernel_for_dispatch_key("spectra::plasticity_pairwise", "CUDA"),
-                    reason="this build has the CUDA kernel (tests/ops/test_cuda_kernels.py checks it)")
+@pytest.mark.skipif(
+    torch.cuda.is_available()
+    and torch._C._dispatch_has_kernel_for_dispatch_key("spectra::plasticity_pairwise", "CUDA"),
+    reason="this build has the CUDA kernel (tests/ops/test_cuda_kernels.py checks it)",
+)
 def test_cuda_tensors_raise_not_implemented():
     with pytest.raises(NotImplementedError, match="plasticity_pairwise"):
-        plasticity.pairwise(torch.zeros(2, 3, device="cuda"), torch.zeros(3, device="cuda"), torch.ones(3, device="cuda"))
+        plasticity.pairwise(
+            torch.zeros(2, 3, device="cuda"), torch.zeros(3, device="cuda"), torch.ones(3, device="cuda")
+        )
 
 
 def test_opcheck_and_torch_compile():
     w, mean, var = make_inputs(6, 4, "per_pair", "full", seed=6)
     torch.library.opcheck(torch.ops.spectra.plasticity_pairwise.default, (w, mean, var))
-    torch.library.opcheck(torch.ops.spectra.plasticity_pairwise.default, (w.float(), mean[0].float(), var.diagonal().float()))
+    torch.library.opcheck(
+        torch.ops.spectra.plasticity_pairwise.default, (w.float(), mean[0].float(), var.diagonal().float())
+    )
     compiled = torch.compile(lambda a, b, c: plasticity.pairwise(a * 2, b, c).pp, backend="aot_eager", fullgraph=True)
     torch.testing.assert_close(compiled(w, mean, var), plasticity.pairwise(w * 2, mean, var).pp)
 

@@ -1,6 +1,5 @@
 """spectra.SecondMoments against its twin spectra.reference.effective_rank, merging, bad input."""
 
-
 import pytest
 import torch
 

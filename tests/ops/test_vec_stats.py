@@ -83,7 +83,9 @@ def test_strided_and_non_contiguous_inputs(device, dtype):
     for name, view in views.items():
         assert not view.is_contiguous() or name == "expanded", name
         check_against_reference(view)
-        torch.testing.assert_close(spectra.vec_stats(view).norm, spectra.vec_stats(view.contiguous()).norm, rtol=0, atol=0)
+        torch.testing.assert_close(
+            spectra.vec_stats(view).norm, spectra.vec_stats(view.contiguous()).norm, rtol=0, atol=0
+        )
 
 
 def test_half_inputs_do_not_overflow():
@@ -109,7 +111,9 @@ def test_one_dimensional_input_gives_scalars():
 
 @pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool, torch.complex64, torch.uint8])
 def test_rejects_non_float_dtypes_naming_argument_and_allowed_values(dtype):
-    with pytest.raises(TypeError, match=r"vec_stats: x has dtype .*allowed dtypes are float16, bfloat16, float32, float64"):
+    with pytest.raises(
+        TypeError, match=r"vec_stats: x has dtype .*allowed dtypes are float16, bfloat16, float32, float64"
+    ):
         spectra.vec_stats(torch.zeros(2, 3, dtype=dtype))
 
 

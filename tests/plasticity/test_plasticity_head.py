@@ -31,22 +31,50 @@ def synthetic_head(seed=0, n_examples=4, length=256, dim=8, drift=0.02, query_st
 def by_cell(pairs: pd.DataFrame, cells: pd.DataFrame) -> dict:
     """Injectable pairs {(q_bucket, k_bucket): [(k1, k2), ...]} of a native run."""
     keys = list(zip(cells["q_cell"].astype(int), cells["k_bucket"].astype(int)))
-    return {keys[cell]: list(zip(part["first"].tolist(), part["second"].tolist()))
-            for cell, part in pairs.groupby("cell")}
+    return {
+        keys[cell]: list(zip(part["first"].tolist(), part["second"].tolist())) for cell, part in pairs.groupby("cell")
+    }
 
 
 @pytest.mark.parametrize("window", [None, 40.0])
 def test_published_mode_equals_the_published_port_on_injected_pairs(window):
     q, t, k, tk, example = synthetic_head()
     bucket = 32
-    native = plasticity.analyze_head(q, t, k, tk, example, bucket_size=bucket, mode="published", layer=3, head=5,
-                                     kv_head=1, sliding_window=window, keep_pairs=True, pairs_per_cell=64)
+    native = plasticity.analyze_head(
+        q,
+        t,
+        k,
+        tk,
+        example,
+        bucket_size=bucket,
+        mode="published",
+        layer=3,
+        head=5,
+        kv_head=1,
+        sliding_window=window,
+        keep_pairs=True,
+        pairs_per_cell=64,
+    )
     pairs = by_cell(native.pairs, native.cells)
     row, cell_rows, component_rows = published.analyze_head(
-        q, t, t // bucket, None if window is None else np.full(len(t), window), k, tk, tk // bucket, example,
-        layer=3, q_head=5, k_head=1, pairs=pairs, bucket_size=bucket)
+        q,
+        t,
+        t // bucket,
+        None if window is None else np.full(len(t), window),
+        k,
+        tk,
+        tk // bucket,
+        example,
+        layer=3,
+        q_head=5,
+        k_head=1,
+        pairs=pairs,
+        bucket_size=bucket,
+    )
     port_cells = {(r["q_bucket"], r["k_bucket"]): r["ap_bucket"] for r in cell_rows}
-    native_cells = {(int(j), int(c)): a for j, c, a in native.cells[["q_cell", "k_bucket", "ap"]].itertuples(index=False)}
+    native_cells = {
+        (int(j), int(c)): a for j, c, a in native.cells[["q_cell", "k_bucket", "ap"]].itertuples(index=False)
+    }
     assert port_cells.keys() == native_cells.keys()
     if window is not None:  # ceil(40 / 32) = 2 buckets back
         assert all(j - c <= 2 for j, c in native_cells)
@@ -55,8 +83,9 @@ def test_published_mode_equals_the_published_port_on_injected_pairs(window):
     for column in published.HEAD_COLUMNS[3:-1]:
         assert native.row[column] == pytest.approx(row[column], rel=1e-9, abs=1e-12), column
     port_components = pd.DataFrame(component_rows)
-    np.testing.assert_allclose(native.components["component_weight"], port_components["component_weight"],
-                               rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        native.components["component_weight"], port_components["component_weight"], rtol=0, atol=1e-12
+    )
     np.testing.assert_allclose(native.components["component_r2"], port_components["component_r2"], rtol=0, atol=1e-12)
 
 
@@ -66,7 +95,9 @@ def test_published_draws_come_from_one_example_inside_the_key_bucket():
     pairs = out.pairs.merge(out.cells[["k_bucket"]].reset_index(names="cell"), on="cell")
     assert (example[pairs["first"]] == example[pairs["second"]]).all()
     assert (pairs["first"] != pairs["second"]).all()
-    assert (tk[pairs["first"]] // 32 == pairs["k_bucket"]).all() and (tk[pairs["second"]] // 32 == pairs["k_bucket"]).all()
+    assert (tk[pairs["first"]] // 32 == pairs["k_bucket"]).all() and (
+        tk[pairs["second"]] // 32 == pairs["k_bucket"]
+    ).all()
     assert (out.cells["q_cell"] >= 1).all() and (out.cells["k_bucket"] < out.cells["q_cell"]).all()
     assert (out.cells["n_draws"] == 256).all()  # every cell has C(32, 2) * 4 > 256 pairs
     # ap_overall: the unweighted mean of the cells.
@@ -92,8 +123,9 @@ def test_draws_are_uniform_over_same_example_pairs():
 
 def test_thesis_pairs_are_eligible_and_feasible():
     q, t, k, tk, example = synthetic_head(seed=2, key_offset=7)
-    out = plasticity.analyze_head(q, t, k, tk, example, bucket_size=32, mode="thesis", keep_pairs=True,
-                                  pairs_per_cell=128)
+    out = plasticity.analyze_head(
+        q, t, k, tk, example, bucket_size=32, mode="thesis", keep_pairs=True, pairs_per_cell=128
+    )
     p = out.pairs
     assert (example[p["first"]] == example[p["second"]]).all()
     assert (p["k1_pos"] < p["tau"]).all() and (p["k2_pos"] < p["tau"]).all()
@@ -111,8 +143,9 @@ def test_thesis_pairs_are_eligible_and_feasible():
 
 def test_thesis_window_limits_keys_in_bucket_units():
     q, t, k, tk, example = synthetic_head(seed=3)
-    out = plasticity.analyze_head(q, t, k, tk, example, bucket_size=32, mode="thesis", keep_pairs=True,
-                                  sliding_window=33)  # ceil(33 / 32) = 2 buckets back
+    out = plasticity.analyze_head(
+        q, t, k, tk, example, bucket_size=32, mode="thesis", keep_pairs=True, sliding_window=33
+    )  # ceil(33 / 32) = 2 buckets back
     p = out.pairs
     query_bucket = np.floor(p["tau"] / 32)
     assert (np.minimum(p["k1_pos"], p["k2_pos"]) // 32 >= query_bucket - 2).all()
@@ -123,8 +156,19 @@ def test_thesis_window_limits_keys_in_bucket_units():
 def test_thesis_moments_equal_an_independent_numpy_computation(covariance):
     q, t, k, tk, example = synthetic_head(seed=4, dim=6)
     width = 48.0
-    out = plasticity.analyze_head(q, t, k, tk, example, bucket_size=32, mode="thesis", grid_width=width,
-                                  covariance=covariance, keep_pairs=True, pairs_per_cell=32)
+    out = plasticity.analyze_head(
+        q,
+        t,
+        k,
+        tk,
+        example,
+        bucket_size=32,
+        mode="thesis",
+        grid_width=width,
+        covariance=covariance,
+        keep_pairs=True,
+        pairs_per_cell=32,
+    )
     # Independent model: orientation, OLS, Householder, per-cell moments in the rotated basis.
     s = published.orientation_from_keys(k, tk // 32)
     xq, xk = q * s, k * s
@@ -155,9 +199,19 @@ def test_householder_model_properties():
     """H β̂ = e1, HᵀH = I, the refit slope is ‖β‖ e1, and q·k is preserved."""
     q, t, k, tk, example = synthetic_head(seed=5, dim=12)
     tensors = [torch.as_tensor(x) for x in (q, t, t // 32, k, tk, tk // 32, example)]
-    out = _core.plasticity_head(*tensors, mode="thesis", pairs_per_cell=4, seed=0, lookback=0, bucket_size=32,
-                                grid_width=32.0, grid_midpoint=True, min_queries=2, full_covariance=False,
-                                noise_ks_dims=[0, 3])
+    out = _core.plasticity_head(
+        *tensors,
+        mode="thesis",
+        pairs_per_cell=4,
+        seed=0,
+        lookback=0,
+        bucket_size=32,
+        grid_width=32.0,
+        grid_midpoint=True,
+        min_queries=2,
+        full_covariance=False,
+        noise_ks_dims=[0, 3],
+    )
     model = {key: (value.numpy() if isinstance(value, torch.Tensor) else value) for key, value in out["model"].items()}
     v = model["householder"]
     h = np.eye(12) - 2 * np.outer(v, v)
@@ -184,9 +238,20 @@ def test_monte_carlo_agrees_with_the_closed_form():
     k_pos, k_example = np.array([0.0, 1.0, 2.0, 3.0]), np.zeros(4, dtype=np.int64)
     tau = 900.0
     cells_pairs = ([0], [0], [1])
-    out = plasticity.analyze_head(q, t, k, k_pos, k_example, bucket_size=1024, mode="published",
-                                  max_tokens_per_head=None, keep_pairs=True, pairs=cells_pairs,
-                                  q_bucket=np.where(t >= 0, 1, 0), k_bucket=np.zeros(4, dtype=np.int64))
+    out = plasticity.analyze_head(
+        q,
+        t,
+        k,
+        k_pos,
+        k_example,
+        bucket_size=1024,
+        mode="published",
+        max_tokens_per_head=None,
+        keep_pairs=True,
+        pairs=cells_pairs,
+        q_bucket=np.where(t >= 0, 1, 0),
+        k_bucket=np.zeros(4, dtype=np.int64),
+    )
     row = out.pairs.iloc[0]
     # The model's p at the cell's τ (its mean query position) versus fresh draws at that τ.
     tau = float(out.cells["tau"].iloc[0])
@@ -201,11 +266,22 @@ def test_identical_keys_are_skipped_in_published_mode_and_count_as_coin_flips_in
     k_pos, k_example = np.array([0.0, 1.0, 2.0]), np.zeros(3, dtype=np.int64)
     q = np.random.default_rng(0).normal(size=(10, 2))
     q_pos = np.arange(10.0) + 8
-    pub = plasticity.analyze_head(q, q_pos, k, k_pos, k_example, bucket_size=8, mode="published",
-                                  pairs=([0], [0], [1]), keep_pairs=True)
+    pub = plasticity.analyze_head(
+        q, q_pos, k, k_pos, k_example, bucket_size=8, mode="published", pairs=([0], [0], [1]), keep_pairs=True
+    )
     assert not pub.pairs["used"].iloc[0] and math.isnan(pub.row["ap_overall"])
-    thesis = plasticity.analyze_head(q, q_pos, k, k_pos, k_example, bucket_size=8, grid_width=10.0, mode="thesis",
-                                     pairs=([0], [0], [1]), keep_pairs=True)
+    thesis = plasticity.analyze_head(
+        q,
+        q_pos,
+        k,
+        k_pos,
+        k_example,
+        bucket_size=8,
+        grid_width=10.0,
+        mode="thesis",
+        pairs=([0], [0], [1]),
+        keep_pairs=True,
+    )
     assert thesis.pairs["used"].iloc[0] and thesis.pairs["pp"].iloc[0] == 1.0
 
 

@@ -222,7 +222,9 @@ def _head(q_pos, q_b, k_pos, k_b, k_ex, k_vectors=None, sliding=None, **kw):
         k_vectors = np.stack([k_pos + 0.1, -(k_pos + 0.1)], axis=1)
     args = dict(layer=0, q_head=0, k_head=0, max_tokens_per_head=10, normality_max_dims=2, p_alpha=0.05, seed=0)
     args.update(kw)
-    return pub.analyze_head(q_vec, q_pos, q_b, sliding, np.asarray(k_vectors, dtype=np.float64), k_pos, k_b, k_ex, **args)
+    return pub.analyze_head(
+        q_vec, q_pos, q_b, sliding, np.asarray(k_vectors, dtype=np.float64), k_pos, k_b, k_ex, **args
+    )
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # moments of round-off-sized residuals

@@ -52,14 +52,39 @@ def folders(tmp_path_factory) -> dict[str, Path]:
     """A result folder of each kind: profile (the demo), geometry, plasticity, sweep, dynamics."""
     root = tmp_path_factory.mktemp("results")
     run_demo(context_length=64, n_samples=2, batch_size=2, out_dir=root / "profile", progress=False)
-    _invoke("geometry", "--model", "tiny-llama", "--n-examples", "1", "--max-length", "32", "--out", str(root / "geometry"))
-    _invoke("plasticity", "--model", "tiny-llama", "--n-examples", "1", "--max-length", "64", "--out",
-            str(root / "plasticity"), "--quiet")
+    _invoke(
+        "geometry", "--model", "tiny-llama", "--n-examples", "1", "--max-length", "32", "--out", str(root / "geometry")
+    )
+    _invoke(
+        "plasticity",
+        "--model",
+        "tiny-llama",
+        "--n-examples",
+        "1",
+        "--max-length",
+        "64",
+        "--out",
+        str(root / "plasticity"),
+        "--quiet",
+    )
     (root / "gain_map.yaml").write_text(SWEEP_CONFIG)
     _invoke("sweep", "--config", str(root / "gain_map.yaml"), "--out", str(root / "sweep"), "--quiet")
     checkpoints = [arg for path in zoo.checkpoint_paths("tiny-qwen3")[-2:] for arg in ("--checkpoints", str(path))]
-    _invoke("dynamics", *checkpoints, "--out", str(root / "dynamics"), "--context-length", "16", "--n-samples", "1",
-            "--n-random", "1", "--random-block", "4", "--quiet")
+    _invoke(
+        "dynamics",
+        *checkpoints,
+        "--out",
+        str(root / "dynamics"),
+        "--context-length",
+        "16",
+        "--n-samples",
+        "1",
+        "--n-random",
+        "1",
+        "--random-block",
+        "4",
+        "--quiet",
+    )
     return {kind: root / kind for kind in ("profile", "geometry", "plasticity", "sweep", "dynamics")}
 
 
@@ -185,7 +210,9 @@ def test_viewer_keeps_the_page_small_for_large_models():
 def test_without_the_model_every_cell_says_why(folders, tmp_path):
     data = build_report_data(folders["profile"], with_model=False)
     assert not data["viewer"]["available"] and "--no-model" in data["viewer"]["reason"]
-    assert all(t.startswith("no taxonomy class: ") and "--no-model" in t for row in data["grid"]["classes"] for t in row)
+    assert all(
+        t.startswith("no taxonomy class: ") and "--no-model" in t for row in data["grid"]["classes"] for t in row
+    )
     # Geometry keeps its PC0 classes, dynamics its taxonomy.csv.
     geometry = build_report_data(folders["geometry"], with_model=False)
     assert all("PC0 class: " in t for row in geometry["grid"]["classes"] for t in row)

@@ -47,20 +47,34 @@ class DevTools:
         os.close(read_end)
         os.close(write_end)
         args = [
-            "--headless=new", "--no-sandbox",  # root in a container has no usable sandbox; we only open our own file
-            "--remote-debugging-pipe", f"--user-data-dir={user_data_dir}",
-            "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--no-default-browser-check",
-            "--disable-extensions", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--mute-audio", "--hide-scrollbars", "--window-size=1280,1800", "about:blank",
+            "--headless=new",
+            "--no-sandbox",  # root in a container has no usable sandbox; we only open our own file
+            "--remote-debugging-pipe",
+            f"--user-data-dir={user_data_dir}",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-extensions",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--mute-audio",
+            "--hide-scrollbars",
+            "--window-size=1280,1800",
+            "about:blank",
         ]
         # bash puts the pipe ends on fds 3 (Chromium reads) and 4 (Chromium writes), then execs the browser.
-        script = (f'exec "$0" "$@" 3<&{to_browser_r} 4>&{from_browser_w} '
-                  f'{to_browser_r}<&- {from_browser_w}>&-')
+        script = f'exec "$0" "$@" 3<&{to_browser_r} 4>&{from_browser_w} {to_browser_r}<&- {from_browser_w}>&-'
         self._log = open(log_path, "wb")
         try:
-            self.process = subprocess.Popen(["/bin/bash", "-c", script, binary, *args],
-                                            pass_fds=(to_browser_r, from_browser_w), stdin=subprocess.DEVNULL,
-                                            stdout=self._log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                ["/bin/bash", "-c", script, binary, *args],
+                pass_fds=(to_browser_r, from_browser_w),
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+            )
         finally:
             os.close(to_browser_r)
             os.close(from_browser_w)
@@ -95,8 +109,9 @@ class DevTools:
                         self.events.append(message)
                 self._cond.notify_all()
 
-    def call(self, method: str, params: dict | None = None, *, session: str | None = None,
-             timeout: float = TIMEOUT_S) -> dict:
+    def call(
+        self, method: str, params: dict | None = None, *, session: str | None = None, timeout: float = TIMEOUT_S
+    ) -> dict:
         """Sends a command and returns its result; raises on a protocol error, a timeout or a dead browser."""
         with self._cond:
             self._next_id += 1
@@ -106,7 +121,7 @@ class DevTools:
             message["sessionId"] = session
         data = json.dumps(message).encode() + b"\0"
         while data:
-            data = data[os.write(self._to_browser, data):]
+            data = data[os.write(self._to_browser, data) :]
         deadline = time.monotonic() + timeout
         with self._cond:
             while ident not in self._responses:
@@ -121,8 +136,9 @@ class DevTools:
             raise RuntimeError(f"{method}: {response['error']}")
         return response.get("result", {})
 
-    def wait_event(self, method: str, *, session: str | None = None, since: int = 0,
-                   timeout: float = TIMEOUT_S) -> dict:
+    def wait_event(
+        self, method: str, *, session: str | None = None, since: int = 0, timeout: float = TIMEOUT_S
+    ) -> dict:
         """The first event ``method`` (of ``session``) at or after index ``since`` of :attr:`events`."""
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -168,8 +184,10 @@ class Page:
         self.session = browser.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         for domain in ("Page", "Runtime", "Log", "Network"):
             self.call(f"{domain}.enable")
-        self.call("Emulation.setDeviceMetricsOverride",
-                  {"width": 1280, "height": 1800, "deviceScaleFactor": 1, "mobile": False})
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": 1280, "height": 1800, "deviceScaleFactor": 1, "mobile": False},
+        )
 
     def call(self, method: str, params: dict | None = None) -> dict:
         return self.browser.call(method, params, session=self.session)
@@ -189,7 +207,8 @@ class Page:
         """A real mouse click (Input events) in the middle of the element ``selector``."""
         x, y = self.evaluate(
             f"(() => {{ const el = document.querySelector({json.dumps(selector)}); el.scrollIntoView({{block: 'center'}});"
-            " const r = el.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()")
+            " const r = el.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()"
+        )
         self.call("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y})
         for kind in ("mousePressed", "mouseReleased"):
             self.call("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1})
@@ -199,13 +218,19 @@ class Page:
         return self.evaluate(
             "JSON.stringify({title: document.getElementById('viewer-title').textContent,"
             " weights: Array.from(document.querySelectorAll('#tokens .tok')).map(s => s.dataset.weight ?? null),"
-            " query: window.spectraReport.state.query})")
+            " query: window.spectraReport.state.query})"
+        )
 
     def screenshot(self, path: Path) -> None:
         size = self.call("Page.getLayoutMetrics")["cssContentSize"]
-        shot = self.call("Page.captureScreenshot", {
-            "format": "png", "captureBeyondViewport": True,
-            "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}})
+        shot = self.call(
+            "Page.captureScreenshot",
+            {
+                "format": "png",
+                "captureBeyondViewport": True,
+                "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
+            },
+        )
         path.write_bytes(base64.b64decode(shot["data"]))
 
     def problems(self) -> list[str]:
@@ -216,7 +241,9 @@ class Page:
                 continue
             method, params = event["method"], event.get("params", {})
             if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
-                found.append(f"console.{params['type']}: {[a.get('value', a.get('description')) for a in params['args']]}")
+                found.append(
+                    f"console.{params['type']}: {[a.get('value', a.get('description')) for a in params['args']]}"
+                )
             elif method == "Runtime.exceptionThrown":
                 details = params["exceptionDetails"]
                 found.append(f"exception: {details.get('exception', {}).get('description', details.get('text'))}")
@@ -249,8 +276,10 @@ def report(tmp_path_factory) -> Path:
 def test_report_in_headless_chromium(request, tmp_path):
     # A missing browser fails the test (make setup installs it); it is not a reason to skip.
     if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
-        pytest.fail(f"chromium not found at {CHROMIUM} (set SPECTRA_CHROMIUM to another binary); the project's "
-                    "setup installs it: apt-get install -y --no-install-recommends chromium (make setup)")
+        pytest.fail(
+            f"chromium not found at {CHROMIUM} (set SPECTRA_CHROMIUM to another binary); the project's "
+            "setup installs it: apt-get install -y --no-install-recommends chromium (make setup)"
+        )
     report = request.getfixturevalue("report")  # built only once the browser is known to exist
     data = _embedded_data(report)
     view, grid = data["viewer"], data["grid"]
@@ -262,7 +291,11 @@ def test_report_in_headless_chromium(request, tmp_path):
         page.open(report.resolve().as_uri())
 
         # The head grid: one cell per (layer, head), each with a tooltip naming a class or why there is none.
-        assert page.evaluate("document.querySelectorAll('#head-grid .cell').length") == grid["n_layers"] * grid["n_heads"] == 32
+        assert (
+            page.evaluate("document.querySelectorAll('#head-grid .cell').length")
+            == grid["n_layers"] * grid["n_heads"]
+            == 32
+        )
         titles = page.evaluate("Array.from(document.querySelectorAll('#head-grid .cell')).map(c => c.title)")
         assert all("class" in t for t in titles), titles[:3]
 
@@ -278,7 +311,9 @@ def test_report_in_headless_chromium(request, tmp_path):
         assert second["title"].startswith("Layer 2 · head 5 (KV head 1) · sample 0 · query token 63"), second["title"]
         assert second["weights"] != first["weights"]
         assert page.evaluate("document.querySelector('#head-grid .cell.selected').dataset.head") == "5"
-        np.testing.assert_allclose(_as_floats(second["weights"]), attention_weights(view, 2, 5, 0, 63), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(
+            _as_floats(second["weights"]), attention_weights(view, 2, 5, 0, 63), rtol=0, atol=1e-12
+        )
 
         # Clicking a token makes it the query: weights only on keys 0..10, equal to Python's.
         page.click('#tokens .tok[data-pos="10"]')
@@ -291,8 +326,10 @@ def test_report_in_headless_chromium(request, tmp_path):
 
         # The metric <select> repaints the grid.
         before = page.evaluate("document.querySelector('#head-grid .cell').dataset.value")
-        page.evaluate("(() => { const s = document.getElementById('metric-select'); s.value = 'sink_mass_mean';"
-                      " s.dispatchEvent(new Event('change')); })()")
+        page.evaluate(
+            "(() => { const s = document.getElementById('metric-select'); s.value = 'sink_mass_mean';"
+            " s.dispatchEvent(new Event('change')); })()"
+        )
         after = page.evaluate("document.querySelector('#head-grid .cell').dataset.value")
         assert before != after and float(after) == pytest.approx(grid["values"]["sink_mass_mean"][0][0])
 

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from spectra.ops import HookRegistry, PositionSampler
 from spectra import __version__
 from spectra.capture.attention_switch import AttentionClient, AttentionSwitch, layer_attention, switch_for
 from spectra.capture.store import Captured, CaptureWriter, capture_path
 from spectra.models import Adapter, adapter_for, inverse_rope
+from spectra.ops import HookRegistry, PositionSampler
 
 KINDS = ("q", "k", "v")
 STAGES = ("pre_rope", "post_rope")
@@ -172,7 +172,9 @@ class Probe(AttentionClient):
         self.kinds = () if empty_capture else _as_tuple(capture, "capture", KINDS)
         self.stages = _as_tuple(stage, "stage", STAGES)
         if pre_rope_route not in PRE_ROPE_ROUTES:
-            raise ValueError(f"pre_rope_route: unknown route {pre_rope_route!r}; allowed are {', '.join(PRE_ROPE_ROUTES)}")
+            raise ValueError(
+                f"pre_rope_route: unknown route {pre_rope_route!r}; allowed are {', '.join(PRE_ROPE_ROUTES)}"
+            )
         self.pre_rope_route = pre_rope_route
         self.heads_by_layer = _heads_by_layer(self.adapter, layers, heads)
         self.sampler = make_sampler(positions, bucket_size=bucket_size, seed=seed)
@@ -189,10 +191,14 @@ class Probe(AttentionClient):
                     self.registry.add_capture(layer, kind, st, list(targets), self.keep_in_memory)
         if not (isinstance(threshold, (int, float)) and 0.0 < threshold <= 1.0):
             raise ValueError(f"threshold: {threshold!r} is outside (0, 1]")
-        self._row_stats = [
-            self.registry.add_row_stats(layer, list(hs), float(threshold), int(n_sink))
-            for layer, hs in self.heads_by_layer.items()
-        ] if row_stats else []
+        self._row_stats = (
+            [
+                self.registry.add_row_stats(layer, list(hs), float(threshold), int(n_sink))
+                for layer, hs in self.heads_by_layer.items()
+            ]
+            if row_stats
+            else []
+        )
         self.threshold, self.n_sink = float(threshold), int(n_sink)
         self._active_layers = frozenset(self.heads_by_layer)
         self._pre_rope_kinds = self.kinds if "pre_rope" in self.stages else ()
@@ -340,7 +346,9 @@ class Probe(AttentionClient):
                     self.registry.on_stage(layer, kind, "pre_rope", x if kind == "v" else inverse_rope(x, cos, sin))
         mask = attention_mask if isinstance(attention_mask, torch.Tensor) else None  # flex BlockMasks stay in Python
         how = layer_attention(self.adapter, layer, module, kwargs)
-        return self.registry.on_attention(layer, q, k, v, how.scaling, mask, how.causal, how.sliding_window, how.softcap)
+        return self.registry.on_attention(
+            layer, q, k, v, how.scaling, mask, how.causal, how.sliding_window, how.softcap
+        )
 
     def drain_row_stats(self) -> dict[str, np.ndarray]:
         """Per-token attention metrics recorded since the last call (``row_stats=True``), as columns.

@@ -230,9 +230,14 @@ def open_qk_folder(qk_dir: str | os.PathLike, gqa_group: int | None = None) -> Q
     folder = Path(qk_dir)
     if not folder.is_dir():
         raise ValueError(f"qk: {folder} is not a folder")
-    files = {kind: sorted((int(m.group(1)), int(m.group(2))) for p in folder.iterdir()
-                          if (m := re.fullmatch(rf"l(\d+)h(\d+){kind}", p.name)) and (p / "data.parquet").is_file())
-             for kind in ("q", "k")}
+    files = {
+        kind: sorted(
+            (int(m.group(1)), int(m.group(2)))
+            for p in folder.iterdir()
+            if (m := re.fullmatch(rf"l(\d+)h(\d+){kind}", p.name)) and (p / "data.parquet").is_file()
+        )
+        for kind in ("q", "k")
+    }
     if not files["q"]:
         raise ValueError(f"qk: no query captures (l<L>h<H>q/data.parquet) in {folder}")
     try:
@@ -240,8 +245,10 @@ def open_qk_folder(qk_dir: str | os.PathLike, gqa_group: int | None = None) -> Q
     except FileNotFoundError:
         sidecar = {}
     if sidecar.get("kv_head_map") is None and gqa_group is None:
-        raise ValueError(f"gqa_group: {folder} has no spectra_capture.json naming the KV head of each query head; "
-                         "pass gqa_group (query heads per KV head)")
+        raise ValueError(
+            f"gqa_group: {folder} has no spectra_capture.json naming the KV head of each query head; "
+            "pass gqa_group (query heads per KV head)"
+        )
     if gqa_group is not None and (isinstance(gqa_group, bool) or not isinstance(gqa_group, int) or gqa_group < 1):
         raise ValueError(f"gqa_group: expected an integer >= 1; got {gqa_group!r}")
     return QKFolder(folder, files, sidecar, gqa_group)
@@ -307,8 +314,10 @@ def merge_captures(shard_folders: list[str | os.PathLike], out_dir: str | os.Pat
         other = {k: v for k, v in sidecar.items() if k not in _ADDITIVE}
         if other != common:
             keys = sorted(k for k in set(common) | set(other) if common.get(k) != other.get(k))
-            raise ValueError(f"shard_folders: {shard} is not a shard of the same capture as {shards[0]} "
-                             f"(its sidecar differs in {', '.join(keys)})")
+            raise ValueError(
+                f"shard_folders: {shard} is not a shard of the same capture as {shards[0]} "
+                f"(its sidecar differs in {', '.join(keys)})"
+            )
     rows: dict[str, int] = {}
     for shard, sidecar in zip(shards, sidecars):
         for name, count in sidecar.get("rows", {}).items():

@@ -25,7 +25,9 @@ def read_examples(path: str | Path) -> list[tuple[int, str]]:
                     record = json.loads(line)
                     text, example_id = record["text"], int(record.get("id", len(examples)))
                 except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-                    raise ValueError(f"data: {path}:{number} is not a JSON object with a 'text' field ({error})") from None
+                    raise ValueError(
+                        f"data: {path}:{number} is not a JSON object with a 'text' field ({error})"
+                    ) from None
             else:
                 text, example_id = line.rstrip("\n"), len(examples)
             examples.append((example_id, text))
@@ -47,5 +49,7 @@ def heldout_examples(n_examples: int, max_length: int) -> list[tuple[int, str]]:
     # tokenizes to at least max_length tokens and is cut there.
     width = 8 * max_length
     if len(text) < n_examples * width:
-        raise ValueError(f"n_examples: the held-out text holds only {len(text) // width} examples of {max_length} tokens")
-    return [(i, text[i * width:(i + 1) * width]) for i in range(n_examples)]
+        raise ValueError(
+            f"n_examples: the held-out text holds only {len(text) // width} examples of {max_length} tokens"
+        )
+    return [(i, text[i * width : (i + 1) * width]) for i in range(n_examples)]

@@ -13,7 +13,9 @@ import torch
 from spectra.models import zoo
 
 
-def load_windows(data: str | os.PathLike | None, tokenizer, context_length: int, n_samples: int | None = None) -> torch.Tensor:
+def load_windows(
+    data: str | os.PathLike | None, tokenizer, context_length: int, n_samples: int | None = None
+) -> torch.Tensor:
     """Token windows ``(N, context_length)`` (int64) from ``data``, at most ``n_samples``, in order.
 
     ``data`` is a text file or a folder of ``*.txt`` files (sorted by name), each tokenised without
@@ -46,13 +48,17 @@ def load_windows(data: str | os.PathLike | None, tokenizer, context_length: int,
         files = sorted(path.glob("*.txt"))
         if not files:
             raise ValueError(f"data: {path} holds no *.txt files and no .npz token shards")
-        return _text_windows([f.read_text(encoding="utf-8") for f in files], tokenizer, context_length, n_samples, str(path))
+        return _text_windows(
+            [f.read_text(encoding="utf-8") for f in files], tokenizer, context_length, n_samples, str(path)
+        )
     if path.suffix == ".npz":
         return _npz_windows([path], context_length, n_samples, str(path))
     return _text_windows([path.read_text(encoding="utf-8")], tokenizer, context_length, n_samples, str(path))
 
 
-def _text_windows(texts: Sequence[str], tokenizer, context_length: int, n_samples: int | None, source: str) -> torch.Tensor:
+def _text_windows(
+    texts: Sequence[str], tokenizer, context_length: int, n_samples: int | None, source: str
+) -> torch.Tensor:
     if tokenizer is None:
         raise ValueError(f"data: {source} is text, but the model comes without a tokenizer; pass .npz token shards")
     windows: list[torch.Tensor] = []

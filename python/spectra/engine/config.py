@@ -17,7 +17,14 @@ from spectra.io.parsing import parse_ints
 from spectra.models.devices import placement_kwargs
 
 __all__ = [
-    "COMMON_KEYS", "ENGINES", "KINDS", "as_list", "check_config", "int_list", "kind_module", "load_config",
+    "COMMON_KEYS",
+    "ENGINES",
+    "KINDS",
+    "as_list",
+    "check_config",
+    "int_list",
+    "kind_module",
+    "load_config",
     "positive_int",
 ]
 
@@ -32,9 +39,17 @@ MAX_STAGES = 8  # plan → execute rounds of one run (kinds with a later stage n
 
 #: Keys every kind accepts, with their defaults; each kind adds its own (``spectra.jobs.<kind>.kind.KEYS``).
 COMMON_KEYS: dict[str, Any] = {
-    "kind": None, "models": None, "checkpoints": None, "out": None, "dtype": defaults.DTYPE,
-    "attn_implementation": defaults.ATTN_IMPLEMENTATION, "device": defaults.DEVICE, "device_map": None,
-    "max_memory": None, "offload_folder": None, "gpus_per_task": None,
+    "kind": None,
+    "models": None,
+    "checkpoints": None,
+    "out": None,
+    "dtype": defaults.DTYPE,
+    "attn_implementation": defaults.ATTN_IMPLEMENTATION,
+    "device": defaults.DEVICE,
+    "device_map": None,
+    "max_memory": None,
+    "offload_folder": None,
+    "gpus_per_task": None,
 }
 
 
@@ -140,8 +155,10 @@ def check_config(config: Mapping[str, Any], *, out: str | os.PathLike | None = N
     keys = {**COMMON_KEYS, **module.KEYS}
     unknown = sorted(k for k in config if k not in keys)
     if unknown:
-        raise ValueError(f"config: unknown key(s) {', '.join(unknown)}; allowed keys for kind {config['kind']} are "
-                         f"{', '.join(sorted(keys))}")
+        raise ValueError(
+            f"config: unknown key(s) {', '.join(unknown)}; allowed keys for kind {config['kind']} are "
+            f"{', '.join(sorted(keys))}"
+        )
     checked = {**keys, **config}
     if out is not None:
         checked["out"] = str(out)
@@ -152,8 +169,11 @@ def check_config(config: Mapping[str, Any], *, out: str | os.PathLike | None = N
     checked["checkpoints"] = [str(m) for m in as_list(checked["checkpoints"], "checkpoints")]
     if not checked["models"] and not checked["checkpoints"]:
         raise ValueError("models: the config names no models and no checkpoints")
-    for key, allowed in (("dtype", defaults.DTYPES), ("attn_implementation", defaults.ATTN_IMPLEMENTATIONS),
-                         ("device", defaults.DEVICES)):
+    for key, allowed in (
+        ("dtype", defaults.DTYPES),
+        ("attn_implementation", defaults.ATTN_IMPLEMENTATIONS),
+        ("device", defaults.DEVICES),
+    ):
         if checked[key] not in allowed:
             raise ValueError(f"{key}: {checked[key]!r}; allowed values are {', '.join(map(str, allowed))}")
 

@@ -27,6 +27,7 @@ __all__ = ["EngineReport", "LocalEngine", "Runner"]
 @dataclass
 class EngineReport:
     """What an engine did: the task ids computed and skipped (already done), seconds, the worker processes."""
+
     engine: str
     computed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
@@ -50,6 +51,7 @@ class LocalEngine:
         >>> LocalEngine().name
         'local'
     """
+
     name = "local"
 
     def __init__(self, runner: Runner = run_task) -> None:

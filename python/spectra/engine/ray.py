@@ -33,10 +33,16 @@ class RayEngine:
     overwrites the same shard. A task that still fails is reported after the others finish, with a
     ``RuntimeError`` naming it; the shards written stay, so a rerun only redoes the failed ones.
     """
+
     name = "ray"
 
-    def __init__(self, address: str | None = None, num_workers: int | None = None, max_retries: int = 3,
-                 runner: Runner = run_task) -> None:
+    def __init__(
+        self,
+        address: str | None = None,
+        num_workers: int | None = None,
+        max_retries: int = 3,
+        runner: Runner = run_task,
+    ) -> None:
         if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 1):
             raise ValueError(f"workers: expected an integer >= 1; got {num_workers!r}")
         if not isinstance(max_retries, int) or max_retries < 0:
@@ -101,10 +107,14 @@ class RayEngine:
                             report.pids.append(result.pid)
                         bar.update()
             if failures:
-                listed = "; ".join(f"{task_id}: {(str(error).strip().splitlines() or [type(error).__name__])[-1][:200]}"
-                                   for task_id, error in failures)
-                raise RuntimeError(f"{len(failures)} task(s) failed after {self.max_retries} retries ({listed}); "
-                                   "rerun to redo only those")
+                listed = "; ".join(
+                    f"{task_id}: {(str(error).strip().splitlines() or [type(error).__name__])[-1][:200]}"
+                    for task_id, error in failures
+                )
+                raise RuntimeError(
+                    f"{len(failures)} task(s) failed after {self.max_retries} retries ({listed}); "
+                    "rerun to redo only those"
+                )
         finally:
             if started and not self._in_session:
                 ray.shutdown()

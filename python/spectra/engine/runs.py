@@ -31,8 +31,9 @@ from spectra.io.atomic import write_json as _atomic_json
 __all__ = ["RunResult", "make_engine", "plan_profile", "run"]
 
 
-def make_engine(name: str, *, address: str | None = None, workers: int | None = None,
-                max_retries: int = 3) -> LocalEngine | RayEngine:
+def make_engine(
+    name: str, *, address: str | None = None, workers: int | None = None, max_retries: int = 3
+) -> LocalEngine | RayEngine:
     """An engine by name (``local`` | ``ray``), as ``spectra run --engine`` builds it.
 
     Example:
@@ -66,8 +67,10 @@ def _check_out(tasks: Sequence[Task], out: Path, module: ModuleType) -> None:
             folder = out / label / stray_glob[0]
             stray = sorted(p.name for p in folder.glob(stray_glob[1]) if p not in expected) if folder.is_dir() else []
             if stray:
-                raise ValueError(f"out: {folder} holds shard(s) this run does not plan ({', '.join(stray[:4])}); a run "
-                                 "of another configuration? choose another out or delete it")
+                raise ValueError(
+                    f"out: {folder} holds shard(s) this run does not plan ({', '.join(stray[:4])}); a run "
+                    "of another configuration? choose another out or delete it"
+                )
     for task in tasks:
         if task.path.exists() and not is_done(task):
             stamp = read_stamp(task.path)
@@ -90,6 +93,7 @@ def _clean_temporaries(tasks: Sequence[Task]) -> None:
 @dataclass
 class RunResult:
     """A finished run: its folder, the per-label results of the kind's merge, the engine's report."""
+
     out: Path
     kind: str
     results: dict[str, Any]
@@ -105,12 +109,22 @@ def _run_document(config: Mapping[str, Any], tasks: Sequence[Task]) -> dict[str,
         covered.setdefault(task.label, set()).update(range(*task.samples))  # tasks of a sweep share every sample
         entry["n_samples"] = len(covered[task.label])
         entry["n_shards"] += 1
-    return {"kind": config["kind"], "config": {k: v for k, v in config.items() if k != "out"},
-            "runs": list(runs.values()), "tasks": [task.id for task in tasks]}
+    return {
+        "kind": config["kind"],
+        "config": {k: v for k, v in config.items() if k != "out"},
+        "runs": list(runs.values()),
+        "tasks": [task.id for task in tasks],
+    }
 
 
-def run(config: Mapping[str, Any], engine: LocalEngine | RayEngine | None = None, *, out: str | os.PathLike | None = None,
-        progress: bool = True, command_line: Sequence[str] | None = None) -> RunResult:
+def run(
+    config: Mapping[str, Any],
+    engine: LocalEngine | RayEngine | None = None,
+    *,
+    out: str | os.PathLike | None = None,
+    progress: bool = True,
+    command_line: Sequence[str] | None = None,
+) -> RunResult:
     """Plans the run, executes the tasks whose shard is not on disk yet with ``engine`` (default
     :class:`LocalEngine`), plans again (a kind may add tasks that depend on finished shards) until
     every planned task is done, then merges the shards into the result folders.
@@ -134,8 +148,15 @@ def run(config: Mapping[str, Any], engine: LocalEngine | RayEngine | None = None
     return RunResult(out=root, kind=config["kind"], results=results, report=report, tasks=tasks)
 
 
-def _execute_stages(config: Mapping[str, Any], module: ModuleType, engine: LocalEngine | RayEngine, root: Path,
-                    report: EngineReport, computed: set[str], progress: bool) -> list[Task]:
+def _execute_stages(
+    config: Mapping[str, Any],
+    module: ModuleType,
+    engine: LocalEngine | RayEngine,
+    root: Path,
+    report: EngineReport,
+    computed: set[str],
+    progress: bool,
+) -> list[Task]:
     """Plan → execute until every planned task is done; returns the final plan."""
     for _ in range(MAX_STAGES):
         tasks = module.plan(config)

@@ -31,9 +31,24 @@ from spectra.models import zoo
 from spectra.models.loading import MINILM, load_model
 
 __all__ = [
-    "Task", "TaskResult", "check_model_config", "checkpoint_label", "entries", "expand_checkpoints",
-    "folder_shard", "is_done", "keep_created", "load_task_model", "model_folder", "model_identity", "plan",
-    "read_stamp", "run_task", "shards_by_label", "shared_model_identity", "write_parquet_shard",
+    "Task",
+    "TaskResult",
+    "check_model_config",
+    "checkpoint_label",
+    "entries",
+    "expand_checkpoints",
+    "folder_shard",
+    "is_done",
+    "keep_created",
+    "load_task_model",
+    "model_folder",
+    "model_identity",
+    "plan",
+    "read_stamp",
+    "run_task",
+    "shards_by_label",
+    "shared_model_identity",
+    "write_parquet_shard",
 ]
 
 
@@ -53,6 +68,7 @@ class Task:
     ``relpath`` is the shard the task writes, relative to ``out`` (a ``.parquet`` file or a
     folder); ``num_gpus`` is what a Ray task requests.
     """
+
     kind: str
     model: str
     label: str
@@ -69,7 +85,7 @@ class Task:
     def id(self) -> str:
         """``<label>/<shard name>`` (``tiny-llama/shard-00000``): unique within a run."""
         name = Path(self.relpath).name
-        return f"{self.label}/{name[:-len('.parquet')] if name.endswith('.parquet') else name}"
+        return f"{self.label}/{name[: -len('.parquet')] if name.endswith('.parquet') else name}"
 
     @property
     def path(self) -> Path:
@@ -84,14 +100,25 @@ class Task:
     @property
     def fingerprint(self) -> str:
         """sha256 of everything that determines the shard's content (not where the run folder is)."""
-        return sha256_of({"kind": self.kind, "model": self.model, "label": self.label, "shard": self.shard,
-                          "samples": list(self.samples), "options": self.options, "relpath": self.relpath,
-                          "input_ids": digest_array(self.input_ids), "data": self.data})
+        return sha256_of(
+            {
+                "kind": self.kind,
+                "model": self.model,
+                "label": self.label,
+                "shard": self.shard,
+                "samples": list(self.samples),
+                "options": self.options,
+                "relpath": self.relpath,
+                "input_ids": digest_array(self.input_ids),
+                "data": self.data,
+            }
+        )
 
 
 @dataclass
 class TaskResult:
     """What :func:`run_task` did: the shard written, its rows, how long it took, in which process."""
+
     task_id: str
     path: Path
     rows: int
@@ -107,8 +134,10 @@ def model_folder(name: str) -> Path:
         return zoo.minilm_path()
     folder = Path(name)
     if not (folder / "config.json").is_file():
-        raise ValueError(f"model: {name!r} is neither a zoo model ({', '.join(zoo.MODEL_NAMES)}), {MINILM!r}, "
-                         "nor a local folder with a config.json")
+        raise ValueError(
+            f"model: {name!r} is neither a zoo model ({', '.join(zoo.MODEL_NAMES)}), {MINILM!r}, "
+            "nor a local folder with a config.json"
+        )
     return folder
 
 
@@ -123,11 +152,14 @@ def expand_checkpoints(entry: str) -> list[Path]:
     folder = Path(entry)
     if (folder / "config.json").is_file():
         return [folder]
-    found = sorted(p for p in (folder / "checkpoints").glob("*") if (p / "config.json").is_file()) \
-        or sorted(p for p in folder.glob("*") if (p / "config.json").is_file())
+    found = sorted(p for p in (folder / "checkpoints").glob("*") if (p / "config.json").is_file()) or sorted(
+        p for p in folder.glob("*") if (p / "config.json").is_file()
+    )
     if not found:
-        raise ValueError(f"checkpoints: {entry!r} is neither a zoo model with checkpoints, a checkpoint folder, "
-                         "nor a folder of checkpoint folders")
+        raise ValueError(
+            f"checkpoints: {entry!r} is neither a zoo model with checkpoints, a checkpoint folder, "
+            "nor a folder of checkpoint folders"
+        )
     return found
 
 
@@ -162,8 +194,14 @@ def entries(config: Mapping[str, Any]) -> list[tuple[str, str]]:
     return found
 
 
-def check_model_config(model: str, folder: Path, *, context_length: int | None = None,
-                       layers: Sequence[int] | None = None, heads: Sequence[int] | None = None) -> None:
+def check_model_config(
+    model: str,
+    folder: Path,
+    *,
+    context_length: int | None = None,
+    layers: Sequence[int] | None = None,
+    heads: Sequence[int] | None = None,
+) -> None:
     """The errors a task would hit anyway, found before any task runs (and is retried)."""
     model_config = AutoConfig.from_pretrained(folder, local_files_only=True)
     limit = getattr(model_config, "max_position_embeddings", None) or getattr(model_config, "n_positions", None)
@@ -195,8 +233,13 @@ def load_task_model(task: Task):
     in a worker load it once (one model at a time, so a worker's memory holds one)."""
     options = task.options
     placement = {k: options.get(k) for k in ("device_map", "max_memory", "offload_folder")}
-    key = (task.model, options.get("dtype", "float32"), options.get("attn_implementation", "sdpa"),
-           options.get("device", "cpu"), json.dumps(placement, sort_keys=True, default=str))
+    key = (
+        task.model,
+        options.get("dtype", "float32"),
+        options.get("attn_implementation", "sdpa"),
+        options.get("device", "cpu"),
+        json.dumps(placement, sort_keys=True, default=str),
+    )
     if key in _MODEL_CACHE:
         return _MODEL_CACHE[key]
     _MODEL_CACHE.clear()
@@ -210,8 +253,12 @@ def load_task_model(task: Task):
 
 
 def _stamp(task: Task, identity: Mapping[str, Any] | None) -> dict[str, Any]:
-    return {"task_id": task.id, "fingerprint": task.fingerprint, "model": dict(identity or {}),
-            "samples": list(task.samples)}
+    return {
+        "task_id": task.id,
+        "fingerprint": task.fingerprint,
+        "model": dict(identity or {}),
+        "samples": list(task.samples),
+    }
 
 
 ID_COLUMNS = ("sample", "layer", "head", "token")
@@ -228,8 +275,14 @@ def write_parquet_shard(task: Task, frame, identity: Mapping[str, Any] | None = 
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), TASK_KEY: stamp.encode()})
     ids = [c for c in ID_COLUMNS if c in frame.columns]
     floats = [c for c in frame.columns if c not in ids and frame[c].dtype.kind == "f"]
-    write_parquet_table(path, table, compression="zstd", compression_level=3, use_dictionary=ids or False,
-                        use_byte_stream_split=floats or False)
+    write_parquet_table(
+        path,
+        table,
+        compression="zstd",
+        compression_level=3,
+        use_dictionary=ids or False,
+        use_byte_stream_split=floats or False,
+    )
     return path
 
 
@@ -259,8 +312,9 @@ def run_task(task: Task) -> TaskResult:
     """Computes one task and writes its shard atomically; running it again overwrites the same shard."""
     start = time.perf_counter()
     rows = kind_module(task.kind).compute(task)
-    return TaskResult(task_id=task.id, path=task.path, rows=int(rows), seconds=time.perf_counter() - start,
-                      pid=os.getpid())
+    return TaskResult(
+        task_id=task.id, path=task.path, rows=int(rows), seconds=time.perf_counter() - start, pid=os.getpid()
+    )
 
 
 def read_stamp(path: str | os.PathLike) -> dict[str, Any] | None:
@@ -292,8 +346,9 @@ def is_done(task: Task) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-def shards_by_label(tasks: Sequence[Task], *, order: Callable[[Task], Any] = lambda task: task.shard
-                    ) -> dict[str, list[Task]]:
+def shards_by_label(
+    tasks: Sequence[Task], *, order: Callable[[Task], Any] = lambda task: task.shard
+) -> dict[str, list[Task]]:
     """``label -> its tasks`` sorted by ``order`` (labels in plan order), for a kind's merge; a
     ``ValueError`` naming the shards that are not done."""
     groups: dict[str, list[Task]] = {}
@@ -312,8 +367,10 @@ def shared_model_identity(group: Sequence[Task]) -> dict[str, Any]:
     differ (the model's weights changed between two runs)."""
     identities = {json.dumps(read_stamp(t.path)["model"], sort_keys=True) for t in group}
     if len(identities) != 1:
-        raise ValueError(f"out: the shards of {Path(group[0].out) / group[0].label} come from different weights of "
-                         f"{group[0].model}; delete the folder and rerun")
+        raise ValueError(
+            f"out: the shards of {Path(group[0].out) / group[0].label} come from different weights of "
+            f"{group[0].model}; delete the folder and rerun"
+        )
     return json.loads(identities.pop())
 
 

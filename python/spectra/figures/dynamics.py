@@ -1,6 +1,3 @@
-
-
-
 """Figures of training dynamics: how key norms, ranks, attention entropy and the k_norm gain γ of
 every head move across checkpoints.
 
@@ -131,14 +128,23 @@ def plot_norm_divergence(
         wide = part.pivot(index="step", columns="kv_head", values="value").sort_index()
         x = wide.index.to_numpy(np.float64)
         mean = wide.mean(axis=1, skipna=True).to_numpy(np.float64)
-        (line,) = ax.plot(x, mean, color="grey", linewidth=4.0, alpha=0.55, solid_capstyle="round", zorder=1,
-                          label="layer mean")
+        (line,) = ax.plot(
+            x, mean, color="grey", linewidth=4.0, alpha=0.55, solid_capstyle="round", zorder=1, label="layer mean"
+        )
         handles.setdefault("layer mean", line)
         for head in wide.columns:
             y = wide[head].to_numpy(np.float64)
             ok = np.isfinite(y)
-            (line,) = ax.plot(x[ok], y[ok], color=head_colour[int(head)], marker="o", markersize=3.5,
-                              linewidth=1.2, zorder=2, label=f"KV head {int(head)}")
+            (line,) = ax.plot(
+                x[ok],
+                y[ok],
+                color=head_colour[int(head)],
+                marker="o",
+                markersize=3.5,
+                linewidth=1.2,
+                zorder=2,
+                label=f"KV head {int(head)}",
+            )
             handles.setdefault(f"KV head {int(head)}", line)
         if not np.isfinite(wide.to_numpy(np.float64)).any():
             _no_data(ax, f"no finite {stat}")
@@ -147,8 +153,11 @@ def plot_norm_divergence(
         ax.set_ylabel(stat)
     order = ["layer mean", *[f"KV head {h}" for h in kv_heads]]
     _legend(fig, [handles[k] for k in order if k in handles])
-    fig.suptitle(f"{stat} per KV head over training (grey: layer mean)\n"
-                 "CV = std / |mean| over the layer's KV heads, first → last step", fontsize=10)
+    fig.suptitle(
+        f"{stat} per KV head over training (grey: layer mean)\n"
+        "CV = std / |mean| over the layer's KV heads, first → last step",
+        fontsize=10,
+    )
     return _atomic_savefig(fig, Path(path))
 
 
@@ -175,8 +184,9 @@ def plot_entropy_vs_norm(
     steps = _steps(rows, "head_series")
     table = rows.pivot_table(index=["layer", "head", "step"], columns="stat", values="value", aggfunc="mean")
     table = table.reindex(columns=list(stats)).reset_index()
-    table = table[np.isfinite(table["k_norm_mean"].to_numpy(np.float64))
-                  & np.isfinite(table["entropy_mean"].to_numpy(np.float64))]
+    table = table[
+        np.isfinite(table["k_norm_mean"].to_numpy(np.float64)) & np.isfinite(table["entropy_mean"].to_numpy(np.float64))
+    ]
     layer_ids = sorted(int(x) for x in rows["layer"].unique())
     norm = _step_norm(steps)
     cmap = matplotlib.colormaps["coolwarm"]
@@ -190,12 +200,20 @@ def plot_entropy_vs_norm(
             _no_data(ax, "no step with both stats finite")
         for _, track in part.groupby("head", sort=True):
             if len(track) > 1:
-                ax.plot(track["k_norm_mean"], track["entropy_mean"], color="grey", linewidth=0.6, alpha=0.4,
-                        zorder=1)
+                ax.plot(track["k_norm_mean"], track["entropy_mean"], color="grey", linewidth=0.6, alpha=0.4, zorder=1)
         x = part["k_norm_mean"].to_numpy(np.float64)
         y = part["entropy_mean"].to_numpy(np.float64)
-        points = ax.scatter(x, y, c=part["step"].to_numpy(np.float64), cmap=cmap, norm=norm, s=18,
-                            edgecolors="black", linewidths=0.3, zorder=2)
+        points = ax.scatter(
+            x,
+            y,
+            c=part["step"].to_numpy(np.float64),
+            cmap=cmap,
+            norm=norm,
+            s=18,
+            edgecolors="black",
+            linewidths=0.3,
+            zorder=2,
+        )
         if mappable is None:
             mappable = points
         r, _, n = pearson(x, y)
@@ -207,8 +225,11 @@ def plot_entropy_vs_norm(
         bar.set_ticks(steps)
         bar.set_ticklabels([_step_label(s) for s in steps])
     bar.ax.minorticks_off()
-    fig.suptitle("attention entropy vs key norm over training: one panel per layer, a point per "
-                 "(step, query head), colour = step", fontsize=10)
+    fig.suptitle(
+        "attention entropy vs key norm over training: one panel per layer, a point per "
+        "(step, query head), colour = step",
+        fontsize=10,
+    )
     return _atomic_savefig(fig, Path(path))
 
 
@@ -259,10 +280,23 @@ def plot_rank_evolution(
             drew = True
             x = band.index.to_numpy(np.float64)
             colour = layer_colour[layer]
-            (line,) = ax.plot(x, band["mean"].to_numpy(np.float64), color=colour, marker="o", markersize=3,
-                              linewidth=1.2, label=f"layer {layer}")
-            ax.fill_between(x, band["min"].to_numpy(np.float64), band["max"].to_numpy(np.float64), color=colour,
-                            alpha=0.18, linewidth=0)
+            (line,) = ax.plot(
+                x,
+                band["mean"].to_numpy(np.float64),
+                color=colour,
+                marker="o",
+                markersize=3,
+                linewidth=1.2,
+                label=f"layer {layer}",
+            )
+            ax.fill_between(
+                x,
+                band["min"].to_numpy(np.float64),
+                band["max"].to_numpy(np.float64),
+                color=colour,
+                alpha=0.18,
+                linewidth=0,
+            )
             handles.setdefault(layer, line)
         if not drew:
             _no_data(ax, f"no finite {stat}")
@@ -297,8 +331,9 @@ def plot_gamma_heatmap(
     rows = _select_layers(gamma, layers, "gamma")
     steps = _steps(rows, "gamma")
     table = _wide(rows, ["layer", "head", "dim", "step"], column="gamma")
-    panels = [(int(layer), int(head)) for layer, head in
-              table[["layer", "head"]].drop_duplicates().itertuples(index=False)]
+    panels = [
+        (int(layer), int(head)) for layer, head in table[["layer", "head"]].drop_duplicates().itertuples(index=False)
+    ]
     n_total = len(panels)
     panels = panels[:MAX_GAMMA_PANELS]
     per_layer: dict[int, list[int]] = {}
@@ -338,15 +373,25 @@ def plot_gamma_heatmap(
         ax = grid[r, c]
         part = table[(table["layer"] == layer) & (table["head"] == head)]
         dims = np.sort(part["dim"].unique())
-        matrix = (part.pivot(index="dim", columns="step", values="gamma")
-                  .reindex(index=dims, columns=steps).to_numpy(np.float64))
-        image = ax.imshow(np.ma.masked_invalid(matrix), aspect="auto", origin="lower", interpolation="nearest",
-                          cmap=_GAMMA_CMAP, norm=norm,
-                          extent=(-0.5, steps.size - 0.5, -0.5, dims.size - 0.5))
+        matrix = (
+            part.pivot(index="dim", columns="step", values="gamma")
+            .reindex(index=dims, columns=steps)
+            .to_numpy(np.float64)
+        )
+        image = ax.imshow(
+            np.ma.masked_invalid(matrix),
+            aspect="auto",
+            origin="lower",
+            interpolation="nearest",
+            cmap=_GAMMA_CMAP,
+            norm=norm,
+            extent=(-0.5, steps.size - 0.5, -0.5, dims.size - 0.5),
+        )
         positions_x = np.arange(0, steps.size, tick_every)
         ax.set_xticks(positions_x)
-        ax.set_xticklabels([_step_label(s) for s in steps[positions_x]], fontsize=7,
-                           rotation=45 if steps.size > 5 else 0)
+        ax.set_xticklabels(
+            [_step_label(s) for s in steps[positions_x]], fontsize=7, rotation=45 if steps.size > 5 else 0
+        )
         dim_every = max(1, math.ceil(dims.size / 12))
         ax.set_yticks(np.arange(0, dims.size, dim_every))
         ax.set_yticklabels([str(int(d)) for d in dims[::dim_every]], fontsize=7)
@@ -354,8 +399,11 @@ def plot_gamma_heatmap(
         filled = np.flatnonzero(np.isfinite(matrix).any(axis=0))
         if filled.size:  # the three largest γ at the panel's last checkpoint with a value
             last = matrix[:, filled[-1]]
-            top = [int(dims[i]) for i in np.argsort(-np.where(np.isfinite(last), last, -np.inf))[:3]
-                   if np.isfinite(last[i])]
+            top = [
+                int(dims[i])
+                for i in np.argsort(-np.where(np.isfinite(last), last, -np.inf))[:3]
+                if np.isfinite(last[i])
+            ]
             name += f"\ntop γ @ step {_step_label(steps[filled[-1]])}: {', '.join(f'd{d}' for d in top)}"
         else:
             _no_data(ax, "no finite γ")
@@ -366,8 +414,9 @@ def plot_gamma_heatmap(
             ax.set_xlabel("step (checkpoint)")
     fig.colorbar(image, ax=[ax for ax in grid.ravel() if ax.get_visible()], label="γ (k_norm gain)")
     shown = f"; first {len(panels)} of {n_total} panels (pass layers= to choose)" if n_total > len(panels) else ""
-    fig.suptitle(f"k_norm gain γ over training: dimension × checkpoint (bright bands: golden dimensions){shown}",
-                 fontsize=10)
+    fig.suptitle(
+        f"k_norm gain γ over training: dimension × checkpoint (bright bands: golden dimensions){shown}", fontsize=10
+    )
     return _atomic_savefig(fig, Path(path))
 
 
@@ -420,8 +469,9 @@ def plot_qk_ratio(
             ok = np.isfinite(y)
             drew = drew or bool(ok.any())
             label = f"head {head}" + (f" (KV {kv_of[(layer, head)]})" if (layer, head) in kv_of else "")
-            (line,) = ax.plot(x[ok], y[ok], color=head_colour[head], marker="o", markersize=3, linewidth=1.1,
-                              label=label)
+            (line,) = ax.plot(
+                x[ok], y[ok], color=head_colour[head], marker="o", markersize=3, linewidth=1.1, label=label
+            )
             if label not in handles:
                 handles[label] = line
                 order.append(label)
@@ -434,6 +484,5 @@ def plot_qk_ratio(
         ax.set_ylabel("qk_norm_ratio (‖q‖ / ‖k‖)")
         ax.set_title(f"layer {layer}", fontsize=9)
     _legend(fig, [handles[k] for k in order])
-    fig.suptitle("query/key norm ratio per query head over training" + (" (log y)" if log_y else ""),
-                 fontsize=10)
+    fig.suptitle("query/key norm ratio per query head over training" + (" (log y)" if log_y else ""), fontsize=10)
     return _atomic_savefig(fig, Path(path))

@@ -104,8 +104,9 @@ def _grid(fig: Figure, n: int, per_row: int = _PANELS_PER_ROW) -> np.ndarray:
     return axes[:n]
 
 
-def _figure(n_panels: int, per_row: int = _PANELS_PER_ROW, width: float = 3.6, height: float = 2.9,
-            extra_width: float = 1.4) -> Figure:
+def _figure(
+    n_panels: int, per_row: int = _PANELS_PER_ROW, width: float = 3.6, height: float = 2.9, extra_width: float = 1.4
+) -> Figure:
     ncols = max(1, min(per_row, n_panels))
     nrows = math.ceil(n_panels / ncols)
     return Figure(figsize=(width * ncols + extra_width, height * nrows + 0.7), layout="constrained")
@@ -143,5 +144,11 @@ def _fmt(value: float, spec: str = ".2f") -> str:
 def _legend(fig: Figure, handles: list[Line2D], title: str | None = None) -> None:
     if handles:
         ncol = max(1, math.ceil(len(handles) / 24))
-        fig.legend(handles=handles, loc="outside right upper", fontsize=7 if len(handles) > 12 else 8, ncol=ncol,
-                   title=title, title_fontsize=8)
+        fig.legend(
+            handles=handles,
+            loc="outside right upper",
+            fontsize=7 if len(handles) > 12 else 8,
+            ncol=ncol,
+            title=title,
+            title_fontsize=8,
+        )

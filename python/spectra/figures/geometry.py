@@ -55,10 +55,21 @@ def plot_pc0_scatter(heads: pd.DataFrame, path: str | Path, *, hi: float = 0.7, 
         ax.axvline(value, color="black", lw=0.6, ls=":")
         ax.axhline(value, color="black", lw=0.6, ls=":")
     for label, group in heads.groupby("pc0_class"):
-        ax.scatter(group["pc0_r_q"], group["pc0_r_k"].abs(), s=18, alpha=0.8, color=_COLOURS.get(label, "black"),
-                   label=f"{label} ({len(group)})")
-    ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), xlabel="PC0 r_q (canonical, >= 0)", ylabel="PC0 |r_k|",
-           title=f"PC0 position correlations of {len(heads)} heads")
+        ax.scatter(
+            group["pc0_r_q"],
+            group["pc0_r_k"].abs(),
+            s=18,
+            alpha=0.8,
+            color=_COLOURS.get(label, "black"),
+            label=f"{label} ({len(group)})",
+        )
+    ax.set(
+        xlim=(-0.02, 1.02),
+        ylim=(-0.02, 1.02),
+        xlabel="PC0 r_q (canonical, >= 0)",
+        ylabel="PC0 |r_k|",
+        title=f"PC0 position correlations of {len(heads)} heads",
+    )
     ax.legend(fontsize=7, loc="center right")
     return _atomic_savefig(fig, Path(path))
 
@@ -75,14 +86,19 @@ def plot_explained_variance(components: pd.DataFrame, path: str | Path) -> Path:
     """
     check_frame(components, ["pc", "explained_variance"], "components")
     stats = components.groupby("pc")["explained_variance"].agg(
-        mean="mean", low=lambda s: np.nanquantile(s, 0.1), high=lambda s: np.nanquantile(s, 0.9))
+        mean="mean", low=lambda s: np.nanquantile(s, 0.1), high=lambda s: np.nanquantile(s, 0.9)
+    )
     fig = Figure(figsize=(5.5, 4))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     ax.fill_between(stats.index, stats["low"], stats["high"], alpha=0.25, color="tab:blue", label="10–90 % of heads")
     ax.plot(stats.index, stats["mean"], marker="o", color="tab:blue", label="mean")
-    ax.set(yscale="log", xlabel="component", ylabel="explained variance (share of pooled Q+K variance)",
-           title="combined Q+K PCA spectrum")
+    ax.set(
+        yscale="log",
+        xlabel="component",
+        ylabel="explained variance (share of pooled Q+K variance)",
+        title="combined Q+K PCA spectrum",
+    )
     ax.legend(fontsize=8)
     return _atomic_savefig(fig, Path(path))
 
@@ -96,20 +112,27 @@ def _heatmap(fig: Figure, ax, grid: np.ndarray, label: str) -> None:
     else:
         lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
         cmap, norm = "viridis", Normalize(lo, hi)
-    image = ax.imshow(np.ma.masked_invalid(grid), aspect="auto", origin="lower", interpolation="nearest",
-                      cmap=cmap, norm=norm)
+    image = ax.imshow(
+        np.ma.masked_invalid(grid), aspect="auto", origin="lower", interpolation="nearest", cmap=cmap, norm=norm
+    )
     fig.colorbar(image, ax=ax, label=label)
 
 
 def _checkpoint_ticks(ax, labels: list) -> None:
     ax.set_xticks(np.arange(len(labels)))
-    ax.set_xticklabels([str(c) for c in labels], rotation=45 if len(labels) > 4 else 0,
-                       ha="right" if len(labels) > 4 else "center", fontsize=8)
+    ax.set_xticklabels(
+        [str(c) for c in labels],
+        rotation=45 if len(labels) > 4 else 0,
+        ha="right" if len(labels) > 4 else "center",
+        fontsize=8,
+    )
 
 
-def plot_depth_heatmaps(heads: pd.DataFrame, path: str | Path,
-                        metrics: str | Sequence[str] = ("pc0_r_q", "pc0_r_k", "bias_strength",
-                                                        "plane_var_fraction")) -> Path:
+def plot_depth_heatmaps(
+    heads: pd.DataFrame,
+    path: str | Path,
+    metrics: str | Sequence[str] = ("pc0_r_q", "pc0_r_k", "bias_strength", "plane_var_fraction"),
+) -> Path:
     """One panel per metric: a layer (rows) × query head (columns) grid, NaN or absent cells blank.
 
     Metrics whose values have both signs use ``RdBu_r`` centred on 0, the others ``viridis``.
@@ -133,8 +156,11 @@ def plot_depth_heatmaps(heads: pd.DataFrame, path: str | Path,
     FigureCanvasAgg(fig)
     for i, metric in enumerate(metrics):
         ax = fig.add_subplot(nrows, ncols, i + 1)
-        grid = (heads.pivot_table(index="layer", columns="head", values=metric, aggfunc="mean", dropna=False)
-                .reindex(index=layers, columns=head_ids).to_numpy(dtype=np.float64))
+        grid = (
+            heads.pivot_table(index="layer", columns="head", values=metric, aggfunc="mean", dropna=False)
+            .reindex(index=layers, columns=head_ids)
+            .to_numpy(dtype=np.float64)
+        )
         _heatmap(fig, ax, grid, metric)
         _set_index_ticks(ax.set_xticks, ax.set_xticklabels, head_ids)
         _set_index_ticks(ax.set_yticks, ax.set_yticklabels, layers)
@@ -142,8 +168,9 @@ def plot_depth_heatmaps(heads: pd.DataFrame, path: str | Path,
     return _atomic_savefig(fig, Path(path))
 
 
-def plot_series_depth_heatmap(series: pd.DataFrame, path: str | Path, metric: str = "bias_strength",
-                              n_bins: int = 10) -> Path:
+def plot_series_depth_heatmap(
+    series: pd.DataFrame, path: str | Path, metric: str = "bias_strength", n_bins: int = 10
+) -> Path:
     """Depth bin (rows) × checkpoint (columns, by step): the mean of ``metric`` over the bin's heads.
 
     Depth is layer / the largest layer in ``series``, cut into ``n_bins`` equal bins (depth 1 in the
@@ -162,9 +189,12 @@ def plot_series_depth_heatmap(series: pd.DataFrame, path: str | Path, metric: st
     n_bins = int(n_bins)
     bins = depth_bins(series["layer"], n_bins=n_bins)
     order = checkpoint_order(series)
-    grid = (series.assign(depth_bin=bins).pivot_table(index="depth_bin", columns="checkpoint", values=metric,
-                                                      aggfunc="mean", dropna=False)
-            .reindex(index=range(n_bins), columns=order).to_numpy(dtype=np.float64))
+    grid = (
+        series.assign(depth_bin=bins)
+        .pivot_table(index="depth_bin", columns="checkpoint", values=metric, aggfunc="mean", dropna=False)
+        .reindex(index=range(n_bins), columns=order)
+        .to_numpy(dtype=np.float64)
+    )
     fig = Figure(figsize=(max(4.5, 2.5 + 0.45 * len(order)), max(3.5, 1.5 + 0.25 * n_bins)), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -199,11 +229,15 @@ def plot_bias_decomposition(series: pd.DataFrame, path: str | Path) -> Path:
     fig = Figure(figsize=(max(9.0, 3 * (1.5 + 0.35 * len(order))), 4.2), layout="constrained")
     FigureCanvasAgg(fig)
     titles = ("mean mu_q_a", "mean alpha_k", "mean bias_strength\n(mean of per-head mu_q_a · alpha_k)")
-    for i, (metric, title, colour) in enumerate(zip(metrics, titles, ("tab:blue", "tab:orange", "tab:purple"),
-                                                    strict=True)):
+    for i, (metric, title, colour) in enumerate(
+        zip(metrics, titles, ("tab:blue", "tab:orange", "tab:purple"), strict=True)
+    ):
         ax = fig.add_subplot(1, 3, i + 1)
-        stats = grouped[metric].agg(mean="mean", low=lambda s: s.quantile(0.25),
-                                    high=lambda s: s.quantile(0.75)).reindex(order)
+        stats = (
+            grouped[metric]
+            .agg(mean="mean", low=lambda s: s.quantile(0.25), high=lambda s: s.quantile(0.75))
+            .reindex(order)
+        )
         ax.bar(x, stats["mean"], color=colour, alpha=0.75, label="mean over heads")
         # The mean can lie outside a skewed IQR, so the range is drawn as-is rather than as ±yerr.
         ax.vlines(x, stats["low"], stats["high"], color="black", lw=1.2, label="25–75th percentile")
@@ -250,8 +284,9 @@ def plot_class_shares(series: pd.DataFrame, path: str | Path) -> Path:
     return _atomic_savefig(fig, Path(path))
 
 
-def plot_pc_scatter(pc0: np.ndarray, pc1: np.ndarray, positions: np.ndarray, is_query: np.ndarray,
-                    path: str | Path, *, title: str = "") -> Path:
+def plot_pc_scatter(
+    pc0: np.ndarray, pc1: np.ndarray, positions: np.ndarray, is_query: np.ndarray, path: str | Path, *, title: str = ""
+) -> Path:
     """One head's query and key rows on its first two principal components, coloured by position;
     queries are circles, keys triangles.
 
@@ -263,8 +298,12 @@ def plot_pc_scatter(pc0: np.ndarray, pc1: np.ndarray, positions: np.ndarray, is_
         >>> plot_pc_scatter(pc0, pc1, pos, is_query, Path(tempfile.mkdtemp()) / "pc.png", title="L0 H0").name
         'pc.png'
     """
-    arrays = {"pc0": np.asarray(pc0, dtype=np.float64), "pc1": np.asarray(pc1, dtype=np.float64),
-              "positions": np.asarray(positions, dtype=np.float64), "is_query": np.asarray(is_query, dtype=bool)}
+    arrays = {
+        "pc0": np.asarray(pc0, dtype=np.float64),
+        "pc1": np.asarray(pc1, dtype=np.float64),
+        "positions": np.asarray(positions, dtype=np.float64),
+        "is_query": np.asarray(is_query, dtype=bool),
+    }
     for name, values in arrays.items():
         if values.ndim != 1:
             raise ValueError(f"{name} must be 1-D, not of shape {values.shape}")
@@ -280,12 +319,25 @@ def plot_pc_scatter(pc0: np.ndarray, pc1: np.ndarray, positions: np.ndarray, is_
     image = None
     for mask, marker in ((is_query, "o"), (~is_query, "^")):
         if mask.any():
-            image = ax.scatter(pc0[mask], pc1[mask], c=positions[mask], cmap="viridis", norm=norm, marker=marker,
-                               s=14, alpha=0.75, linewidths=0)
+            image = ax.scatter(
+                pc0[mask],
+                pc1[mask],
+                c=positions[mask],
+                cmap="viridis",
+                norm=norm,
+                marker=marker,
+                s=14,
+                alpha=0.75,
+                linewidths=0,
+            )
     fig.colorbar(image, ax=ax, label="position")
     # Grey proxies: the marker, not the colour, tells queries from keys.
-    ax.legend(handles=[Line2D([], [], ls="", marker="o", color="grey", label=f"query ({int(is_query.sum())})"),
-                       Line2D([], [], ls="", marker="^", color="grey", label=f"key ({int((~is_query).sum())})")],
-              fontsize=8)
+    ax.legend(
+        handles=[
+            Line2D([], [], ls="", marker="o", color="grey", label=f"query ({int(is_query.sum())})"),
+            Line2D([], [], ls="", marker="^", color="grey", label=f"key ({int((~is_query).sum())})"),
+        ],
+        fontsize=8,
+    )
     ax.set(xlabel="PC0", ylabel="PC1", title=title)
     return _atomic_savefig(fig, Path(path))

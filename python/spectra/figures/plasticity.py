@@ -1,6 +1,3 @@
-
-
-
 """Figures of the attention-plasticity tables (see docs/plasticity.md, 'Aggregates'): the
 per-head AP profile, profiles compared across checkpoints, the 2-D (inter-key distance Δ ×
 query-to-midpoint distance D) pairwise-plasticity heatmap and its comparison, the published
@@ -109,8 +106,14 @@ def _trend(tau: np.ndarray, ap: np.ndarray, threshold: float) -> str:
     return "rising" if slope > threshold else "falling" if slope < -threshold else "flat"
 
 
-def profile_figure(profile: pd.DataFrame, path: str | Path, *, title: str | None = None, color_by: str = "trend",
-                   trend_threshold: float = 1e-6) -> Path:
+def profile_figure(
+    profile: pd.DataFrame,
+    path: str | Path,
+    *,
+    title: str | None = None,
+    color_by: str = "trend",
+    trend_threshold: float = 1e-6,
+) -> Path:
     """One thin line per head (AP against the query position τ in tokens) and, thick and red, the
     mean over heads per ``q_cell`` (the published tool's ``plot_plasticity.py``).
 
@@ -134,8 +137,9 @@ def profile_figure(profile: pd.DataFrame, path: str | Path, *, title: str | None
     if not (math.isfinite(threshold) and threshold >= 0):
         raise ValueError(f"trend_threshold must be a finite number >= 0, not {trend_threshold!r}")
     label = _single_model(profile, "profile", "profiles_comparison_figure")
-    frame = profile.assign(tau=pd.to_numeric(profile["tau"], errors="coerce"),
-                           ap=pd.to_numeric(profile["ap"], errors="coerce"))
+    frame = profile.assign(
+        tau=pd.to_numeric(profile["tau"], errors="coerce"), ap=pd.to_numeric(profile["ap"], errors="coerce")
+    )
     heads = frame.groupby(["layer", "head"], sort=True)
     fig = Figure(figsize=(7.5, 4.5), layout="constrained")
     FigureCanvasAgg(fig)
@@ -170,8 +174,9 @@ def profile_figure(profile: pd.DataFrame, path: str | Path, *, title: str | None
     return _atomic_savefig(fig, Path(path))
 
 
-def profiles_comparison_figure(profile: pd.DataFrame, path: str | Path, *, by: str = "checkpoint",
-                               title: str | None = None) -> Path:
+def profiles_comparison_figure(
+    profile: pd.DataFrame, path: str | Path, *, by: str = "checkpoint", title: str | None = None
+) -> Path:
     """The head-mean profile of each ``by`` group (mean AP over heads per ``q_cell``) against the
     context fraction τ / L_ctx, one line per group; checkpoints in step order on a sequential map.
 
@@ -187,20 +192,30 @@ def profiles_comparison_figure(profile: pd.DataFrame, path: str | Path, *, by: s
         raise ValueError(f"by must be a column name, not {by!r}")
     _check(profile, [by, "q_cell", "context_fraction", "ap"], "profile")
     order = _group_order(profile, by, "profile")
-    frame = profile.assign(context_fraction=pd.to_numeric(profile["context_fraction"], errors="coerce"),
-                           ap=pd.to_numeric(profile["ap"], errors="coerce"))
+    frame = profile.assign(
+        context_fraction=pd.to_numeric(profile["context_fraction"], errors="coerce"),
+        ap=pd.to_numeric(profile["ap"], errors="coerce"),
+    )
     fig = Figure(figsize=(7.5, 4.5), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     groups = dict(list(frame.groupby(by, sort=False)))
     for group, colour in zip(order, _group_colours(len(order), by == "checkpoint"), strict=True):
-        mean = (groups[group].groupby("q_cell").agg(x=("context_fraction", "mean"), ap=("ap", "mean"))
-                .dropna().sort_values("x"))
+        mean = (
+            groups[group]
+            .groupby("q_cell")
+            .agg(x=("context_fraction", "mean"), ap=("ap", "mean"))
+            .dropna()
+            .sort_values("x")
+        )
         ax.plot(mean["x"], mean["ap"], color=colour, lw=1.8, marker="o", ms=2.5, label=str(group))
     _legend(ax, len(order), title=by)
     ax.set_xlim(left=0)
-    ax.set(xlabel="context fraction τ / L_ctx", ylabel="mean AP over heads",
-           title=title or f"attention plasticity profiles by {by}")
+    ax.set(
+        xlabel="context fraction τ / L_ctx",
+        ylabel="mean AP over heads",
+        title=title or f"attention plasticity profiles by {by}",
+    )
     return _atomic_savefig(fig, Path(path))
 
 
@@ -212,15 +227,16 @@ def profiles_comparison_figure(profile: pd.DataFrame, path: str | Path, *, by: s
 def _halves_r(values: np.ndarray) -> float:
     """Pearson r between dimensions 0..d/2−1 and d/2..d−1 (the rotate_half pairs); NaN if undefined."""
     half = len(values) // 2
-    first, second = values[:half], values[half:2 * half]
+    first, second = values[:half], values[half : 2 * half]
     keep = np.isfinite(first) & np.isfinite(second)
     if len(values) % 2 or keep.sum() < 2 or np.ptp(first[keep]) == 0 or np.ptp(second[keep]) == 0:
         return float("nan")
     return float(np.corrcoef(first[keep], second[keep])[0, 1])
 
 
-def component_weights_figure(components: pd.DataFrame, path: str | Path, *, agg: str = "mean",
-                             by: str | None = None, title: str | None = None) -> Path:
+def component_weights_figure(
+    components: pd.DataFrame, path: str | Path, *, agg: str = "mean", by: str | None = None, title: str | None = None
+) -> Path:
     """The mean (or median) ``component_weight`` per native query dimension over heads:
     bars, or with ``by`` (e.g. ``"checkpoint"``, in step order) one line per group.
 
@@ -241,8 +257,9 @@ def component_weights_figure(components: pd.DataFrame, path: str | Path, *, agg:
     _check(components, ["component", "component_weight", *([by] if by else [])], "components")
     label = None if by else _single_model(components, "components", "by='checkpoint'")
     dims = _nonnegative_ints(components["component"], "components['component']")
-    frame = components.assign(component=dims,
-                              component_weight=pd.to_numeric(components["component_weight"], errors="coerce"))
+    frame = components.assign(
+        component=dims, component_weight=pd.to_numeric(components["component_weight"], errors="coerce")
+    )
     d = int(dims.max()) + 1
     x = np.arange(d)
     fig = Figure(figsize=(max(7.0, 3.0 + 0.06 * d), 4.5), layout="constrained")
@@ -257,11 +274,13 @@ def component_weights_figure(components: pd.DataFrame, path: str | Path, *, agg:
         groups = dict(list(frame.groupby(by, sort=False)))
         tops, halves_r = [], float("nan")
         for group, colour in zip(order, _group_colours(len(order), by == "checkpoint"), strict=True):
-            stats = (groups[group].groupby("component")["component_weight"].agg(agg).reindex(x)
-                     .to_numpy(dtype=np.float64))
+            stats = (
+                groups[group].groupby("component")["component_weight"].agg(agg).reindex(x).to_numpy(dtype=np.float64)
+            )
             r = _halves_r(stats)
-            ax.plot(x, stats, color=colour, lw=1.4, label=f"{group}" + (f" (halves r = {r:.2f})" if np.isfinite(r)
-                                                                          else ""))
+            ax.plot(
+                x, stats, color=colour, lw=1.4, label=f"{group}" + (f" (halves r = {r:.2f})" if np.isfinite(r) else "")
+            )
             tops.append(stats)
     top = np.nanmax(np.concatenate(tops)) if np.isfinite(np.concatenate(tops)).any() else 1.0
     ax.set_ylim(0, 1.3 * top if top > 0 else 1.0)
@@ -269,13 +288,26 @@ def component_weights_figure(components: pd.DataFrame, path: str | Path, *, agg:
         half = d // 2
         ax.axvline(half - 0.5, color="black", lw=1, ls="--", label=f"d/2 = {half}")
         # In axes coordinates vertically, so the pairing needs no second x axis.
-        ax.annotate("", xy=(half + (half - 1) / 2, 0.93), xytext=((half - 1) / 2, 0.93),
-                    xycoords=ax.get_xaxis_transform(), arrowprops={"arrowstyle": "<->", "color": "dimgray"})
+        ax.annotate(
+            "",
+            xy=(half + (half - 1) / 2, 0.93),
+            xytext=((half - 1) / 2, 0.93),
+            xycoords=ax.get_xaxis_transform(),
+            arrowprops={"arrowstyle": "<->", "color": "dimgray"},
+        )
         text = f"rotate_half: j ↔ j + {half} (same RoPE frequency)"
         if np.isfinite(halves_r):
             text += f"; halves r = {halves_r:.2f}"
-        ax.text(half - 0.5, 0.95, text, transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=8,
-                color="dimgray")
+        ax.text(
+            half - 0.5,
+            0.95,
+            text,
+            transform=ax.get_xaxis_transform(),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            color="dimgray",
+        )
     ax.set_xlim(-0.6, d - 0.4)
     _legend(ax, len(ax.get_legend_handles_labels()[1]), loc="upper left", bbox_to_anchor=(0.0, 0.9), title=by)
     if {"layer", "head"} <= set(frame.columns):
@@ -283,8 +315,11 @@ def component_weights_figure(components: pd.DataFrame, path: str | Path, *, agg:
         default = f"{agg} component weight of {n_heads} heads per dimension"
     else:
         default = f"{agg} component weight per dimension"
-    ax.set(xlabel="dimension (oriented query basis)", ylabel=f"{agg} component weight",
-           title=title or default + (f" ({label})" if label else ""))
+    ax.set(
+        xlabel="dimension (oriented query basis)",
+        ylabel=f"{agg} component weight",
+        title=title or default + (f" ({label})" if label else ""),
+    )
     return _atomic_savefig(fig, Path(path))
 
 
@@ -293,8 +328,15 @@ def component_weights_figure(components: pd.DataFrame, path: str | Path, *, agg:
 # ---------------------------------------------------------------------------------------------
 
 
-def score_correlation_figure(report: pd.DataFrame, scores: pd.DataFrame, path: str | Path, *,
-                             metric: str = "ap_drop", score_column: str = "score", title: str | None = None) -> Path:
+def score_correlation_figure(
+    report: pd.DataFrame,
+    scores: pd.DataFrame,
+    path: str | Path,
+    *,
+    metric: str = "ap_drop",
+    score_column: str = "score",
+    title: str | None = None,
+) -> Path:
     """One labelled point per model at (score, ``report[metric]``), matched on ``checkpoint``, with
     a least-squares line and the Pearson r (``scipy.stats.pearsonr``) in the title.
 
@@ -319,12 +361,15 @@ def score_correlation_figure(report: pd.DataFrame, scores: pd.DataFrame, path: s
     left = pd.DataFrame({"checkpoint": report["checkpoint"], "_y": pd.to_numeric(report[metric], errors="coerce")})
     if "step" in report:
         left["step"] = report["step"]
-    right = pd.DataFrame({"checkpoint": scores["checkpoint"],
-                          "_x": pd.to_numeric(scores[score_column], errors="coerce")})
+    right = pd.DataFrame(
+        {"checkpoint": scores["checkpoint"], "_x": pd.to_numeric(scores[score_column], errors="coerce")}
+    )
     merged = left.merge(right, on="checkpoint", how="inner").dropna(subset=["_x", "_y"])
     if len(merged) < 3:
-        raise ValueError(f"scores matches {len(merged)} model(s) of report with finite {metric!r} and "
-                         f"{score_column!r}; a Pearson correlation needs at least 3")
+        raise ValueError(
+            f"scores matches {len(merged)} model(s) of report with finite {metric!r} and "
+            f"{score_column!r}; a Pearson correlation needs at least 3"
+        )
     merged = merged.set_index("checkpoint", drop=False).loc[checkpoint_order(merged)]
     x, y = merged["_x"].to_numpy(np.float64), merged["_y"].to_numpy(np.float64)
     fig = Figure(figsize=(6, 5), layout="constrained")

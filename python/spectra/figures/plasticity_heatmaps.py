@@ -39,8 +39,9 @@ def _bin_width(heatmap: pd.DataFrame) -> int:
     return int(widths[0])
 
 
-def heatmap_matrix(heatmap: pd.DataFrame, *, n_distance: int | None = None,
-                   n_delta: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def heatmap_matrix(
+    heatmap: pd.DataFrame, *, n_distance: int | None = None, n_delta: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The pooled 2-D heatmap: ``matrix[i, j] = Σ pp_sum / Σ n_pairs`` over the rows (heads) with
     ``distance_bin == i`` and ``delta_bin == j``; a cell without pairs is NaN, never 0.
 
@@ -92,13 +93,33 @@ def _heatmap_norm(values: np.ndarray, vmin: float | None, vmax: float | None) ->
     return Normalize(*_span(lo, hi))
 
 
-def _draw_delta_heatmap(ax, matrix: np.ndarray, delta_edges: np.ndarray, distance_edges: np.ndarray,
-                        norm: Normalize, *, boundary_label: bool = True):
-    image = ax.imshow(np.ma.masked_invalid(matrix), origin="lower", aspect="auto", interpolation="nearest",
-                      cmap="magma", norm=norm, extent=(0, delta_edges[-1], 0, distance_edges[-1]))
+def _draw_delta_heatmap(
+    ax,
+    matrix: np.ndarray,
+    delta_edges: np.ndarray,
+    distance_edges: np.ndarray,
+    norm: Normalize,
+    *,
+    boundary_label: bool = True,
+):
+    image = ax.imshow(
+        np.ma.masked_invalid(matrix),
+        origin="lower",
+        aspect="auto",
+        interpolation="nearest",
+        cmap="magma",
+        norm=norm,
+        extent=(0, delta_edges[-1], 0, distance_edges[-1]),
+    )
     x_max = float(delta_edges[-1])
-    ax.plot([0.0, x_max], [0.0, x_max / 2], color="tab:cyan", lw=1.2, ls="--",
-            label="D = Δ/2 (feasibility boundary)" if boundary_label else None)
+    ax.plot(
+        [0.0, x_max],
+        [0.0, x_max / 2],
+        color="tab:cyan",
+        lw=1.2,
+        ls="--",
+        label="D = Δ/2 (feasibility boundary)" if boundary_label else None,
+    )
     ax.set_xlim(0, delta_edges[-1])
     ax.set_ylim(0, distance_edges[-1])
     # Ticks at bin starts, in tokens.
@@ -113,8 +134,14 @@ def _draw_delta_heatmap(ax, matrix: np.ndarray, delta_edges: np.ndarray, distanc
     return image
 
 
-def heatmap_figure(heatmap: pd.DataFrame, path: str | Path, *, title: str | None = None, vmin: float | None = None,
-                   vmax: float | None = None) -> Path:
+def heatmap_figure(
+    heatmap: pd.DataFrame,
+    path: str | Path,
+    *,
+    title: str | None = None,
+    vmin: float | None = None,
+    vmax: float | None = None,
+) -> Path:
     """Mean pairwise plasticity per (Δ bin, D bin), pooled over heads (:func:`heatmap_matrix`), on
     magma; empty cells blank; axes in tokens with ticks at bin starts; the boundary D = Δ/2 dashed.
 
@@ -142,8 +169,9 @@ def heatmap_figure(heatmap: pd.DataFrame, path: str | Path, *, title: str | None
     return _atomic_savefig(fig, Path(path))
 
 
-def heatmaps_comparison_figure(heatmap: pd.DataFrame, path: str | Path, *, by: str = "checkpoint",
-                               title: str | None = None) -> Path:
+def heatmaps_comparison_figure(
+    heatmap: pd.DataFrame, path: str | Path, *, by: str = "checkpoint", title: str | None = None
+) -> Path:
     """One (Δ, D) heatmap panel per ``by`` group (checkpoints in step order), side by side and
     wrapped at four per row, on the same grid and one shared colour scale.
 
@@ -186,8 +214,9 @@ def heatmaps_comparison_figure(heatmap: pd.DataFrame, path: str | Path, *, by: s
 # ---------------------------------------------------------------------------------------------
 
 
-def bucket_heatmap_figure(cells: pd.DataFrame, path: str | Path, *, agg: str = "mean",
-                          title: str | None = None) -> Path:
+def bucket_heatmap_figure(
+    cells: pd.DataFrame, path: str | Path, *, agg: str = "mean", title: str | None = None
+) -> Path:
     """The published heatmap: query bucket (rows) × key bucket (columns), the mean or median of
     ``ap`` over heads, cells with ``k_bucket >= q_cell`` masked, magma.
 
@@ -206,23 +235,29 @@ def bucket_heatmap_figure(cells: pd.DataFrame, path: str | Path, *, agg: str = "
     label = _single_model(cells, "cells", "one figure per checkpoint")
     k = pd.to_numeric(cells["k_bucket"], errors="coerce")
     if k.isna().all():
-        raise ValueError("cells has no key buckets: k_bucket is NaN in every row (thesis mode pools the keys of "
-                         "every earlier position); the bucket heatmap needs the per (q, k) bucket table")
+        raise ValueError(
+            "cells has no key buckets: k_bucket is NaN in every row (thesis mode pools the keys of "
+            "every earlier position); the bucket heatmap needs the per (q, k) bucket table"
+        )
     frame = cells.loc[k.notna()].assign(ap=lambda f: pd.to_numeric(f["ap"], errors="coerce"))
     q_cell = _nonnegative_ints(frame["q_cell"], "cells['q_cell']")
     k_bucket = _nonnegative_ints(frame["k_bucket"], "cells['k_bucket']")
     n = int(max(q_cell.max(), k_bucket.max())) + 1
-    grid = (frame.assign(q_cell=q_cell, k_bucket=k_bucket)
-            .pivot_table(index="q_cell", columns="k_bucket", values="ap", aggfunc=agg, dropna=False)
-            .reindex(index=range(n), columns=range(n)).to_numpy(dtype=np.float64, copy=True))
+    grid = (
+        frame.assign(q_cell=q_cell, k_bucket=k_bucket)
+        .pivot_table(index="q_cell", columns="k_bucket", values="ap", aggfunc=agg, dropna=False)
+        .reindex(index=range(n), columns=range(n))
+        .to_numpy(dtype=np.float64, copy=True)
+    )
     grid[np.arange(n)[None, :] >= np.arange(n)[:, None]] = np.nan
     fig = Figure(figsize=(8, 6), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     finite = grid[np.isfinite(grid)]
     norm = Normalize(*_span(finite.min(), finite.max())) if finite.size else Normalize(0, 1)
-    image = ax.imshow(np.ma.masked_invalid(grid), origin="lower", aspect="auto", interpolation="nearest",
-                      cmap="magma", norm=norm)
+    image = ax.imshow(
+        np.ma.masked_invalid(grid), origin="lower", aspect="auto", interpolation="nearest", cmap="magma", norm=norm
+    )
     fig.colorbar(image, ax=ax, label=f"{agg} AP over heads")
     ticks = _thinned(n)
     ax.set_xticks(ticks)

@@ -1,6 +1,3 @@
-
-
-
 """Figures of scale-sweep tables: metric curves, gain fits, gain heatmaps and Q-vs-K comparisons.
 
 A *sweep table* is the long frame of the scale-sweep contract: one row per (mode, kind, layer,
@@ -115,8 +112,11 @@ def plot_metric_vs_scale(
     _check_alpha(rows, "sweep")
 
     kind_order = list(_KIND_STYLE)  # q, k, logits, then anything else
-    kinds = (sorted(_values(rows, "kind"), key=lambda k: (kind_order.index(k) if k in kind_order else 99, str(k)))
-             if "kind" in rows.columns else [None])
+    kinds = (
+        sorted(_values(rows, "kind"), key=lambda k: (kind_order.index(k) if k in kind_order else 99, str(k)))
+        if "kind" in rows.columns
+        else [None]
+    )
     modes = _values(rows, "mode") if "mode" in rows.columns else [None]
     by = ["layer", "head"] + (["kind"] if kinds != [None] else []) + (["mode"] if modes != [None] else [])
     head_colour = {pair: _colour(i, len(chosen)) for i, pair in enumerate(chosen)}
@@ -127,7 +127,7 @@ def plot_metric_vs_scale(
     for ax, metric in zip(axes, metrics):
         curve = _curve(rows, metric, by)
         drew = False
-        for (layer, head) in chosen:
+        for layer, head in chosen:
             for k in kinds:
                 for m in modes:
                     sel = (curve["layer"] == layer) & (curve["head"] == head)
@@ -144,9 +144,14 @@ def plot_metric_vs_scale(
                     if len(modes) > 1:
                         label += f" ({m})"
                     line = _draw_curve(
-                        ax, part["alpha"].to_numpy(np.float64), part["mean"].to_numpy(np.float64),
-                        part["se"].to_numpy(np.float64), colour=head_colour[(layer, head)],
-                        linestyle=_KIND_STYLE.get(k, "-."), marker=_MODE_MARKER.get(m, "^"), label=label,
+                        ax,
+                        part["alpha"].to_numpy(np.float64),
+                        part["mean"].to_numpy(np.float64),
+                        part["se"].to_numpy(np.float64),
+                        colour=head_colour[(layer, head)],
+                        linestyle=_KIND_STYLE.get(k, "-."),
+                        marker=_MODE_MARKER.get(m, "^"),
+                        label=label,
                     )
                     drew = drew or bool(np.isfinite(part["mean"].to_numpy(np.float64)).any())
                     if ax is axes[0]:
@@ -161,8 +166,12 @@ def plot_metric_vs_scale(
         fig.legend(handles=handles, loc="outside right upper", fontsize=7 if len(handles) > 12 else 8, ncol=ncol)
     n_samples = rows["sample"].nunique()
     scope = ", ".join(f"{c}: {'/'.join(map(str, v))}" for c, v in (("kind", kinds), ("mode", modes)) if v != [None])
-    fig.suptitle(f"metric vs scale ({scope}; mean over {n_samples} sample(s), ±1 s.e.)" if scope
-                 else f"metric vs scale (mean over {n_samples} sample(s), ±1 s.e.)", fontsize=11)
+    fig.suptitle(
+        f"metric vs scale ({scope}; mean over {n_samples} sample(s), ±1 s.e.)"
+        if scope
+        else f"metric vs scale (mean over {n_samples} sample(s), ±1 s.e.)",
+        fontsize=11,
+    )
     return _atomic_savefig(fig, Path(path))
 
 
@@ -215,7 +224,7 @@ def plot_gain_fits(
     nrows, ncols = _grid_shape(len(table), per_row=4)
     fig = Figure(figsize=(3.4 * ncols, 2.9 * nrows + 0.6), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax in axes[len(table):]:
+    for ax in axes[len(table) :]:
         ax.set_visible(False)
     for i, (ax, record) in enumerate(zip(axes, table.to_dict("records"))):
         layer, head = int(record["layer"]), int(record["head"])
@@ -234,8 +243,17 @@ def plot_gain_fits(
         mean = curve["mean"].to_numpy(np.float64)
         se = curve["se"].to_numpy(np.float64)
         colour = _colour(i, len(table))
-        ax.errorbar(x, mean, yerr=np.where(np.isfinite(se), se, 0.0), fmt="o", markersize=3.5,
-                    color=colour, ecolor=colour, elinewidth=0.8, capsize=2)
+        ax.errorbar(
+            x,
+            mean,
+            yerr=np.where(np.isfinite(se), se, 0.0),
+            fmt="o",
+            markersize=3.5,
+            color=colour,
+            ecolor=colour,
+            elinewidth=0.8,
+            capsize=2,
+        )
         gain, icpt = float(record[gain_col]), float(record[icpt_col])
         text = f"gain = {gain:.3g}"
         if np.isfinite(gain) and np.isfinite(icpt):
@@ -244,8 +262,16 @@ def plot_gain_fits(
         if r2_col in record:
             r2 = float(record[r2_col])
             text += f"\nR² = {r2:.3f}" if np.isfinite(r2) else "\nR² = nan"
-        ax.text(0.03, 0.97, text, transform=ax.transAxes, ha="left", va="top", fontsize=8,
-                bbox={"boxstyle": "round,pad=0.25", "facecolor": "white", "alpha": 0.8, "linewidth": 0.5})
+        ax.text(
+            0.03,
+            0.97,
+            text,
+            transform=ax.transAxes,
+            ha="left",
+            va="top",
+            fontsize=8,
+            bbox={"boxstyle": "round,pad=0.25", "facecolor": "white", "alpha": 0.8, "linewidth": 0.5},
+        )
         ax.axvline(0.0, color="grey", linewidth=0.6, linestyle=":")
     scope = ", ".join(f"{c}: {v}" for c, v in (("kind", chosen_kind), ("mode", chosen_mode)) if v is not None)
     shown = f"; first {len(table)} of {n_total} heads" if n_total > len(table) else ""
@@ -284,8 +310,10 @@ def plot_gain_heatmap(
     check_frame(gains, ["layer", "head", column], "gains")
     dup = gains.duplicated(["layer", "head"])
     if dup.any():
-        raise ValueError(f"gains has {int(dup.sum())} duplicate (layer, head) row(s); filter it to one row per "
-                         f"head (e.g. by kind or mode) first; columns {list(gains.columns)}")
+        raise ValueError(
+            f"gains has {int(dup.sum())} duplicate (layer, head) row(s); filter it to one row per "
+            f"head (e.g. by kind or mode) first; columns {list(gains.columns)}"
+        )
     layers = gains["layer"].to_numpy(np.int64)
     heads = gains["head"].to_numpy(np.int64)
     if layers.min() < 0 or heads.min() < 0:
@@ -303,13 +331,16 @@ def plot_gain_heatmap(
         norm, cmap = Normalize(-bound, bound), matplotlib.colormaps["RdBu_r"].with_extremes(bad="darkgrey")
     else:
         lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-        norm, cmap = Normalize(lo, hi if hi > lo else lo + 1e-12), matplotlib.colormaps["viridis"].with_extremes(
-            bad="lightgrey")
+        norm, cmap = (
+            Normalize(lo, hi if hi > lo else lo + 1e-12),
+            matplotlib.colormaps["viridis"].with_extremes(bad="lightgrey"),
+        )
 
     fig = Figure(figsize=(max(4.5, 1.8 + 0.32 * n_heads), max(3.2, 1.4 + 0.26 * n_layers)), layout="constrained")
     ax = fig.add_subplot()
-    image = ax.imshow(np.ma.masked_invalid(grid), aspect="auto", origin="lower", interpolation="nearest",
-                      cmap=cmap, norm=norm)
+    image = ax.imshow(
+        np.ma.masked_invalid(grid), aspect="auto", origin="lower", interpolation="nearest", cmap=cmap, norm=norm
+    )
     fig.colorbar(image, ax=ax, label=f"{column} (d {metric} / d ln α)")
     title = f"{column}: layer × head"
     if "category" in gains.columns:
@@ -323,8 +354,16 @@ def plot_gain_heatmap(
             value = grid[layer, head]
             r, g, b, _ = cmap(norm(value)) if np.isfinite(value) else (0.8, 0.8, 0.8, 1.0)
             colour = "white" if 0.299 * r + 0.587 * g + 0.114 * b < 0.5 else "black"
-            ax.text(head, layer, codes[str(cat)], ha="center", va="center", fontsize=fontsize,
-                    fontweight="bold", color=colour)
+            ax.text(
+                head,
+                layer,
+                codes[str(cat)],
+                ha="center",
+                va="center",
+                fontsize=fontsize,
+                fontweight="bold",
+                color=colour,
+            )
         if codes:
             title += "\n" + ", ".join(f"{code} = {cat}" for cat, code in codes.items())
     ax.set_title(title, fontsize=10)

@@ -31,15 +31,14 @@ def _values(frame: pd.DataFrame, column: str) -> list:
     return sorted(frame[column].dropna().unique().tolist(), key=str)
 
 
-def _one_value(
-    frame: pd.DataFrame, column: str, value, prefer: str | None, name: str
-) -> tuple[pd.DataFrame, object]:
+def _one_value(frame: pd.DataFrame, column: str, value, prefer: str | None, name: str) -> tuple[pd.DataFrame, object]:
     """Rows of ``frame`` with ``column == value``. ``value=None`` takes the column's only value,
     else ``prefer`` when present; a table without the column is taken whole."""
     if column not in frame.columns:
         if value is not None:
-            raise KeyError(f"{column}={value!r} was asked for but {name} has no {column!r} column; "
-                           f"it has {list(frame.columns)}")
+            raise KeyError(
+                f"{column}={value!r} was asked for but {name} has no {column!r} column; it has {list(frame.columns)}"
+            )
         return frame, None
     present = _values(frame, column)
     if value is None:
@@ -61,8 +60,9 @@ def _some_values(frame: pd.DataFrame, column: str, values, name: str) -> pd.Data
         return frame
     wanted = [values] if isinstance(values, str) else list(values)
     if column not in frame.columns:
-        raise KeyError(f"{column}={values!r} was asked for but {name} has no {column!r} column; "
-                       f"it has {list(frame.columns)}")
+        raise KeyError(
+            f"{column}={values!r} was asked for but {name} has no {column!r} column; it has {list(frame.columns)}"
+        )
     rows = frame[frame[column].isin(wanted)]
     if rows.empty:
         raise ValueError(f"{name} has no rows with {column} in {wanted}; it has {_values(frame, column)}")

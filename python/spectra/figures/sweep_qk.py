@@ -42,8 +42,10 @@ def _qk_rows(sweep: pd.DataFrame, heads: HeadList | None, mode: str | None) -> t
     both = sorted(q_heads & k_heads)
     if heads is None:
         if not both:
-            raise ValueError("sweep has no head with both q and k rows"
-                             + (f" in mode {chosen_mode!r}" if chosen_mode is not None else ""))
+            raise ValueError(
+                "sweep has no head with both q and k rows"
+                + (f" in mode {chosen_mode!r}" if chosen_mode is not None else "")
+            )
         chosen = both
     else:
         chosen = _chosen_heads(rows, heads, "sweep")
@@ -97,8 +99,13 @@ def plot_qk_delta_entropy(
         if part.empty:
             _no_data(ax, "no paired q/k rows")
         else:
-            _draw_curve(ax, part["alpha"].to_numpy(np.float64), part["mean"].to_numpy(np.float64),
-                        part["se"].to_numpy(np.float64), colour=colour)
+            _draw_curve(
+                ax,
+                part["alpha"].to_numpy(np.float64),
+                part["mean"].to_numpy(np.float64),
+                part["se"].to_numpy(np.float64),
+                colour=colour,
+            )
         ax.axhline(0.0, color="grey", linewidth=0.6)
         _alpha_axis(ax, rows["alpha"])
         ax.set_title(_label(layer, head), fontsize=10)
@@ -110,9 +117,15 @@ def plot_qk_delta_entropy(
             for k, style in (("q", "-"), ("k", "--")):
                 part = _kind_curve(kl, layer, head, k)
                 if not part.empty:
-                    _draw_curve(ax, part["alpha"].to_numpy(np.float64), part["mean"].to_numpy(np.float64),
-                                part["se"].to_numpy(np.float64), colour=colour, linestyle=style,
-                                label=f"{_KIND_NAME[k]} scaled")
+                    _draw_curve(
+                        ax,
+                        part["alpha"].to_numpy(np.float64),
+                        part["mean"].to_numpy(np.float64),
+                        part["se"].to_numpy(np.float64),
+                        colour=colour,
+                        linestyle=style,
+                        label=f"{_KIND_NAME[k]} scaled",
+                    )
             _alpha_axis(ax, rows["alpha"])
             ax.set_title(f"{_label(layer, head)} kl_logits", fontsize=9)
             if col == 0:
@@ -140,8 +153,15 @@ def _bars(ax, labels: list[str], values: np.ndarray, colours: list, title: str, 
     for xi, bar, value in zip(x, bars, values):
         if np.isinf(value):
             bar.set_hatch("//")
-            ax.text(xi, bar.get_height(), "inf" if value > 0 else "-inf", ha="center",
-                    va="bottom" if value > 0 else "top", fontsize=7, fontweight="bold")
+            ax.text(
+                xi,
+                bar.get_height(),
+                "inf" if value > 0 else "-inf",
+                ha="center",
+                va="bottom" if value > 0 else "top",
+                fontsize=7,
+                fontweight="bold",
+            )
         elif np.isnan(value):
             ax.text(xi, 0.0, "nan", ha="center", va="bottom", fontsize=7, color="grey")
     ax.axhline(0.0, color="black", linewidth=0.5)
@@ -188,8 +208,10 @@ def plot_qk_panel(
 
     has_shift = "k_group_entropy_shift" in asymmetry.columns
     top_rows, ncols = _grid_shape(len(curve_heads))
-    fig = Figure(figsize=(max(3.2 * ncols, 0.45 * len(chosen) * (2 if has_shift else 1) + 2.0),
-                          2.6 * top_rows + 3.4), layout="constrained")
+    fig = Figure(
+        figsize=(max(3.2 * ncols, 0.45 * len(chosen) * (2 if has_shift else 1) + 2.0), 2.6 * top_rows + 3.4),
+        layout="constrained",
+    )
     grid = fig.add_gridspec(2, 1, height_ratios=[2.6 * top_rows, 3.0])
     top = grid[0].subgridspec(top_rows, ncols)
     bottom = grid[1].subgridspec(1, 2 if has_shift else 1)
@@ -201,9 +223,15 @@ def plot_qk_panel(
             part = _kind_curve(curves, layer, head, k)
             if not part.empty:
                 drew = True
-                _draw_curve(ax, part["alpha"].to_numpy(np.float64), part["mean"].to_numpy(np.float64),
-                            part["se"].to_numpy(np.float64), colour=colour, linestyle=style,
-                            label=f"{_KIND_NAME[k]} scaled")
+                _draw_curve(
+                    ax,
+                    part["alpha"].to_numpy(np.float64),
+                    part["mean"].to_numpy(np.float64),
+                    part["se"].to_numpy(np.float64),
+                    colour=colour,
+                    linestyle=style,
+                    label=f"{_KIND_NAME[k]} scaled",
+                )
         if not drew:
             _no_data(ax, "no sweep rows")
         _alpha_axis(ax, rows["alpha"])
@@ -231,8 +259,14 @@ def plot_qk_panel(
         ax.legend(handles=handles, fontsize=7, title="role", title_fontsize=7)
     if has_shift:
         ax = fig.add_subplot(bottom[0, 1])
-        _bars(ax, labels, table["k_group_entropy_shift"].to_numpy(np.float64), colours,
-              "GQA group entropy shift under K scaling", "k_group_entropy_shift (nats)")
+        _bars(
+            ax,
+            labels,
+            table["k_group_entropy_shift"].to_numpy(np.float64),
+            colours,
+            "GQA group entropy shift under K scaling",
+            "k_group_entropy_shift (nats)",
+        )
     scope = f" (mode: {chosen_mode})" if chosen_mode is not None else ""
     shown = f"; curves for first {len(curve_heads)} of {len(chosen)} heads" if len(chosen) > len(curve_heads) else ""
     fig.suptitle(f"Q vs K scaling: entropy curves and asymmetry{scope}{shown}", fontsize=11)

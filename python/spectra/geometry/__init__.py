@@ -24,7 +24,19 @@ from spectra.geometry.summary import checkpoint_order, depth_bins, family_correl
 from spectra.geometry.tables import GeometryTables, capture_table, head_table, series
 
 __all__ = [
-    "PC0_CLASSES", "GeometryTables", "capture_table", "checkpoint_order", "combined_pca", "depth_bins",
-    "family_correlations", "head_table", "kind_pca", "pc0_class", "planar_rotation", "rotation", "series", "summarize",
+    "PC0_CLASSES",
+    "GeometryTables",
+    "capture_table",
+    "checkpoint_order",
+    "combined_pca",
+    "depth_bins",
+    "family_correlations",
+    "head_table",
+    "kind_pca",
+    "pc0_class",
+    "planar_rotation",
+    "rotation",
+    "series",
+    "summarize",
     "summarize_series",
 ]

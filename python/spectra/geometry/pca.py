@@ -54,11 +54,22 @@ def combined_pca(q, k, q_pos, k_pos, n_components: int = 10, *, anchor_tolerance
     q, k, q_pos, k_pos = _tensors(q, k, q_pos, k_pos)
     _check_count("n_components", n_components, 1)
     out = qk_geometry.combined_pca(q, q_pos, k, k_pos, n_components, anchor_tolerance)
-    table = pd.DataFrame({"pc": np.arange(len(out["r_q"])), "explained_variance": out["explained_variance"].numpy(),
-                          "r_q": out["r_q"].numpy(), "r_k": out["r_k"].numpy()})
-    table.attrs.update(p_q=out["p_q"], p_k=out["p_k"], fisher_pc0=out["fisher_pc0"],
-                       accuracy_pc01=out["accuracy_pc01"], components=out["components"].numpy(),
-                       mean=out["mean"].numpy())
+    table = pd.DataFrame(
+        {
+            "pc": np.arange(len(out["r_q"])),
+            "explained_variance": out["explained_variance"].numpy(),
+            "r_q": out["r_q"].numpy(),
+            "r_k": out["r_k"].numpy(),
+        }
+    )
+    table.attrs.update(
+        p_q=out["p_q"],
+        p_k=out["p_k"],
+        fisher_pc0=out["fisher_pc0"],
+        accuracy_pc01=out["accuracy_pc01"],
+        components=out["components"].numpy(),
+        mean=out["mean"].numpy(),
+    )
     return table
 
 
@@ -81,8 +92,14 @@ def kind_pca(x, pos, n_components: int = 10) -> pd.DataFrame:
     _check_count("n_components", n_components, 1)
     out = qk_geometry.kind_pca(x, pos, n_components)
     r = out["r"].numpy()
-    table = pd.DataFrame({"pca_dim": np.arange(len(r)), "correlation": r, "p_value": _pearson_p(r, x.shape[0]),
-                          "explained_variance_ratio": out["explained_variance"].numpy()})
+    table = pd.DataFrame(
+        {
+            "pca_dim": np.arange(len(r)),
+            "correlation": r,
+            "p_value": _pearson_p(r, x.shape[0]),
+            "explained_variance_ratio": out["explained_variance"].numpy(),
+        }
+    )
     table.attrs.update(components=out["components"].numpy(), mean=out["mean"].numpy())
     return table
 

@@ -16,8 +16,9 @@ PC0_CLASSES = ("position-dominated", "Q-positional", "K-positional", "content-fo
 AxisB = Literal["centroid", "eigen"]
 
 
-def planar_rotation(q, k, q_pos, k_pos, *, axis_b: AxisB = "centroid", n_planes: int = 30,
-                    active_threshold: float = 0.3) -> dict[str, object]:
+def planar_rotation(
+    q, k, q_pos, k_pos, *, axis_b: AxisB = "centroid", n_planes: int = 30, active_threshold: float = 0.3
+) -> dict[str, object]:
     """The planar rotation model of one head: axes ``a``, ``b`` and every per-head metric (see docs/geometry.md, 'Definitions'):
     ``mu_q_a`` (a mean; ``intercept_q_a`` is the OLS intercept), ``alpha_q``, ``alpha_k``,
     ``bias_strength = mu_q_a · alpha_k``, ``r_q_a``, ``r_k_a``, ``position_r``,
@@ -57,9 +58,16 @@ def _check_axis(axis_b: str) -> None:
 def _planes_frame(rot: dict) -> pd.DataFrame:
     """Moves the native result's per-plane arrays out of ``rot`` into a table."""
     var = rot.pop("plane_var").numpy()
-    return pd.DataFrame({"plane": np.arange(len(var)), "var_fraction": var, "omega": rot.pop("plane_omega").numpy(),
-                         "angle_r": rot.pop("plane_angle_r").numpy(),
-                         "accuracy": rot.pop("plane_accuracy").numpy(), "active": rot.pop("plane_active").numpy()})
+    return pd.DataFrame(
+        {
+            "plane": np.arange(len(var)),
+            "var_fraction": var,
+            "omega": rot.pop("plane_omega").numpy(),
+            "angle_r": rot.pop("plane_angle_r").numpy(),
+            "accuracy": rot.pop("plane_accuracy").numpy(),
+            "active": rot.pop("plane_active").numpy(),
+        }
+    )
 
 
 def pc0_class(r_q: float, r_k: float, *, hi: float = 0.7, lo: float = 0.3) -> str:

@@ -55,9 +55,25 @@ def summarize(heads: pd.DataFrame, n_layers: int | None = None) -> dict[str, obj
         >>> s["fraction_bias_positive"], s["median_alpha_k_over_alpha_q"]
         (0.6666666666666666, 1.0)
     """
-    check_frame(heads, ["layer", "pc0_class", "bias_strength", "mu_q_a", "alpha_q", "alpha_k", "r_q_a", "r_k_a",
-                        "separation_strength", "plane_var_fraction", "var_frac_a", "var_frac_b", "residual_pos_r"],
-                "heads")
+    check_frame(
+        heads,
+        [
+            "layer",
+            "pc0_class",
+            "bias_strength",
+            "mu_q_a",
+            "alpha_q",
+            "alpha_k",
+            "r_q_a",
+            "r_k_a",
+            "separation_strength",
+            "plane_var_fraction",
+            "var_frac_a",
+            "var_frac_b",
+            "residual_pos_r",
+        ],
+        "heads",
+    )
     if heads.empty:
         raise ValueError("heads: the table is empty")
     ratio = (heads["alpha_k"].abs() / heads["alpha_q"].abs()).replace([np.inf, -np.inf], np.nan)
@@ -73,8 +89,9 @@ def summarize(heads: pd.DataFrame, n_layers: int | None = None) -> dict[str, obj
         "bias_vs_separation_r": _corr(heads["bias_strength"], heads["separation_strength"]),
         "max_residual_pos_r": float(heads["residual_pos_r"].max()),
     }
-    columns = [c for c in ("bias_strength", "alpha_k", "mu_q_a", "pc0_r_q", "pc0_r_k", "plane_var_fraction")
-               if c in heads]
+    columns = [
+        c for c in ("bias_strength", "alpha_k", "mu_q_a", "pc0_r_q", "pc0_r_k", "plane_var_fraction") if c in heads
+    ]
     per_bin = heads.assign(depth_bin=depth_bins(heads["layer"], n_layers)).groupby("depth_bin")[columns].mean()
     summary["depth_bins"] = {int(b): {k: float(v) for k, v in row.items()} for b, row in per_bin.iterrows()}
     if "uses_rope" in heads:
@@ -102,8 +119,17 @@ def _means(heads: pd.DataFrame) -> dict[str, float]:
         "mean_separation_strength": float(heads["separation_strength"].mean()),
         "mean_plane_var_fraction": float(heads["plane_var_fraction"].mean()),
     }
-    for column in ("pc0_r_q", "pc0_r_k", "pc0_explained_variance", "p_q", "p_k", "fisher_pc0", "accuracy_pc01",
-                   "n_active_planes", "active_var_fraction"):
+    for column in (
+        "pc0_r_q",
+        "pc0_r_k",
+        "pc0_explained_variance",
+        "p_q",
+        "p_k",
+        "fisher_pc0",
+        "accuracy_pc01",
+        "n_active_planes",
+        "active_var_fraction",
+    ):
         if column in heads:
             out[f"mean_{column}"] = float(heads[column].mean())
     return out

@@ -19,9 +19,27 @@ from spectra.ops import qk_geometry
 
 # The per-head scalars of the rotation model, in the order of the head table's columns.
 _ROTATION_COLUMNS = (
-    "mu_q_a", "mu_k_a", "mu_q_b", "mu_k_b", "intercept_q_a", "intercept_k_a", "alpha_q", "alpha_k", "r_q_a", "r_k_a",
-    "position_r", "bias_strength", "separation_strength", "var_frac_a", "var_frac_b", "plane_var_fraction",
-    "complement_var_fraction", "content_var_b", "residual_pos_r", "drift_norm", "n_active_planes",
+    "mu_q_a",
+    "mu_k_a",
+    "mu_q_b",
+    "mu_k_b",
+    "intercept_q_a",
+    "intercept_k_a",
+    "alpha_q",
+    "alpha_k",
+    "r_q_a",
+    "r_k_a",
+    "position_r",
+    "bias_strength",
+    "separation_strength",
+    "var_frac_a",
+    "var_frac_b",
+    "plane_var_fraction",
+    "complement_var_fraction",
+    "content_var_b",
+    "residual_pos_r",
+    "drift_norm",
+    "n_active_planes",
     "active_var_fraction",
 )
 
@@ -64,21 +82,28 @@ class _Options:
             raise ValueError(f"active_threshold: expected a value in [0, 1]; got {self.active_threshold}")
 
 
-def _analyse(targets: Sequence[tuple[int, int, int]], rows_of, options: _Options,
-             chunk: int = 32) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def _analyse(
+    targets: Sequence[tuple[int, int, int]], rows_of, options: _Options, chunk: int = 32
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Head, component and plane tables of (layer, head, kv_head) targets; ``rows_of(layer, head, kv)``
     gives the (q, k) captures. Heads go to the native batch in chunks (parallel over heads, bounded
     memory)."""
     head_rows, components, planes = [], [], []
     for start in range(0, len(targets), chunk):
-        part = targets[start:start + chunk]
+        part = targets[start : start + chunk]
         inputs = []
         for layer, head, kv in part:
             q, k = rows_of(layer, head, kv)
             inputs.append((q.vectors, q.positions.double(), k.vectors, k.positions.double()))
         try:
-            results = qk_geometry.qk_geometry_batch(inputs, options.n_components, options.axis_b, options.anchor_tolerance,
-                                                    options.n_planes, options.active_threshold)
+            results = qk_geometry.qk_geometry_batch(
+                inputs,
+                options.n_components,
+                options.axis_b,
+                options.anchor_tolerance,
+                options.n_planes,
+                options.active_threshold,
+            )
         except ValueError as error:
             match = re.match(r"heads\[(\d+)\]: (.*)", str(error), re.S)
             if match is None:
@@ -87,27 +112,58 @@ def _analyse(targets: Sequence[tuple[int, int, int]], rows_of, options: _Options
             raise ValueError(f"layer {layer} head {head} (KV head {kv}): {match.group(2)}") from None
         for (layer, head, kv), (q, _, k, _), (pca, rot) in zip(part, inputs, results, strict=True):
             r_q0, r_k0 = float(pca["r_q"][0]), float(pca["r_k"][0])
-            row = {"layer": layer, "head": head, "kv_head": kv, "n_q": len(q), "n_k": len(k),
-                   "pc0_explained_variance": float(pca["explained_variance"][0]), "pc0_r_q": r_q0, "pc0_r_k": r_k0,
-                   "pc0_class": pc0_class(r_q0, r_k0, hi=options.hi, lo=options.lo), "p_q": pca["p_q"],
-                   "p_k": pca["p_k"], "fisher_pc0": pca["fisher_pc0"], "accuracy_pc01": pca["accuracy_pc01"]}
+            row = {
+                "layer": layer,
+                "head": head,
+                "kv_head": kv,
+                "n_q": len(q),
+                "n_k": len(k),
+                "pc0_explained_variance": float(pca["explained_variance"][0]),
+                "pc0_r_q": r_q0,
+                "pc0_r_k": r_k0,
+                "pc0_class": pc0_class(r_q0, r_k0, hi=options.hi, lo=options.lo),
+                "p_q": pca["p_q"],
+                "p_k": pca["p_k"],
+                "fisher_pc0": pca["fisher_pc0"],
+                "accuracy_pc01": pca["accuracy_pc01"],
+            }
             rot = dict(rot)
             plane_table = _planes_frame(rot)
             row.update({key: rot[key] for key in _ROTATION_COLUMNS})
             head_rows.append(row)
             n = len(pca["r_q"])
-            components.append(pd.DataFrame({"layer": layer, "head": head, "pc": np.arange(n),
-                                            "explained_variance": pca["explained_variance"].numpy(),
-                                            "r_q": pca["r_q"].numpy(), "r_k": pca["r_k"].numpy()}))
+            components.append(
+                pd.DataFrame(
+                    {
+                        "layer": layer,
+                        "head": head,
+                        "pc": np.arange(n),
+                        "explained_variance": pca["explained_variance"].numpy(),
+                        "r_q": pca["r_q"].numpy(),
+                        "r_k": pca["r_k"].numpy(),
+                    }
+                )
+            )
             planes.append(plane_table.assign(layer=layer, head=head))
     plane_columns = ["layer", "head", "plane", "var_fraction", "omega", "angle_r", "accuracy", "active"]
-    return (pd.DataFrame(head_rows), pd.concat(components, ignore_index=True),
-            pd.concat(planes, ignore_index=True)[plane_columns] if planes else pd.DataFrame(columns=plane_columns))
+    return (
+        pd.DataFrame(head_rows),
+        pd.concat(components, ignore_index=True),
+        pd.concat(planes, ignore_index=True)[plane_columns] if planes else pd.DataFrame(columns=plane_columns),
+    )
 
 
-def head_table(probe, heads: Iterable[tuple[int, int]] | None = None, *, n_components: int = 10,
-               axis_b: AxisB = "centroid", hi: float = 0.7, lo: float = 0.3, n_planes: int = 30,
-               active_threshold: float = 0.3) -> pd.DataFrame:
+def head_table(
+    probe,
+    heads: Iterable[tuple[int, int]] | None = None,
+    *,
+    n_components: int = 10,
+    axis_b: AxisB = "centroid",
+    hi: float = 0.7,
+    lo: float = 0.3,
+    n_planes: int = 30,
+    active_threshold: float = 0.3,
+) -> pd.DataFrame:
     """One row per (layer, query head) of a Probe that captured post-RoPE q and k (the ``heads``
     table of :class:`GeometryTables`; its ``attrs`` hold the ``components`` and ``planes`` tables).
     ``heads`` defaults to every captured query head.
@@ -129,18 +185,32 @@ def head_table(probe, heads: Iterable[tuple[int, int]] | None = None, *, n_compo
     options = _Options(n_components, axis_b, hi, lo, n_planes, active_threshold)
     options.check()
     stage = "post_rope" if "post_rope" in probe.stages else probe.stages[0]
-    wanted = list(heads) if heads is not None else [(layer, h) for layer, hs in probe.heads_by_layer.items() for h in hs]
+    wanted = (
+        list(heads) if heads is not None else [(layer, h) for layer, hs in probe.heads_by_layer.items() for h in hs]
+    )
     targets = [(layer, head, probe.kv_head(head)) for layer, head in wanted]
     table, components, planes = _analyse(
-        targets, lambda layer, head, kv: (probe.captured(layer, head, "q", stage), probe.captured(layer, kv, "k", stage)),
-        options)
+        targets,
+        lambda layer, head, kv: (probe.captured(layer, head, "q", stage), probe.captured(layer, kv, "k", stage)),
+        options,
+    )
     table.attrs.update(components=components, planes=planes)
     return table
 
 
-def capture_table(qk_dir, *, n_components: int = 10, axis_b: AxisB = "centroid", hi: float = 0.7, lo: float = 0.3,
-                  n_planes: int = 30, active_threshold: float = 0.3, gqa_group: int | None = None,
-                  per_kind: bool = False, max_rows: int | None = None) -> GeometryTables:
+def capture_table(
+    qk_dir,
+    *,
+    n_components: int = 10,
+    axis_b: AxisB = "centroid",
+    hi: float = 0.7,
+    lo: float = 0.3,
+    n_planes: int = 30,
+    active_threshold: float = 0.3,
+    gqa_group: int | None = None,
+    per_kind: bool = False,
+    max_rows: int | None = None,
+) -> GeometryTables:
     """Every captured query head of a qk-sniffer / Spectra capture folder (``l{LL}h{HH}q`` with its KV
     head's ``l{LL}h{GG}k``; post-RoPE). The KV head comes from the folder's ``spectra_capture.json``
     when present, else ``h // gqa_group``. ``per_kind=True`` also runs the published tool's PCA on
@@ -168,8 +238,10 @@ def capture_table(qk_dir, *, n_components: int = 10, axis_b: AxisB = "centroid",
 
     def read(layer: int, head: int, kind: str):
         if (layer, head) not in files[kind]:
-            raise FileNotFoundError(f"qk: {folder} has no {kind} capture l{layer:02d}h{head:02d}{kind}/data.parquet"
-                                    + (" (the KV head of a captured query head)" if kind == "k" else ""))
+            raise FileNotFoundError(
+                f"qk: {folder} has no {kind} capture l{layer:02d}h{head:02d}{kind}/data.parquet"
+                + (" (the KV head of a captured query head)" if kind == "k" else "")
+            )
         rows = read_capture(folder, layer, head, kind)
         if max_rows is not None and len(rows.positions) > max_rows:
             rows = type(rows)(*(x[:max_rows] for x in (rows.vectors, rows.positions, rows.example_ids, rows.buckets)))
@@ -212,14 +284,26 @@ def capture_table(qk_dir, *, n_components: int = 10, axis_b: AxisB = "centroid",
                 load(layer, head, "k")
         columns = ["layer", "head", "kind", "pca_dim", "correlation", "p_value", "explained_variance_ratio"]
         correlations = pd.concat(parts, ignore_index=True)[columns].sort_values(
-            ["layer", "head", "kind", "pca_dim"], ignore_index=True)
-    meta = {"qk_dir": str(folder), "model": model.get("name_or_path"), "family": model.get("family"),
-            "n_layers": model.get("n_layers"), "n_heads": model.get("n_heads"), "n_kv_heads": model.get("n_kv_heads")}
+            ["layer", "head", "kind", "pca_dim"], ignore_index=True
+        )
+    meta = {
+        "qk_dir": str(folder),
+        "model": model.get("name_or_path"),
+        "family": model.get("family"),
+        "n_layers": model.get("n_layers"),
+        "n_heads": model.get("n_heads"),
+        "n_kv_heads": model.get("n_kv_heads"),
+    }
     return GeometryTables(heads, components, planes, correlations, meta)
 
 
-def series(qk_dirs: Sequence[str | Path], *, labels: Sequence[str] | None = None,
-           steps: Sequence[int | None] | None = None, **options) -> GeometryTables:
+def series(
+    qk_dirs: Sequence[str | Path],
+    *,
+    labels: Sequence[str] | None = None,
+    steps: Sequence[int | None] | None = None,
+    **options,
+) -> GeometryTables:
     """:func:`capture_table` over captures of several checkpoints (or models), concatenated with
     ``checkpoint`` (label; default the folder name) and ``step`` columns. Steps default to the
     ``step-N`` / ``checkpoint-N`` in a folder's name or in its capture's model path, else None.
@@ -254,8 +338,11 @@ def series(qk_dirs: Sequence[str | Path], *, labels: Sequence[str] | None = None
         tables.append((label, step, result))
 
     def joined(name: str) -> pd.DataFrame | None:
-        parts = [getattr(t, name).assign(checkpoint=label, step=step) for label, step, t in tables
-                 if getattr(t, name) is not None]
+        parts = [
+            getattr(t, name).assign(checkpoint=label, step=step)
+            for label, step, t in tables
+            if getattr(t, name) is not None
+        ]
         if not parts:
             return None
         frame = pd.concat(parts, ignore_index=True)

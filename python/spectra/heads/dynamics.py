@@ -28,33 +28,58 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
-from spectra.ops.native import vec_stats
-from spectra.models import adapter_for
+from spectra.data.windows import load_windows
 from spectra.heads.stats import head_stats
 from spectra.heads.taxonomy import Thresholds, classify
+from spectra.models import adapter_for, zoo
 from spectra.models.checkpoints import checkpoint_step
-from spectra.models import zoo
-from spectra.data.windows import load_windows
+from spectra.ops.native import vec_stats
 
-__all__ = ["Dynamics", "KeyTracker", "KeyTrackerCallback", "architecture", "check_architecture", "checkpoint_step",
-           "combine", "gamma_table", "require_qk_norm", "resolve_checkpoints", "track", "track_checkpoint"]
+__all__ = [
+    "Dynamics",
+    "KeyTracker",
+    "KeyTrackerCallback",
+    "architecture",
+    "check_architecture",
+    "checkpoint_step",
+    "combine",
+    "gamma_table",
+    "require_qk_norm",
+    "resolve_checkpoints",
+    "track",
+    "track_checkpoint",
+]
 
-KV_STATS = ("k_norm_mean", "k_norm_std", "k_max_abs_mean", "k_participation_ratio_mean", "k_one_hotness_mean",
-            "k_spectral_pr", "k_entropy_rank")
+KV_STATS = (
+    "k_norm_mean",
+    "k_norm_std",
+    "k_max_abs_mean",
+    "k_participation_ratio_mean",
+    "k_one_hotness_mean",
+    "k_spectral_pr",
+    "k_entropy_rank",
+)
 ID_COLUMNS = ("layer", "head", "kv_head")
-
 
 
 def architecture(model: nn.Module) -> dict[str, object]:
     """What must agree across the checkpoints of one series."""
     a = adapter_for(model)
-    return {"model_type": getattr(model.config, "model_type", None), "n_layers": a.n_layers, "n_heads": a.n_heads,
-            "n_kv_heads": a.n_kv_heads, "head_dim": a.head_dim, "vocab_size": getattr(model.config, "vocab_size", None)}
+    return {
+        "model_type": getattr(model.config, "model_type", None),
+        "n_layers": a.n_layers,
+        "n_heads": a.n_heads,
+        "n_kv_heads": a.n_kv_heads,
+        "head_dim": a.head_dim,
+        "vocab_size": getattr(model.config, "vocab_size", None),
+    }
 
 
 def _no_qk_norm(family: str) -> ValueError:
-    return ValueError(f"gamma: {family} has no QK-norm (no k_norm gain to plot); the γ heatmap needs a family with "
-                      "one (qwen3, gemma3, phi with qk_layernorm)")
+    return ValueError(
+        f"gamma: {family} has no QK-norm (no k_norm gain to plot); the γ heatmap needs a family with "
+        "one (qwen3, gemma3, phi with qk_layernorm)"
+    )
 
 
 def require_qk_norm(model: nn.Module) -> None:
@@ -82,8 +107,17 @@ def gamma_table(model: nn.Module, step: int = 0, *, required: bool = False) -> p
         heads = range(gain.shape[0]) if per_head else [-1]
         for head in heads:
             values = gain[head] if per_head else gain
-            rows.append(pd.DataFrame({"step": step, "layer": layer, "head": head, "dim": range(len(values)),
-                                      "gamma": values.double().numpy()}))
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "step": step,
+                        "layer": layer,
+                        "head": head,
+                        "dim": range(len(values)),
+                        "gamma": values.double().numpy(),
+                    }
+                )
+            )
     return pd.concat(rows, ignore_index=True)
 
 
@@ -132,8 +166,10 @@ def resolve_checkpoints(checkpoints: Sequence[str | Path] | str) -> list[tuple[i
             final_step = int(training["step"])  # the final model is a later step than the last checkpoint
             folders = [*folders, final]
     elif isinstance(checkpoints, (str, Path)):
-        raise ValueError(f"checkpoints: expected a list of checkpoint folders or a zoo name ({', '.join(zoo.MODEL_NAMES)}); "
-                         f"got {checkpoints!r}")
+        raise ValueError(
+            f"checkpoints: expected a list of checkpoint folders or a zoo name ({', '.join(zoo.MODEL_NAMES)}); "
+            f"got {checkpoints!r}"
+        )
     else:
         folders = [Path(c) for c in checkpoints]
     if not folders:
@@ -148,14 +184,17 @@ def resolve_checkpoints(checkpoints: Sequence[str | Path] | str) -> list[tuple[i
     return [(steps[i], folders[i]) for i in order]
 
 
-def check_architecture(first: str | Path, reference: dict[str, object], folder: str | Path,
-                       shape: dict[str, object]) -> None:
+def check_architecture(
+    first: str | Path, reference: dict[str, object], folder: str | Path, shape: dict[str, object]
+) -> None:
     """Raises the ValueError of a series mixing models: ``folder`` (of :func:`architecture` ``shape``)
     differs from the series' ``first`` checkpoint."""
     if shape != reference:
         differ = {k: (reference.get(k), shape[k]) for k in shape if shape[k] != reference.get(k)}
-        raise ValueError(f"checkpoints: {folder} has another architecture than {first}: {differ}; one series "
-                         "needs checkpoints of one model")
+        raise ValueError(
+            f"checkpoints: {folder} has another architecture than {first}: {differ}; one series "
+            "needs checkpoints of one model"
+        )
 
 
 def track_checkpoint(
@@ -184,8 +223,14 @@ def track_checkpoint(
     head, kv = _series(stats, step)
     classes = classify(stats, thresholds)[["layer", "head", "class", "score", "margin", "runner_up"]]
     classes.insert(0, "step", step)
-    return Dynamics(head_series=head, kv_series=kv, gamma=gamma_table(model, step), taxonomy=classes, steps=[step],
-                    architecture=architecture(model))
+    return Dynamics(
+        head_series=head,
+        kv_series=kv,
+        gamma=gamma_table(model, step),
+        taxonomy=classes,
+        steps=[step],
+        architecture=architecture(model),
+    )
 
 
 def combine(parts: Sequence[Dynamics]) -> Dynamics:
@@ -256,8 +301,17 @@ def track(
                 input_ids = load_windows(None, tokenizer, context_length, n_samples)
         else:
             check_architecture(first[0], first[1], folder, shape)
-        parts.append(track_checkpoint(model, step, input_ids, n_random=n_random, random_block=random_block,
-                                      batch_size=batch_size, thresholds=thresholds))
+        parts.append(
+            track_checkpoint(
+                model,
+                step,
+                input_ids,
+                n_random=n_random,
+                random_block=random_block,
+                batch_size=batch_size,
+                thresholds=thresholds,
+            )
+        )
     return combine(parts)
 
 
@@ -334,8 +388,9 @@ class KeyTracker:
                 }
             for stat, per_head in values.items():
                 for kv_head, value in enumerate(per_head.tolist()):
-                    self._rows.append({"step": self.current_step, "layer": layer, "kv_head": kv_head, "stat": stat,
-                                       "value": value})
+                    self._rows.append(
+                        {"step": self.current_step, "layer": layer, "kv_head": kv_head, "stat": stat, "value": value}
+                    )
             if self._recorded_gamma_at != self.current_step:
                 self._recorded_gamma_at = self.current_step
                 self._gamma.append(gamma_table(self.model, self.current_step))

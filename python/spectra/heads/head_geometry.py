@@ -19,10 +19,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from spectra.ops import RunningMoments, SecondMoments
-from spectra.ops.native import vec_stats
 from spectra.capture.forward import run_model
 from spectra.models import adapter_for
+from spectra.ops import RunningMoments, SecondMoments
+from spectra.ops.native import vec_stats
 
 STATS = ("norm", "max_abs", "participation_ratio", "one_hotness")
 KINDS = ("q", "k")

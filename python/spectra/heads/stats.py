@@ -33,12 +33,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from spectra.ops.native import attn_row_stats
 from spectra.capture.attention_switch import AttentionClient, attached, layer_attention
 from spectra.capture.forward import run_model
 from spectra.heads.head_geometry import HeadGeometry
-from spectra.models import adapter_for
 from spectra.metrics.profile import check_input_ids, check_threshold
+from spectra.models import adapter_for
+from spectra.ops.native import attn_row_stats
 
 __all__ = ["ATTENTION_STATS", "SCORE_STATS", "head_stats", "repeated_random_tokens"]
 
@@ -55,7 +55,9 @@ def repeated_random_tokens(n: int, block: int, vocab_size: int, *, seed: int = 0
         (torch.Size([2, 10]), True)
     """
     if block < 2 or vocab_size - low < block:
-        raise ValueError(f"random_block: {block} distinct tokens need 2 <= block <= vocab_size - {low} ({vocab_size - low})")
+        raise ValueError(
+            f"random_block: {block} distinct tokens need 2 <= block <= vocab_size - {low} ({vocab_size - low})"
+        )
     gen = torch.Generator().manual_seed(seed)
     rows = [torch.randperm(vocab_size - low, generator=gen)[:block] + low for _ in range(n)]
     first = torch.stack(rows)
@@ -64,7 +66,6 @@ def repeated_random_tokens(n: int, block: int, vocab_size: int, *, seed: int = 0
 
 class _AttentionScores(AttentionClient):
     """Observer that reads each layer's q, k and accumulates per-head attention statistics."""
-
 
     def __init__(self, model: nn.Module, mode: str, *, threshold: float, ignore_first: int, block: int = 0) -> None:
         self.adapter = adapter_for(model)
@@ -99,15 +100,20 @@ class _AttentionScores(AttentionClient):
             return q, k, v
         scaling, softcap, causal, window = layer_attention(self.adapter, layer, module, kwargs)
         qd, kd = q.detach(), k.detach()
-        s = attn_row_stats(qd, kd, scaling, causal=causal, sliding_window=window, threshold=self.threshold,
-                           softcap=softcap)
+        s = attn_row_stats(
+            qd, kd, scaling, causal=causal, sliding_window=window, threshold=self.threshold, softcap=softcap
+        )
         positions = self._positions.to(torch.long)  # (B, T)
         seq = positions.shape[1]
         if self.mode == "text":
             late = (positions >= self.ignore_first)[:, None, :]
-            for name, values in (("entropy_mean", s.entropy), ("entropy_normalized_mean", s.entropy_normalized),
-                                 ("max_attn_mean", s.max_attn), ("k_eff_mean", s.k_eff.double()),
-                                 ("sink_mass_mean", s.sink_mass)):
+            for name, values in (
+                ("entropy_mean", s.entropy),
+                ("entropy_normalized_mean", s.entropy_normalized),
+                ("max_attn_mean", s.max_attn),
+                ("k_eff_mean", s.k_eff.double()),
+                ("sink_mass_mean", s.sink_mass),
+            ):
                 self._add(name, layer, values.cpu(), late)
             return q, k, v
         # Repeated random tokens: exact weights on chosen keys from two logits and the max weight.
@@ -204,17 +210,23 @@ def head_stats(
     """
     input_ids = check_input_ids(model, input_ids)
     threshold = check_threshold(threshold)
-    for name, value, low in (("n_random", n_random, 1), ("random_block", random_block, 2), ("batch_size", batch_size, 1),
-                             ("ignore_first", ignore_first, 0)):
+    for name, value, low in (
+        ("n_random", n_random, 1),
+        ("random_block", random_block, 2),
+        ("batch_size", batch_size, 1),
+        ("ignore_first", ignore_first, 0),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name}: expected an integer >= {low}; got {value!r}")
     if model.training:
         raise ValueError("model: is in training mode; call model.eval() first")
     a = adapter_for(model)
-    vocab = int(getattr(model.config, "vocab_size"))
+    vocab = int(model.config.vocab_size)
     limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
     if limit is not None and 2 * random_block > limit:
-        raise ValueError(f"random_block: 2 x {random_block} tokens exceed the model's max_position_embeddings ({limit})")
+        raise ValueError(
+            f"random_block: 2 x {random_block} tokens exceed the model's max_position_embeddings ({limit})"
+        )
     batches = [input_ids[i : i + batch_size] for i in range(0, len(input_ids), batch_size)]
 
     text = _AttentionScores(model, "text", threshold=threshold, ignore_first=ignore_first)
@@ -235,11 +247,19 @@ def head_stats(
     first = ["layer", "head", "kv_head"]
     ordered = first + [c for c in table.columns if c not in first and c != "tokens"] + ["tokens"]
     table = table[ordered]
-    table.attrs.update(n_layers=a.n_layers, n_heads=a.n_heads, n_kv_heads=a.n_kv_heads, random_block=random_block,
-                       n_random=n_random, centered=centered)
+    table.attrs.update(
+        n_layers=a.n_layers,
+        n_heads=a.n_heads,
+        n_kv_heads=a.n_kv_heads,
+        random_block=random_block,
+        n_random=n_random,
+        centered=centered,
+    )
     return table
 
 
-def summarize(table: pd.DataFrame, columns: Sequence[str] = ("k_norm_mean", "entropy_mean", "sink_mass_mean")) -> pd.DataFrame:
+def summarize(
+    table: pd.DataFrame, columns: Sequence[str] = ("k_norm_mean", "entropy_mean", "sink_mass_mean")
+) -> pd.DataFrame:
     """Per layer: mean, min and max over heads of ``columns`` (is a layer mean made of uniform heads?)."""
     return table.groupby("layer")[list(columns)].agg(["mean", "min", "max"])

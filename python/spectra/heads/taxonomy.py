@@ -60,25 +60,36 @@ class Thresholds:
                 raise ValueError(f"{name}: threshold {value!r} is outside [0, 1]")
 
 
-REQUIRED = ("layer", "head", "sink_mass_mean", "induction_score", "previous_token_score", "positional_score",
-            "entropy_normalized_mean")
+REQUIRED = (
+    "layer",
+    "head",
+    "sink_mass_mean",
+    "induction_score",
+    "previous_token_score",
+    "positional_score",
+    "entropy_normalized_mean",
+)
 
 
 def class_scores(stats: pd.DataFrame) -> pd.DataFrame:
     """``score_<class>`` for every class, one row per head of ``stats``."""
     missing = [c for c in REQUIRED if c not in stats.columns]
     if missing:
-        raise KeyError(f"stats: missing column(s) {missing}; pass the table of spectra.head_stats (it has "
-                       f"{list(stats.columns)})")
+        raise KeyError(
+            f"stats: missing column(s) {missing}; pass the table of spectra.head_stats (it has {list(stats.columns)})"
+        )
     focused = 1.0 - stats["entropy_normalized_mean"]
-    return pd.DataFrame({
-        "score_static_sink": stats["sink_mass_mean"],
-        "score_induction": stats["induction_score"],
-        "score_previous_token": stats["previous_token_score"],
-        "score_positional": stats["positional_score"],
-        "score_gatherer": stats["entropy_normalized_mean"],
-        "score_semantic_retriever": focused * (1.0 - stats["positional_score"]),
-    }, index=stats.index)
+    return pd.DataFrame(
+        {
+            "score_static_sink": stats["sink_mass_mean"],
+            "score_induction": stats["induction_score"],
+            "score_previous_token": stats["previous_token_score"],
+            "score_positional": stats["positional_score"],
+            "score_gatherer": stats["entropy_normalized_mean"],
+            "score_semantic_retriever": focused * (1.0 - stats["positional_score"]),
+        },
+        index=stats.index,
+    )
 
 
 def classify(stats: pd.DataFrame, thresholds: Thresholds | None = None) -> pd.DataFrame:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from spectra.capture.forward import model_inputs, run_model
+from spectra.capture.probe import Probe
 from spectra.interventions.context import OutputRecorder, intervene, record_head_outputs
 from spectra.interventions.specs import (
     INTERVENTION_TYPES,
@@ -31,8 +33,6 @@ from spectra.interventions.specs import (
     ScaleQuery,
 )
 from spectra.models import adapter_for
-from spectra.capture.forward import model_inputs, run_model
-from spectra.capture.probe import Probe
 
 __all__ = [
     "BaselineReport",
@@ -50,14 +50,14 @@ class InterventionCheckError(AssertionError):
     """An isolation or baseline check failed; the message lists every violation."""
 
 
-
 def _logits(output) -> torch.Tensor:
     logits = getattr(output, "logits", None)
     return logits if logits is not None else output.last_hidden_state
 
 
-def token_logit_effect(base: torch.Tensor, new: torch.Tensor, ids: torch.Tensor | None, valid: torch.Tensor,
-                       causal: bool = True):
+def token_logit_effect(
+    base: torch.Tensor, new: torch.Tensor, ids: torch.Tensor | None, valid: torch.Tensor, causal: bool = True
+):
     """Per token: KL(p_base ‖ p_new) (B, T), and, for next-token models, the next-token NLL under
     each (B, T−1) with the mask of (token, next token) pairs that are both real; (kl, None, None, None)
     otherwise. The shared core of :func:`logit_effect` and the sweeps' per-sample effects."""
@@ -88,6 +88,7 @@ def logit_effect(base: torch.Tensor, new: torch.Tensor, inputs, *, causal: bool 
 
 
 # ---- baseline ----
+
 
 @dataclass
 class BaselineReport:
@@ -151,6 +152,7 @@ def check_baseline(model: nn.Module, inputs, interventions: Sequence[Interventio
 
 
 # ---- isolation ----
+
 
 @dataclass
 class IsolationReport:
@@ -253,16 +255,16 @@ def check_isolation(
     qf = intervention.q_factors(a.n_heads, a.n_kv_heads)
     kf = intervention.k_factors(a.n_heads, a.n_kv_heads)
 
-    def rows(probe, l: int, h: int, kind: str) -> torch.Tensor:
-        return probe.captured(l, h, kind).vectors
+    def rows(probe, at_layer: int, h: int, kind: str) -> torch.Tensor:
+        return probe.captured(at_layer, h, kind).vectors
 
     upstream_equal = True
-    for l in layers[:-1]:
+    for upstream in layers[:-1]:
         for kind, n in (("q", a.n_heads), ("k", a.n_kv_heads), ("v", a.n_kv_heads)):
             for h in range(n):
-                if not torch.equal(rows(probe0, l, h, kind), rows(probe1, l, h, kind)):
+                if not torch.equal(rows(probe0, upstream, h, kind), rows(probe1, upstream, h, kind)):
                     upstream_equal = False
-                    failures.append(f"upstream layer {l} {kind} head {h} changed")
+                    failures.append(f"upstream layer {upstream} {kind} head {h} changed")
     q_ratios, k_ratios = {}, {}
     other_q_equal = other_k_equal = v_equal = True
     for kind, n, factors, ratios in (("q", a.n_heads, qf, q_ratios), ("k", a.n_kv_heads, kf, k_ratios)):
@@ -271,7 +273,9 @@ def check_isolation(
             if h in factors:
                 ratios[h] = _norm_ratio(new_rows, old)
                 if not abs(ratios[h] / factors[h] - 1.0) <= tol:
-                    failures.append(f"{kind} head {h}: norm ratio {ratios[h]:.9g}, expected {factors[h]:.9g} (rtol {tol:g})")
+                    failures.append(
+                        f"{kind} head {h}: norm ratio {ratios[h]:.9g}, expected {factors[h]:.9g} (rtol {tol:g})"
+                    )
             elif not torch.equal(old, new_rows):
                 if kind == "q":
                     other_q_equal = False
@@ -299,11 +303,24 @@ def check_isolation(
         failures.append("the logits did not change: the intervention did not reach the model's output")
 
     report = IsolationReport(
-        intervention=str(intervention), layer=layer, dtype=str(dtype).removeprefix("torch."),
-        expected_q_factors=qf, expected_k_factors=kf, q_norm_ratios=q_ratios, k_norm_ratios=k_ratios, rtol=tol,
-        upstream_layers_equal=upstream_equal, other_q_equal=other_q_equal, other_k_equal=other_k_equal,
-        v_equal=v_equal, expected_output_heads=expected, changed_output_heads=changed, kl_logits=kl,
-        delta_loss=delta_loss, logits_changed=logits_changed, failures=failures,
+        intervention=str(intervention),
+        layer=layer,
+        dtype=str(dtype).removeprefix("torch."),
+        expected_q_factors=qf,
+        expected_k_factors=kf,
+        q_norm_ratios=q_ratios,
+        k_norm_ratios=k_ratios,
+        rtol=tol,
+        upstream_layers_equal=upstream_equal,
+        other_q_equal=other_q_equal,
+        other_k_equal=other_k_equal,
+        v_equal=v_equal,
+        expected_output_heads=expected,
+        changed_output_heads=changed,
+        kl_logits=kl,
+        delta_loss=delta_loss,
+        logits_changed=logits_changed,
+        failures=failures,
     )
     if failures and raise_on_failure:
         raise InterventionCheckError(str(report))

@@ -23,14 +23,13 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
-from spectra.ops import HookRegistry, PositionSampler
-from spectra.capture.forward import run_model
 from spectra.capture.attention_switch import (
     INTERVENTION_ORDER,
     AttentionClient,
     AttentionSwitch,
     switch_for,
 )
+from spectra.capture.forward import run_model
 from spectra.interventions.specs import (
     INTERVENTION_TYPES,
     AblateHead,
@@ -46,6 +45,7 @@ from spectra.interventions.specs import (
     kv_group,
 )
 from spectra.models import adapter_for
+from spectra.ops import HookRegistry, PositionSampler
 
 __all__ = [
     "AblateHead",
@@ -123,11 +123,15 @@ class InterventionContext(_RegistryClient):
 
     attention_order = INTERVENTION_ORDER
 
-    def __init__(self, model: nn.Module, interventions: Iterable[Intervention], *, require_reached: bool = True) -> None:
+    def __init__(
+        self, model: nn.Module, interventions: Iterable[Intervention], *, require_reached: bool = True
+    ) -> None:
         super().__init__(model)
         self.interventions: tuple[Intervention, ...] = tuple(interventions)
         if not self.interventions:
-            raise ValueError("interventions: none given; pass ScaleQuery, ScaleKey, ScaleLogits, AblateHead or PatchHead")
+            raise ValueError(
+                "interventions: none given; pass ScaleQuery, ScaleKey, ScaleLogits, AblateHead or PatchHead"
+            )
         for iv in self.interventions:
             if not isinstance(iv, INTERVENTION_TYPES):
                 raise TypeError(
@@ -217,7 +221,9 @@ class OutputRecorder(_RegistryClient):
     Inside an :func:`intervene` block it records the intervened outputs.
     """
 
-    def __init__(self, model: nn.Module, layers: Iterable[int] | None = None, heads: Sequence[int] | None = None) -> None:
+    def __init__(
+        self, model: nn.Module, layers: Iterable[int] | None = None, heads: Sequence[int] | None = None
+    ) -> None:
         super().__init__(model)
         a = self.adapter
         chosen = list(range(a.n_layers)) if layers is None else [_index(layer, "layers") for layer in layers]

@@ -169,8 +169,13 @@ def fit_gain(alphas: Sequence[float], values: Sequence[float], direction: Direct
     _check_direction(direction)
     fit = stats.linregress(np.log(x), y)
     order = np.argsort(x, kind="stable")
-    return GainFit(float(fit.slope), float(fit.intercept), float(fit.rvalue**2), float(fit.stderr),
-                   bool(_monotonic(y[order], direction)))
+    return GainFit(
+        float(fit.slope),
+        float(fit.intercept),
+        float(fit.rvalue**2),
+        float(fit.stderr),
+        bool(_monotonic(y[order], direction)),
+    )
 
 
 def _group_columns(frame: pd.DataFrame) -> list[str]:
@@ -415,8 +420,11 @@ def select_heads(gains: pd.DataFrame, *, by: Literal["max_attn", "entropy"] = "m
     magnitude = gains[column].abs()
     if magnitude.notna().sum() == 0:
         raise ValueError(f"gains: no finite {column!r} to select from")
-    picks = {"high": magnitude.idxmax(), "medium": (magnitude - magnitude.median()).abs().idxmin(),
-             "low": magnitude.idxmin()}
+    picks = {
+        "high": magnitude.idxmax(),
+        "medium": (magnitude - magnitude.median()).abs().idxmin(),
+        "low": magnitude.idxmin(),
+    }
     frame = pd.concat([gains.loc[[i]].assign(role=role) for role, i in picks.items()], ignore_index=True)
     front = ["role", "layer", "head", column]
     return frame[front + [c for c in frame.columns if c not in front]]

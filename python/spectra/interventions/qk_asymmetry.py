@@ -90,9 +90,12 @@ def _effects(sweep: pd.DataFrame, keys: list[str], index: pd.Index) -> dict[str,
     out = {}
     for column in columns:
         for kind in EFFECTS[column]:
-            values = per_head.xs(kind, level="kind")[column] if kind in per_head.index.get_level_values("kind") else None
-            out[f"{kind}_{column}"] = (values.reindex(index).to_numpy(dtype=np.float64) if values is not None
-                                       else np.full(len(index), np.nan))
+            values = (
+                per_head.xs(kind, level="kind")[column] if kind in per_head.index.get_level_values("kind") else None
+            )
+            out[f"{kind}_{column}"] = (
+                values.reindex(index).to_numpy(dtype=np.float64) if values is not None else np.full(len(index), np.nan)
+            )
     return out
 
 

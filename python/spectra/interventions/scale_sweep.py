@@ -32,15 +32,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from spectra.ops.native import attn_row_stats
 from spectra.capture.attention_switch import AttentionClient, attached, layer_attention
 from spectra.capture.forward import run_model
-from spectra.interventions.context import intervene
-from spectra.interventions.checks import token_logit_effect
-from spectra.interventions.specs import ScaleKey, ScaleLogits, ScaleQuery
-from spectra.models import Adapter, adapter_for
 from spectra.capture.probe import Probe
+from spectra.interventions.checks import token_logit_effect
+from spectra.interventions.context import intervene
+from spectra.interventions.specs import ScaleKey, ScaleLogits, ScaleQuery
 from spectra.metrics.profile import check_input_ids, check_threshold
+from spectra.models import Adapter, adapter_for
+from spectra.ops.native import attn_row_stats
 
 __all__ = ["DEFAULT_ALPHAS", "KINDS", "MODES", "check_alphas", "check_targets", "scale_sweep"]
 
@@ -77,9 +77,13 @@ def check_targets(model: nn.Module, heads: Targets) -> list[tuple[int, int]]:
         except (TypeError, ValueError):
             raise ValueError(f"heads: expected (layer, head) pairs or 'all'; got {pair!r}") from None
         if not 0 <= layer < a.n_layers:
-            raise ValueError(f"heads: layer {layer} is not a layer of this model; allowed layers are 0..{a.n_layers - 1}")
+            raise ValueError(
+                f"heads: layer {layer} is not a layer of this model; allowed layers are 0..{a.n_layers - 1}"
+            )
         if not 0 <= head < a.n_heads:
-            raise ValueError(f"heads: head {head} (layer {layer}) is not a query head; allowed heads are 0..{a.n_heads - 1}")
+            raise ValueError(
+                f"heads: head {head} (layer {layer}) is not a query head; allowed heads are 0..{a.n_heads - 1}"
+            )
         out.append((layer, head))
     if not out:
         raise ValueError("heads: no (layer, head) given")
@@ -105,7 +109,6 @@ def _masked_means(values: torch.Tensor, mask: torch.Tensor) -> tuple[np.ndarray,
 
 class _LocalSweep(AttentionClient):
     """Observer that re-reads each targeted layer's q, k at every α with the native kernel."""
-
 
     def __init__(self, model, heads_by_layer, alphas, threshold, ignore_first) -> None:
         self.adapter = adapter_for(model)
@@ -133,18 +136,30 @@ class _LocalSweep(AttentionClient):
         index = torch.tensor(heads, dtype=torch.long)
         batch = q.shape[0]
         for alpha in self.alphas:
-            s = attn_row_stats(qd, kd, scaling * alpha, key_valid=key_valid, causal=causal,
-                               sliding_window=window, threshold=self.threshold,
-                               softcap=softcap)
+            s = attn_row_stats(
+                qd,
+                kd,
+                scaling * alpha,
+                key_valid=key_valid,
+                causal=causal,
+                sliding_window=window,
+                threshold=self.threshold,
+                softcap=softcap,
+            )
             entropy = s.entropy.cpu().index_select(1, index)
             max_attn = s.max_attn.cpu().index_select(1, index)
             columns = {
                 "entropy": entropy,
                 "max_attn": max_attn,
                 "k_eff": s.k_eff.cpu().index_select(1, index).double(),
-                "entropy_slope": -s.logit_var.cpu().index_select(1, index) if not softcap else torch.full_like(entropy, math.nan),
-                "max_attn_slope": (max_attn.double() * (entropy.double() + max_attn.double().log())
-                                   if not softcap else torch.full_like(entropy, math.nan)),
+                "entropy_slope": -s.logit_var.cpu().index_select(1, index)
+                if not softcap
+                else torch.full_like(entropy, math.nan),
+                "max_attn_slope": (
+                    max_attn.double() * (entropy.double() + max_attn.double().log())
+                    if not softcap
+                    else torch.full_like(entropy, math.nan)
+                ),
             }
             part: dict[str, np.ndarray] = {}
             for name, values in columns.items():
@@ -176,11 +191,13 @@ def _local(model, input_ids, attention_mask, targets, alphas, kinds, threshold, 
         heads_by_layer.setdefault(layer, []).append(head)
     client = _LocalSweep(model, heads_by_layer, alphas, threshold, ignore_first)
     with attached(model, client):
-        for start, end in tqdm(list(_batches(len(input_ids), batch_size)), desc="scale sweep (local)",
-                               disable=not progress):
+        for start, end in tqdm(
+            list(_batches(len(input_ids), batch_size)), desc="scale sweep (local)", disable=not progress
+        ):
             client.sample_offset = start
-            _forward(model.base_model, input_ids[start:end],
-                     None if attention_mask is None else attention_mask[start:end])
+            _forward(
+                model.base_model, input_ids[start:end], None if attention_mask is None else attention_mask[start:end]
+            )
     table = pd.DataFrame({name: np.concatenate([p[name] for p in client.parts]) for name in client.parts[0]})
     frames = [table.assign(mode="local", kind=kind) for kind in kinds]
     return pd.concat(frames, ignore_index=True)
@@ -195,7 +212,9 @@ def _head_means(columns: dict[str, np.ndarray], ignore_first: int) -> pd.DataFra
     return means
 
 
-def _per_sample_logit_effect(base: torch.Tensor, new: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor, causal: bool):
+def _per_sample_logit_effect(
+    base: torch.Tensor, new: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor, causal: bool
+):
     """Per sample: mean KL over its real tokens and its change in next-token loss."""
     kl_tokens, nll_base, nll_new, pairs = token_logit_effect(base, new, ids, valid, causal)
     v = valid.to(torch.float64)
@@ -216,7 +235,9 @@ def _make(kind: str, layer: int, head: int, alpha: float, a: Adapter):
     return ScaleLogits(layer, head, alpha)
 
 
-def _propagated(model, input_ids, attention_mask, targets, alphas, kinds, threshold, ignore_first, batch_size, progress):
+def _propagated(
+    model, input_ids, attention_mask, targets, alphas, kinds, threshold, ignore_first, batch_size, progress
+):
     a = adapter_for(model)
     causal_lm = a.family != "bert"
     rows: list[pd.DataFrame] = []
@@ -241,12 +262,16 @@ def _propagated(model, input_ids, attention_mask, targets, alphas, kinds, thresh
                         if alpha == 1.0:
                             means, logits = base, base_logits
                         else:
-                            probe = Probe(model, layers=range(layer, a.n_layers), capture=(), row_stats=True,
-                                          threshold=threshold)
+                            probe = Probe(
+                                model, layers=range(layer, a.n_layers), capture=(), row_stats=True, threshold=threshold
+                            )
                             probe.set_example_ids(samples)
                             with intervene(model, _make(kind, layer, head, alpha, a)), probe:
                                 out = _forward(model, ids, mask)
-                            means, logits = _head_means(probe.drain_row_stats(), ignore_first), getattr(out, "logits", None)
+                            means, logits = (
+                                _head_means(probe.drain_row_stats(), ignore_first),
+                                getattr(out, "logits", None),
+                            )
                         rows.append(_propagated_rows(means, base, samples, layer, head, group, kind, alpha, a.n_layers))
                         if logits is not None and base_logits is not None:
                             kl, dloss = _per_sample_logit_effect(base_logits, logits, ids, valid, causal_lm)
@@ -259,12 +284,22 @@ def _propagated(model, input_ids, attention_mask, targets, alphas, kinds, thresh
 
 def _propagated_rows(means, base, samples, layer, head, group, kind, alpha, n_layers) -> pd.DataFrame:
     target = means.xs((layer, head), level=("layer", "head")).reindex(samples)
-    out = pd.DataFrame({
-        "mode": "propagated", "kind": kind, "layer": layer, "head": head, "alpha": alpha, "sample": samples,
-        "entropy": target["entropy"].to_numpy(), "max_attn": target["max_attn"].to_numpy(),
-        "k_eff": target["k_eff"].to_numpy(), "n_tokens": target["n_tokens"].to_numpy(),
-        "entropy_slope": math.nan, "max_attn_slope": math.nan,
-    })
+    out = pd.DataFrame(
+        {
+            "mode": "propagated",
+            "kind": kind,
+            "layer": layer,
+            "head": head,
+            "alpha": alpha,
+            "sample": samples,
+            "entropy": target["entropy"].to_numpy(),
+            "max_attn": target["max_attn"].to_numpy(),
+            "k_eff": target["k_eff"].to_numpy(),
+            "n_tokens": target["n_tokens"].to_numpy(),
+            "entropy_slope": math.nan,
+            "max_attn_slope": math.nan,
+        }
+    )
     shift = (means["entropy"] - base["entropy"].reindex(means.index)).rename("shift").reset_index()
     if group:
         same = shift[(shift["layer"] == layer) & shift["head"].isin(group)]
@@ -273,7 +308,9 @@ def _propagated_rows(means, base, samples, layer, head, group, kind, alpha, n_la
         out["group_entropy_shift"] = math.nan
     later = shift[shift["layer"] > layer]
     if len(later):
-        out["downstream_entropy_shift"] = later.assign(shift=later["shift"].abs()).groupby("example_id")["shift"].mean().reindex(samples).to_numpy()
+        out["downstream_entropy_shift"] = (
+            later.assign(shift=later["shift"].abs()).groupby("example_id")["shift"].mean().reindex(samples).to_numpy()
+        )
     else:
         out["downstream_entropy_shift"] = math.nan
     return out
@@ -312,7 +349,9 @@ def scale_sweep(
     """
     input_ids = check_input_ids(model, input_ids)
     if attention_mask is not None and attention_mask.shape != input_ids.shape:
-        raise ValueError(f"attention_mask: shape {tuple(attention_mask.shape)} differs from input_ids {tuple(input_ids.shape)}")
+        raise ValueError(
+            f"attention_mask: shape {tuple(attention_mask.shape)} differs from input_ids {tuple(input_ids.shape)}"
+        )
     if mode not in MODES:
         raise ValueError(f"mode: unknown mode {mode!r}; allowed are {', '.join(MODES)}")
     if not isinstance(ignore_first, int) or ignore_first < 0:
@@ -331,4 +370,6 @@ def scale_sweep(
     table = table.sort_values(order, kind="stable", ignore_index=True)
     first = [*order, *METRIC_COLUMNS, "n_tokens", "entropy_slope", "max_attn_slope"]
     table = table[first + [c for c in table.columns if c not in first]]
-    return table.astype({"layer": np.int64, "head": np.int64, "sample": np.int64, "n_tokens": np.int64, "alpha": np.float64})
+    return table.astype(
+        {"layer": np.int64, "head": np.int64, "sample": np.int64, "n_tokens": np.int64, "alpha": np.float64}
+    )

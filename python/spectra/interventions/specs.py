@@ -17,9 +17,9 @@ from typing import Literal
 import numpy as np
 import torch
 
-from spectra.ops import HookRegistry
 from spectra.models import Adapter
 from spectra.models.base import kv_group, kv_head_of
+from spectra.ops import HookRegistry
 
 __all__ = [
     "INTERVENTION_TYPES",
@@ -185,7 +185,9 @@ class ScaleLogits(_HeadIntervention):
 
     def side_effect_heads(self, n_heads: int, n_kv_heads: int) -> tuple[int, ...]:
         """The other heads of the group, whose logits scale by √α."""
-        return tuple(h for h in kv_group(n_heads, n_kv_heads, kv_head_of(self.head, n_heads, n_kv_heads)) if h != self.head)
+        return tuple(
+            h for h in kv_group(n_heads, n_kv_heads, kv_head_of(self.head, n_heads, n_kv_heads)) if h != self.head
+        )
 
     def install(self, registry: HookRegistry) -> list:
         root = math.sqrt(self.alpha)
@@ -246,7 +248,9 @@ class HeadOutputs(Mapping):
         try:
             return self._tensors[key]
         except KeyError:
-            raise KeyError(f"(layer, head) {key!r} was not recorded; recorded are {sorted(self._tensors)[:8]}...") from None
+            raise KeyError(
+                f"(layer, head) {key!r} was not recorded; recorded are {sorted(self._tensors)[:8]}..."
+            ) from None
 
     def __iter__(self):
         return iter(self._tensors)
@@ -312,5 +316,3 @@ class PatchHead(_HeadIntervention):
 
 Intervention = ScaleQuery | ScaleKey | ScaleLogits | AblateHead | PatchHead
 INTERVENTION_TYPES = (ScaleQuery, ScaleKey, ScaleLogits, AblateHead, PatchHead)
-
-

@@ -46,13 +46,21 @@ def weights_fingerprint(model, samples: int = 1024) -> str:
 def model_identity(model) -> dict[str, str]:
     """``class``, ``config_sha256``, ``weights_fingerprint`` and ``dtype`` of a model, as ``spectra profile``
     records them in meta.json."""
-    return {"class": type(model).__name__, "config_sha256": config_hash(model),
-            "weights_fingerprint": weights_fingerprint(model), "dtype": str(next(model.parameters()).dtype)}
+    return {
+        "class": type(model).__name__,
+        "config_sha256": config_hash(model),
+        "weights_fingerprint": weights_fingerprint(model),
+        "dtype": str(next(model.parameters()).dtype),
+    }
 
 
 def versions() -> dict[str, str]:
-    return {"spectra": spectra.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": sys.version.split()[0]}
+    return {
+        "spectra": spectra.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": sys.version.split()[0],
+    }
 
 
 def digest_array(array: np.ndarray | None) -> str | None:

@@ -78,10 +78,31 @@ def run_demo(
         f"held-out text: {len(windows)} windows x {context_length} tokens, batch {batch_size}"
     )
     start = time.perf_counter()
-    result = run_profile(loaded, tokenizer, windows, out, model_name=model, batch_size=batch_size,
-                         data=None, n_samples=n_samples, progress=progress,
-                         command_line=["spectra", "demo", "--model", model, "--context-length", str(context_length),
-                                       "--n-samples", str(n_samples), "--batch-size", str(batch_size), "--out", str(out)])
+    result = run_profile(
+        loaded,
+        tokenizer,
+        windows,
+        out,
+        model_name=model,
+        batch_size=batch_size,
+        data=None,
+        n_samples=n_samples,
+        progress=progress,
+        command_line=[
+            "spectra",
+            "demo",
+            "--model",
+            model,
+            "--context-length",
+            str(context_length),
+            "--n-samples",
+            str(n_samples),
+            "--batch-size",
+            str(batch_size),
+            "--out",
+            str(out),
+        ],
+    )
     seconds = time.perf_counter() - start
     print_result(result)
     print(f"{len(windows) * context_length} tokens profiled and analysed in {seconds:.1f} s")

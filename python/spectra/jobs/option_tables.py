@@ -20,7 +20,11 @@ __all__ = ["KIND_OPTIONS", "markdown"]
 
 #: ``kind -> its options`` (sweep's run-config keys are the fields of ``SweepConfig``; see docs/interventions.md).
 KIND_OPTIONS: dict[str, tuple[Option, ...]] = {
-    "profile": PROFILE, "capture": CAPTURE, "dynamics": DYNAMICS, "geometry": GEOMETRY, "plasticity": PLASTICITY,
+    "profile": PROFILE,
+    "capture": CAPTURE,
+    "dynamics": DYNAMICS,
+    "geometry": GEOMETRY,
+    "plasticity": PLASTICITY,
 }
 
 

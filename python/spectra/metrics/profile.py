@@ -61,8 +61,10 @@ def check_threshold(threshold: float) -> float:
 
 def check_input_ids(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
     if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.int32, torch.int64):
-        raise TypeError(f"input_ids: expected an integer tensor of token ids; got {type(input_ids).__name__}"
-                        f"{'' if not isinstance(input_ids, torch.Tensor) else ' of dtype ' + str(input_ids.dtype)}")
+        raise TypeError(
+            f"input_ids: expected an integer tensor of token ids; got {type(input_ids).__name__}"
+            f"{'' if not isinstance(input_ids, torch.Tensor) else ' of dtype ' + str(input_ids.dtype)}"
+        )
     if input_ids.dim() == 1:
         input_ids = input_ids.unsqueeze(0)
     if input_ids.dim() != 2:
@@ -106,8 +108,10 @@ def rows_to_frame(columns: dict[str, np.ndarray], metrics: Sequence[str], ignore
 
 def nonfinite_heads(columns: dict[str, np.ndarray]) -> pd.DataFrame:
     """(layer, head, rows) where a visible attention row came out NaN, or a q/k norm is not finite."""
-    bad = ((columns["n_visible"] > 0) & np.isnan(columns["entropy"])) | ~np.isfinite(columns["q_norm"]) | ~np.isfinite(
-        columns["k_norm"]
+    bad = (
+        ((columns["n_visible"] > 0) & np.isnan(columns["entropy"]))
+        | ~np.isfinite(columns["q_norm"])
+        | ~np.isfinite(columns["k_norm"])
     )
     if not bad.any():
         return pd.DataFrame(columns=["layer", "head", "rows"])
@@ -161,8 +165,9 @@ def profile(
         raise ValueError(f"on_nonfinite: {on_nonfinite!r}; allowed values are 'raise', 'nan'")
     input_ids = check_input_ids(model, input_ids)
     if attention_mask is not None and attention_mask.shape != input_ids.shape:
-        raise ValueError(f"attention_mask: shape {tuple(attention_mask.shape)} differs from input_ids' "
-                         f"{tuple(input_ids.shape)}")
+        raise ValueError(
+            f"attention_mask: shape {tuple(attention_mask.shape)} differs from input_ids' {tuple(input_ids.shape)}"
+        )
     probe = Probe(model, layers=layers, heads=heads, capture=(), row_stats=True, threshold=threshold, n_sink=n_sink)
     if sample_ids is not None:
         probe.set_example_ids(sample_ids)
@@ -177,8 +182,14 @@ def profile(
             "to keep them as NaN rows"
         )
     frame = rows_to_frame(columns, metrics, ignore_first)
-    frame.attrs.update({"threshold": threshold, "ignore_first": ignore_first, "n_sink": n_sink,
-                        "nonfinite_heads": bad.to_dict("records")})
+    frame.attrs.update(
+        {
+            "threshold": threshold,
+            "ignore_first": ignore_first,
+            "n_sink": n_sink,
+            "nonfinite_heads": bad.to_dict("records"),
+        }
+    )
     return frame
 
 
@@ -193,5 +204,11 @@ def write_profile_parquet(frame: pd.DataFrame, path, *, compression_level: int =
     ids = [c for c in ("sample", "layer", "head", "token") if c in frame.columns]
     floats = [c for c in frame.columns if c not in ids and frame[c].dtype.kind == "f"]
     table = pa.Table.from_pandas(frame, preserve_index=False)
-    write_parquet_table(path, table, compression="zstd", compression_level=compression_level, use_dictionary=ids,
-                        use_byte_stream_split=floats or False)
+    write_parquet_table(
+        path,
+        table,
+        compression="zstd",
+        compression_level=compression_level,
+        use_dictionary=ids,
+        use_byte_stream_split=floats or False,
+    )

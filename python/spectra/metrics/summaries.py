@@ -15,7 +15,6 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-
 __all__ = [
     "DEFAULT_HEATMAP_METRICS",
     "METRICS",
@@ -84,6 +83,3 @@ def layer_summary(frame: pd.DataFrame, metrics: Sequence[str] | None = None) -> 
     columns = _metric_columns(frame, metrics)
     means = frame.groupby("layer", sort=True)[columns].mean().astype(np.float64)
     return means.reset_index()
-
-
-

@@ -159,7 +159,11 @@ class Adapter:
         if weight is None:
             return None
         gain = module_tensor(module, "weight").detach().float().cpu()  # offloaded by accelerate: read from its map
-        return gain.view(self.n_kv_heads, self.head_dim) if gain.numel() == self.n_kv_heads * self.head_dim and gain.numel() != self.head_dim else gain
+        return (
+            gain.view(self.n_kv_heads, self.head_dim)
+            if gain.numel() == self.n_kv_heads * self.head_dim and gain.numel() != self.head_dim
+            else gain
+        )
 
     # ---- delegation ----
     def eager_attention(self, module: nn.Module) -> Callable[..., Any]:

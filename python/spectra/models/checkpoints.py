@@ -22,8 +22,10 @@ def checkpoint_step(folder: str | Path) -> int:
     state = folder / "trainer_state.json"
     if state.is_file():
         return int(json.loads(state.read_text())["global_step"])
-    raise ValueError(f"checkpoints: cannot tell the training step of {folder} (name it step-N or checkpoint-N, "
-                     "or keep its trainer_state.json)")
+    raise ValueError(
+        f"checkpoints: cannot tell the training step of {folder} (name it step-N or checkpoint-N, "
+        "or keep its trainer_state.json)"
+    )
 
 
 def capture_step(folder: Path, model_path: str | None) -> int | None:

@@ -36,7 +36,8 @@ from torch import nn
 DEVICE_MAP_STRATEGIES: tuple[str, ...] = ("auto", "balanced", "balanced_low_0", "sequential")
 _DEVICE_NAME = re.compile(r"^(cpu|disk|meta|mps|xpu|npu|cuda(:\d+)?)$")
 _ALLOWED = (
-    "None, " + ", ".join(repr(s) for s in DEVICE_MAP_STRATEGIES)
+    "None, "
+    + ", ".join(repr(s) for s in DEVICE_MAP_STRATEGIES)
     + ", or a dict module name -> device (an int GPU index, 'cpu', 'cuda', 'cuda:N', or 'disk')"
 )
 

@@ -13,7 +13,6 @@ from transformers.utils import logging as hf_logging
 from spectra.models import zoo
 from spectra.models.devices import check_device, placement_kwargs
 
-
 MINILM = "all-minilm-l6-v2"
 
 

@@ -91,9 +91,20 @@ def planted_model() -> tuple[GPT2LMHeadModel, dict[tuple[int, int], str]]:
         >>> bool(attn[0][0, 1, 5, 4] > 0.9), planted[(1, 0)]   # L0H1 at query 5 looks at key 4
         (True, 'induction')
     """
-    config = GPT2Config(vocab_size=VOCAB, n_positions=POSITIONS, n_embd=N_EMBD, n_layer=2, n_head=N_HEADS,
-                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=1e-5,
-                        bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    config = GPT2Config(
+        vocab_size=VOCAB,
+        n_positions=POSITIONS,
+        n_embd=N_EMBD,
+        n_layer=2,
+        n_head=N_HEADS,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        layer_norm_epsilon=1e-5,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
+    )
     model = GPT2LMHeadModel(config)
     model.set_attn_implementation("eager")
     d, e = HEAD_DIM, N_EMBD

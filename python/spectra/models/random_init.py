@@ -92,7 +92,9 @@ TINY_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "gpt2": ("GPT2Config", dict(n_embd=64, n_head=4, n_layer=2, n_positions=64)),
     "bert": (
         "BertConfig",
-        dict(hidden_size=64, intermediate_size=96, num_attention_heads=4, num_hidden_layers=2, max_position_embeddings=64),
+        dict(
+            hidden_size=64, intermediate_size=96, num_attention_heads=4, num_hidden_layers=2, max_position_embeddings=64
+        ),
     ),
 }
 
@@ -118,7 +120,12 @@ def tiny_config(family: str, **overrides: Any):
 
 
 def tiny_model(
-    family: str, attn_implementation: str = "sdpa", dtype: torch.dtype = torch.float32, *, seed: int = 0, **overrides: Any
+    family: str,
+    attn_implementation: str = "sdpa",
+    dtype: torch.dtype = torch.float32,
+    *,
+    seed: int = 0,
+    **overrides: Any,
 ) -> nn.Module:
     """A random-init tiny model of ``family`` in eval mode (seeded: the same call gives the same weights)."""
     config = tiny_config(family, **overrides)

@@ -60,7 +60,9 @@ class AttnRowStats(NamedTuple):
     sink_mass: torch.Tensor  # weight on key 0
     sink_mass_n: torch.Tensor  # weight on keys 0 .. n_sink - 1
     n_visible: torch.Tensor  # int64
-    logit_var: torch.Tensor  # Var_p(logits) = -dH/d ln(alpha) when every logit is scaled by alpha (see docs/interventions.md, 'Gain')
+    logit_var: (
+        torch.Tensor
+    )  # Var_p(logits) = -dH/d ln(alpha) when every logit is scaled by alpha (see docs/interventions.md, 'Gain')
 
 
 def attn_row_stats(
@@ -99,21 +101,48 @@ def attn_row_stats(
         scaling = q.shape[-1] ** -0.5
     return AttnRowStats(
         *torch.ops.spectra.attn_row_stats.default(
-            q, k, float(scaling), key_valid, causal, int(sliding_window or 0), query_offset, float(threshold),
-            int(n_sink), float(softcap or 0.0),
+            q,
+            k,
+            float(scaling),
+            key_valid,
+            causal,
+            int(sliding_window or 0),
+            query_offset,
+            float(threshold),
+            int(n_sink),
+            float(softcap or 0.0),
         )
     )
 
 
 @torch.library.register_fake("spectra::attn_row_stats")
-def _attn_row_stats_fake(q, k, scaling, key_valid=None, causal=True, sliding_window=0, query_offset=None,
-                         threshold=0.9, n_sink=4, softcap=0.0):
+def _attn_row_stats_fake(
+    q,
+    k,
+    scaling,
+    key_valid=None,
+    causal=True,
+    sliding_window=0,
+    query_offset=None,
+    threshold=0.9,
+    n_sink=4,
+    softcap=0.0,
+):
     torch._check(q.dim() == 4 and k.dim() == 4, lambda: "attn_row_stats: q and k must be 4-D")
     shape = q.shape[:3]
     real = q.new_empty(shape, dtype=_stats_dtype(q.dtype))
     index = q.new_empty(shape, dtype=torch.long)
-    return (real, torch.empty_like(real), torch.empty_like(real), index, torch.empty_like(index),
-            torch.empty_like(real), torch.empty_like(real), torch.empty_like(index), torch.empty_like(real))
+    return (
+        real,
+        torch.empty_like(real),
+        torch.empty_like(real),
+        index,
+        torch.empty_like(index),
+        torch.empty_like(real),
+        torch.empty_like(real),
+        torch.empty_like(index),
+        torch.empty_like(real),
+    )
 
 
 class PairwisePlasticity(NamedTuple):

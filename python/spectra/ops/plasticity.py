@@ -38,15 +38,49 @@ def key_orientation(k: torch.Tensor, k_bucket: torch.Tensor) -> torch.Tensor:
     return _core.key_orientation(k, k_bucket)
 
 
-def plasticity_head(q: torch.Tensor, q_pos: torch.Tensor, q_bucket: torch.Tensor, k: torch.Tensor,
-                    k_pos: torch.Tensor, k_bucket: torch.Tensor, k_example: torch.Tensor, *, mode: str,
-                    pairs_per_cell: int, seed: int, lookback: int, bucket_size: int, grid_width: float,
-                    grid_midpoint: bool, min_queries: int, full_covariance: bool, noise_ks_dims: Sequence[int],
-                    sign: torch.Tensor | None = None, pairs: tuple | None = None) -> dict[str, Any]:
+def plasticity_head(
+    q: torch.Tensor,
+    q_pos: torch.Tensor,
+    q_bucket: torch.Tensor,
+    k: torch.Tensor,
+    k_pos: torch.Tensor,
+    k_bucket: torch.Tensor,
+    k_example: torch.Tensor,
+    *,
+    mode: str,
+    pairs_per_cell: int,
+    seed: int,
+    lookback: int,
+    bucket_size: int,
+    grid_width: float,
+    grid_midpoint: bool,
+    min_queries: int,
+    full_covariance: bool,
+    noise_ks_dims: Sequence[int],
+    sign: torch.Tensor | None = None,
+    pairs: tuple | None = None,
+) -> dict[str, Any]:
     """One head's query model, cells and key pairs: ``{"model": ..., "cells": ..., "pairs": ...}`` of
     tensors (the unchecked kernel behind :func:`spectra.plasticity.analyze_head`, which documents every
     argument)."""
     return _core.plasticity_head(
-        q, q_pos, q_bucket, k, k_pos, k_bucket, k_example, mode=mode, pairs_per_cell=pairs_per_cell, seed=seed,
-        lookback=lookback, bucket_size=bucket_size, grid_width=grid_width, grid_midpoint=grid_midpoint,
-        min_queries=min_queries, full_covariance=full_covariance, noise_ks_dims=noise_ks_dims, sign=sign, pairs=pairs)
+        q,
+        q_pos,
+        q_bucket,
+        k,
+        k_pos,
+        k_bucket,
+        k_example,
+        mode=mode,
+        pairs_per_cell=pairs_per_cell,
+        seed=seed,
+        lookback=lookback,
+        bucket_size=bucket_size,
+        grid_width=grid_width,
+        grid_midpoint=grid_midpoint,
+        min_queries=min_queries,
+        full_covariance=full_covariance,
+        noise_ks_dims=noise_ks_dims,
+        sign=sign,
+        pairs=pairs,
+    )

@@ -47,8 +47,14 @@ from spectra.ops.native import PairwisePlasticity
 from spectra.ops.plasticity import key_orientation, plasticity_head, plasticity_pairwise
 
 __all__ = [
-    "HeadPlasticity", "PairwisePlasticity", "PlasticityTables", "analyze", "analyze_head", "infer_bucket_size",
-    "pairwise", "window_lookback",
+    "HeadPlasticity",
+    "PairwisePlasticity",
+    "PlasticityTables",
+    "analyze",
+    "analyze_head",
+    "infer_bucket_size",
+    "pairwise",
+    "window_lookback",
 ]
 
 Mode = Literal["thesis", "published"]
@@ -58,9 +64,23 @@ COVARIANCES = ("diagonal", "full")
 
 #: The published tool's per-head columns, in its order.
 PUBLISHED_COLUMNS = (
-    "n_q_tokens", "n_k_tokens", "d_model", "q_R2_pos", "q_beta_norm", "q_R2_scalar", "q_mae_baseline", "q_mae_proj",
-    "q_mae_ratio", "q_resid0_skew", "q_resid0_kurt", "q_resid0_ks_p", "q_noise_med_abs_skew", "q_noise_med_abs_kurt",
-    "q_noise_med_ks_p", "q_noise_frac_ks_p_lt_alpha", "ap_overall",
+    "n_q_tokens",
+    "n_k_tokens",
+    "d_model",
+    "q_R2_pos",
+    "q_beta_norm",
+    "q_R2_scalar",
+    "q_mae_baseline",
+    "q_mae_proj",
+    "q_mae_ratio",
+    "q_resid0_skew",
+    "q_resid0_kurt",
+    "q_resid0_ks_p",
+    "q_noise_med_abs_skew",
+    "q_noise_med_abs_kurt",
+    "q_noise_med_ks_p",
+    "q_noise_frac_ks_p_lt_alpha",
+    "ap_overall",
 )
 
 
@@ -119,8 +139,10 @@ def _sliding_window_of(values: np.ndarray | None, where: str) -> float | None:
         return None
     finite = pd.unique(pd.Series(values, dtype="float64").fillna(-1.0))
     if len(finite) > 1:
-        raise ValueError(f"sliding_window: mixed sliding_window values {sorted(finite.tolist())} in {where}; "
-                         "a head must have one window")
+        raise ValueError(
+            f"sliding_window: mixed sliding_window values {sorted(finite.tolist())} in {where}; "
+            "a head must have one window"
+        )
     value = float(finite[0])
     return value if value > 0 else None
 
@@ -139,8 +161,10 @@ def infer_bucket_size(positions: np.ndarray, buckets: np.ndarray) -> int:
     nonzero = b > 0
     upper = int(np.min(t[nonzero] // b[nonzero])) if nonzero.any() else max(lower, int(t.max()) + 1)
     if lower > upper or np.any(b < 0):
-        raise ValueError("bucket_size: the capture's buckets are not floor(position / B) for one B "
-                         "(log-uniform buckets?); pass bucket_size explicitly")
+        raise ValueError(
+            "bucket_size: the capture's buckets are not floor(position / B) for one B "
+            "(log-uniform buckets?); pass bucket_size explicitly"
+        )
     return lower
 
 
@@ -167,11 +191,31 @@ def _checked_rows(name: str, x, dims: int) -> torch.Tensor:
 
 
 def analyze_head(
-    q, q_pos, k, k_pos, k_example, *, q_bucket=None, k_bucket=None, bucket_size: int, layer: int = 0, head: int = 0,
-    kv_head: int = 0, mode: Mode = "thesis", pairs_per_cell: int = 256, seed: int = 0, grid_width: float | None = None,
-    query_position: str = "midpoint", min_queries: int = 2, covariance: str = "diagonal",
-    sliding_window: float | None = None, heatmap_bin: int | None = None, max_tokens_per_head: int | None = 50_000,
-    normality_max_dims: int = 64, p_alpha: float = 0.01, keep_pairs: bool = False,
+    q,
+    q_pos,
+    k,
+    k_pos,
+    k_example,
+    *,
+    q_bucket=None,
+    k_bucket=None,
+    bucket_size: int,
+    layer: int = 0,
+    head: int = 0,
+    kv_head: int = 0,
+    mode: Mode = "thesis",
+    pairs_per_cell: int = 256,
+    seed: int = 0,
+    grid_width: float | None = None,
+    query_position: str = "midpoint",
+    min_queries: int = 2,
+    covariance: str = "diagonal",
+    sliding_window: float | None = None,
+    heatmap_bin: int | None = None,
+    max_tokens_per_head: int | None = 50_000,
+    normality_max_dims: int = 64,
+    p_alpha: float = 0.01,
+    keep_pairs: bool = False,
     pairs: tuple | None = None,
 ) -> HeadPlasticity:
     """Attention plasticity of one head from its query rows ``q (n_q, d)`` at ``q_pos`` and key rows
@@ -223,12 +267,18 @@ def analyze_head(
     if q.shape[1] != k.shape[1]:
         raise ValueError(f"d: q and k must have the same head dimension d; got {q.shape[1]} and {k.shape[1]}")
     if q.shape[0] < 3 or k.shape[0] < 2:
-        raise ValueError(f"rows: a head needs at least 3 query rows and 2 key rows; got {q.shape[0]} and {k.shape[0]} "
-                         f"(layer {layer}, head {head})")
+        raise ValueError(
+            f"rows: a head needs at least 3 query rows and 2 key rows; got {q.shape[0]} and {k.shape[0]} "
+            f"(layer {layer}, head {head})"
+        )
     q_pos = np.asarray(q_pos, dtype=np.float64)
     k_pos = np.asarray(k_pos, dtype=np.float64)
     k_example = np.asarray(k_example, dtype=np.int64)
-    for name, arr, n in (("q_pos", q_pos, q.shape[0]), ("k_pos", k_pos, k.shape[0]), ("k_example", k_example, k.shape[0])):
+    for name, arr, n in (
+        ("q_pos", q_pos, q.shape[0]),
+        ("k_pos", k_pos, k.shape[0]),
+        ("k_example", k_example, k.shape[0]),
+    ):
         if arr.shape != (n,):
             raise ValueError(f"{name}: expected one value per row ({n}); got shape {arr.shape}")
     if np.any(q_pos < 0) or np.any(k_pos < 0):
@@ -247,19 +297,37 @@ def analyze_head(
     if max_tokens_per_head is not None and n_k_all > max_tokens_per_head:
         keep = np.random.default_rng(seed).choice(n_k_all, size=max_tokens_per_head, replace=False)
         k, k_pos, k_bucket, k_example = k[torch.from_numpy(keep)], k_pos[keep], k_bucket[keep], k_example[keep]
-    noise_dims = (np.random.default_rng(seed).choice(dim - 1, size=min(normality_max_dims, dim - 1), replace=False)
-                  if dim > 1 else np.zeros(0, dtype=np.int64))
+    noise_dims = (
+        np.random.default_rng(seed).choice(dim - 1, size=min(normality_max_dims, dim - 1), replace=False)
+        if dim > 1
+        else np.zeros(0, dtype=np.int64)
+    )
     lookback = window_lookback(sliding_window, bucket_size)
     width = float(grid_width) if grid_width is not None else float(bucket_size)
     injected = None
     if pairs is not None:
         injected = tuple(torch.as_tensor(np.asarray(a, dtype=np.int64)) for a in pairs)
     out = plasticity_head(
-        q, torch.from_numpy(q_pos), torch.from_numpy(q_bucket), k, torch.from_numpy(k_pos),
-        torch.from_numpy(k_bucket), torch.from_numpy(k_example), mode=mode, pairs_per_cell=int(pairs_per_cell),
-        seed=int(seed + 10007 * layer + 379 * head), lookback=lookback, bucket_size=bucket_size, grid_width=width,
-        grid_midpoint=query_position == "midpoint", min_queries=int(min_queries),
-        full_covariance=covariance == "full", noise_ks_dims=[int(j) for j in noise_dims], sign=sign, pairs=injected)
+        q,
+        torch.from_numpy(q_pos),
+        torch.from_numpy(q_bucket),
+        k,
+        torch.from_numpy(k_pos),
+        torch.from_numpy(k_bucket),
+        torch.from_numpy(k_example),
+        mode=mode,
+        pairs_per_cell=int(pairs_per_cell),
+        seed=int(seed + 10007 * layer + 379 * head),
+        lookback=lookback,
+        bucket_size=bucket_size,
+        grid_width=width,
+        grid_midpoint=query_position == "midpoint",
+        min_queries=int(min_queries),
+        full_covariance=covariance == "full",
+        noise_ks_dims=[int(j) for j in noise_dims],
+        sign=sign,
+        pairs=injected,
+    )
     model = out["model"]
     cells = pd.DataFrame({key: value.numpy() for key, value in out["cells"].items()})
     if mode == "thesis":
@@ -270,23 +338,34 @@ def analyze_head(
     noise_p = model["noise_ks_p"].numpy()
     mae_baseline = float(model["mae_baseline"])
     row = {
-        "layer": layer, "head": head, "kv_head": kv_head, "mode": mode,
-        "n_q_tokens": int(q.shape[0]), "n_k_tokens": int(k.shape[0]), "d_model": dim,
-        "q_R2_pos": float(model["r2_pos"]), "q_beta_norm": float(model["beta_norm"]),
-        "q_R2_scalar": float(model["r2_scalar"]), "q_mae_baseline": mae_baseline,
+        "layer": layer,
+        "head": head,
+        "kv_head": kv_head,
+        "mode": mode,
+        "n_q_tokens": int(q.shape[0]),
+        "n_k_tokens": int(k.shape[0]),
+        "d_model": dim,
+        "q_R2_pos": float(model["r2_pos"]),
+        "q_beta_norm": float(model["beta_norm"]),
+        "q_R2_scalar": float(model["r2_scalar"]),
+        "q_mae_baseline": mae_baseline,
         "q_mae_proj": float(model["mae_proj"]),
         "q_mae_ratio": float(model["mae_proj"]) / mae_baseline if mae_baseline > 0 else 1.0,
-        "q_resid0_skew": float(model["resid0_skew"]), "q_resid0_kurt": float(model["resid0_kurt"]),
+        "q_resid0_skew": float(model["resid0_skew"]),
+        "q_resid0_kurt": float(model["resid0_kurt"]),
         "q_resid0_ks_p": float(model["resid0_ks_p"]),
         "q_noise_med_abs_skew": float(model["noise_med_abs_skew"]),
         "q_noise_med_abs_kurt": float(model["noise_med_abs_kurt"]),
         "q_noise_med_ks_p": float(np.median(noise_p)) if len(noise_p) else 1.0,
         "q_noise_frac_ks_p_lt_alpha": float(np.mean(noise_p < p_alpha)) if len(noise_p) else 0.0,
         "ap_overall": ap_overall,
-        "alpha_pos": float(model["alpha_rot"][0]), "beta_pos": float(model["beta_rot"][0]),
+        "alpha_pos": float(model["alpha_rot"][0]),
+        "beta_pos": float(model["beta_rot"][0]),
         "sigma_pos": math.sqrt(max(float(model["resid_var"][0]), 0.0)),
-        "sliding_window": sliding_window, "lookback_buckets": lookback,
-        "n_cells": int(cells["ap"].notna().sum()), "n_pairs": int(cells["n_pairs"].sum()),
+        "sliding_window": sliding_window,
+        "lookback_buckets": lookback,
+        "n_cells": int(cells["ap"].notna().sum()),
+        "n_pairs": int(cells["n_pairs"].sum()),
     }
     pair_frame = _pair_frame(drawn, cells, k_pos)
     bin_width = int(heatmap_bin) if heatmap_bin is not None else bucket_size
@@ -316,12 +395,23 @@ def _pair_frame(drawn: dict, cells: pd.DataFrame, k_pos: np.ndarray) -> pd.DataF
     t1 = k_pos[drawn["first"]]
     t2 = k_pos[drawn["second"]]
     tau = cells["tau"].to_numpy()[drawn["cell"]]
-    return pd.DataFrame({
-        "cell": drawn["cell"], "q_cell": cells["q_cell"].to_numpy()[drawn["cell"]], "tau": tau,
-        "first": drawn["first"], "second": drawn["second"], "k1_pos": t1, "k2_pos": t2,
-        "key_distance": np.abs(t1 - t2), "query_distance": tau - 0.5 * (t1 + t2),
-        "m": drawn["m"], "v": drawn["v"], "pp": drawn["pp"], "used": drawn["used"],
-    })
+    return pd.DataFrame(
+        {
+            "cell": drawn["cell"],
+            "q_cell": cells["q_cell"].to_numpy()[drawn["cell"]],
+            "tau": tau,
+            "first": drawn["first"],
+            "second": drawn["second"],
+            "k1_pos": t1,
+            "k2_pos": t2,
+            "key_distance": np.abs(t1 - t2),
+            "query_distance": tau - 0.5 * (t1 + t2),
+            "m": drawn["m"],
+            "v": drawn["v"],
+            "pp": drawn["pp"],
+            "used": drawn["used"],
+        }
+    )
 
 
 def _heatmap(pairs: pd.DataFrame, bin_width: int) -> pd.DataFrame:
@@ -335,11 +425,15 @@ def _heatmap(pairs: pd.DataFrame, bin_width: int) -> pd.DataFrame:
     offset = int(distance_bin.min()) if len(distance_bin) else 0
     span = int(distance_bin.max()) - offset + 1 if len(distance_bin) else 1
     cells, index = np.unique(delta_bin * span + (distance_bin - offset), return_inverse=True)
-    return pd.DataFrame({
-        "delta_bin": cells // span, "distance_bin": cells % span + offset, "bin_width": bin_width,
-        "pp_sum": np.bincount(index, weights=pairs["pp"].to_numpy()[used], minlength=len(cells)),
-        "n_pairs": np.bincount(index, minlength=len(cells)).astype(np.int64),
-    })
+    return pd.DataFrame(
+        {
+            "delta_bin": cells // span,
+            "distance_bin": cells % span + offset,
+            "bin_width": bin_width,
+            "pp_sum": np.bincount(index, weights=pairs["pp"].to_numpy()[used], minlength=len(cells)),
+            "n_pairs": np.bincount(index, minlength=len(cells)).astype(np.int64),
+        }
+    )
 
 
 def _components(r2: np.ndarray) -> pd.DataFrame:
@@ -349,11 +443,18 @@ def _components(r2: np.ndarray) -> pd.DataFrame:
     total = positive.sum()
     dim = len(r2)
     weight = positive / total if total > 0 else np.full(dim, 1.0 / dim)
-    return pd.DataFrame({"component": np.arange(dim), "component_r2": r2, "component_weight": weight,
-                         "rope_pair": np.arange(dim) % max(dim // 2, 1)})
+    return pd.DataFrame(
+        {
+            "component": np.arange(dim),
+            "component_r2": r2,
+            "component_weight": weight,
+            "rope_pair": np.arange(dim) % max(dim // 2, 1),
+        }
+    )
 
 
 # ---- capture folders ----
+
 
 @dataclass
 class PlasticityTables:
@@ -369,9 +470,17 @@ class PlasticityTables:
     meta: dict = field(default_factory=dict)
 
 
-def analyze(qk_dir, mode: Mode = "thesis", *, heads: Iterable[tuple[int, int]] | None = None,
-            bucket_size: int | None = None, context_length: int | None = None, gqa_group: int | None = None,
-            progress: bool = False, **options) -> PlasticityTables:
+def analyze(
+    qk_dir,
+    mode: Mode = "thesis",
+    *,
+    heads: Iterable[tuple[int, int]] | None = None,
+    bucket_size: int | None = None,
+    context_length: int | None = None,
+    gqa_group: int | None = None,
+    progress: bool = False,
+    **options,
+) -> PlasticityTables:
     """Attention plasticity of every captured query head of a capture folder (the layout of docs/capture.md, 'Files', from
     Spectra's Probe or qk-sniffer), each with its KV head's keys.
 
@@ -413,8 +522,10 @@ def analyze(qk_dir, mode: Mode = "thesis", *, heads: Iterable[tuple[int, int]] |
     for layer, head in tqdm(targets, desc="plasticity", unit="head", disable=not progress):
         kv = kv_of(head)
         if (layer, kv) not in files["k"]:
-            raise FileNotFoundError(f"qk: {folder} has no key capture l{layer:02d}h{kv:02d}k/data.parquet "
-                                    f"(the KV head of query head {head})")
+            raise FileNotFoundError(
+                f"qk: {folder} has no key capture l{layer:02d}h{kv:02d}k/data.parquet "
+                f"(the KV head of query head {head})"
+            )
         if (layer, kv) not in keys:
             keys.clear()  # one layer's keys at a time
             keys[(layer, kv)] = read_capture(folder, layer, kv, "k")
@@ -430,10 +541,21 @@ def analyze(qk_dir, mode: Mode = "thesis", *, heads: Iterable[tuple[int, int]] |
         # Published mode keeps the files' own buckets; the thesis grid works on positions.
         own_buckets = mode == "published" and (sampler_bucket is None or int(sampler_bucket) == bucket_size)
         result = analyze_head(
-            qr.vectors, qr.positions.numpy(), kr.vectors, kr.positions.numpy(), kr.example_ids.numpy(),
-            q_bucket=qr.buckets.numpy() if own_buckets else None, k_bucket=kr.buckets.numpy() if own_buckets else None,
-            bucket_size=bucket_size, layer=layer, head=head, kv_head=kv, mode=mode, sliding_window=window,
-            **options)
+            qr.vectors,
+            qr.positions.numpy(),
+            kr.vectors,
+            kr.positions.numpy(),
+            kr.example_ids.numpy(),
+            q_bucket=qr.buckets.numpy() if own_buckets else None,
+            k_bucket=kr.buckets.numpy() if own_buckets else None,
+            bucket_size=bucket_size,
+            layer=layer,
+            head=head,
+            kv_head=kv,
+            mode=mode,
+            sliding_window=window,
+            **options,
+        )
         last_bucket = max(last_bucket, int(qr.positions.max()) // bucket_size)
         row = result.row
         if uses_rope is not None:
@@ -447,18 +569,30 @@ def analyze(qk_dir, mode: Mode = "thesis", *, heads: Iterable[tuple[int, int]] |
         raise ValueError(f"context_length must be >= 1; got {context}")
     model = sidecar.get("model") or {}
     meta = {
-        "qk_dir": str(folder), "mode": mode, "bucket_size": bucket_size, "context_length": context,
+        "qk_dir": str(folder),
+        "mode": mode,
+        "bucket_size": bucket_size,
+        "context_length": context,
         "window_rule": "lookback = ceil(sliding_window / bucket_size) key buckets (the published tool used floor(W))",
-        "model": model.get("name_or_path"), "family": model.get("family"), "n_layers": model.get("n_layers"),
-        "n_heads": model.get("n_heads"), "n_kv_heads": model.get("n_kv_heads"),
+        "model": model.get("name_or_path"),
+        "family": model.get("family"),
+        "n_layers": model.get("n_layers"),
+        "n_heads": model.get("n_heads"),
+        "n_kv_heads": model.get("n_kv_heads"),
         "options": {key: value for key, value in options.items() if key not in ("pairs",)},
     }
-    return PlasticityTables(pd.DataFrame(rows), pd.concat(cells, ignore_index=True),
-                            pd.concat(heatmaps, ignore_index=True), pd.concat(components, ignore_index=True), meta)
+    return PlasticityTables(
+        pd.DataFrame(rows),
+        pd.concat(cells, ignore_index=True),
+        pd.concat(heatmaps, ignore_index=True),
+        pd.concat(components, ignore_index=True),
+        meta,
+    )
 
 
-def series(qk_dirs: Sequence[str | Path], mode: Mode = "thesis", *, labels: Sequence[str] | None = None,
-           **options) -> PlasticityTables:
+def series(
+    qk_dirs: Sequence[str | Path], mode: Mode = "thesis", *, labels: Sequence[str] | None = None, **options
+) -> PlasticityTables:
     """:func:`analyze` over several capture folders (models or checkpoints of one model); every table
     gains ``checkpoint`` (the label, default the folder name) and ``step`` (from ``step-N`` /
     ``checkpoint-N`` folder names or the captured model path, else NaN).
@@ -486,6 +620,10 @@ def series(qk_dirs: Sequence[str | Path], mode: Mode = "thesis", *, labels: Sequ
             frame.insert(1, "step", step if step is not None else np.nan)
         parts.append(tables)
         metas.append({"label": label, "step": step, **tables.meta})
-    return PlasticityTables(*(pd.concat([getattr(p, name) for p in parts], ignore_index=True)
-                              for name in ("heads", "cells", "heatmap", "components")),
-                            meta={"checkpoints": metas})
+    return PlasticityTables(
+        *(
+            pd.concat([getattr(p, name) for p in parts], ignore_index=True)
+            for name in ("heads", "cells", "heatmap", "components")
+        ),
+        meta={"checkpoints": metas},
+    )

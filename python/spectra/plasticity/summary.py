@@ -59,8 +59,11 @@ def profile(tables: PlasticityTables) -> pd.DataFrame:
     cells = tables.cells
     keys = _keys(cells)
     # Several key buckets per query bucket (published): the point is their mean, as the published plot.
-    points = (cells.groupby(keys + ["q_cell"], sort=True, dropna=False)
-              .agg(tau=("tau", "first"), n_queries=("n_queries", "first"), ap=("ap", "mean")).reset_index())
+    points = (
+        cells.groupby(keys + ["q_cell"], sort=True, dropna=False)
+        .agg(tau=("tau", "first"), n_queries=("n_queries", "first"), ap=("ap", "mean"))
+        .reset_index()
+    )
     if "step" in cells.columns:
         points.insert(1, "step", points["checkpoint"].map(cells.groupby("checkpoint")["step"].first()))
     contexts = _context_lengths(tables)
@@ -84,21 +87,30 @@ def _binned(profile_frame: pd.DataFrame, edges: Sequence[float], scheme: str) ->
     grid = heads.merge(pd.DataFrame({"bin": np.arange(len(edges) - 1)}), how="cross")
     out = grid.merge(means, on=keys + ["bin"], how="left")
     out["count"] = out["count"].fillna(0).astype(np.int64)
-    return pd.DataFrame({
-        **{k: out[k] for k in keys}, "scheme": scheme, "bin": out["bin"],
-        "lo": np.asarray(edges)[out["bin"]], "hi": np.asarray(edges)[out["bin"] + 1],
-        "ap": out["mean"], "n_points": out["count"],
-    })
+    return pd.DataFrame(
+        {
+            **{k: out[k] for k in keys},
+            "scheme": scheme,
+            "bin": out["bin"],
+            "lo": np.asarray(edges)[out["bin"]],
+            "hi": np.asarray(edges)[out["bin"] + 1],
+            "ap": out["mean"],
+            "n_points": out["count"],
+        }
+    )
 
 
 def fractions(profile_frame: pd.DataFrame) -> pd.DataFrame:
     """Per head: deciles, quintiles and length bins of the context fraction (``scheme``, ``bin``,
     ``lo``, ``hi``, ``ap``, ``n_points``; empty bins are NaN)."""
-    return pd.concat([
-        _binned(profile_frame, np.linspace(0.0, 1.0, 11), "decile"),
-        _binned(profile_frame, np.linspace(0.0, 1.0, 6), "quintile"),
-        _binned(profile_frame, LENGTH_FRACTIONS, "length"),
-    ], ignore_index=True)
+    return pd.concat(
+        [
+            _binned(profile_frame, np.linspace(0.0, 1.0, 11), "decile"),
+            _binned(profile_frame, np.linspace(0.0, 1.0, 6), "quintile"),
+            _binned(profile_frame, LENGTH_FRACTIONS, "length"),
+        ],
+        ignore_index=True,
+    )
 
 
 def with_head_summary(heads: pd.DataFrame, fraction_frame: pd.DataFrame) -> pd.DataFrame:
@@ -123,9 +135,16 @@ def model_report(heads: pd.DataFrame, fraction_frame: pd.DataFrame, tables: Plas
     for meta in metas:
         part = heads if group is None else heads[heads[group] == meta["label"]]
         fr = fraction_frame if group is None else fraction_frame[fraction_frame[group] == meta["label"]]
-        row = {"checkpoint": meta.get("label") or meta.get("model") or "model", "step": meta.get("step"),
-               "mode": meta["mode"], "model": meta.get("model"), "family": meta.get("family"),
-               "context_length": meta["context_length"], "bucket_size": meta["bucket_size"], "n_heads": len(part)}
+        row = {
+            "checkpoint": meta.get("label") or meta.get("model") or "model",
+            "step": meta.get("step"),
+            "mode": meta["mode"],
+            "model": meta.get("model"),
+            "family": meta.get("family"),
+            "context_length": meta["context_length"],
+            "bucket_size": meta["bucket_size"],
+            "n_heads": len(part),
+        }
         for column in ("ap_overall", "ap_first_20", "ap_last_20", "ap_drop"):
             row[column] = float(part[column].mean())
         for scheme, prefix in (("decile", "decile_"), ("quintile", "quintile_"), ("length", "ap_len_")):
@@ -170,8 +189,17 @@ def score_correlations(report: pd.DataFrame, fraction_frame: pd.DataFrame, score
         if ok.sum() < 3:
             return
         r, p = pearsonr(x[ok], y[ok])
-        out.append({"scope": scope, "checkpoint": checkpoint, "metric": metric, "score": score, "n": int(ok.sum()),
-                    "r": float(r), "p": float(p)})
+        out.append(
+            {
+                "scope": scope,
+                "checkpoint": checkpoint,
+                "metric": metric,
+                "score": score,
+                "n": int(ok.sum()),
+                "r": float(r),
+                "p": float(p),
+            }
+        )
 
     if {"length", "score"} <= set(scores.columns):
         contexts = report.set_index(report["checkpoint"].astype(str))["context_length"]
@@ -180,7 +208,9 @@ def score_correlations(report: pd.DataFrame, fraction_frame: pd.DataFrame, score
         for _, s in scores.iterrows():
             length = float(s["length"])
             ctx = float(contexts[s["checkpoint"]])
-            rows.append((s["checkpoint"], curve.get((s["checkpoint"], _bin_ending_at(length, ctx)), np.nan), s["score"]))
+            rows.append(
+                (s["checkpoint"], curve.get((s["checkpoint"], _bin_ending_at(length, ctx)), np.nan), s["score"])
+            )
         frame = pd.DataFrame(rows, columns=["checkpoint", "ap", "score"])
         add("lengths", "all", "ap_length", "score", frame["ap"], frame["score"])
         for name, part in frame.groupby("checkpoint"):

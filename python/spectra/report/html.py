@@ -1,6 +1,3 @@
-
-
-
 """One self-contained HTML report of any Spectra result folder: ``spectra report RESULT_DIR``.
 
 The page has no outside references (CSS and JavaScript inlined, figures as base64 data URIs) and
@@ -103,8 +100,19 @@ FIGURE_SECTIONS = {
 # ---- figures --------------------------------------------------------------------------------
 
 FIGURE_SUFFIXES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml"}
-_ACRONYMS = {"qk": "QK", "pc": "PC", "pc0": "PC0", "pc1": "PC1", "kv": "KV", "ap": "AP", "ci": "CI",
-             "qnorm": "q-norm", "knorm": "k-norm", "rq": "r_q", "rk": "r_k"}
+_ACRONYMS = {
+    "qk": "QK",
+    "pc": "PC",
+    "pc0": "PC0",
+    "pc1": "PC1",
+    "kv": "KV",
+    "ap": "AP",
+    "ci": "CI",
+    "qnorm": "q-norm",
+    "knorm": "k-norm",
+    "rq": "r_q",
+    "rk": "r_k",
+}
 
 
 def figure_caption(name: str) -> str:
@@ -140,6 +148,7 @@ def _data_uri(path: Path) -> str:
 
 # ---- the report data ------------------------------------------------------------------------
 
+
 def _grid_shape(result: ResultFolder, table: HeadTable, loaded: LoadedModel) -> tuple[int, int]:
     """(n_layers, n_heads): from the model, else the folder's metadata, else the table."""
     if loaded.model is not None:
@@ -163,13 +172,24 @@ def _grid_values(frame: pd.DataFrame, metrics: Sequence[str], n_layers: int, n_h
 
 
 def _title(result: ResultFolder, model: str | None) -> str:
-    what = {"profile": "profile", "sweep": f"sweep ({result.meta.get('run', {}).get('experiment', '?')})",
-            "dynamics": "training dynamics", "geometry": "QK geometry", "plasticity": "attention plasticity"}
+    what = {
+        "profile": "profile",
+        "sweep": f"sweep ({result.meta.get('run', {}).get('experiment', '?')})",
+        "dynamics": "training dynamics",
+        "geometry": "QK geometry",
+        "plasticity": "attention plasticity",
+    }
     return f"Spectra report: {what[result.kind]} of {model or 'an unnamed model'}"
 
 
-def build_report_data(result_dir: str | os.PathLike, *, model: str | None = None, with_model: bool = True,
-                      n_samples: int = 2, max_tokens: int = 64) -> dict[str, Any]:
+def build_report_data(
+    result_dir: str | os.PathLike,
+    *,
+    model: str | None = None,
+    with_model: bool = True,
+    n_samples: int = 2,
+    max_tokens: int = 64,
+) -> dict[str, Any]:
     """Everything the page shows, JSON-serialisable (figures as data URIs).
 
     ``model`` overrides the model named in the folder (e.g. when it moved); ``with_model=False``
@@ -196,21 +216,30 @@ def build_report_data(result_dir: str | os.PathLike, *, model: str | None = None
     taxonomy, taxonomy_source, missing = None, "", loaded.reason
     if table.classes is not None and "class" in table.classes.columns:
         taxonomy, taxonomy_source = table.classes, str(table.classes["source"].iloc[0])
-    elif {"sink_mass_mean", "induction_score", "previous_token_score", "positional_score",
-          "entropy_normalized_mean"} <= set(table.frame.columns):
+    elif {
+        "sink_mass_mean",
+        "induction_score",
+        "previous_token_score",
+        "positional_score",
+        "entropy_normalized_mean",
+    } <= set(table.frame.columns):
         taxonomy, taxonomy_source = classify(table.frame), f"classify({table.source})"
     if loaded.model is not None:
         windows = viewer_windows(loaded.model, loaded.tokenizer, n_samples=n_samples, max_tokens=max_tokens)
         viewer = {"available": True, **attention_data(loaded.model, loaded.tokenizer, windows, model_name=reference)}
         if taxonomy is None:
             taxonomy = computed_classes(loaded.model, windows)
-            taxonomy_source = (f"head_stats of {reference} on {windows.shape[0]} held-out windows of "
-                               f"{windows.shape[1]} tokens")
-    texts, short = class_labels(table, n_layers, n_heads, taxonomy=taxonomy, taxonomy_source=taxonomy_source,
-                                missing_reason=missing)
+            taxonomy_source = (
+                f"head_stats of {reference} on {windows.shape[0]} held-out windows of {windows.shape[1]} tokens"
+            )
+    texts, short = class_labels(
+        table, n_layers, n_heads, taxonomy=taxonomy, taxonomy_source=taxonomy_source, missing_reason=missing
+    )
     metrics = grid_metrics(table.frame)
-    figures = [{"name": p.relative_to(result.path).as_posix(), "caption": figure_caption(p.name),
-                "uri": _data_uri(p)} for p in find_figures(result.path)]
+    figures = [
+        {"name": p.relative_to(result.path).as_posix(), "caption": figure_caption(p.name), "uri": _data_uri(p)}
+        for p in find_figures(result.path)
+    ]
     return {
         "title": _title(result, reference),
         "kind": result.kind,
@@ -219,10 +248,15 @@ def build_report_data(result_dir: str | os.PathLike, *, model: str | None = None
         "meta_rows": flatten(result.meta),
         "summary_rows": flatten(result.summary)[:400],
         "grid": {
-            "n_layers": n_layers, "n_heads": n_heads, "source": table.source, "note": table.note,
-            "metrics": metrics, "default_metric": metrics[0] if metrics else None,
+            "n_layers": n_layers,
+            "n_heads": n_heads,
+            "source": table.source,
+            "note": table.note,
+            "metrics": metrics,
+            "default_metric": metrics[0] if metrics else None,
             "values": _grid_values(table.frame, metrics, n_layers, n_heads),
-            "classes": texts, "class_short": short,
+            "classes": texts,
+            "class_short": short,
         },
         "viewer": viewer,
         "figures": figures,
@@ -231,6 +265,7 @@ def build_report_data(result_dir: str | os.PathLike, *, model: str | None = None
 
 
 # ---- rendering ------------------------------------------------------------------------------
+
 
 def _asset(name: str) -> str:
     return resources.files("spectra").joinpath("assets", "report", name).read_text(encoding="utf-8")
@@ -246,7 +281,8 @@ def _figures_html(figures: Sequence[Mapping[str, str]]) -> str:
     return "\n".join(
         f'<figure><img src="{f["uri"]}" alt="{html.escape(f["caption"])}" loading="lazy">'
         f'<figcaption>{html.escape(f["caption"])} <code>{html.escape(f["name"])}</code></figcaption></figure>'
-        for f in figures)
+        for f in figures
+    )
 
 
 def _script_json(obj: Any) -> str:
@@ -291,8 +327,15 @@ def render_html(data: Mapping[str, Any]) -> str:
     return pattern.sub(lambda match: replacements[match.group(0)], page)
 
 
-def write_report(result_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, model: str | None = None,
-                 with_model: bool = True, n_samples: int = 2, max_tokens: int = 64) -> Path:
+def write_report(
+    result_dir: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    *,
+    model: str | None = None,
+    with_model: bool = True,
+    n_samples: int = 2,
+    max_tokens: int = 64,
+) -> Path:
     """Writes the report of ``result_dir`` to ``out`` (default ``<result_dir>/report.html``),
     atomically, and returns its path. See :func:`build_report_data` for the options.
 
@@ -302,8 +345,7 @@ def write_report(result_dir: str | os.PathLike, out: str | os.PathLike | None = 
         ...
         FileNotFoundError: result_dir: /nonexistent does not exist
     """
-    data = build_report_data(result_dir, model=model, with_model=with_model, n_samples=n_samples,
-                             max_tokens=max_tokens)
+    data = build_report_data(result_dir, model=model, with_model=with_model, n_samples=n_samples, max_tokens=max_tokens)
     target = Path(out) if out is not None else Path(result_dir) / "report.html"
     if target.is_dir():
         raise ValueError(f"out: {target} is a folder; give the path of the HTML file to write")

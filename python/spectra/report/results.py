@@ -27,6 +27,7 @@ ID_COLUMNS = ("layer", "head", "kv_head", "step", "sample", "n_samples", "n_alph
 
 # ---- the result folder ----------------------------------------------------------------------
 
+
 @dataclass
 class ResultFolder:
     """A result folder, what job wrote it, and its ``meta.json`` / ``summary.json``."""
@@ -87,14 +88,19 @@ def read_result(result_dir: str | os.PathLike) -> ResultFolder:
         raise ValueError(f"result_dir: {folder} is a file, not a Spectra result folder")
     meta_path = folder / "meta.json"
     if not meta_path.is_file():
-        hint = " (a capture folder: run spectra geometry/plasticity --qk on it first)" if (
-            folder / "spectra_capture.json").is_file() else ""
+        hint = (
+            " (a capture folder: run spectra geometry/plasticity --qk on it first)"
+            if (folder / "spectra_capture.json").is_file()
+            else ""
+        )
         raise ValueError(f"result_dir: {folder} is not a Spectra result folder (it has no meta.json){hint}")
     meta = _read_json(meta_path, "result_dir")
     kind = detect_kind(folder, meta)
     if kind is None:
-        raise ValueError(f"result_dir: {folder} has a meta.json but is not the result folder of a Spectra job "
-                         f"({', '.join(KINDS)}): none of head_summary.csv, heads.csv, head_series.csv, gains.csv")
+        raise ValueError(
+            f"result_dir: {folder} has a meta.json but is not the result folder of a Spectra job "
+            f"({', '.join(KINDS)}): none of head_summary.csv, heads.csv, head_series.csv, gains.csv"
+        )
     summary = _read_json(folder / "summary.json", "result_dir") if (folder / "summary.json").is_file() else {}
     return ResultFolder(folder, kind, meta, summary)
 
@@ -132,6 +138,7 @@ def _zoo_name(reference: str) -> str:
 
 
 # ---- run metadata ---------------------------------------------------------------------------
+
 
 def _format_value(value: Any, limit: int = 400) -> str:
     if isinstance(value, float):
@@ -174,6 +181,7 @@ def flatten(obj: Any, prefix: str = "", *, max_records: int = 8) -> list[tuple[s
 
 # ---- the per-head table ---------------------------------------------------------------------
 
+
 def _read_table(folder: Path, stem: str) -> pd.DataFrame | None:
     if (folder / f"{stem}.csv").is_file():
         return pd.read_csv(folder / f"{stem}.csv")
@@ -196,8 +204,14 @@ def _last_checkpoint(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
 def _numeric_by_head(frame: pd.DataFrame, groups: Sequence[str] = ()) -> pd.DataFrame:
     """One row per (layer, head) with the numeric columns; rows that differ by ``groups`` (e.g. mode,
     kind) become columns ``name [mode=local, kind=q]``."""
-    numeric = [c for c in frame.columns if c not in ID_COLUMNS and pd.api.types.is_numeric_dtype(frame[c])
-               and not pd.api.types.is_bool_dtype(frame[c]) and frame[c].notna().any()]
+    numeric = [
+        c
+        for c in frame.columns
+        if c not in ID_COLUMNS
+        and pd.api.types.is_numeric_dtype(frame[c])
+        and not pd.api.types.is_bool_dtype(frame[c])
+        and frame[c].notna().any()
+    ]
     if not groups:
         return frame.groupby(["layer", "head"], sort=True)[numeric].first().reset_index()
     parts = []
@@ -205,7 +219,7 @@ def _numeric_by_head(frame: pd.DataFrame, groups: Sequence[str] = ()) -> pd.Data
         key = key if isinstance(key, tuple) else (key,)
         label = ", ".join(f"{g}={k}" for g, k in zip(groups, key))
         wide = part.groupby(["layer", "head"], sort=True)[numeric].first()
-        parts.append(wide.rename(columns=lambda c: f"{c} [{label}]"))
+        parts.append(wide.rename(columns=lambda c, label=label: f"{c} [{label}]"))
     return pd.concat(parts, axis=1).reset_index()
 
 

@@ -41,6 +41,7 @@ MAX_VIEWER_VALUES = 6_000_000
 
 # ---- the model: classes and attention -------------------------------------------------------
 
+
 @dataclass
 class LoadedModel:
     """The run's model, or why it is not available."""
@@ -64,7 +65,9 @@ def load_run_model(reference: str | None) -> LoadedModel:
     try:
         model, tokenizer = load_model(reference)
     except Exception as error:  # any loading failure only removes the model-based parts of the report
-        return LoadedModel(reference, reason=f"model {reference!r} could not be loaded ({type(error).__name__}: {error})")
+        return LoadedModel(
+            reference, reason=f"model {reference!r} could not be loaded ({type(error).__name__}: {error})"
+        )
     return LoadedModel(reference, model, tokenizer)
 
 
@@ -103,8 +106,15 @@ def _class_text(row: Mapping[str, Any]) -> str:
     return f"{row['class']}" + (f" (score {score:.2f})" if isinstance(score, float) and math.isfinite(score) else "")
 
 
-def class_labels(table: HeadTable, n_layers: int, n_heads: int, *, taxonomy: pd.DataFrame | None,
-                 taxonomy_source: str, missing_reason: str) -> tuple[list[list[str]], list[list[str]]]:
+def class_labels(
+    table: HeadTable,
+    n_layers: int,
+    n_heads: int,
+    *,
+    taxonomy: pd.DataFrame | None,
+    taxonomy_source: str,
+    missing_reason: str,
+) -> tuple[list[list[str]], list[list[str]]]:
     """Per (layer, head): the tooltip text naming its class(es), and a short label for the cell.
 
     ``taxonomy`` is a classify() table (or None, then every tooltip gives ``missing_reason``).
@@ -162,9 +172,12 @@ class _LayerAttentionRecorder:
 
     def on_attention(self, layer, module, q, k, v, attention_mask, kwargs):
         how = layer_attention(self.adapter, layer, module, kwargs)
-        self.layers[layer] = {"scaling": float(how.scaling), "softcap": float(how.softcap) if how.softcap else None,
-                              "causal": bool(how.causal),
-                              "window": int(how.sliding_window) if how.sliding_window else None}
+        self.layers[layer] = {
+            "scaling": float(how.scaling),
+            "softcap": float(how.softcap) if how.softcap else None,
+            "causal": bool(how.causal),
+            "window": int(how.sliding_window) if how.sliding_window else None,
+        }
         return q, k, v
 
 
@@ -186,8 +199,9 @@ def _token_text(tokenizer: Any, token_id: int) -> str:
     return text if text else tokenizer.convert_ids_to_tokens(int(token_id))
 
 
-def attention_data(model: Any, tokenizer: Any, windows, *, model_name: str = "",
-                   max_values: int = MAX_VIEWER_VALUES) -> dict[str, Any]:
+def attention_data(
+    model: Any, tokenizer: Any, windows, *, model_name: str = "", max_values: int = MAX_VIEWER_VALUES
+) -> dict[str, Any]:
     """What the viewer embeds: tokens of ``windows`` (N, T), every head's post-RoPE q
     ``(L, H, N, T, D)`` and every KV head's k ``(L, Hkv, N, T, D)`` as base64 float32, and each
     layer's scaling / softcap / causal / window, captured with ``spectra.Probe`` in one forward.
@@ -214,8 +228,10 @@ def attention_data(model: Any, tokenizer: Any, windows, *, model_name: str = "",
     if ids.numel() * per_token > max_values:
         ids = ids[:, : max(2, max_values // per_token)]
     if ids.shape != torch.as_tensor(windows).shape:
-        note = (f"kept {ids.shape[0]} window(s) of {ids.shape[1]} tokens so that the page stays under "
-                f"{max_values * 4 / 1e6:.0f} MB of q/k")
+        note = (
+            f"kept {ids.shape[0]} window(s) of {ids.shape[1]} tokens so that the page stays under "
+            f"{max_values * 4 / 1e6:.0f} MB of q/k"
+        )
     n, t = ids.shape
     probe = Probe(model, capture=("q", "k"), stage="post_rope", positions="all", keep_in_memory=True)
     with probe, attached(model, recorder):
@@ -228,12 +244,16 @@ def attention_data(model: Any, tokenizer: Any, windows, *, model_name: str = "",
             target[layer, head, rows.example_ids.long().numpy(), rows.positions.long().numpy()] = rows.vectors.numpy()
     return {
         "model": model_name,
-        "n_layers": n_layers, "n_heads": n_heads, "n_kv_heads": n_kv, "head_dim": dim,
+        "n_layers": n_layers,
+        "n_heads": n_heads,
+        "n_kv_heads": n_kv,
+        "head_dim": dim,
         "kv_head": [probe.kv_head(h) for h in range(n_heads)],
         "layers": [recorder.layers[layer] for layer in range(n_layers)],
         "samples": [{"ids": [int(i) for i in row], "tokens": [_token_text(tokenizer, i) for i in row]} for row in ids],
         "n_tokens": t,
-        "q": _encode_floats(q), "k": _encode_floats(k),
+        "q": _encode_floats(q),
+        "k": _encode_floats(k),
         "note": note,
     }
 

@@ -74,8 +74,21 @@ from spectra.jobs.capture.options import KEYS
 from spectra.jobs.capture.run import run_capture
 from spectra.models.checkpoints import checkpoint_step
 
-__all__ = ["KEYS", "STRAY_GLOB", "CaptureResult", "check", "check_capture_keys", "compute", "describe", "merge",
-           "merge_capture_shards", "ordered_entries", "plan", "plan_captures", "resolve_max_length"]
+__all__ = [
+    "KEYS",
+    "STRAY_GLOB",
+    "CaptureResult",
+    "check",
+    "check_capture_keys",
+    "compute",
+    "describe",
+    "merge",
+    "merge_capture_shards",
+    "ordered_entries",
+    "plan",
+    "plan_captures",
+    "resolve_max_length",
+]
 
 SHARDS, CAPTURE, MERGED = "shards", "capture", "merged.json"
 STRAY_GLOB = (SHARDS, "shard-*")  # folders under <label>/shards that a plan must account for
@@ -183,7 +196,7 @@ def ordered_entries(config: Mapping[str, Any]) -> list[tuple[str, str]]:
         ['tiny-llama', 'tiny-qwen3-step-000000', 'tiny-qwen3-step-000100']
     """
     found = entries(config)
-    ordered, rest = found[:len(config["models"])], found[len(config["models"]):]
+    ordered, rest = found[: len(config["models"])], found[len(config["models"]) :]
     for entry in config["checkpoints"]:
         size = len(expand_checkpoints(entry))
         group, rest = rest[:size], rest[size:]
@@ -206,7 +219,7 @@ def load_examples(config: Mapping[str, Any], max_length: int) -> list[tuple[int,
     """The run's ``(example_id, text)`` pairs: the first ``n_examples`` of ``data``, or of the held-out text."""
     if config["data"] is not None:
         examples = read_examples(config["data"])
-        return examples[:config["n_examples"]] if config["n_examples"] is not None else examples
+        return examples[: config["n_examples"]] if config["n_examples"] is not None else examples
     return heldout_examples(config["n_examples"] or HELDOUT_EXAMPLES, max_length)
 
 
@@ -216,8 +229,10 @@ def plan_captures(config: Mapping[str, Any], capture_options: Callable[[str, Pat
     :func:`~spectra.jobs.capture.run.run_capture` settings (``max_length``, ``layers``, ``heads``,
     ``capture``, ``stages``, ``positions``, ``bucket_size``, ``seed``), checked against its config."""
     if config["kind"] != "capture" and any(label == config["kind"] for label, _ in entries(config)):
-        raise ValueError(f"models: a model or checkpoint labelled {config['kind']!r} would share "
-                         f"out/{config['kind']}/ with the analysis; rename its folder")
+        raise ValueError(
+            f"models: a model or checkpoint labelled {config['kind']!r} would share "
+            f"out/{config['kind']}/ with the analysis; rename its folder"
+        )
     examples: dict[int, list[tuple[int, str]]] = {}
     tasks: list[Task] = []
     for label, model in ordered_entries(config):
@@ -231,15 +246,27 @@ def plan_captures(config: Mapping[str, Any], capture_options: Callable[[str, Pat
         if not found:
             raise ValueError(f"data: {config['data']} holds no examples")
         for shard, lo in enumerate(range(0, len(found), size)):
-            chunk = tuple((int(i), str(text)) for i, text in found[lo:lo + size])
-            tasks.append(Task(kind=config["kind"], model=model, label=label, shard=shard, samples=(lo, lo + len(chunk)),
-                              out=config["out"], options=dict(options), relpath=f"{label}/{SHARDS}/shard-{shard:05d}",
-                              data=chunk, num_gpus=config["gpus_per_task"]))
+            chunk = tuple((int(i), str(text)) for i, text in found[lo : lo + size])
+            tasks.append(
+                Task(
+                    kind=config["kind"],
+                    model=model,
+                    label=label,
+                    shard=shard,
+                    samples=(lo, lo + len(chunk)),
+                    out=config["out"],
+                    options=dict(options),
+                    relpath=f"{label}/{SHARDS}/shard-{shard:05d}",
+                    data=chunk,
+                    num_gpus=config["gpus_per_task"],
+                )
+            )
     return tasks
 
 
-def resolve_max_length(config: Mapping[str, Any], model: str, folder: Path, default: int | None, *,
-                       cap: bool = False) -> int:
+def resolve_max_length(
+    config: Mapping[str, Any], model: str, folder: Path, default: int | None, *, cap: bool = False
+) -> int:
     """``max_length`` of one model: the config's, else ``default`` (None: the model's context; ``cap``:
     at most the context); an explicit value beyond the context is an error."""
     context = context_of(folder)
@@ -268,11 +295,15 @@ def plan(config: Mapping[str, Any]) -> list[Task]:
         >>> len(tasks), tasks[0].id, tasks[2].samples, tasks[2].relpath, tasks[0].options["max_length"]
         (21, 'tiny-llama/shard-00000', (4, 5), 'tiny-llama/shards/shard-00002', 256)
     """
+
     def options(model: str, folder: Path) -> dict[str, Any]:
         default = HELDOUT_MAX_LENGTH if config["data"] is None else DATA_MAX_LENGTH
-        return {"max_length": resolve_max_length(config, model, folder, default, cap=True),
-                **{key: config[key] for key in ("layers", "heads", "capture", "stages", "positions", "bucket_size",
-                                                "seed")}}
+        return {
+            "max_length": resolve_max_length(config, model, folder, default, cap=True),
+            **{
+                key: config[key] for key in ("layers", "heads", "capture", "stages", "positions", "bucket_size", "seed")
+            },
+        }
 
     return plan_captures(config, options)
 
@@ -288,10 +319,22 @@ def compute(task: Task) -> int:
     model, tokenizer = load_task_model(task)
     o = task.options
     with folder_shard(task, model_identity(model)) as folder:
-        sidecar = run_capture(model, tokenizer, task.data, folder, max_length=o["max_length"], overwrite=True,
-                              progress=False, layers=o["layers"], heads=o["heads"], capture=tuple(o["capture"]),
-                              stage=tuple(o["stages"]), positions=o["positions"], bucket_size=o["bucket_size"],
-                              seed=o["seed"])
+        sidecar = run_capture(
+            model,
+            tokenizer,
+            task.data,
+            folder,
+            max_length=o["max_length"],
+            overwrite=True,
+            progress=False,
+            layers=o["layers"],
+            heads=o["heads"],
+            capture=tuple(o["capture"]),
+            stage=tuple(o["stages"]),
+            positions=o["positions"],
+            bucket_size=o["bucket_size"],
+            seed=o["seed"],
+        )
     return sum(sidecar["rows"].values())
 
 
@@ -313,12 +356,17 @@ def merge_capture_shards(tasks: Sequence[Task]) -> dict[str, CaptureResult]:
         stamps = [read_stamp(t.path) for t in group]
         root = Path(group[0].out) / label
         folder, marker = root / CAPTURE, root / SHARDS / MERGED
-        record = {"capture": CAPTURE, "shards": [{k: s.get(k) for k in ("task_id", "fingerprint", "model", "samples")}
-                                                 for s in stamps]}
+        record = {
+            "capture": CAPTURE,
+            "shards": [{k: s.get(k) for k in ("task_id", "fingerprint", "model", "samples")} for s in stamps],
+        }
         shards = [t.path for t in group]
         try:  # kept when merged from these very shards, none of them written again since (a retry, a rerun)
-            kept = (json.loads(marker.read_text()) == record and (folder / SIDECAR).is_file()
-                    and max((p / STAMP_FILE).stat().st_mtime_ns for p in shards) <= marker.stat().st_mtime_ns)
+            kept = (
+                json.loads(marker.read_text()) == record
+                and (folder / SIDECAR).is_file()
+                and max((p / STAMP_FILE).stat().st_mtime_ns for p in shards) <= marker.stat().st_mtime_ns
+            )
         except (OSError, json.JSONDecodeError):
             kept = False
         if kept:
@@ -332,8 +380,9 @@ def merge_capture_shards(tasks: Sequence[Task]) -> dict[str, CaptureResult]:
     return results
 
 
-def merge(config: Mapping[str, Any], tasks: Sequence[Task], command_line: Sequence[str] | None = None
-          ) -> dict[str, CaptureResult]:
+def merge(
+    config: Mapping[str, Any], tasks: Sequence[Task], command_line: Sequence[str] | None = None
+) -> dict[str, CaptureResult]:
     """Builds every model's ``capture/`` folder from its shards (:func:`merge_capture_shards`)."""
     return merge_capture_shards(tasks)
 
@@ -341,5 +390,7 @@ def merge(config: Mapping[str, Any], tasks: Sequence[Task], command_line: Sequen
 def describe(label: str, result: Any) -> str:
     """``tiny-llama: 8 examples, 64 files, 16384 rows -> out/tiny-llama/capture``."""
     rows = result.sidecar.get("rows", {})
-    return (f"{label}: {result.sidecar.get('n_examples')} examples, {len(rows)} files, {sum(rows.values())} rows "
-            f"-> {result.out_dir}")
+    return (
+        f"{label}: {result.sidecar.get('n_examples')} examples, {len(rows)} files, {sum(rows.values())} rows "
+        f"-> {result.out_dir}"
+    )

@@ -9,8 +9,7 @@ from spectra.jobs.options import Option, keys
 __all__ = ["KEYS", "OPTIONS", "stage"]
 
 LAYERS_HELP = "Layers, e.g. '0,2,5-7' (default all)."
-DATA_HELP = ("Examples: .jsonl with 'text' (and optional integer 'id') per line, or text with one example per "
-             "line.")
+DATA_HELP = "Examples: .jsonl with 'text' (and optional integer 'id') per line, or text with one example per line."
 SHARD_HELP = "Examples per task (one shard each)."
 
 
@@ -27,8 +26,13 @@ def stage() -> tuple[Option, ...]:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("model", help="Zoo name, all-minilm-l6-v2, or a local model folder.", dest="model_name", required=True,
-           key=False),
+    Option(
+        "model",
+        help="Zoo name, all-minilm-l6-v2, or a local model folder.",
+        dest="model_name",
+        required=True,
+        key=False,
+    ),
     Option("data", help=DATA_HELP, path="file", dest="data_path", required=True),
     Option("n_examples", help="Capture the first N examples (default all).", cli=False),
     Option("out", help="Capture folder to write.", path="dir", dest="out_dir", required=True, key=False),

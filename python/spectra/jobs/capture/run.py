@@ -58,5 +58,3 @@ def run_capture(
             probe.set_example_ids([example_id])
             run_model(model, ids, backbone=True, require_eval=False)
     return read_sidecar(out)
-
-

@@ -121,20 +121,26 @@ def check(config: dict[str, Any]) -> dict[str, Any]:
         ValueError: models: kind dynamics tracks checkpoints over training, not models; name each series under checkpoints (a zoo model with checkpoints such as tiny-qwen3, checkpoint folders of one run, or a folder of checkpoint folders)
     """
     if config["models"]:
-        raise ValueError("models: kind dynamics tracks checkpoints over training, not models; name each series under "
-                         "checkpoints (a zoo model with checkpoints such as tiny-qwen3, checkpoint folders of one run, "
-                         "or a folder of checkpoint folders)")
+        raise ValueError(
+            "models: kind dynamics tracks checkpoints over training, not models; name each series under "
+            "checkpoints (a zoo model with checkpoints such as tiny-qwen3, checkpoint folders of one run, "
+            "or a folder of checkpoint folders)"
+        )
     for key in ("context_length", "n_samples", "n_random", "batch_size"):
         config[key] = positive_int(config[key], key)
     block = config["random_block"]
     if not isinstance(block, int) or isinstance(block, bool) or block < 2:
         raise ValueError(f"random_block: expected an integer >= 2; got {block!r}")
     if config["gamma_heatmap"] not in (None, True, False):
-        raise ValueError(f"gamma_heatmap: {config['gamma_heatmap']!r}; allowed values are true (required), false "
-                         "(skipped) or unset (drawn when the family has QK-norm)")
+        raise ValueError(
+            f"gamma_heatmap: {config['gamma_heatmap']!r}; allowed values are true (required), false "
+            "(skipped) or unset (drawn when the family has QK-norm)"
+        )
     if config["data"] is not None:
-        raise ValueError(f"data: {config['data']!r}; kind dynamics reads the zoo's held-out text, as spectra dynamics "
-                         "does; leave data unset")
+        raise ValueError(
+            f"data: {config['data']!r}; kind dynamics reads the zoo's held-out text, as spectra dynamics "
+            "does; leave data unset"
+        )
     return config
 
 
@@ -192,8 +198,10 @@ def series_of(config: Mapping[str, Any]) -> list[Series]:
     labels = [s.label for s in found]
     twice = sorted({label for label in labels if labels.count(label) > 1})
     if twice:
-        raise ValueError(f"checkpoints: the series {', '.join(twice)} appear(s) more than once (a zoo name and its "
-                         "checkpoint folders, or two runs of the same folder name)")
+        raise ValueError(
+            f"checkpoints: the series {', '.join(twice)} appear(s) more than once (a zoo name and its "
+            "checkpoint folders, or two runs of the same folder name)"
+        )
     return found
 
 
@@ -211,7 +219,7 @@ def _check_series(series: Series, config: Mapping[str, Any]) -> None:
     heatmap of a family without QK-norm."""
     first_step, first = series.members[0]
     reference: dict[str, object] | None = None
-    for step, folder in series.members:
+    for _step, folder in series.members:
         model = _skeleton(folder)
         shape = architecture(model)
         if reference is None:
@@ -219,8 +227,10 @@ def _check_series(series: Series, config: Mapping[str, Any]) -> None:
             check_model_config(str(folder), folder, context_length=config["context_length"])
             limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
             if limit is not None and 2 * config["random_block"] > limit:
-                raise ValueError(f"random_block: 2 x {config['random_block']} tokens exceed the "
-                                 f"max_position_embeddings of {folder} ({limit})")
+                raise ValueError(
+                    f"random_block: 2 x {config['random_block']} tokens exceed the "
+                    f"max_position_embeddings of {folder} ({limit})"
+                )
             if config["gamma_heatmap"]:
                 require_qk_norm(model)
         else:
@@ -247,10 +257,20 @@ def plan(config: Mapping[str, Any]) -> list[Task]:
         tokenizer = AutoTokenizer.from_pretrained(series.members[0][1], local_files_only=True)
         windows = load_windows(None, tokenizer, config["context_length"], config["n_samples"]).numpy()
         for step, folder in series.members:
-            tasks.append(Task(kind="dynamics", model=str(folder), label=series.label, shard=step,
-                              samples=(0, len(windows)), out=config["out"], options={**options, "step": step},
-                              relpath=f"{series.label}/shards/step-{step:06d}", input_ids=windows,
-                              num_gpus=config["gpus_per_task"]))
+            tasks.append(
+                Task(
+                    kind="dynamics",
+                    model=str(folder),
+                    label=series.label,
+                    shard=step,
+                    samples=(0, len(windows)),
+                    out=config["out"],
+                    options={**options, "step": step},
+                    relpath=f"{series.label}/shards/step-{step:06d}",
+                    input_ids=windows,
+                    num_gpus=config["gpus_per_task"],
+                )
+            )
     return tasks
 
 
@@ -260,16 +280,28 @@ def compute(task: Task) -> int:
 
     model, _ = load_task_model(task)
     options = task.options
-    part = track_checkpoint(model, options["step"], torch.from_numpy(np.ascontiguousarray(task.input_ids)),
-                            n_random=options["n_random"], random_block=options["random_block"],
-                            batch_size=options["batch_size"])
+    part = track_checkpoint(
+        model,
+        options["step"],
+        torch.from_numpy(np.ascontiguousarray(task.input_ids)),
+        n_random=options["n_random"],
+        random_block=options["random_block"],
+        batch_size=options["batch_size"],
+    )
     with folder_shard(task, model_identity(model)) as folder:
         for name in TABLES:
-            pq.write_table(pa.Table.from_pandas(getattr(part, name), preserve_index=False), folder / f"{name}.parquet",
-                           compression="zstd")
-        (folder / CHECKPOINT_FILE).write_text(json.dumps(
-            {"step": options["step"], "checkpoint": task.model, "architecture": part.architecture},
-            sort_keys=True, indent=1))
+            pq.write_table(
+                pa.Table.from_pandas(getattr(part, name), preserve_index=False),
+                folder / f"{name}.parquet",
+                compression="zstd",
+            )
+        (folder / CHECKPOINT_FILE).write_text(
+            json.dumps(
+                {"step": options["step"], "checkpoint": task.model, "architecture": part.architecture},
+                sort_keys=True,
+                indent=1,
+            )
+        )
     return sum(len(getattr(part, name)) for name in TABLES)
 
 
@@ -294,8 +326,9 @@ def loading_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     return {key: config[key] for key in LOADING if config[key] != COMMON_KEYS[key]}
 
 
-def merge(config: Mapping[str, Any], tasks: Sequence[Task],
-          command_line: Sequence[str] | None = None) -> dict[str, Any]:
+def merge(
+    config: Mapping[str, Any], tasks: Sequence[Task], command_line: Sequence[str] | None = None
+) -> dict[str, Any]:
     """Writes each series' folder from its checkpoint shards alone (``combine``, then ``write_dynamics``).
     Returns ``label -> DynamicsResult``. Raises ``ValueError`` when a shard is missing, or when the
     shards of a series disagree on the architecture."""
@@ -311,9 +344,13 @@ def merge(config: Mapping[str, Any], tasks: Sequence[Task],
         combined = combine([part for part, _ in parts])
         checkpoints = series[label].checkpoints if label in series else tuple(t.model for t in group)
         results[label] = write_dynamics(
-            combined, Path(group[0].out) / label,
-            checkpoints=checkpoints if isinstance(checkpoints, str) else list(checkpoints), settings=settings,
-            gamma_heatmap=config["gamma_heatmap"], command_line=command_line)
+            combined,
+            Path(group[0].out) / label,
+            checkpoints=checkpoints if isinstance(checkpoints, str) else list(checkpoints),
+            settings=settings,
+            gamma_heatmap=config["gamma_heatmap"],
+            command_line=command_line,
+        )
     return results
 
 

@@ -74,12 +74,25 @@ def run_dynamics(
         raise ValueError(f"out: {out} exists and is not a folder")
     if gamma_heatmap:
         _require_qk_norm(checkpoints)
-    result = track(checkpoints, context_length=context_length, n_samples=n_samples, n_random=n_random,
-                   random_block=random_block, batch_size=batch_size, progress=progress)
-    settings = {"context_length": context_length, "n_samples": n_samples, "n_random": n_random,
-                "random_block": random_block, "batch_size": batch_size}
-    return write_dynamics(result, out, checkpoints=checkpoints, settings=settings, gamma_heatmap=gamma_heatmap,
-                          command_line=command_line)
+    result = track(
+        checkpoints,
+        context_length=context_length,
+        n_samples=n_samples,
+        n_random=n_random,
+        random_block=random_block,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    settings = {
+        "context_length": context_length,
+        "n_samples": n_samples,
+        "n_random": n_random,
+        "random_block": random_block,
+        "batch_size": batch_size,
+    }
+    return write_dynamics(
+        result, out, checkpoints=checkpoints, settings=settings, gamma_heatmap=gamma_heatmap, command_line=command_line
+    )
 
 
 def write_dynamics(
@@ -122,12 +135,17 @@ def write_dynamics(
         "files": sorted([f"{n}.parquet" for n in TABLES] + [p.name for p in figures]),
     }
     _atomic_json(out / "summary.json", summary)
-    _atomic_json(out / "meta.json", {
-        "settings": dict(settings),
-        "steps": result.steps, "architecture": result.architecture, "versions": _versions(),
-        "command_line": list(command_line) if command_line is not None else list(sys.argv),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    })
+    _atomic_json(
+        out / "meta.json",
+        {
+            "settings": dict(settings),
+            "steps": result.steps,
+            "architecture": result.architecture,
+            "versions": _versions(),
+            "command_line": list(command_line) if command_line is not None else list(sys.argv),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    )
     return DynamicsResult(out, result, summary, figures)
 
 

@@ -103,16 +103,25 @@ def check(config: dict[str, Any]) -> dict[str, Any]:
 
 def plan(config: Mapping[str, Any]) -> list[Task]:
     """The capture tasks (see :mod:`spectra.jobs.capture.kind`): post-RoPE q and k, every position."""
+
     def options(model: str, folder: Path) -> dict[str, Any]:
-        return {"max_length": resolve_max_length(config, model, folder, KEYS["max_length"]), "layers": config["layers"],
-                "heads": config["heads"], "capture": ["q", "k"], "stages": ["post_rope"], "positions": "all",
-                "bucket_size": config["bucket_size"], "seed": 0}
+        return {
+            "max_length": resolve_max_length(config, model, folder, KEYS["max_length"]),
+            "layers": config["layers"],
+            "heads": config["heads"],
+            "capture": ["q", "k"],
+            "stages": ["post_rope"],
+            "positions": "all",
+            "bucket_size": config["bucket_size"],
+            "seed": 0,
+        }
 
     return plan_captures(config, options)
 
 
-def merge(config: Mapping[str, Any], tasks: Sequence[Task], command_line: Sequence[str] | None = None
-          ) -> dict[str, Any]:
+def merge(
+    config: Mapping[str, Any], tasks: Sequence[Task], command_line: Sequence[str] | None = None
+) -> dict[str, Any]:
     """Merges the captures, then runs :func:`~spectra.jobs.geometry.run.run_geometry` on them into
     ``out/geometry`` (emptied first). Returns ``label -> CaptureResult`` and ``"geometry" -> GeometryRun``."""
     captures = merge_capture_shards(tasks)
@@ -120,12 +129,22 @@ def merge(config: Mapping[str, Any], tasks: Sequence[Task], command_line: Sequen
     if out.exists():
         shutil.rmtree(out)
     head = config["scatter_head"]
-    run = run_geometry([c.out_dir for c in captures.values()], out, labels=list(captures), per_kind=config["per_kind"],
-                       scatter_head=tuple(head) if head is not None else None,
-                       command_line=list(command_line) if command_line is not None else list(sys.argv),
-                       n_components=config["n_components"], axis_b=config["axis_b"], max_rows=config["max_rows"],
-                       n_planes=config["n_planes"], active_threshold=config["active_threshold"], hi=config["hi"],
-                       lo=config["lo"], gqa_group=None)
+    run = run_geometry(
+        [c.out_dir for c in captures.values()],
+        out,
+        labels=list(captures),
+        per_kind=config["per_kind"],
+        scatter_head=tuple(head) if head is not None else None,
+        command_line=list(command_line) if command_line is not None else list(sys.argv),
+        n_components=config["n_components"],
+        axis_b=config["axis_b"],
+        max_rows=config["max_rows"],
+        n_planes=config["n_planes"],
+        active_threshold=config["active_threshold"],
+        hi=config["hi"],
+        lo=config["lo"],
+        gqa_group=None,
+    )
     return {**captures, ANALYSIS: run}
 
 

@@ -49,9 +49,18 @@ class GeometryRun:
     figures: list[Path] = field(default_factory=list)
 
 
-def capture_model(model_name: str, out_root: str | Path, *, checkpoints: bool = False, n_examples: int = 8,
-                  max_length: int = 256, progress: bool = False, bucket_size: int = 1,
-                  layers: Sequence[int] | None = None, heads: Sequence[int] | None = None) -> list[Path]:
+def capture_model(
+    model_name: str,
+    out_root: str | Path,
+    *,
+    checkpoints: bool = False,
+    n_examples: int = 8,
+    max_length: int = 256,
+    progress: bool = False,
+    bucket_size: int = 1,
+    layers: Sequence[int] | None = None,
+    heads: Sequence[int] | None = None,
+) -> list[Path]:
     """Captures post-RoPE q and k of every head of a model (zoo name or folder), or of each of its
     checkpoints, on held-out text (``n_examples`` examples of up to ``max_length`` tokens, every
     position kept, buckets of ``bucket_size`` tokens) into ``out_root/<label>``; returns the folders in
@@ -81,17 +90,35 @@ def capture_model(model_name: str, out_root: str | Path, *, checkpoints: bool = 
         folder = Path(out_root) / label
         if not (folder / SIDECAR).is_file():
             model, tokenizer = load_model(str(source))
-            run_capture(model, tokenizer, examples, folder, max_length=max_length, overwrite=True, progress=progress,
-                        capture=("q", "k"), stage="post_rope", positions="all", bucket_size=bucket_size,
-                        layers=layers, heads=heads)
+            run_capture(
+                model,
+                tokenizer,
+                examples,
+                folder,
+                max_length=max_length,
+                overwrite=True,
+                progress=progress,
+                capture=("q", "k"),
+                stage="post_rope",
+                positions="all",
+                bucket_size=bucket_size,
+                layers=layers,
+                heads=heads,
+            )
         folders.append(folder)
     return folders
 
 
-
-def run_geometry(qk_dirs: Sequence[str | Path], out_dir: str | Path, *, labels: Sequence[str] | None = None,
-                 per_kind: bool = False, scatter_head: tuple[int, int] | None = None,
-                 command_line: Sequence[str] | None = None, **options: Any) -> GeometryRun:
+def run_geometry(
+    qk_dirs: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    labels: Sequence[str] | None = None,
+    per_kind: bool = False,
+    scatter_head: tuple[int, int] | None = None,
+    command_line: Sequence[str] | None = None,
+    **options: Any,
+) -> GeometryRun:
     """Analyses one or more capture folders into ``out_dir`` (see the module docstring); ``options``
     go to :func:`spectra.geometry.capture_table`. With several folders the tables carry
     ``checkpoint``/``step`` columns and the series figures are drawn; the single-model figures then
@@ -121,11 +148,13 @@ def run_geometry(qk_dirs: Sequence[str | Path], out_dir: str | Path, *, labels: 
         _atomic_csv(out / "series.csv", per_checkpoint)
         summary["series"] = per_checkpoint.to_dict(orient="records")
         summary["bias_vs_separation_by_checkpoint"] = geometry.family_correlations(heads, by="checkpoint").to_dict(
-            orient="records")
+            orient="records"
+        )
     families = {c.get("family") for c in tables.meta["checkpoints"]}
     if len(families) > 1:
-        heads = heads.assign(family=heads["checkpoint"].map(
-            {c["label"]: c.get("family") for c in tables.meta["checkpoints"]}))
+        heads = heads.assign(
+            family=heads["checkpoint"].map({c["label"]: c.get("family") for c in tables.meta["checkpoints"]})
+        )
         summary["bias_vs_separation_by_family"] = geometry.family_correlations(heads).to_dict(orient="records")
 
     _atomic_parquet(out / "heads.parquet", tables.heads)
@@ -135,19 +164,33 @@ def run_geometry(qk_dirs: Sequence[str | Path], out_dir: str | Path, *, labels: 
     if tables.correlations is not None:
         _atomic_csv(out / "correlations.csv", tables.correlations)
     _atomic_json(out / "summary.json", summary)
-    _atomic_json(out / "meta.json", {"spectra_version": spectra.__version__, "inputs": tables.meta["checkpoints"],
-                                     "options": {"per_kind": per_kind, **options},
-                                     "command_line": list(command_line) if command_line else None})
+    _atomic_json(
+        out / "meta.json",
+        {
+            "spectra_version": spectra.__version__,
+            "inputs": tables.meta["checkpoints"],
+            "options": {"per_kind": per_kind, **options},
+            "command_line": list(command_line) if command_line else None,
+        },
+    )
     figures = _draw(tables, final, dirs[-1], out / "figures", scatter_head, len(dirs) > 1, options)
     return GeometryRun(out, tables, summary, figures)
 
 
-def _draw(tables: geometry.GeometryTables, final: pd.DataFrame, final_dir: Path, folder: Path,
-          scatter_head: tuple[int, int] | None, is_series: bool, options: dict) -> list[Path]:
+def _draw(
+    tables: geometry.GeometryTables,
+    final: pd.DataFrame,
+    final_dir: Path,
+    folder: Path,
+    scatter_head: tuple[int, int] | None,
+    is_series: bool,
+    options: dict,
+) -> list[Path]:
     components = tables.components[tables.components["checkpoint"] == final["checkpoint"].iloc[0]]
     figures = [
-        geometry_figures.plot_pc0_scatter(final, folder / "pc0_rq_rk.png", hi=options.get("hi", 0.7),
-                                          lo=options.get("lo", 0.3)),
+        geometry_figures.plot_pc0_scatter(
+            final, folder / "pc0_rq_rk.png", hi=options.get("hi", 0.7), lo=options.get("lo", 0.3)
+        ),
         geometry_figures.plot_explained_variance(components, folder / "explained_variance.png"),
         geometry_figures.plot_depth_heatmaps(final, folder / "depth_heatmaps.png"),
     ]
@@ -183,20 +226,28 @@ def _pc_scatter(qk_dir: Path, heads: pd.DataFrame, layer: int, head: int, path: 
     z = (rows - mean) @ basis.T
     positions = np.concatenate([q.positions.numpy(), k.positions.numpy()])
     is_query = np.arange(len(rows)) < len(q.positions)
-    title = (f"L{layer}H{head}: PC0 {pca['explained_variance'][0]:.0%} (r_q {pca['r_q'][0]:.2f}, "
-             f"r_k {pca['r_k'][0]:.2f}), PC1 {pca['explained_variance'][1]:.0%}")
+    title = (
+        f"L{layer}H{head}: PC0 {pca['explained_variance'][0]:.0%} (r_q {pca['r_q'][0]:.2f}, "
+        f"r_k {pca['r_k'][0]:.2f}), PC1 {pca['explained_variance'][1]:.0%}"
+    )
     return geometry_figures.plot_pc_scatter(z[:, 0], z[:, 1], positions, is_query, path, title=title)
 
 
 def print_geometry_run(run: GeometryRun, echo=print) -> None:
     final = run.summary["final"]
     echo(f"spectra geometry: {len(run.tables.heads)} head rows -> {run.out_dir}")
-    echo(f"{final['checkpoint']}: PC0 classes " + ", ".join(f"{k} {v:.0%}" for k, v in final["pc0_class_share"].items()))
-    echo(f"  mean bias_strength {final['mean_bias_strength']:.4g} (> 0 in {final['fraction_bias_positive']:.0%}), "
-         f"median |alpha_k|/|alpha_q| {final['median_alpha_k_over_alpha_q']:.3g}, "
-         f"plane variance {final['mean_plane_var_fraction']:.3f}, max residual_pos_r {final['max_residual_pos_r']:.1e}")
+    echo(
+        f"{final['checkpoint']}: PC0 classes " + ", ".join(f"{k} {v:.0%}" for k, v in final["pc0_class_share"].items())
+    )
+    echo(
+        f"  mean bias_strength {final['mean_bias_strength']:.4g} (> 0 in {final['fraction_bias_positive']:.0%}), "
+        f"median |alpha_k|/|alpha_q| {final['median_alpha_k_over_alpha_q']:.3g}, "
+        f"plane variance {final['mean_plane_var_fraction']:.3f}, max residual_pos_r {final['max_residual_pos_r']:.1e}"
+    )
     for row in run.summary.get("series", []):
-        echo(f"  {row['checkpoint']}: bias {row['mean_bias_strength']:.4g} = mu_q_a {row['mean_mu_q_a']:.3g} x "
-             f"alpha_k {row['mean_alpha_k']:.3g} (means), position-dominated {row['share_position-dominated']:.0%}")
+        echo(
+            f"  {row['checkpoint']}: bias {row['mean_bias_strength']:.4g} = mu_q_a {row['mean_mu_q_a']:.3g} x "
+            f"alpha_k {row['mean_alpha_k']:.3g} (means), position-dominated {row['share_position-dominated']:.0%}"
+        )
     for path in run.figures:
         echo(f"figure: {path}")

@@ -108,18 +108,28 @@ def check(config: dict[str, Any]) -> dict[str, Any]:
 def plan(config: Mapping[str, Any]) -> list[Task]:
     """The capture tasks (see :mod:`spectra.jobs.capture.kind`): post-RoPE q and k, every position, in
     ``n_buckets`` buckets of ``max_length`` (default: the model's context)."""
+
     def options(model: str, folder: Path) -> dict[str, Any]:
         length = resolve_max_length(config, model, folder, None)
         if length < config["n_buckets"] or length % config["n_buckets"]:
             raise ValueError(f"n_buckets: must divide max_length = {length} ({model}); got {config['n_buckets']}")
-        return {"max_length": length, "layers": config["layers"], "heads": config["heads"], "capture": ["q", "k"],
-                "stages": ["post_rope"], "positions": "all", "bucket_size": length // config["n_buckets"], "seed": 0}
+        return {
+            "max_length": length,
+            "layers": config["layers"],
+            "heads": config["heads"],
+            "capture": ["q", "k"],
+            "stages": ["post_rope"],
+            "positions": "all",
+            "bucket_size": length // config["n_buckets"],
+            "seed": 0,
+        }
 
     return plan_captures(config, options)
 
 
-def merge(config: Mapping[str, Any], tasks: Sequence[Task], command_line: Sequence[str] | None = None
-          ) -> dict[str, Any]:
+def merge(
+    config: Mapping[str, Any], tasks: Sequence[Task], command_line: Sequence[str] | None = None
+) -> dict[str, Any]:
     """Merges the captures, then runs :func:`~spectra.jobs.plasticity.run.run_plasticity` on them into
     ``out/plasticity`` (emptied first). Returns ``label -> CaptureResult`` and ``"plasticity" -> PlasticityRun``."""
 
@@ -127,14 +137,26 @@ def merge(config: Mapping[str, Any], tasks: Sequence[Task], command_line: Sequen
     out = Path(config["out"]) / ANALYSIS
     if out.exists():
         shutil.rmtree(out)
-    run = run_plasticity([c.out_dir for c in captures.values()], out, mode=config["mode"], labels=list(captures),
-                         scores=config["scores"],
-                         command_line=list(command_line) if command_line is not None else list(sys.argv),
-                         progress=False, bucket_size=config["bucket_size"], context_length=config["context_length"],
-                         grid_width=config["grid_width"], query_position=config["query_position"],
-                         covariance=config["covariance"], pairs_per_cell=config["pairs_per_cell"], seed=config["seed"],
-                         heatmap_bin=config["heatmap_bin"], max_tokens_per_head=config["max_tokens_per_head"],
-                         normality_max_dims=config["normality_max_dims"], gqa_group=None)
+    run = run_plasticity(
+        [c.out_dir for c in captures.values()],
+        out,
+        mode=config["mode"],
+        labels=list(captures),
+        scores=config["scores"],
+        command_line=list(command_line) if command_line is not None else list(sys.argv),
+        progress=False,
+        bucket_size=config["bucket_size"],
+        context_length=config["context_length"],
+        grid_width=config["grid_width"],
+        query_position=config["query_position"],
+        covariance=config["covariance"],
+        pairs_per_cell=config["pairs_per_cell"],
+        seed=config["seed"],
+        heatmap_bin=config["heatmap_bin"],
+        max_tokens_per_head=config["max_tokens_per_head"],
+        normality_max_dims=config["normality_max_dims"],
+        gqa_group=None,
+    )
     return {**captures, ANALYSIS: run}
 
 
@@ -143,5 +165,7 @@ def describe(label: str, result: Any) -> str:
     if isinstance(result, CaptureResult):
         return describe_capture(label, result)
     row = result.report.iloc[-1]
-    return (f"{label}: {len(result.heads)} head rows -> {result.out_dir} ({row['checkpoint']}: ap_overall "
-            f"{row['ap_overall']:.4f}, ap_drop {row['ap_drop']:.4f})")
+    return (
+        f"{label}: {len(result.heads)} head rows -> {result.out_dir} ({row['checkpoint']}: ap_overall "
+        f"{row['ap_overall']:.4f}, ap_drop {row['ap_drop']:.4f})"
+    )

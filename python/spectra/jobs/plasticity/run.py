@@ -64,9 +64,18 @@ class PlasticityRun:
     figures: list[Path] = field(default_factory=list)
 
 
-def capture_model(model_name: str, out_root: str | Path, *, checkpoints: bool = False, n_examples: int = 8,
-                  max_length: int | None = None, n_buckets: int = 16, progress: bool = False,
-                  layers: Sequence[int] | None = None, heads: Sequence[int] | None = None) -> list[Path]:
+def capture_model(
+    model_name: str,
+    out_root: str | Path,
+    *,
+    checkpoints: bool = False,
+    n_examples: int = 8,
+    max_length: int | None = None,
+    n_buckets: int = 16,
+    progress: bool = False,
+    layers: Sequence[int] | None = None,
+    heads: Sequence[int] | None = None,
+) -> list[Path]:
     """Captures post-RoPE q and k of every head of a model (zoo name or folder), or of each of its zoo
     checkpoints, on held-out text: ``n_examples`` examples of ``max_length`` tokens (default: the
     model's full context, ``max_position_embeddings``), every position kept, in ``n_buckets`` uniform
@@ -85,9 +94,17 @@ def capture_model(model_name: str, out_root: str | Path, *, checkpoints: bool = 
         max_length = _context_of(str(source))
     if n_buckets < 1 or max_length % n_buckets:
         raise ValueError(f"n_buckets: must divide max_length = {max_length}; got {n_buckets}")
-    return geometry_job.capture_model(model_name, out_root, checkpoints=checkpoints, n_examples=n_examples,
-                                      max_length=max_length, progress=progress, bucket_size=max_length // n_buckets,
-                                      layers=layers, heads=heads)
+    return geometry_job.capture_model(
+        model_name,
+        out_root,
+        checkpoints=checkpoints,
+        n_examples=n_examples,
+        max_length=max_length,
+        progress=progress,
+        bucket_size=max_length // n_buckets,
+        layers=layers,
+        heads=heads,
+    )
 
 
 def _context_of(name_or_path: str) -> int:
@@ -99,8 +116,9 @@ def _context_of(name_or_path: str) -> int:
     return int(context)
 
 
-def capture_random_llama(out_dir: str | Path, *, context_length: int = 8192, n_examples: int = 2,
-                         n_buckets: int = 16, seed: int = 0) -> dict[str, Any]:
+def capture_random_llama(
+    out_dir: str | Path, *, context_length: int = 8192, n_examples: int = 2, n_buckets: int = 16, seed: int = 0
+) -> dict[str, Any]:
     """A random-init Llama-shaped model (2 layers, 8 query / 2 KV heads of d = 64, RoPE θ = 500000,
     context ``context_length``) run on random tokens with the Probe capturing q and k of every head
     at every position, streamed to ``out_dir`` (memory stays bounded by one forward pass). Returns
@@ -115,13 +133,28 @@ def capture_random_llama(out_dir: str | Path, *, context_length: int = 8192, n_e
 
     if context_length < n_buckets or context_length % n_buckets:
         raise ValueError(f"context_length: must be a multiple of n_buckets = {n_buckets}; got {context_length}")
-    model = tiny_model("llama", seed=seed, hidden_size=256, intermediate_size=512, num_attention_heads=8,
-                       num_key_value_heads=2, head_dim=64, num_hidden_layers=2, max_position_embeddings=context_length,
-                       rope_parameters={"rope_type": "default", "rope_theta": 500_000.0})
+    model = tiny_model(
+        "llama",
+        seed=seed,
+        hidden_size=256,
+        intermediate_size=512,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        head_dim=64,
+        num_hidden_layers=2,
+        max_position_embeddings=context_length,
+        rope_parameters={"rope_type": "default", "rope_theta": 500_000.0},
+    )
     generator = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
-    probe = spectra.Probe(model, capture=("q", "k"), positions="all", bucket_size=context_length // n_buckets,
-                          out_dir=out_dir, keep_in_memory=False)
+    probe = spectra.Probe(
+        model,
+        capture=("q", "k"),
+        positions="all",
+        bucket_size=context_length // n_buckets,
+        out_dir=out_dir,
+        keep_in_memory=False,
+    )
     with probe:
         for example in range(n_examples):
             ids = torch.randint(3, VOCAB_SIZE, (1, context_length), generator=generator)
@@ -133,9 +166,17 @@ def capture_random_llama(out_dir: str | Path, *, context_length: int = 8192, n_e
     return meta
 
 
-def run_plasticity(qk_dirs: Sequence[str | Path], out_dir: str | Path, *, mode: str = "thesis",
-                   labels: Sequence[str] | None = None, scores: str | Path | pd.DataFrame | None = None,
-                   command_line: Sequence[str] | None = None, progress: bool = False, **options: Any) -> PlasticityRun:
+def run_plasticity(
+    qk_dirs: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    mode: str = "thesis",
+    labels: Sequence[str] | None = None,
+    scores: str | Path | pd.DataFrame | None = None,
+    command_line: Sequence[str] | None = None,
+    progress: bool = False,
+    **options: Any,
+) -> PlasticityRun:
     """Analyses one or more capture folders into ``out_dir`` (see the module docstring). ``options``
     go to :func:`spectra.plasticity.analyze` (bucket_size, context_length, pairs_per_cell, seed,
     grid_width, query_position, covariance, heatmap_bin, …). ``scores`` is a CSV path or frame of
@@ -180,46 +221,69 @@ def run_plasticity(qk_dirs: Sequence[str | Path], out_dir: str | Path, *, mode: 
     if correlations is not None:
         summary["score_correlations"] = correlations.to_dict(orient="records")
     _atomic_json(out / "summary.json", summary)
-    _atomic_json(out / "meta.json", {"spectra_version": spectra.__version__, "mode": mode,
-                                     "inputs": tables.meta["checkpoints"],
-                                     "options": {k: v for k, v in options.items()},
-                                     "command_line": list(command_line) if command_line else None})
+    _atomic_json(
+        out / "meta.json",
+        {
+            "spectra_version": spectra.__version__,
+            "mode": mode,
+            "inputs": tables.meta["checkpoints"],
+            "options": {k: v for k, v in options.items()},
+            "command_line": list(command_line) if command_line else None,
+        },
+    )
 
     figures_dir = out / "figures"
     last = report["checkpoint"].iloc[-1]
-    final = (lambda frame: frame[frame["checkpoint"] == last])
+
+    def final(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame[frame["checkpoint"] == last]
+
     figures = [
         plasticity_figures.profile_figure(final(profile), figures_dir / "profile.png", title=f"{last}: AP profile"),
-        plasticity_figures.heatmap_figure(final(tables.heatmap), figures_dir / "heatmap.png",
-                                          title=f"{last}: PP by key distance and query distance"),
-        plasticity_figures.component_weights_figure(final(tables.components), figures_dir / "component_weights.png",
-                                                    title=f"{last}: positional weight per dimension"),
+        plasticity_figures.heatmap_figure(
+            final(tables.heatmap), figures_dir / "heatmap.png", title=f"{last}: PP by key distance and query distance"
+        ),
+        plasticity_figures.component_weights_figure(
+            final(tables.components),
+            figures_dir / "component_weights.png",
+            title=f"{last}: positional weight per dimension",
+        ),
     ]
     if mode == "published":
-        figures.append(plasticity_figures.bucket_heatmap_figure(final(tables.cells), figures_dir / "bucket_heatmap.png"))
+        figures.append(
+            plasticity_figures.bucket_heatmap_figure(final(tables.cells), figures_dir / "bucket_heatmap.png")
+        )
     if len(dirs) > 1:
         figures += [
             plasticity_figures.profiles_comparison_figure(profile, figures_dir / "profiles_comparison.png"),
             plasticity_figures.heatmaps_comparison_figure(tables.heatmap, figures_dir / "heatmaps_comparison.png"),
-            plasticity_figures.component_weights_figure(tables.components, figures_dir / "component_weights_comparison.png",
-                                                        by="checkpoint"),
+            plasticity_figures.component_weights_figure(
+                tables.components, figures_dir / "component_weights_comparison.png", by="checkpoint"
+            ),
         ]
     if score_frame is not None and "length" not in score_frame.columns and len(report) >= 3:
         score_columns = [c for c in score_frame.columns if c != "checkpoint"]
-        figures.append(plasticity_figures.score_correlation_figure(
-            report, score_frame, figures_dir / "ap_drop_vs_score.png", score_column=score_columns[0]))
+        figures.append(
+            plasticity_figures.score_correlation_figure(
+                report, score_frame, figures_dir / "ap_drop_vs_score.png", score_column=score_columns[0]
+            )
+        )
     return PlasticityRun(out, tables, heads, profile, fractions, report, correlations, figures)
 
 
 def print_plasticity_run(run: PlasticityRun, echo=print) -> None:
     echo(f"spectra plasticity: {len(run.heads)} head rows -> {run.out_dir}")
     for _, row in run.report.iterrows():
-        echo(f"{row['checkpoint']}: ap_overall {row['ap_overall']:.4f}, first 20% {row['ap_first_20']:.4f}, "
-             f"last 20% {row['ap_last_20']:.4f}, ap_drop {row['ap_drop']:.4f} ({row['n_heads']} heads, "
-             f"{row['mode']} mode, B = {row['bucket_size']}, context {row['context_length']})")
+        echo(
+            f"{row['checkpoint']}: ap_overall {row['ap_overall']:.4f}, first 20% {row['ap_first_20']:.4f}, "
+            f"last 20% {row['ap_last_20']:.4f}, ap_drop {row['ap_drop']:.4f} ({row['n_heads']} heads, "
+            f"{row['mode']} mode, B = {row['bucket_size']}, context {row['context_length']})"
+        )
     if run.correlations is not None:
         for _, row in run.correlations.iterrows():
-            echo(f"  {row['metric']} vs {row['score']} ({row['scope']}, {row['checkpoint']}): r = {row['r']:.3f} "
-                 f"(n = {row['n']}, p = {row['p']:.3g})")
+            echo(
+                f"  {row['metric']} vs {row['score']} ({row['scope']}, {row['checkpoint']}): r = {row['r']:.3f} "
+                f"(n = {row['n']}, p = {row['p']:.3g})"
+            )
     for path in run.figures:
         echo(f"figure: {path}")

@@ -74,7 +74,11 @@ def check(config: dict[str, Any]) -> dict[str, Any]:
         metrics = [m.strip() for m in metrics.split(",") if m.strip()]
     config["metrics"] = list(check_metrics(DEFAULT_METRICS if metrics is None else metrics))
     config["threshold"] = check_threshold(config["threshold"])
-    if not isinstance(config["ignore_first"], int) or isinstance(config["ignore_first"], bool) or config["ignore_first"] < 0:
+    if (
+        not isinstance(config["ignore_first"], int)
+        or isinstance(config["ignore_first"], bool)
+        or config["ignore_first"] < 0
+    ):
         raise ValueError(f"ignore_first: expected an integer >= 0; got {config['ignore_first']!r}")
     config["n_permutations"] = positive_int(config["n_permutations"], "n_permutations")
     if config["data"] is not None:
@@ -96,24 +100,52 @@ def plan(config: Mapping[str, Any]) -> list[Task]:
         (21, 'tiny-llama/shard-00000', (4, 5), 'tiny-qwen3-step-001600/shard-00002')
     """
 
-    options = {key: config[key] for key in ("context_length", "layers", "heads", "metrics", "threshold", "ignore_first",
-                                            "dtype", "attn_implementation", "device", "device_map", "max_memory",
-                                            "offload_folder", "n_permutations",
-                                            "data", "samples_per_shard")}
+    options = {
+        key: config[key]
+        for key in (
+            "context_length",
+            "layers",
+            "heads",
+            "metrics",
+            "threshold",
+            "ignore_first",
+            "dtype",
+            "attn_implementation",
+            "device",
+            "device_map",
+            "max_memory",
+            "offload_folder",
+            "n_permutations",
+            "data",
+            "samples_per_shard",
+        )
+    }
     options["n_samples_requested"] = config["n_samples"]
     tasks: list[Task] = []
     for label, model in entries(config):
         folder = model_folder(model)
-        check_model_config(model, folder, context_length=config["context_length"], layers=config["layers"],
-                           heads=config["heads"])
+        check_model_config(
+            model, folder, context_length=config["context_length"], layers=config["layers"], heads=config["heads"]
+        )
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         windows = load_windows(config["data"], tokenizer, config["context_length"], config["n_samples"]).numpy()
         size = config["samples_per_shard"]
         for shard, lo in enumerate(range(0, len(windows), size)):
             hi = min(len(windows), lo + size)
-            tasks.append(Task(kind="profile", model=model, label=label, shard=shard, samples=(lo, hi), out=config["out"],
-                              options=dict(options), relpath=f"{label}/tokens/shard-{shard:05d}.parquet",
-                              input_ids=windows[lo:hi], num_gpus=config["gpus_per_task"]))
+            tasks.append(
+                Task(
+                    kind="profile",
+                    model=model,
+                    label=label,
+                    shard=shard,
+                    samples=(lo, hi),
+                    out=config["out"],
+                    options=dict(options),
+                    relpath=f"{label}/tokens/shard-{shard:05d}.parquet",
+                    input_ids=windows[lo:hi],
+                    num_gpus=config["gpus_per_task"],
+                )
+            )
     return tasks
 
 
@@ -123,9 +155,16 @@ def compute_frame(task: Task):
 
     model, _ = load_task_model(task)
     lo, hi = task.samples
-    frame = profile(model, torch.from_numpy(np.ascontiguousarray(task.input_ids)), layers=task.options["layers"],
-                    heads=task.options["heads"], metrics=task.options["metrics"], threshold=task.options["threshold"],
-                    ignore_first=task.options["ignore_first"], sample_ids=list(range(lo, hi)))
+    frame = profile(
+        model,
+        torch.from_numpy(np.ascontiguousarray(task.input_ids)),
+        layers=task.options["layers"],
+        heads=task.options["heads"],
+        metrics=task.options["metrics"],
+        threshold=task.options["threshold"],
+        ignore_first=task.options["ignore_first"],
+        sample_ids=list(range(lo, hi)),
+    )
     return frame, model_identity(model)
 
 
@@ -136,7 +175,9 @@ def compute(task: Task) -> int:
     return len(frame)
 
 
-def merge(config: Mapping[str, Any], tasks: Sequence[Task], command_line: Sequence[str] | None = None) -> dict[str, Any]:
+def merge(
+    config: Mapping[str, Any], tasks: Sequence[Task], command_line: Sequence[str] | None = None
+) -> dict[str, Any]:
     """Builds each model's result folder from its shards: ``meta.json`` (the same document, and the
     same ``run_hash``, as ``spectra profile --batch-size samples_per_shard``), then the head summary,
     correlation tables, ``summary.json`` and figures from all shards. Returns ``label -> ProfileResult``.
@@ -170,15 +211,23 @@ def merge(config: Mapping[str, Any], tasks: Sequence[Task], command_line: Sequen
         frame = read_tokens(out)
         files = _analyse(frame, out, n_permutations=options["n_permutations"])
         results[label] = ProfileResult(
-            out_dir=out, meta=meta, summary=json.loads(files["summary"].read_text()), shards=[t.path for t in group],
-            computed_shards=[], figures=[files[k] for k in sorted(files) if k.startswith("figure:")],
-            layer_summary=layer_summary(frame, [m for m in ("entropy", "max_attn", "k_eff", "sink_mass")
-                                                if m in frame.columns] or None),
-            files=files)
+            out_dir=out,
+            meta=meta,
+            summary=json.loads(files["summary"].read_text()),
+            shards=[t.path for t in group],
+            computed_shards=[],
+            figures=[files[k] for k in sorted(files) if k.startswith("figure:")],
+            layer_summary=layer_summary(
+                frame, [m for m in ("entropy", "max_attn", "k_eff", "sink_mass") if m in frame.columns] or None
+            ),
+            files=files,
+        )
     return results
 
 
 def describe(label: str, result) -> str:
     """``tiny-llama: 16 samples, 4 shards, verdict GO``."""
-    return (f"{label}: {result.meta['run']['n_samples']} samples, {len(result.shards)} shards, "
-            f"verdict {result.summary.get('verdict')}")
+    return (
+        f"{label}: {result.meta['run']['n_samples']} samples, {len(result.shards)} shards, "
+        f"verdict {result.summary.get('verdict')}"
+    )

@@ -8,15 +8,31 @@ from spectra.jobs.options import Option, keys
 __all__ = ["KEYS", "OPTIONS"]
 
 OPTIONS: tuple[Option, ...] = (
-    Option("model", help="Zoo name (tiny-llama, tiny-qwen3) or a local model folder.", dest="model_name",
-           required=True, key=False),
-    Option("data", help="Text file, folder of *.txt, .npz file or folder of shard_*.npz with input_ids "
-                        "(default: the zoo's held-out corpus).", path="any",
-           dest="data_path"),
+    Option(
+        "model",
+        help="Zoo name (tiny-llama, tiny-qwen3) or a local model folder.",
+        dest="model_name",
+        required=True,
+        key=False,
+    ),
+    Option(
+        "data",
+        help="Text file, folder of *.txt, .npz file or folder of shard_*.npz with input_ids "
+        "(default: the zoo's held-out corpus).",
+        path="any",
+        dest="data_path",
+    ),
     Option("context_length", help="Tokens per window.", type=int, min=1, required=True),
     Option("n_samples", help="Profile the first N windows (default all).", type=int, min=1),
-    Option("samples_per_shard", 8, "Windows per forward and per shard.", type=int, min=1, flag="--batch-size",
-           dest="batch_size"),
+    Option(
+        "samples_per_shard",
+        8,
+        "Windows per forward and per shard.",
+        type=int,
+        min=1,
+        flag="--batch-size",
+        dest="batch_size",
+    ),
     Option("out", help="Result folder.", path="dir", dest="out_dir", required=True, key=False),
     Option("layers", help="Layers, e.g. '0,2,5-7' (default all)."),
     Option("heads", help="Query heads of every layer, e.g. '0-3' (default all)."),
@@ -25,7 +41,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("ignore_first", defaults.IGNORE_FIRST, "Row metrics are NaN for the first N tokens.", type=int, min=0),
     Option("dtype", defaults.DTYPE, choices=defaults.DTYPES, key=False),
     Option("attn_implementation", defaults.ATTN_IMPLEMENTATION, choices=defaults.ATTN_IMPLEMENTATIONS, key=False),
-    Option("resume", False, "Finish an interrupted run in --out, skipping its finished shards.", is_flag=True, key=False),
+    Option(
+        "resume", False, "Finish an interrupted run in --out, skipping its finished shards.", is_flag=True, key=False
+    ),
     Option("quiet", False, "No progress bar.", is_flag=True, key=False),
     Option("n_permutations", 100, "Permutations of the correlation tests.", type=int, min=1, cli=False),
 )

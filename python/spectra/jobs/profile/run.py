@@ -62,11 +62,9 @@ GO_FRACTION, MARGINAL_FRACTION = 0.20, 0.10
 # --------------------------------------------------------------------------------------------
 
 
-
 # --------------------------------------------------------------------------------------------
 # Identity of a run
 # --------------------------------------------------------------------------------------------
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,8 +107,14 @@ def verdict(fraction_significant: float, control_passes: bool) -> str:
     return "NO-GO"
 
 
-def profile_meta(model_name: str, identity: dict[str, Any], dtype: str, run_config: dict[str, Any], n_shards: int,
-                 command_line: Sequence[str] | None) -> dict[str, Any]:
+def profile_meta(
+    model_name: str,
+    identity: dict[str, Any],
+    dtype: str,
+    run_config: dict[str, Any],
+    n_shards: int,
+    command_line: Sequence[str] | None,
+) -> dict[str, Any]:
     """The ``meta.json`` document of a profile folder; ``spectra profile`` and ``kind: profile`` both
     build it here. ``identity`` holds the model's ``class``, ``config_sha256`` and
     ``weights_fingerprint``; the ``run_hash`` covers it and ``run_config``."""
@@ -170,7 +174,9 @@ def run_profile(
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch-size: expected an integer >= 1; got {batch_size!r}")
     if not isinstance(windows, torch.Tensor) or windows.dim() != 2 or windows.shape[0] == 0:
-        raise ValueError(f"data: expected a non-empty (samples, context_length) tensor of token ids; got {windows!r:.80}")
+        raise ValueError(
+            f"data: expected a non-empty (samples, context_length) tensor of token ids; got {windows!r:.80}"
+        )
     windows = windows.to(torch.int64)
     n, context_length = windows.shape
     limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
@@ -204,23 +210,28 @@ def run_profile(
         "weights_fingerprint": weights_fingerprint(model),
     }
     n_shards = -(-n // batch_size)
-    meta = profile_meta(model_name, model_identity, str(next(model.parameters()).dtype), run_config, n_shards,
-                        command_line)
+    meta = profile_meta(
+        model_name, model_identity, str(next(model.parameters()).dtype), run_config, n_shards, command_line
+    )
     run_hash = meta["run_hash"]
     existing_shards = sorted((out / TOKENS).glob("shard-*.parquet")) if out.is_dir() else []
     if (out / META).is_file():
         try:
             old = json.loads((out / META).read_text())
         except json.JSONDecodeError as error:
-            raise ValueError(f"out: {out / META} is not valid JSON ({error}); choose another --out or delete it") from None
+            raise ValueError(
+                f"out: {out / META} is not valid JSON ({error}); choose another --out or delete it"
+            ) from None
         if old.get("run_hash") != run_hash and existing_shards:
             what = _difference(old, meta)
             raise ValueError(
                 f"out: {out} holds a run of another model/configuration ({what}); choose another --out or delete it"
             )
         if existing_shards and not resume:
-            raise ValueError(f"out: {out} already holds {len(existing_shards)} shard(s) of this run; pass --resume to "
-                             "finish it (finished shards are kept) or choose another --out")
+            raise ValueError(
+                f"out: {out} already holds {len(existing_shards)} shard(s) of this run; pass --resume to "
+                "finish it (finished shards are kept) or choose another --out"
+            )
         if old.get("run_hash") == run_hash:
             meta["created"] = old.get("created", meta["created"])
     elif existing_shards or (out.is_dir() and any(out.iterdir())):
@@ -239,8 +250,16 @@ def run_profile(
     with tqdm(total=n, initial=done_samples, desc="profile", unit="sample", disable=not progress) as bar:
         for i in todo:
             lo, hi = i * batch_size, min(n, (i + 1) * batch_size)
-            frame = profile(model, windows[lo:hi], layers=layers, heads=heads, metrics=metrics, threshold=threshold,
-                            ignore_first=ignore_first, sample_ids=list(range(lo, hi)))
+            frame = profile(
+                model,
+                windows[lo:hi],
+                layers=layers,
+                heads=heads,
+                metrics=metrics,
+                threshold=threshold,
+                ignore_first=ignore_first,
+                sample_ids=list(range(lo, hi)),
+            )
             write_profile_parquet(frame, paths[i])
             computed.append(i)
             bar.update(hi - lo)
@@ -249,10 +268,15 @@ def run_profile(
     files = _analyse(frame, out, n_permutations=n_permutations)
     summary = json.loads(files["summary"].read_text())
     return ProfileResult(
-        out_dir=out, meta=meta, summary=summary, shards=paths, computed_shards=computed,
+        out_dir=out,
+        meta=meta,
+        summary=summary,
+        shards=paths,
+        computed_shards=computed,
         figures=[files[k] for k in sorted(files) if k.startswith("figure:")],
-        layer_summary=layer_summary(frame, [m for m in ("entropy", "max_attn", "k_eff", "sink_mass") if m in frame.columns]
-                                    or None),
+        layer_summary=layer_summary(
+            frame, [m for m in ("entropy", "max_attn", "k_eff", "sink_mass") if m in frame.columns] or None
+        ),
         files=files,
     )
 
@@ -262,8 +286,10 @@ def _difference(old: dict, new: dict) -> str:
     parts = []
     old_model, new_model = old.get("model", {}), new["model"]
     if old_model.get("config_sha256") != new_model["config_sha256"] or old_model.get("class") != new_model["class"]:
-        parts.append(f"model {old_model.get('name')!r} ({old_model.get('class')}) vs {new_model['name']!r} "
-                     f"({new_model['class']})")
+        parts.append(
+            f"model {old_model.get('name')!r} ({old_model.get('class')}) vs {new_model['name']!r} "
+            f"({new_model['class']})"
+        )
     elif old_model.get("weights_fingerprint") != new_model["weights_fingerprint"]:
         parts.append(f"weights of {old_model.get('name')!r} differ from those of {new_model['name']!r}")
     old_run = old.get("run", {})
@@ -293,21 +319,33 @@ def _analyse(frame: pd.DataFrame, out: Path, *, n_permutations: int) -> dict[str
     for path in plot_head_heatmaps(summary, figures):
         files[f"figure:{path.stem}"] = path
 
-    report: dict[str, Any] = {"n_rows": len(frame), "n_samples": int(frame["sample"].nunique()),
-                              "n_heads": len(summary)}
+    report: dict[str, Any] = {
+        "n_rows": len(frame),
+        "n_samples": int(frame["sample"].nunique()),
+        "n_heads": len(summary),
+    }
     if {"q_norm", "entropy"} <= set(frame.columns):
         pooled = corr.qnorm_entropy_correlations(frame, scope="pooled", position_control=True)
         per_sample = corr.qnorm_entropy_correlations(frame, scope="per_sample", position_control=True)
         layer_stats = pd.concat(
-            [corr.layer_statistics(pooled).assign(scope="pooled"), corr.layer_statistics(per_sample).assign(scope="per_sample")],
+            [
+                corr.layer_statistics(pooled).assign(scope="pooled"),
+                corr.layer_statistics(per_sample).assign(scope="per_sample"),
+            ],
             ignore_index=True,
         )
-        for name, table in (("correlations_pooled", pooled), ("correlations_per_sample", per_sample),
-                            ("consistency", corr.consistency(per_sample)), ("layer_statistics", layer_stats)):
+        for name, table in (
+            ("correlations_pooled", pooled),
+            ("correlations_per_sample", per_sample),
+            ("consistency", corr.consistency(per_sample)),
+            ("layer_statistics", layer_stats),
+        ):
             files[name] = out / f"{name}.parquet"
             write_parquet(files[name], table)
-        control = {scope: corr.randomization_control(frame, n_permutations=n_permutations, scope=scope)
-                   for scope in ("pooled", "per_sample")}
+        control = {
+            scope: corr.randomization_control(frame, n_permutations=n_permutations, scope=scope)
+            for scope in ("pooled", "per_sample")
+        }
         n_sig = int(pooled["significant"].sum())
         fraction = n_sig / len(pooled) if len(pooled) else float("nan")
         report["exp0"] = {
@@ -317,10 +355,12 @@ def _analyse(frame: pd.DataFrame, out: Path, *, n_permutations: int) -> dict[str
             "n_significant": n_sig,
             "fraction_significant": fraction,
             "significance": f"|r_pearson| >= {corr.SIGNIFICANCE_R} and p_pearson < {corr.SIGNIFICANCE_P}",
-            "mean_abs_r_pooled": float(np.nanmean(np.abs(pooled["r_pearson"]))) if pooled["r_pearson"].notna().any()
+            "mean_abs_r_pooled": float(np.nanmean(np.abs(pooled["r_pearson"])))
+            if pooled["r_pearson"].notna().any()
             else float("nan"),
             "mean_abs_r_partial_position": float(np.nanmean(np.abs(pooled["r_partial"])))
-            if pooled["r_partial"].notna().any() else float("nan"),
+            if pooled["r_partial"].notna().any()
+            else float("nan"),
             "fraction_consistent_per_sample": float(corr.consistency(per_sample)["consistent"].mean()),
             "randomization_control": control,
             "verdict_rule": "GO: >= 20% of heads significant and the pooled control passes; MARGINAL: >= 10%; else NO-GO",

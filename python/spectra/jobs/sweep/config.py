@@ -80,14 +80,17 @@ class SweepConfig:
             self.heads = "all" if self.heads is None else self.heads
         if self.heads not in ("all", "from_gain_map"):
             if isinstance(self.heads, str) or not isinstance(self.heads, Sequence):
-                raise ValueError(f"heads: expected 'all', 'from_gain_map' or a list of [layer, head]; got {self.heads!r}")
+                raise ValueError(
+                    f"heads: expected 'all', 'from_gain_map' or a list of [layer, head]; got {self.heads!r}"
+                )
             try:
                 self.heads = [[int(x) for x in pair] for pair in self.heads]
                 if any(len(pair) != 2 for pair in self.heads):
                     raise ValueError
             except (TypeError, ValueError):
-                raise ValueError(f"heads: expected 'all', 'from_gain_map' or a list of [layer, head]; "
-                                 f"got {self.heads!r}") from None
+                raise ValueError(
+                    f"heads: expected 'all', 'from_gain_map' or a list of [layer, head]; got {self.heads!r}"
+                ) from None
         if self.heads == "from_gain_map" and self.experiment != "qk_asymmetry":
             raise ValueError("heads: 'from_gain_map' is for experiment qk_asymmetry")
         if self.control is not None:

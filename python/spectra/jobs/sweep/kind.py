@@ -123,13 +123,23 @@ def _shape(folder: Path) -> tuple[int, int]:
     return sweep_job.model_shape(AutoConfig.from_pretrained(folder, local_files_only=True))
 
 
-def _task(config: Mapping[str, Any], label: str, model: str, index: int, shard: SweepShard,
-          windows: np.ndarray) -> Task:
+def _task(
+    config: Mapping[str, Any], label: str, model: str, index: int, shard: SweepShard, windows: np.ndarray
+) -> Task:
     options = {key: config[key] for key in (*KEYS, *PLACEMENT)}
-    return Task(kind="sweep", model=model, label=label, shard=index, samples=(0, len(windows)), out=config["out"],
-                options=options, relpath=f"{label}/{SHARDS}/{shard.name}", input_ids=windows,
-                data={"mode": shard.mode, "kinds": list(shard.kinds), "targets": [list(t) for t in shard.targets]},
-                num_gpus=config["gpus_per_task"])
+    return Task(
+        kind="sweep",
+        model=model,
+        label=label,
+        shard=index,
+        samples=(0, len(windows)),
+        out=config["out"],
+        options=options,
+        relpath=f"{label}/{SHARDS}/{shard.name}",
+        input_ids=windows,
+        data={"mode": shard.mode, "kinds": list(shard.kinds), "targets": [list(t) for t in shard.targets]},
+        num_gpus=config["gpus_per_task"],
+    )
 
 
 def _selection(config: SweepConfig, task: Task):
@@ -168,7 +178,7 @@ def plan(config: Mapping[str, Any]) -> list[Task]:
         windows = load_windows(config["data"], tokenizer, config["context_length"], config["n_samples"]).numpy()
         mine = [_task(config, label, model, i, shard, windows) for i, shard in enumerate(shards)]
         if settings.heads == "from_gain_map" and is_done(mine[0]):
-            later = sweep_job.plan_shards(settings, n_layers, n_heads, _selection(settings, mine[0]))[len(shards):]
+            later = sweep_job.plan_shards(settings, n_layers, n_heads, _selection(settings, mine[0]))[len(shards) :]
             mine += [_task(config, label, model, len(mine) + i, shard, windows) for i, shard in enumerate(later)]
         tasks += mine
     return tasks
@@ -178,15 +188,22 @@ def compute(task: Task) -> int:
     """Sweeps the task's target heads over the task's windows (``sweep_job.sweep_shard``) and writes its shard."""
 
     model, _ = load_task_model(task)
-    shard = SweepShard(name=Path(task.relpath).name, mode=task.data["mode"], kinds=tuple(task.data["kinds"]),
-                       targets=tuple((int(layer), int(head)) for layer, head in task.data["targets"]))
-    frame = sweep_job.sweep_shard(model, torch.from_numpy(np.ascontiguousarray(task.input_ids)), shard,
-                                  _sweep_config(task.model, task.options))
+    shard = SweepShard(
+        name=Path(task.relpath).name,
+        mode=task.data["mode"],
+        kinds=tuple(task.data["kinds"]),
+        targets=tuple((int(layer), int(head)) for layer, head in task.data["targets"]),
+    )
+    frame = sweep_job.sweep_shard(
+        model, torch.from_numpy(np.ascontiguousarray(task.input_ids)), shard, _sweep_config(task.model, task.options)
+    )
     write_parquet_shard(task, frame, model_identity(model))
     return len(frame)
 
 
-def merge(config: Mapping[str, Any], tasks: Sequence[Task], command_line: Sequence[str] | None = None) -> dict[str, Any]:
+def merge(
+    config: Mapping[str, Any], tasks: Sequence[Task], command_line: Sequence[str] | None = None
+) -> dict[str, Any]:
     """Builds each model's result folder from its shards (``sweep_job.analyse_sweep``, no weights):
     ``meta.json`` (the document, and the ``run_hash``, of ``spectra sweep`` with ``model: <model>``),
     the tables, ``summary.json`` and the figures. Returns ``label -> SweepResult``.
@@ -201,20 +218,29 @@ def merge(config: Mapping[str, Any], tasks: Sequence[Task], command_line: Sequen
         selection = _selection(settings, group[0]) if settings.heads == "from_gain_map" else None
         planned = [s.name for s in sweep_job.plan_shards(settings, n_layers, n_heads, selection)]
         if planned != [Path(t.relpath).name for t in group]:
-            raise ValueError(f"out: the tasks of {label} are not the shards of its plan ({', '.join(planned[:4])}...); "
-                             "rerun")
+            raise ValueError(
+                f"out: the tasks of {label} are not the shards of its plan ({', '.join(planned[:4])}...); rerun"
+            )
         stray = sorted(p.name for p in (out / SHARDS).glob("*.parquet") if p.name not in planned)
         if stray:
-            raise ValueError(f"out: {out / SHARDS} holds shard(s) this run does not plan ({', '.join(stray[:4])}); "
-                             "delete them and rerun")
+            raise ValueError(
+                f"out: {out / SHARDS} holds shard(s) this run does not plan ({', '.join(stray[:4])}); "
+                "delete them and rerun"
+            )
         identity = shared_model_identity(group)
         windows = np.ascontiguousarray(group[0].input_ids)
         meta = sweep_job.sweep_meta(settings, identity, data_sha256(windows), command_line)
         keep_created(out / META, meta)
         _atomic_json(out / META, meta)
         summary, tables, figures = sweep_job.analyse_sweep(
-            settings, out, n_layers=n_layers, n_heads=n_heads, n_samples=len(windows),
-            context_length=int(windows.shape[1]), selection=selection)
+            settings,
+            out,
+            n_layers=n_layers,
+            n_heads=n_heads,
+            n_samples=len(windows),
+            context_length=int(windows.shape[1]),
+            selection=selection,
+        )
         results[label] = SweepResult(out, meta, summary, tables, figures, computed_shards=[])
     return results
 

@@ -8,11 +8,28 @@ from spectra.jobs.options import Option
 __all__ = ["OPTIONS"]
 
 OPTIONS: tuple[Option, ...] = (
-    Option("config", help="YAML experiment file (see configs/): experiment scale_sweep | gain_map | qk_asymmetry, "
-                          "model, alphas, heads, ...", path="file", dest="config_path", required=True, key=False),
-    Option("out", help="Result folder (default: the config's out, else results/<experiment>).", path="dir",
-           dest="out_dir", key=False),
-    Option("resume", False, "Finish an interrupted run in the result folder, keeping its finished shards.",
-           is_flag=True, key=False),
+    Option(
+        "config",
+        help="YAML experiment file (see configs/): experiment scale_sweep | gain_map | qk_asymmetry, "
+        "model, alphas, heads, ...",
+        path="file",
+        dest="config_path",
+        required=True,
+        key=False,
+    ),
+    Option(
+        "out",
+        help="Result folder (default: the config's out, else results/<experiment>).",
+        path="dir",
+        dest="out_dir",
+        key=False,
+    ),
+    Option(
+        "resume",
+        False,
+        "Finish an interrupted run in the result folder, keeping its finished shards.",
+        is_flag=True,
+        key=False,
+    ),
     Option("quiet", False, "No progress bar.", is_flag=True, key=False),
 )

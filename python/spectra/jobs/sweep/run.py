@@ -64,14 +64,30 @@ from spectra.jobs.sweep.summary import _control_summary, _gain_map_summary, _rec
 from spectra.models.loading import load_model
 
 __all__ = [
-    "EXPERIMENTS", "GainSelection", "META", "SHARDS", "SweepConfig", "SweepResult", "SweepShard",
-    "analyse_sweep", "check_heads", "gain_map_selection", "load_config", "model_shape", "plan_shards",
-    "print_sweep_result", "read_shard", "run_sweep", "sweep_meta", "sweep_shard",
+    "EXPERIMENTS",
+    "GainSelection",
+    "META",
+    "SHARDS",
+    "SweepConfig",
+    "SweepResult",
+    "SweepShard",
+    "analyse_sweep",
+    "check_heads",
+    "gain_map_selection",
+    "load_config",
+    "model_shape",
+    "plan_shards",
+    "print_sweep_result",
+    "read_shard",
+    "run_sweep",
+    "sweep_meta",
+    "sweep_shard",
 ]
 
 
-def sweep_meta(config: SweepConfig, identity: dict[str, str], data_sha256: str,
-               command_line: Sequence[str] | None = None) -> dict[str, Any]:
+def sweep_meta(
+    config: SweepConfig, identity: dict[str, str], data_sha256: str, command_line: Sequence[str] | None = None
+) -> dict[str, Any]:
     """``meta.json`` of a run: ``identity`` is the model's ``class``, ``config_sha256``,
     ``weights_fingerprint`` and ``dtype``; ``run_hash`` covers the model (not its dtype name) and every
     setting but ``out``."""
@@ -94,12 +110,18 @@ def _prepare_folder(out: Path, meta: dict[str, Any], resume: bool) -> None:
         try:
             old = json.loads((out / META).read_text())
         except json.JSONDecodeError as error:
-            raise ValueError(f"out: {out / META} is not valid JSON ({error}); choose another out or delete it") from None
+            raise ValueError(
+                f"out: {out / META} is not valid JSON ({error}); choose another out or delete it"
+            ) from None
         if old.get("run_hash") != meta["run_hash"] and shards:
-            raise ValueError(f"out: {out} holds another run ({_difference(old, meta)}); choose another out or delete it")
+            raise ValueError(
+                f"out: {out} holds another run ({_difference(old, meta)}); choose another out or delete it"
+            )
         if shards and not resume:
-            raise ValueError(f"out: {out} already holds {len(shards)} shard(s) of this run; pass --resume to finish it "
-                             "(finished shards are kept) or choose another out")
+            raise ValueError(
+                f"out: {out} already holds {len(shards)} shard(s) of this run; pass --resume to finish it "
+                "(finished shards are kept) or choose another out"
+            )
     elif out.is_dir() and any(out.iterdir()):
         raise ValueError(f"out: {out} is not empty and holds no {META}; choose another out or delete it")
     (out / SHARDS).mkdir(parents=True, exist_ok=True)
@@ -138,16 +160,21 @@ def analyse_sweep(
     out = Path(out)
     tables: dict[str, pd.DataFrame] = {}
     figures: list[Path] = []
-    summary: dict[str, Any] = {"experiment": config.experiment, "model": config.model,
-                               "n_samples": int(n_samples), "context_length": int(context_length),
-                               "alphas": config.alphas}
+    summary: dict[str, Any] = {
+        "experiment": config.experiment,
+        "model": config.model,
+        "n_samples": int(n_samples),
+        "context_length": int(context_length),
+        "alphas": config.alphas,
+    }
     gain_kwargs = dict(n_bootstrap=config.n_bootstrap, seed=config.seed)
     if config.heads == "from_gain_map" and selection is None:
         selection = gain_map_selection(config, read_shard(out, _shard_name("local", tag=GAIN_MAP_TAG)))
     shards = [s for s in plan_shards(config, n_layers, n_heads, selection) if not s.name.startswith(GAIN_MAP_TAG)]
     targets = _sweep_targets(config, n_layers, n_heads, selection)
-    sweep = pd.concat([_read_mode(out, [s for s in shards if s.mode == mode]) for mode in config.modes],
-                      ignore_index=True)
+    sweep = pd.concat(
+        [_read_mode(out, [s for s in shards if s.mode == mode]) for mode in config.modes], ignore_index=True
+    )
 
     if config.experiment in ("scale_sweep", "gain_map"):
         _write_table(out, "sweep", sweep, tables)
@@ -157,8 +184,11 @@ def analyse_sweep(
             selected = gain_mod.select_heads(gains, by=config.gain_by)
             _write_table(out, "selected_heads", selected, tables)
             summary.update(_gain_map_summary(gains, selected, config.gain_by))
-            figures.append(sweep_figures.plot_gain_heatmap(gains, out / "gain_heatmap.png", metric=config.gain_by,
-                                                           n_layers=n_layers, n_heads=n_heads))
+            figures.append(
+                sweep_figures.plot_gain_heatmap(
+                    gains, out / "gain_heatmap.png", metric=config.gain_by, n_layers=n_layers, n_heads=n_heads
+                )
+            )
             fit_heads = [(int(r.layer), int(r.head)) for r in selected.itertuples()]
         else:
             fit_heads = targets[:12]
@@ -166,11 +196,23 @@ def analyse_sweep(
             if config.control is not None:
                 summary.update(_control_summary(gains, targets, tuple(config.control), config.gain_by))
         _write_table(out, "gains", gains, tables)
-        figures.append(sweep_figures.plot_gain_fits(sweep, gains, out / "gain_fits.png", metric=config.gain_by,
-                                                    heads=fit_heads))
-        summary["gains"] = _records(gains, ["layer", "head", "kind", "mode", f"gain_{config.gain_by}",
-                                            f"r_squared_{config.gain_by}", f"ci_low_{config.gain_by}",
-                                            f"ci_high_{config.gain_by}"], limit=64)
+        figures.append(
+            sweep_figures.plot_gain_fits(sweep, gains, out / "gain_fits.png", metric=config.gain_by, heads=fit_heads)
+        )
+        summary["gains"] = _records(
+            gains,
+            [
+                "layer",
+                "head",
+                "kind",
+                "mode",
+                f"gain_{config.gain_by}",
+                f"r_squared_{config.gain_by}",
+                f"ci_low_{config.gain_by}",
+                f"ci_high_{config.gain_by}",
+            ],
+            limit=64,
+        )
     else:
         roles: dict[tuple[int, int], str] = {}
         if selection is not None:
@@ -184,10 +226,18 @@ def analyse_sweep(
         summary["asymmetry"] = _records(asym, list(asym.columns), limit=64)
         mode = "propagated" if "propagated" in config.modes else config.modes[0]
         figures.append(sweep_figures.plot_metric_vs_scale(sweep, out / "metric_vs_scale.png", heads=targets[:12]))
-        figures.append(sweep_figures.plot_qk_delta_entropy(sweep, out / "qk_delta_entropy.png", heads=targets[:12],
-                                                           mode=mode))
-        figures.append(sweep_figures.plot_qk_panel(sweep, asym[asym["mode"] == mode] if "mode" in asym else asym,
-                                                   out / "qk_panel.png", heads=targets[:12], mode=mode))
+        figures.append(
+            sweep_figures.plot_qk_delta_entropy(sweep, out / "qk_delta_entropy.png", heads=targets[:12], mode=mode)
+        )
+        figures.append(
+            sweep_figures.plot_qk_panel(
+                sweep,
+                asym[asym["mode"] == mode] if "mode" in asym else asym,
+                out / "qk_panel.png",
+                heads=targets[:12],
+                mode=mode,
+            )
+        )
     summary["files"] = sorted([f"{name}.parquet" for name in tables] + [p.name for p in figures])
     _atomic_json(out / "summary.json", summary)
     return json.loads((out / "summary.json").read_text()), tables, figures
@@ -221,10 +271,13 @@ def run_sweep(
         raise ValueError(f"out: {out_dir} exists and is not a folder")
     model, tokenizer = load_model(config.model)
     windows = load_windows(config.data, tokenizer, config.context_length, config.n_samples)
-    identity = {"class": type(model).__name__, "config_sha256": config_hash(model),
-                "weights_fingerprint": weights_fingerprint(model), "dtype": str(next(model.parameters()).dtype)}
-    meta = sweep_meta(config, identity, data_sha256(windows),
-                      command_line)
+    identity = {
+        "class": type(model).__name__,
+        "config_sha256": config_hash(model),
+        "weights_fingerprint": weights_fingerprint(model),
+        "dtype": str(next(model.parameters()).dtype),
+    }
+    meta = sweep_meta(config, identity, data_sha256(windows), command_line)
     n_layers, n_heads = model_shape(model.config)
     shards = plan_shards(config, n_layers, n_heads)  # checks the heads before anything is written
     _prepare_folder(out_dir, meta, resume)
@@ -232,8 +285,9 @@ def run_sweep(
 
     def compute(todo: Sequence[SweepShard]) -> None:
         propagated = [s for s in todo if s.mode != "local"]
-        with tqdm(total=len(propagated), desc="propagated sweep", unit="head",
-                  disable=not progress or not propagated) as bar:
+        with tqdm(
+            total=len(propagated), desc="propagated sweep", unit="head", disable=not progress or not propagated
+        ) as bar:
             for shard in todo:
                 path = out_dir / SHARDS / shard.name
                 if not path.is_file():
@@ -246,8 +300,14 @@ def run_sweep(
     selection = None
     if config.heads == "from_gain_map":
         selection = gain_map_selection(config, read_shard(out_dir, shards[0].name))
-        compute(plan_shards(config, n_layers, n_heads, selection)[len(shards):])
-    summary, tables, figures = analyse_sweep(config, out_dir, n_layers=n_layers, n_heads=n_heads,
-                                             n_samples=len(windows), context_length=int(windows.shape[1]),
-                                             selection=selection)
+        compute(plan_shards(config, n_layers, n_heads, selection)[len(shards) :])
+    summary, tables, figures = analyse_sweep(
+        config,
+        out_dir,
+        n_layers=n_layers,
+        n_heads=n_heads,
+        n_samples=len(windows),
+        context_length=int(windows.shape[1]),
+        selection=selection,
+    )
     return SweepResult(out_dir, meta, summary, tables, figures, computed)

@@ -17,8 +17,15 @@ from spectra.interventions.scale_sweep import (
 from spectra.jobs.sweep.config import SHARDS, SweepConfig
 
 __all__ = [
-    "GAIN_MAP_TAG", "GainSelection", "SweepShard", "check_heads", "gain_map_selection", "model_shape",
-    "plan_shards", "read_shard", "sweep_shard",
+    "GAIN_MAP_TAG",
+    "GainSelection",
+    "SweepShard",
+    "check_heads",
+    "gain_map_selection",
+    "model_shape",
+    "plan_shards",
+    "read_shard",
+    "sweep_shard",
 ]
 
 
@@ -73,24 +80,27 @@ def check_heads(heads: Any, n_layers: int, n_heads: int) -> list[tuple[int, int]
         if not 0 <= layer < n_layers:
             raise ValueError(f"heads: layer {layer} is not a layer of this model; allowed layers are 0..{n_layers - 1}")
         if not 0 <= head < n_heads:
-            raise ValueError(f"heads: head {head} (layer {layer}) is not a query head; "
-                             f"allowed heads are 0..{n_heads - 1}")
+            raise ValueError(
+                f"heads: head {head} (layer {layer}) is not a query head; allowed heads are 0..{n_heads - 1}"
+            )
         out.append((layer, head))
     if not out:
         raise ValueError("heads: no (layer, head) given")
     return list(dict.fromkeys(out))
 
 
-def _mode_shards(mode: str, kinds: Sequence[str], targets: Sequence[tuple[int, int]],
-                 tag: str = "") -> list[SweepShard]:
+def _mode_shards(
+    mode: str, kinds: Sequence[str], targets: Sequence[tuple[int, int]], tag: str = ""
+) -> list[SweepShard]:
     kinds = tuple(kinds)
     if mode == "local":
         return [SweepShard(_shard_name(mode, tag=tag), mode, kinds, tuple(targets))]
     return [SweepShard(_shard_name(mode, layer, head, tag), mode, kinds, ((layer, head),)) for layer, head in targets]
 
 
-def _sweep_targets(config: SweepConfig, n_layers: int, n_heads: int,
-                   selection: GainSelection | None) -> list[tuple[int, int]]:
+def _sweep_targets(
+    config: SweepConfig, n_layers: int, n_heads: int, selection: GainSelection | None
+) -> list[tuple[int, int]]:
     if config.heads == "from_gain_map":
         assert selection is not None
         return selection.targets
@@ -100,8 +110,9 @@ def _sweep_targets(config: SweepConfig, n_layers: int, n_heads: int,
     return targets
 
 
-def plan_shards(config: SweepConfig, n_layers: int, n_heads: int,
-                selection: GainSelection | None = None) -> list[SweepShard]:
+def plan_shards(
+    config: SweepConfig, n_layers: int, n_heads: int, selection: GainSelection | None = None
+) -> list[SweepShard]:
     """Every shard of the run that can be known now, in the order ``run_sweep`` computes them.
 
     With ``heads: from_gain_map`` the target heads come from the gain map, so until its
@@ -127,16 +138,26 @@ def plan_shards(config: SweepConfig, n_layers: int, n_heads: int,
 
 def sweep_shard(model, input_ids, shard: SweepShard, config: SweepConfig, progress: bool = False) -> pd.DataFrame:
     """The sweep table of one shard (``scale_sweep`` of its targets, mode and kinds over ``config.alphas``)."""
-    return scale_sweep(model, input_ids, list(shard.targets), alphas=config.alphas, mode=shard.mode,
-                       kinds=list(shard.kinds), threshold=config.threshold, ignore_first=config.ignore_first,
-                       batch_size=config.batch_size, progress=progress)
+    return scale_sweep(
+        model,
+        input_ids,
+        list(shard.targets),
+        alphas=config.alphas,
+        mode=shard.mode,
+        kinds=list(shard.kinds),
+        threshold=config.threshold,
+        ignore_first=config.ignore_first,
+        batch_size=config.batch_size,
+        progress=progress,
+    )
 
 
 def gain_map_selection(config: SweepConfig, gain_map: pd.DataFrame) -> GainSelection:
     """The gain map (gain fits and p10/p90 categories by ``config.gain_by``) of the first stage's
     sweep table, and the heads it selects."""
-    gains = gain_mod.gain_categories(gain_mod.gain_table(gain_map, n_bootstrap=config.n_bootstrap, seed=config.seed),
-                                     by=config.gain_by)
+    gains = gain_mod.gain_categories(
+        gain_mod.gain_table(gain_map, n_bootstrap=config.n_bootstrap, seed=config.seed), by=config.gain_by
+    )
     selected = gain_mod.select_heads(gains, by=config.gain_by)
     roles = {(int(r.layer), int(r.head)): str(r.role) for r in selected.itertuples()}
     return GainSelection(gains, selected, roles)

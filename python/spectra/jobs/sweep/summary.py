@@ -31,8 +31,9 @@ def _gain_map_summary(gains: pd.DataFrame, selected: pd.DataFrame, by: str) -> d
         "gain_min": _head_value(gains, gains[column].idxmin(), column),
         "gain_max": _head_value(gains, gains[column].idxmax(), column),
         "r_squared_mean": float(gains[f"r_squared_{by}"].mean()),
-        "monotonic_fraction": {m: float(gains[f"monotonic_{m}"].mean())
-                               for m in ("entropy", "max_attn") if f"monotonic_{m}" in gains},
+        "monotonic_fraction": {
+            m: float(gains[f"monotonic_{m}"].mean()) for m in ("entropy", "max_attn") if f"monotonic_{m}" in gains
+        },
         "layer_mean_gain": {int(k): float(v) for k, v in per_layer.items()},
         "selected_heads": selected[["role", "layer", "head", column]].to_dict("records"),
     }
@@ -48,19 +49,27 @@ def _control_summary(gains: pd.DataFrame, targets, control: tuple[int, int], by:
     first = gains.drop_duplicates(["layer", "head"]).set_index(["layer", "head"])[column]
     target = next(t for t in targets if t != control)
     ratio = float(first[target] / first[control]) if first[control] != 0 else float("inf")
-    return {"target": list(target), "control": list(control), "gain_ratio": ratio,
-            "gain_ratio_verdict": gain_mod.gain_ratio_verdict(float(first[target]), float(first[control]))}
+    return {
+        "target": list(target),
+        "control": list(control),
+        "gain_ratio": ratio,
+        "gain_ratio_verdict": gain_mod.gain_ratio_verdict(float(first[target]), float(first[control])),
+    }
 
 
 def print_sweep_result(result: SweepResult) -> None:
     """What the CLI prints: where the files are and the experiment's headline numbers."""
     s = result.summary
-    print(f"spectra sweep: {s['experiment']} on {s['model']} ({s['n_samples']} samples x {s['context_length']} tokens, "
-          f"alphas {s['alphas']}) -> {result.out_dir}")
+    print(
+        f"spectra sweep: {s['experiment']} on {s['model']} ({s['n_samples']} samples x {s['context_length']} tokens, "
+        f"alphas {s['alphas']}) -> {result.out_dir}"
+    )
     if "categories" in s:
         c = s["categories"]
-        print(f"gain map ({s['gain_by']}): {c['high']} high / {c['medium']} medium / {c['low']} low "
-              f"(p10 {s['p_low']:.4g}, p90 {s['p_high']:.4g}); mean R^2 {s['r_squared_mean']:.3f}")
+        print(
+            f"gain map ({s['gain_by']}): {c['high']} high / {c['medium']} medium / {c['low']} low "
+            f"(p10 {s['p_low']:.4g}, p90 {s['p_high']:.4g}); mean R^2 {s['r_squared_mean']:.3f}"
+        )
         column = f"gain_{s['gain_by']}"
         for row in s["selected_heads"]:
             print(f"  {row['role']:>6}: L{row['layer']}H{row['head']}  gain {row[column]:.4g}")
@@ -73,8 +82,10 @@ def print_sweep_result(result: SweepResult) -> None:
             by = column.removeprefix("gain_")
             ci = (row.get(f"ci_low_{by}"), row.get(f"ci_high_{by}"))
             ci_text = f" [{ci[0]:.4g}, {ci[1]:.4g}]" if None not in ci else ""
-            print(f"  [{row.get('mode', '')}/{row.get('kind', '')}] L{row['layer']}H{row['head']} gain_{by} "
-                  f"{row[column]:.4g}{ci_text}  R^2 {row.get(f'r_squared_{by}', float('nan')):.3f}")
+            print(
+                f"  [{row.get('mode', '')}/{row.get('kind', '')}] L{row['layer']}H{row['head']} gain_{by} "
+                f"{row[column]:.4g}{ci_text}  R^2 {row.get(f'r_squared_{by}', float('nan')):.3f}"
+            )
     if "gain_ratio_verdict" in s:
         print(f"target/control gain ratio {s['gain_ratio']:.3f}: {s['gain_ratio_verdict']}")
     for row in s.get("asymmetry", [])[:12]:
@@ -82,12 +93,16 @@ def print_sweep_result(result: SweepResult) -> None:
         asym = row["asymmetry"]
         asym = f"{asym:.4f}" if isinstance(asym, float) else str(asym)
         mode = f"[{row['mode']}] " if row.get("mode") else ""
-        print(f"  {mode}{role}L{row['layer']}H{row['head']} q_range {row['q_range']:.4g} k_range {row['k_range']:.4g} "
-              f"asymmetry {asym} -> {row.get('interpretation', '')}")
+        print(
+            f"  {mode}{role}L{row['layer']}H{row['head']} q_range {row['q_range']:.4g} k_range {row['k_range']:.4g} "
+            f"asymmetry {asym} -> {row.get('interpretation', '')}"
+        )
         if row.get("k_group_entropy_shift") is not None:
-            print(f"      K scaling also moves the rest of its GQA group's mean entropy by {row['k_group_entropy_shift']:.4g} "
-                  f"nats (mean |shift|); "
-                  f"logit KL q {row.get('q_kl_logits', float('nan')):.4g} vs k {row.get('k_kl_logits', float('nan')):.4g}")
+            print(
+                f"      K scaling also moves the rest of its GQA group's mean entropy by {row['k_group_entropy_shift']:.4g} "
+                f"nats (mean |shift|); "
+                f"logit KL q {row.get('q_kl_logits', float('nan')):.4g} vs k {row.get('k_kl_logits', float('nan')):.4g}"
+            )
     if result.computed_shards:
         print(f"computed {len(result.computed_shards)} shard(s)")
     for path in result.figures:

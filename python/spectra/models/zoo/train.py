@@ -191,7 +191,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
     parser.add_argument(
-        "--checkpoints", type=int, default=None,
+        "--checkpoints",
+        type=int,
+        default=None,
         help="number of checkpoints in OUT/checkpoints (default: 6 for tiny-qwen3, 0 otherwise)",
     )
     parser.add_argument("--log-every", type=int, default=50)
@@ -209,8 +211,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             sys.exit(f"{out} is not empty; pass --force to replace it")
         shutil.rmtree(out)
     settings = TrainSettings(
-        steps=args.steps, seed=args.seed, batch_size=args.batch_size, seq_len=args.seq_len,
-        lr=args.lr, warmup_steps=args.warmup_steps, threads=args.threads,
+        steps=args.steps,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        seq_len=args.seq_len,
+        lr=args.lr,
+        warmup_steps=args.warmup_steps,
+        threads=args.threads,
     )
     n_checkpoints = args.checkpoints if args.checkpoints is not None else 6 * (args.model == "tiny-qwen3")
 
@@ -243,9 +250,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         save_model(model, tokenizer, out / "checkpoints" / f"step-{step:06d}", info(step, model, losses))
 
     result = train_model(
-        config, tokens, settings,
+        config,
+        tokens,
+        settings,
         checkpoint_steps=checkpoint_schedule(settings.steps, n_checkpoints),
-        on_checkpoint=save_checkpoint, log_every=args.log_every,
+        on_checkpoint=save_checkpoint,
+        log_every=args.log_every,
     )
     save_model(result.model, tokenizer, out, info(settings.steps, result.model, result.losses))
     print(f"saved {out} after {time.perf_counter() - wall_start:.0f}s", flush=True)

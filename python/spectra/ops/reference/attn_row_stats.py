@@ -75,7 +75,11 @@ def attn_row_stats(
     if softcap:
         logits = softcap * torch.tanh(logits / softcap)
     visible = visible_keys(
-        query_len, key_len, causal=causal, sliding_window=sliding_window, query_offset=query_offset,
+        query_len,
+        key_len,
+        causal=causal,
+        sliding_window=sliding_window,
+        query_offset=query_offset,
         key_valid=key_valid,
     ).to(logits.device)
     logits = logits.masked_fill(~visible, -math.inf)
@@ -103,6 +107,13 @@ def attn_row_stats(
     argmax = torch.where(empty, torch.full_like(argmax, -1), argmax)
     k_eff = torch.where(empty, torch.zeros_like(k_eff), k_eff)
     return AttnRowStats(
-        entropy.to(out_dtype), entropy_normalized.to(out_dtype), max_attn.to(out_dtype), argmax, k_eff,
-        sink_mass.to(out_dtype), sink_mass_n.to(out_dtype), n_visible, logit_var.to(out_dtype),
+        entropy.to(out_dtype),
+        entropy_normalized.to(out_dtype),
+        max_attn.to(out_dtype),
+        argmax,
+        k_eff,
+        sink_mass.to(out_dtype),
+        sink_mass_n.to(out_dtype),
+        n_visible,
+        logit_var.to(out_dtype),
     )

@@ -482,9 +482,7 @@ def analyze_head(
     row = dict(zip(HEAD_COLUMNS, values, strict=True))
 
     head = {"layer": layer, "q_head": q_head, "k_head": k_head}
-    cell_rows = [
-        {**head, "q_bucket": j, "k_bucket": c, "ap_bucket": v} for (j, c), v in sorted(cells.items())
-    ]
+    cell_rows = [{**head, "q_bucket": j, "k_bucket": c, "ap_bucket": v} for (j, c), v in sorted(cells.items())]
 
     r2_plus = np.clip(r2_components, 0.0, None)
     total = float(r2_plus.sum())

@@ -38,8 +38,16 @@ def combined_pca(q, q_pos, k, k_pos, n_components: int = 10, anchor_tolerance: f
         r_q.append(rq)
         r_k.append(rk)
     r_q_t, r_k_t = torch.tensor(r_q, dtype=torch.float64), torch.tensor(r_k, dtype=torch.float64)
-    return {"mean": mean, "components": torch.stack(comps), "explained_variance": ev, "r_q": r_q_t, "r_k": r_k_t,
-            "p_q": float((ev * r_q_t**2).sum()), "p_k": float((ev * r_k_t**2).sum()), "fisher_pc0": fisher}
+    return {
+        "mean": mean,
+        "components": torch.stack(comps),
+        "explained_variance": ev,
+        "r_q": r_q_t,
+        "r_k": r_k_t,
+        "p_q": float((ev * r_q_t**2).sum()),
+        "p_k": float((ev * r_k_t**2).sum()),
+        "fisher_pc0": fisher,
+    }
 
 
 def planar_rotation(q, q_pos, k, k_pos, axis_b: str = "centroid") -> dict:
@@ -74,10 +82,20 @@ def planar_rotation(q, q_pos, k, k_pos, axis_b: str = "centroid") -> dict:
     delta = float(qb.var(correction=0) + kb.var(correction=0) + (qb.mean() - kb.mean()) ** 2)
     delta_total = float(torch.cov(q.T, correction=0).trace() + torch.cov(k.T, correction=0).trace() + gap @ gap)
     out = {
-        "a": a, "b": b, "mu_q_a": float(qa.mean()), "mu_k_a": float(ka.mean()), "mu_q_b": float(qb.mean()),
-        "mu_k_b": float(kb.mean()), "alpha_q": slope(qa, tq), "alpha_k": slope(ka, tk),
-        "r_q_a": _pearson(qa, tq), "r_k_a": _pearson(ka, tk), "position_r": abs(_pearson(x @ a, t)),
-        "var_frac_a": var_a / total, "var_frac_b": var_b / total, "content_var_b": 0.5 * float(qb.var(correction=0) + kb.var(correction=0)),
+        "a": a,
+        "b": b,
+        "mu_q_a": float(qa.mean()),
+        "mu_k_a": float(ka.mean()),
+        "mu_q_b": float(qb.mean()),
+        "mu_k_b": float(kb.mean()),
+        "alpha_q": slope(qa, tq),
+        "alpha_k": slope(ka, tk),
+        "r_q_a": _pearson(qa, tq),
+        "r_k_a": _pearson(ka, tk),
+        "position_r": abs(_pearson(x @ a, t)),
+        "var_frac_a": var_a / total,
+        "var_frac_b": var_b / total,
+        "content_var_b": 0.5 * float(qb.var(correction=0) + kb.var(correction=0)),
         "separation_strength": delta / delta_total,
     }
     out["bias_strength"] = out["mu_q_a"] * out["alpha_k"]
