@@ -54,7 +54,6 @@ from spectra.jobs.geometry.run import run_geometry
 __all__ = ["KEYS", "ANALYSIS", "STRAY_GLOB", "check", "compute", "describe", "merge", "plan"]
 
 ANALYSIS = "geometry"  # the analysis folder under out
-#: The capture stage (as geometry_job.capture_model) and the options of spectra geometry, with their defaults.
 
 
 def _fraction(value: Any, key: str) -> float:

@@ -56,7 +56,6 @@ from spectra.jobs.plasticity.run import run_plasticity
 __all__ = ["KEYS", "ANALYSIS", "STRAY_GLOB", "check", "compute", "describe", "merge", "plan"]
 
 ANALYSIS = "plasticity"  # the analysis folder under out
-#: The capture stage (as plasticity_job.capture_model) and the options of spectra plasticity, with their defaults.
 _CHOICES = {"mode": ("thesis", "published"), "query_position": ("midpoint", "mean"), "covariance": ("diagonal", "full")}
 
 
