@@ -11,6 +11,11 @@ import platform
 import sys
 from typing import Any
 
+import torch
+
+import spectra
+from spectra import _native
+
 _PACKAGES = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas", "pyarrow")
 
 
@@ -22,8 +27,6 @@ def _version(package: str) -> str:
 
 
 def _op_backends(op: str) -> list[str]:
-    import torch
-
     return [key for key in ("CPU", "CUDA") if torch._C._dispatch_has_kernel_for_dispatch_key(f"spectra::{op}", key)]
 
 
@@ -35,11 +38,6 @@ def collect() -> dict[str, Any]:
         >>> info.collect()["native_loaded"]
         True
     """
-    import torch
-
-    import spectra
-    from spectra import _native
-
     core = _native.load_core()  # None only under `python -m spectra.info`, which explains why
     report: dict[str, Any] = {
         "spectra": spectra.__version__,
@@ -70,9 +68,7 @@ def format_report(report: dict[str, Any]) -> str:
     )
     lines.append("")
     if not report["native_loaded"]:
-        from spectra._native import BUILD_HINT
-
-        lines += ["native module: NOT LOADED", f"  error: {report['native_error']}", "", BUILD_HINT]
+        lines += ["native module: NOT LOADED", f"  error: {report['native_error']}", "", _native.BUILD_HINT]
         return "\n".join(lines)
     build = report["build"]
     lines += [

@@ -7,6 +7,8 @@ plus a floor of a few output ulps for the final rounding. No hand-tuned atol per
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 FLOAT_DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -76,7 +78,6 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def assert_png_written(path, folder) -> None:
     """A figure function's output: a real, non-trivial PNG at ``path``, and no temporary or hidden
     file left behind in ``folder`` (figures are written atomically)."""
-    from pathlib import Path
 
     from matplotlib.image import imread
 
