@@ -42,6 +42,7 @@ Example:
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,9 +85,11 @@ __all__ = [
     "describe",
     "merge",
     "merge_capture_shards",
+    "merge_for_analysis",
     "ordered_entries",
     "plan",
     "plan_captures",
+    "post_rope_qk_options",
     "resolve_max_length",
 ]
 
@@ -378,6 +381,32 @@ def merge_capture_shards(tasks: Sequence[Task]) -> dict[str, CaptureResult]:
             _atomic_json(marker, record)
         results[label] = CaptureResult(out_dir=folder, sidecar=sidecar, shards=shards, merged=not kept)
     return results
+
+
+def post_rope_qk_options(config: Mapping[str, Any], max_length: int, bucket_size: int) -> dict[str, Any]:
+    """The capture options of an analysis of post-RoPE q and k at every position (geometry, plasticity)."""
+    return {
+        "max_length": max_length,
+        "layers": config["layers"],
+        "heads": config["heads"],
+        "capture": ["q", "k"],
+        "stages": ["post_rope"],
+        "positions": "all",
+        "bucket_size": bucket_size,
+        "seed": 0,
+    }
+
+
+def merge_for_analysis(
+    config: Mapping[str, Any], tasks: Sequence[Task], analysis: str
+) -> tuple[dict[str, CaptureResult], Path]:
+    """Merges the captures (:func:`merge_capture_shards`) and empties ``out/<analysis>``, the folder the
+    analysis of a geometry or plasticity run then writes; returns both."""
+    captures = merge_capture_shards(tasks)
+    out = Path(config["out"]) / analysis
+    if out.exists():
+        shutil.rmtree(out)
+    return captures, out
 
 
 def merge(

@@ -31,7 +31,6 @@ Example:
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -43,8 +42,9 @@ from spectra.jobs.capture.kind import (
     CaptureResult,
     check_capture_keys,
     compute,
-    merge_capture_shards,
+    merge_for_analysis,
     plan_captures,
+    post_rope_qk_options,
     resolve_max_length,
 )
 from spectra.jobs.capture.kind import describe as describe_capture
@@ -104,16 +104,8 @@ def plan(config: Mapping[str, Any]) -> list[Task]:
     """The capture tasks (see :mod:`spectra.jobs.capture.kind`): post-RoPE q and k, every position."""
 
     def options(model: str, folder: Path) -> dict[str, Any]:
-        return {
-            "max_length": resolve_max_length(config, model, folder, KEYS["max_length"]),
-            "layers": config["layers"],
-            "heads": config["heads"],
-            "capture": ["q", "k"],
-            "stages": ["post_rope"],
-            "positions": "all",
-            "bucket_size": config["bucket_size"],
-            "seed": 0,
-        }
+        max_length = resolve_max_length(config, model, folder, KEYS["max_length"])
+        return post_rope_qk_options(config, max_length, config["bucket_size"])
 
     return plan_captures(config, options)
 
@@ -123,10 +115,7 @@ def merge(
 ) -> dict[str, Any]:
     """Merges the captures, then runs :func:`~spectra.jobs.geometry.run.run_geometry` on them into
     ``out/geometry`` (emptied first). Returns ``label -> CaptureResult`` and ``"geometry" -> GeometryRun``."""
-    captures = merge_capture_shards(tasks)
-    out = Path(config["out"]) / ANALYSIS
-    if out.exists():
-        shutil.rmtree(out)
+    captures, out = merge_for_analysis(config, tasks, ANALYSIS)
     head = config["scatter_head"]
     run = run_geometry(
         [c.out_dir for c in captures.values()],

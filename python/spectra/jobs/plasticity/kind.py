@@ -33,7 +33,6 @@ Example:
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -45,8 +44,9 @@ from spectra.jobs.capture.kind import (
     CaptureResult,
     check_capture_keys,
     compute,
-    merge_capture_shards,
+    merge_for_analysis,
     plan_captures,
+    post_rope_qk_options,
     resolve_max_length,
 )
 from spectra.jobs.capture.kind import describe as describe_capture
@@ -112,16 +112,7 @@ def plan(config: Mapping[str, Any]) -> list[Task]:
         length = resolve_max_length(config, model, folder, None)
         if length < config["n_buckets"] or length % config["n_buckets"]:
             raise ValueError(f"n_buckets: must divide max_length = {length} ({model}); got {config['n_buckets']}")
-        return {
-            "max_length": length,
-            "layers": config["layers"],
-            "heads": config["heads"],
-            "capture": ["q", "k"],
-            "stages": ["post_rope"],
-            "positions": "all",
-            "bucket_size": length // config["n_buckets"],
-            "seed": 0,
-        }
+        return post_rope_qk_options(config, length, length // config["n_buckets"])
 
     return plan_captures(config, options)
 
@@ -131,11 +122,7 @@ def merge(
 ) -> dict[str, Any]:
     """Merges the captures, then runs :func:`~spectra.jobs.plasticity.run.run_plasticity` on them into
     ``out/plasticity`` (emptied first). Returns ``label -> CaptureResult`` and ``"plasticity" -> PlasticityRun``."""
-
-    captures = merge_capture_shards(tasks)
-    out = Path(config["out"]) / ANALYSIS
-    if out.exists():
-        shutil.rmtree(out)
+    captures, out = merge_for_analysis(config, tasks, ANALYSIS)
     run = run_plasticity(
         [c.out_dir for c in captures.values()],
         out,
