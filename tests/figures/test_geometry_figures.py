@@ -156,7 +156,7 @@ def test_checkpoints_are_ordered_by_step():
 def _drawn(monkeypatch, call):
     """The images and x tick labels a figure function draws, captured from its Figure."""
     captured = []
-    monkeypatch.setattr(gf, "_atomic_savefig", lambda fig, path: captured.append(fig) or path)
+    monkeypatch.setattr(gf, "save_figure", lambda fig, path: captured.append(fig) or path)
     call()
     (fig,) = captured
     axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]

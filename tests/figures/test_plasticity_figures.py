@@ -207,7 +207,7 @@ def _drawn(monkeypatch, call):
     """The Figure a figure function draws, and its axes other than colour bars."""
     captured = []
     for module in (pf, plasticity_heatmaps):  # the figure functions live in both
-        monkeypatch.setattr(module, "_atomic_savefig", lambda fig, path: captured.append(fig) or path)
+        monkeypatch.setattr(module, "save_figure", lambda fig, path: captured.append(fig) or path)
     call()
     (fig,) = captured
     return fig, [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]

@@ -153,7 +153,7 @@ def test_local_engine_writes_what_spectra_dynamics_writes(local_run, tmp_path):
 def test_a_shard_of_a_family_without_qk_norm_gives_the_tables_of_track(tmp_path):
     """The empty γ table (no QK-norm) survives the shard: the merged tables are the bytes track's give."""
     from spectra.heads.dynamics import combine, track
-    from spectra.io.atomic import write_parquet as _atomic_parquet
+    from spectra.io.atomic import write_parquet
     from spectra.jobs.dynamics.kind import compute, read_shard
 
     folder = shutil.copytree(zoo.model_path("tiny-llama"), tmp_path / "llama-run" / "step-000005")
@@ -164,8 +164,8 @@ def test_a_shard_of_a_family_without_qk_norm_gives_the_tables_of_track(tmp_path)
     assert merged.gamma.empty and merged.steps == plain.steps == [5] and merged.architecture == plain.architecture
     for name in ("head_series", "kv_series", "gamma", "taxonomy"):
         a, b = tmp_path / f"merged-{name}.parquet", tmp_path / f"plain-{name}.parquet"
-        _atomic_parquet(a, getattr(merged, name))
-        _atomic_parquet(b, getattr(plain, name))
+        write_parquet(a, getattr(merged, name))
+        write_parquet(b, getattr(plain, name))
         assert a.read_bytes() == b.read_bytes(), name
 
 

@@ -25,8 +25,7 @@ from spectra.engine.tasks import (
     is_done,
     read_stamp,
 )
-from spectra.io.atomic import discard
-from spectra.io.atomic import write_json as _atomic_json
+from spectra.io.atomic import discard, write_json
 
 __all__ = ["RunResult", "make_engine", "plan_profile", "run"]
 
@@ -162,7 +161,7 @@ def _execute_stages(
         tasks = module.plan(config)
         _check_out(tasks, root, module)
         root.mkdir(parents=True, exist_ok=True)
-        _atomic_json(root / RUN_FILE, _run_document(config, tasks))
+        write_json(root / RUN_FILE, _run_document(config, tasks))
         todo = [task for task in tasks if not is_done(task)]
         if not todo:
             break

@@ -62,7 +62,7 @@ from spectra.figures.dynamics_common import (
     _steps,
     _wide,
 )
-from spectra.io.atomic import save_figure as _atomic_savefig
+from spectra.io.atomic import save_figure
 from spectra.io.tables import check_frame
 from spectra.metrics.correlations import pearson
 
@@ -158,7 +158,7 @@ def plot_norm_divergence(
         "CV = std / |mean| over the layer's KV heads, first → last step",
         fontsize=10,
     )
-    return _atomic_savefig(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def plot_entropy_vs_norm(
@@ -230,7 +230,7 @@ def plot_entropy_vs_norm(
         "(step, query head), colour = step",
         fontsize=10,
     )
-    return _atomic_savefig(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def plot_rank_evolution(
@@ -307,7 +307,7 @@ def plot_rank_evolution(
     if skipped:
         title += f"\nnot in kv_series: {', '.join(skipped)}"
     fig.suptitle(title, fontsize=10)
-    return _atomic_savefig(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def plot_gamma_heatmap(
@@ -417,7 +417,7 @@ def plot_gamma_heatmap(
     fig.suptitle(
         f"k_norm gain γ over training: dimension × checkpoint (bright bands: golden dimensions){shown}", fontsize=10
     )
-    return _atomic_savefig(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def plot_qk_ratio(
@@ -485,4 +485,4 @@ def plot_qk_ratio(
         ax.set_title(f"layer {layer}", fontsize=9)
     _legend(fig, [handles[k] for k in order])
     fig.suptitle("query/key norm ratio per query head over training" + (" (log y)" if log_y else ""), fontsize=10)
-    return _atomic_savefig(fig, Path(path))
+    return save_figure(fig, Path(path))

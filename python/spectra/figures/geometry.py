@@ -19,9 +19,9 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from spectra.figures.common import set_index_ticks as _set_index_ticks
+from spectra.figures.common import set_index_ticks
 from spectra.geometry import PC0_CLASSES, checkpoint_order, depth_bins
-from spectra.io.atomic import save_figure as _atomic_savefig
+from spectra.io.atomic import save_figure
 from spectra.io.tables import check_frame
 
 __all__ = [
@@ -71,7 +71,7 @@ def plot_pc0_scatter(heads: pd.DataFrame, path: str | Path, *, hi: float = 0.7, 
         title=f"PC0 position correlations of {len(heads)} heads",
     )
     ax.legend(fontsize=7, loc="center right")
-    return _atomic_savefig(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def plot_explained_variance(components: pd.DataFrame, path: str | Path) -> Path:
@@ -100,7 +100,7 @@ def plot_explained_variance(components: pd.DataFrame, path: str | Path) -> Path:
         title="combined Q+K PCA spectrum",
     )
     ax.legend(fontsize=8)
-    return _atomic_savefig(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def _heatmap(fig: Figure, ax, grid: np.ndarray, label: str) -> None:
@@ -162,10 +162,10 @@ def plot_depth_heatmaps(
             .to_numpy(dtype=np.float64)
         )
         _heatmap(fig, ax, grid, metric)
-        _set_index_ticks(ax.set_xticks, ax.set_xticklabels, head_ids)
-        _set_index_ticks(ax.set_yticks, ax.set_yticklabels, layers)
+        set_index_ticks(ax.set_xticks, ax.set_xticklabels, head_ids)
+        set_index_ticks(ax.set_yticks, ax.set_yticklabels, layers)
         ax.set(xlabel="query head", ylabel="layer", title=metric)
-    return _atomic_savefig(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def plot_series_depth_heatmap(
@@ -203,7 +203,7 @@ def plot_series_depth_heatmap(
     ax.set_yticks(np.arange(n_bins))
     ax.set_yticklabels([f"{b / n_bins:.2g}–{(b + 1) / n_bins:.2g}" for b in range(n_bins)], fontsize=8)
     ax.set(xlabel="checkpoint", ylabel="depth (layer / last layer)", title=f"{metric} by depth across checkpoints")
-    return _atomic_savefig(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def plot_bias_decomposition(series: pd.DataFrame, path: str | Path) -> Path:
@@ -249,7 +249,7 @@ def plot_bias_decomposition(series: pd.DataFrame, path: str | Path) -> Path:
     # Outside the panels, where no whisker can hide it.
     fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=8)
     fig.suptitle("bias decomposition across checkpoints", fontsize=11)
-    return _atomic_savefig(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def plot_class_shares(series: pd.DataFrame, path: str | Path) -> Path:
@@ -281,7 +281,7 @@ def plot_class_shares(series: pd.DataFrame, path: str | Path) -> Path:
     handles, labels = ax.get_legend_handles_labels()
     # Reversed, so the legend reads top to bottom like the stack.
     ax.legend(handles[::-1], labels[::-1], fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    return _atomic_savefig(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def plot_pc_scatter(
@@ -340,4 +340,4 @@ def plot_pc_scatter(
         fontsize=8,
     )
     ax.set(xlabel="PC0", ylabel="PC1", title=title)
-    return _atomic_savefig(fig, Path(path))
+    return save_figure(fig, Path(path))

@@ -76,7 +76,7 @@ from spectra.figures.plasticity_heatmaps import (
     heatmaps_comparison_figure,
 )
 from spectra.geometry import checkpoint_order
-from spectra.io.atomic import save_figure as _atomic_savefig
+from spectra.io.atomic import save_figure
 
 __all__ = [
     "TREND_COLOURS",
@@ -171,7 +171,7 @@ def profile_figure(
     ax.set_xlim(left=0)
     default = f"attention plasticity of {heads.ngroups} heads" + (f" ({label})" if label else "")
     ax.set(xlabel="query position τ (tokens)", ylabel="attention plasticity AP", title=title or default)
-    return _atomic_savefig(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def profiles_comparison_figure(
@@ -216,7 +216,7 @@ def profiles_comparison_figure(
         ylabel="mean AP over heads",
         title=title or f"attention plasticity profiles by {by}",
     )
-    return _atomic_savefig(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,7 +320,7 @@ def component_weights_figure(
         ylabel=f"{agg} component weight",
         title=title or default + (f" ({label})" if label else ""),
     )
-    return _atomic_savefig(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,4 +390,4 @@ def score_correlation_figure(
         ax.plot(line_x, slope * line_x + intercept, color="gray", lw=1, ls="--", zorder=2)
     ax.set(xlabel=score_column, ylabel=metric)
     ax.set_title(f"{title or f'{metric} vs {score_column}'}\n{summary}", fontsize=10)
-    return _atomic_savefig(fig, Path(path))
+    return save_figure(fig, Path(path))

@@ -23,7 +23,7 @@ from spectra.figures.plasticity_common import (
     _span,
     _thinned,
 )
-from spectra.io.atomic import save_figure as _atomic_savefig
+from spectra.io.atomic import save_figure
 
 # ---------------------------------------------------------------------------------------------
 # 2-D (Δ, D) heatmaps
@@ -166,7 +166,7 @@ def heatmap_figure(
     ax.legend(fontsize=8, loc="upper left")
     default = "pairwise plasticity by key distance" + (f" ({label})" if label else "")
     ax.set_title(title or default)
-    return _atomic_savefig(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def heatmaps_comparison_figure(
@@ -206,7 +206,7 @@ def heatmaps_comparison_figure(
         axes.append(ax)
     fig.colorbar(image, ax=axes, label="mean pairwise plasticity")
     fig.suptitle(title or f"pairwise plasticity by key distance, by {by} (dashed: D = Δ/2)", fontsize=11)
-    return _atomic_savefig(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,4 +266,4 @@ def bucket_heatmap_figure(
     ax.set_yticklabels([str(t) for t in ticks])
     default = f"{agg} attention plasticity per (query, key) bucket" + (f" ({label})" if label else "")
     ax.set(xlabel="key bucket", ylabel="query bucket", title=title or default)
-    return _atomic_savefig(fig, Path(path))
+    return save_figure(fig, Path(path))

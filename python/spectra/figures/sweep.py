@@ -54,7 +54,7 @@ from spectra.figures.sweep_common import (
     _values,
 )
 from spectra.figures.sweep_qk import plot_qk_delta_entropy, plot_qk_panel
-from spectra.io.atomic import save_figure as _atomic_savefig
+from spectra.io.atomic import save_figure
 from spectra.io.tables import check_frame
 
 __all__ = [
@@ -172,7 +172,7 @@ def plot_metric_vs_scale(
         else f"metric vs scale (mean over {n_samples} sample(s), ±1 s.e.)",
         fontsize=11,
     )
-    return _atomic_savefig(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def plot_gain_fits(
@@ -276,7 +276,7 @@ def plot_gain_fits(
     scope = ", ".join(f"{c}: {v}" for c, v in (("kind", chosen_kind), ("mode", chosen_mode)) if v is not None)
     shown = f"; first {len(table)} of {n_total} heads" if n_total > len(table) else ""
     fig.suptitle(f"{metric} vs ln α with OLS fit{' (' + scope + ')' if scope else ''}{shown}", fontsize=11)
-    return _atomic_savefig(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def _category_codes(categories: Sequence[str]) -> dict[str, str]:
@@ -372,4 +372,4 @@ def plot_gain_heatmap(
     for set_ticks, n in ((ax.set_xticks, n_heads), (ax.set_yticks, n_layers)):
         step = max(1, math.ceil(n / 16))
         set_ticks(np.arange(0, n, step))
-    return _atomic_savefig(fig, Path(path))
+    return save_figure(fig, Path(path))

@@ -28,7 +28,7 @@ from spectra.figures.sweep_common import (
     _one_value,
     _rows_of_heads,
 )
-from spectra.io.atomic import save_figure as _atomic_savefig
+from spectra.io.atomic import save_figure
 from spectra.io.tables import check_frame
 
 
@@ -138,7 +138,7 @@ def plot_qk_delta_entropy(
     scope = f" (mode: {chosen_mode})" if chosen_mode is not None else ""
     shown = f"; first {len(chosen)} of {n_total} heads" if n_total > len(chosen) else ""
     fig.suptitle(f"Q vs K scaling: entropy difference per head{scope}{shown}", fontsize=11)
-    return _atomic_savefig(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def _bars(ax, labels: list[str], values: np.ndarray, colours: list, title: str, ylabel: str) -> None:
@@ -270,4 +270,4 @@ def plot_qk_panel(
     scope = f" (mode: {chosen_mode})" if chosen_mode is not None else ""
     shown = f"; curves for first {len(curve_heads)} of {len(chosen)} heads" if len(chosen) > len(curve_heads) else ""
     fig.suptitle(f"Q vs K scaling: entropy curves and asymmetry{scope}{shown}", fontsize=11)
-    return _atomic_savefig(fig, Path(path))
+    return save_figure(fig, Path(path))

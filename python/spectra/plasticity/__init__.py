@@ -42,7 +42,7 @@ import torch
 from tqdm.auto import tqdm
 
 from spectra.capture.store import open_qk_folder, read_capture, read_sliding_window
-from spectra.models.checkpoints import capture_step as _step_of
+from spectra.models.checkpoints import capture_step
 from spectra.ops.native import PairwisePlasticity
 from spectra.ops.plasticity import key_orientation, plasticity_head, plasticity_pairwise
 
@@ -613,7 +613,7 @@ def series(
     for i, folder in enumerate(dirs):
         tables = analyze(folder, mode, **options)
         label = labels[i] if labels is not None else folder.name
-        step = _step_of(folder, tables.meta.get("model"))
+        step = capture_step(folder, tables.meta.get("model"))
         for name in ("heads", "cells", "heatmap", "components"):
             frame = getattr(tables, name)
             frame.insert(0, "checkpoint", label)

@@ -70,7 +70,7 @@ from spectra.engine.core import (
     shards_by_label,
     shared_model_identity,
 )
-from spectra.io.atomic import write_json as _atomic_json
+from spectra.io.atomic import write_json
 from spectra.jobs.capture.options import KEYS
 from spectra.jobs.capture.run import run_capture
 from spectra.models.checkpoints import checkpoint_step
@@ -378,7 +378,7 @@ def merge_capture_shards(tasks: Sequence[Task]) -> dict[str, CaptureResult]:
         if not kept:
             marker.unlink(missing_ok=True)
             sidecar = merge_captures(shards, folder)
-            _atomic_json(marker, record)
+            write_json(marker, record)
         results[label] = CaptureResult(out_dir=folder, sidecar=sidecar, shards=shards, merged=not kept)
     return results
 

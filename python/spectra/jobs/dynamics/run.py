@@ -21,10 +21,8 @@ from typing import Any
 
 from spectra.figures import dynamics as dynamics_figures
 from spectra.heads.dynamics import Dynamics, gamma_table, track
-from spectra.io.atomic import write_csv as _atomic_csv
-from spectra.io.atomic import write_json as _atomic_json
-from spectra.io.atomic import write_parquet as _atomic_parquet
-from spectra.io.identity import versions as _versions
+from spectra.io.atomic import write_csv, write_json, write_parquet
+from spectra.io.identity import versions
 from spectra.models import zoo
 
 __all__ = ["DynamicsResult", "run_dynamics", "write_dynamics"]
@@ -115,8 +113,8 @@ def write_dynamics(
     out.mkdir(parents=True, exist_ok=True)
     for name in TABLES:
         frame = getattr(result, name)
-        _atomic_parquet(out / f"{name}.parquet", frame)
-        _atomic_csv(out / f"{name}.csv", frame)
+        write_parquet(out / f"{name}.parquet", frame)
+        write_csv(out / f"{name}.csv", frame)
     figures = [
         dynamics_figures.plot_norm_divergence(result.kv_series, out / "norm_divergence.png"),
         dynamics_figures.plot_entropy_vs_norm(result.head_series, out / "entropy_vs_norm.png"),
@@ -134,14 +132,14 @@ def write_dynamics(
         "has_gamma": not result.gamma.empty,
         "files": sorted([f"{n}.parquet" for n in TABLES] + [p.name for p in figures]),
     }
-    _atomic_json(out / "summary.json", summary)
-    _atomic_json(
+    write_json(out / "summary.json", summary)
+    write_json(
         out / "meta.json",
         {
             "settings": dict(settings),
             "steps": result.steps,
             "architecture": result.architecture,
-            "versions": _versions(),
+            "versions": versions(),
             "command_line": list(command_line) if command_line is not None else list(sys.argv),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },

@@ -31,9 +31,7 @@ from spectra import geometry
 from spectra.capture.store import SIDECAR, read_capture
 from spectra.data.examples import heldout_examples
 from spectra.figures import geometry as geometry_figures
-from spectra.io.atomic import write_csv as _atomic_csv
-from spectra.io.atomic import write_json as _atomic_json
-from spectra.io.atomic import write_parquet as _atomic_parquet
+from spectra.io.atomic import write_csv, write_json, write_parquet
 from spectra.jobs.capture.run import run_capture
 from spectra.models import zoo
 from spectra.models.loading import load_model
@@ -145,7 +143,7 @@ def run_geometry(
     summary: dict[str, Any] = {"final": {"checkpoint": last_label, **geometry.summarize(final, n_layers)}}
     if len(dirs) > 1:
         per_checkpoint = geometry.summarize_series(heads)
-        _atomic_csv(out / "series.csv", per_checkpoint)
+        write_csv(out / "series.csv", per_checkpoint)
         summary["series"] = per_checkpoint.to_dict(orient="records")
         summary["bias_vs_separation_by_checkpoint"] = geometry.family_correlations(heads, by="checkpoint").to_dict(
             orient="records"
@@ -157,14 +155,14 @@ def run_geometry(
         )
         summary["bias_vs_separation_by_family"] = geometry.family_correlations(heads).to_dict(orient="records")
 
-    _atomic_parquet(out / "heads.parquet", tables.heads)
-    _atomic_csv(out / "heads.csv", tables.heads)
-    _atomic_csv(out / "qk.csv", tables.components)
-    _atomic_csv(out / "planes.csv", tables.planes)
+    write_parquet(out / "heads.parquet", tables.heads)
+    write_csv(out / "heads.csv", tables.heads)
+    write_csv(out / "qk.csv", tables.components)
+    write_csv(out / "planes.csv", tables.planes)
     if tables.correlations is not None:
-        _atomic_csv(out / "correlations.csv", tables.correlations)
-    _atomic_json(out / "summary.json", summary)
-    _atomic_json(
+        write_csv(out / "correlations.csv", tables.correlations)
+    write_json(out / "summary.json", summary)
+    write_json(
         out / "meta.json",
         {
             "spectra_version": spectra.__version__,

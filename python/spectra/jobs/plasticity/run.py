@@ -38,9 +38,7 @@ from spectra import plasticity
 from spectra.capture.forward import run_model
 from spectra.capture.store import read_sidecar
 from spectra.figures import plasticity as plasticity_figures
-from spectra.io.atomic import write_csv as _atomic_csv
-from spectra.io.atomic import write_json as _atomic_json
-from spectra.io.atomic import write_parquet as _atomic_parquet
+from spectra.io.atomic import write_csv, write_json, write_parquet
 from spectra.jobs.geometry import run as geometry_job
 from spectra.models import zoo
 from spectra.models.random_init import VOCAB_SIZE, tiny_model
@@ -207,21 +205,21 @@ def run_plasticity(
 
     out = Path(out_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    _atomic_parquet(out / "heads.parquet", heads)
-    _atomic_csv(out / "heads.csv", heads)
-    _atomic_csv(out / "cells.csv", tables.cells)
-    _atomic_csv(out / "profile.csv", profile)
-    _atomic_csv(out / "fractions.csv", fractions)
-    _atomic_csv(out / "heatmap.csv", tables.heatmap)
-    _atomic_csv(out / "components.csv", tables.components)
-    _atomic_csv(out / "model_report.csv", report)
+    write_parquet(out / "heads.parquet", heads)
+    write_csv(out / "heads.csv", heads)
+    write_csv(out / "cells.csv", tables.cells)
+    write_csv(out / "profile.csv", profile)
+    write_csv(out / "fractions.csv", fractions)
+    write_csv(out / "heatmap.csv", tables.heatmap)
+    write_csv(out / "components.csv", tables.components)
+    write_csv(out / "model_report.csv", report)
     if correlations is not None:
-        _atomic_csv(out / "score_correlations.csv", correlations)
+        write_csv(out / "score_correlations.csv", correlations)
     summary = {"mode": mode, "models": report.to_dict(orient="records")}
     if correlations is not None:
         summary["score_correlations"] = correlations.to_dict(orient="records")
-    _atomic_json(out / "summary.json", summary)
-    _atomic_json(
+    write_json(out / "summary.json", summary)
+    write_json(
         out / "meta.json",
         {
             "spectra_version": spectra.__version__,

@@ -48,7 +48,7 @@ from spectra.engine.core import (
     shared_model_identity,
     write_parquet_shard,
 )
-from spectra.io.atomic import write_json as _atomic_json
+from spectra.io.atomic import write_json
 from spectra.io.identity import data_sha256
 from spectra.jobs.profile.options import KEYS
 from spectra.jobs.profile.run import DEFAULT_METRICS, META, ProfileResult, _analyse, profile_meta, read_tokens
@@ -207,7 +207,7 @@ def merge(
         identity_keys = {k: identity[k] for k in ("class", "config_sha256", "weights_fingerprint")}
         meta = profile_meta(group[0].model, identity_keys, identity["dtype"], run_config, len(group), command_line)
         keep_created(out / META, meta)
-        _atomic_json(out / META, meta)
+        write_json(out / META, meta)
         frame = read_tokens(out)
         files = _analyse(frame, out, n_permutations=options["n_permutations"])
         results[label] = ProfileResult(

@@ -59,7 +59,7 @@ from spectra.engine.core import (
     shared_model_identity,
     write_parquet_shard,
 )
-from spectra.io.atomic import write_json as _atomic_json
+from spectra.io.atomic import write_json
 from spectra.io.identity import data_sha256
 from spectra.jobs.sweep import run as sweep_job
 from spectra.jobs.sweep.run import (
@@ -231,7 +231,7 @@ def merge(
         windows = np.ascontiguousarray(group[0].input_ids)
         meta = sweep_job.sweep_meta(settings, identity, data_sha256(windows), command_line)
         keep_created(out / META, meta)
-        _atomic_json(out / META, meta)
+        write_json(out / META, meta)
         summary, tables, figures = sweep_job.analyse_sweep(
             settings,
             out,

@@ -39,12 +39,9 @@ from spectra.data.windows import load_windows
 from spectra.figures import sweep as sweep_figures
 from spectra.interventions import gain as gain_mod
 from spectra.interventions import qk_asymmetry
-from spectra.io.atomic import write_csv as _atomic_csv
-from spectra.io.atomic import write_json as _atomic_json
-from spectra.io.atomic import write_parquet as _atomic_parquet
-from spectra.io.identity import config_hash, data_sha256, weights_fingerprint
+from spectra.io.atomic import write_csv, write_json, write_parquet
+from spectra.io.identity import config_hash, data_sha256, versions, weights_fingerprint
 from spectra.io.identity import sha256_of as _sha256
-from spectra.io.identity import versions as _versions
 from spectra.jobs.profile.run import _difference
 from spectra.jobs.sweep.config import EXPERIMENTS, META, SHARDS, SweepConfig, SweepResult, load_config
 from spectra.jobs.sweep.shards import (
@@ -98,7 +95,7 @@ def sweep_meta(
         "run_hash": _sha256({"model": model_identity, "run": run}),
         "model": {"name": config.model, **model_identity, "dtype": identity["dtype"]},
         "run": run,
-        "versions": _versions(),
+        "versions": versions(),
         "command_line": list(command_line) if command_line is not None else list(sys.argv),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -127,12 +124,12 @@ def _prepare_folder(out: Path, meta: dict[str, Any], resume: bool) -> None:
     (out / SHARDS).mkdir(parents=True, exist_ok=True)
     for stray in (out / SHARDS).glob(".*.tmp"):
         stray.unlink(missing_ok=True)
-    _atomic_json(out / META, meta)
+    write_json(out / META, meta)
 
 
 def _write_table(out: Path, name: str, frame: pd.DataFrame, files: dict[str, pd.DataFrame]) -> None:
-    _atomic_parquet(out / f"{name}.parquet", frame)
-    _atomic_csv(out / f"{name}.csv", frame)
+    write_parquet(out / f"{name}.parquet", frame)
+    write_csv(out / f"{name}.csv", frame)
     files[name] = frame
 
 
@@ -239,7 +236,7 @@ def analyse_sweep(
             )
         )
     summary["files"] = sorted([f"{name}.parquet" for name in tables] + [p.name for p in figures])
-    _atomic_json(out / "summary.json", summary)
+    write_json(out / "summary.json", summary)
     return json.loads((out / "summary.json").read_text()), tables, figures
 
 
@@ -292,7 +289,7 @@ def run_sweep(
                 path = out_dir / SHARDS / shard.name
                 if not path.is_file():
                     local = progress and shard.mode == "local"
-                    _atomic_parquet(path, sweep_shard(model, windows, shard, config, progress=local))
+                    write_parquet(path, sweep_shard(model, windows, shard, config, progress=local))
                     computed.append(shard.name)
                 bar.update(shard.mode != "local")
 
