@@ -14,7 +14,8 @@ import yaml
 
 from spectra import defaults
 from spectra.io.parsing import parse_ints
-from spectra.models.devices import placement_kwargs
+from spectra.models.devices import check_device, placement_kwargs
+from spectra.models.loading import DTYPE_NAMES
 
 __all__ = [
     "COMMON_KEYS",
@@ -134,7 +135,8 @@ def check_config(config: Mapping[str, Any], *, out: str | os.PathLike | None = N
     Keys of every kind: ``kind`` (one of :data:`KINDS`), ``models`` (zoo names,
     ``all-minilm-l6-v2`` or model folders) and/or ``checkpoints`` (a zoo model with checkpoints,
     e.g. ``tiny-qwen3``, for all of them, or checkpoint folders), ``out``, ``dtype``,
-    ``attn_implementation``; placement: ``device`` (``cpu`` | ``cuda``), ``device_map`` (``auto``
+    ``attn_implementation``; placement: ``device`` (``cpu``, ``cuda``, ``cuda:N``, ``mps``; the
+    spelling is checked here, its presence where the task loads the model), ``device_map`` (``auto``
     and accelerate's other strategies, or a mapping of module names to devices: a model larger than
     one GPU, loaded through accelerate), with ``max_memory`` and ``offload_folder`` as in
     :func:`spectra.models.loading.load_model`, ``gpus_per_task`` (default 1 with ``device: cuda``, else
@@ -169,20 +171,22 @@ def check_config(config: Mapping[str, Any], *, out: str | os.PathLike | None = N
     checked["checkpoints"] = [str(m) for m in as_list(checked["checkpoints"], "checkpoints")]
     if not checked["models"] and not checked["checkpoints"]:
         raise ValueError("models: the config names no models and no checkpoints")
-    for key, allowed in (
-        ("dtype", defaults.DTYPES),
-        ("attn_implementation", defaults.ATTN_IMPLEMENTATIONS),
-        ("device", defaults.DEVICES),
-    ):
+    if isinstance(checked["dtype"], str):  # bf16, fp16, fp32 -> the canonical name, so they hash alike
+        checked["dtype"] = DTYPE_NAMES.get(checked["dtype"].strip().lower(), checked["dtype"])
+    for key, allowed in (("dtype", defaults.DTYPES), ("attn_implementation", defaults.ATTN_IMPLEMENTATIONS)):
         if checked[key] not in allowed:
             raise ValueError(f"{key}: {checked[key]!r}; allowed values are {', '.join(map(str, allowed))}")
+    # Only the spelling of the device is checked here: the tasks may run on other machines (Ray),
+    # where load_model checks that the device exists. None means the default, the CPU.
+    device = check_device(defaults.DEVICE if checked["device"] is None else checked["device"], available=False)
+    checked["device"] = str(device)
 
     placement_kwargs(checked["device_map"], checked["max_memory"], checked["offload_folder"])  # checks all three
     if checked["offload_folder"] is not None:
         checked["offload_folder"] = str(Path(checked["offload_folder"]).absolute())
     gpus = checked["gpus_per_task"]
     if gpus is None:
-        gpus = 1 if checked["device"] == "cuda" else 0
+        gpus = 1 if device.type == "cuda" else 0
     if not isinstance(gpus, (int, float)) or isinstance(gpus, bool) or gpus < 0:
         raise ValueError(f"gpus_per_task: expected a number >= 0; got {gpus!r}")
     checked["gpus_per_task"] = gpus

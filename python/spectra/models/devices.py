@@ -126,15 +126,82 @@ def placement_kwargs(
     return kwargs
 
 
-def check_device(device: Any) -> torch.device | None:
-    """``device`` (None, a str such as ``"cuda:1"``, an int GPU index, or a torch.device) as a
-    torch.device, or a ValueError naming ``device``."""
+#: The device types a whole model may be placed on with ``device=`` (a GPU index means ``cuda:N``).
+DEVICE_TYPES: tuple[str, ...] = ("cpu", "cuda", "mps")
+
+
+def available_devices() -> list[str]:
+    """The devices this torch can place a model on now: ``cpu``, then ``cuda`` and ``cuda:0`` ...
+    ``cuda:N-1`` when CUDA GPUs are visible, then ``mps`` when Apple's backend is available.
+
+    Example:
+        >>> available_devices()[0]
+        'cpu'
+    """
+    allowed = ["cpu"]
+    if torch.cuda.is_available():
+        allowed += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        allowed.append("mps")
+    return allowed
+
+
+def _no_cuda() -> str:
+    if torch.version.cuda is None:
+        return f"this torch ({torch.__version__}) has no CUDA"
+    return f"this torch ({torch.__version__}, CUDA {torch.version.cuda}) sees no CUDA GPU"
+
+
+def check_device(device: Any, *, available: bool = True) -> torch.device | None:
+    """``device`` as a torch.device, or a ValueError naming ``device`` and the allowed values.
+
+    ``device``: None (the model stays where it loads: the CPU), a str (``"cpu"``, ``"cuda"``,
+    ``"cuda:1"``, ``"mps"``), an int GPU index (``1`` is ``cuda:1``) or a torch.device. With
+    ``available`` (the default) the device must also exist here: ``cuda`` needs a torch with CUDA
+    and a visible GPU, ``cuda:N`` at least N + 1 GPUs; without it only the spelling is checked (a
+    run config checked on a machine other than the one its tasks run on).
+
+    Example:
+        >>> check_device(None), check_device("cpu"), check_device(1, available=False)
+        (None, device(type='cpu'), device(type='cuda', index=1))
+        >>> check_device("tpu9")
+        Traceback (most recent call last):
+        ...
+        ValueError: device='tpu9': not a device; allowed: cpu, cuda, cuda:N, mps, or None (where the model loads: the CPU)
+    """
     if device is None:
         return None
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ValueError(f"device: {device!r} is not a torch device ({error})") from None
+    spelled = ", ".join(DEVICE_TYPES[:2]) + ", cuda:N, " + ", ".join(DEVICE_TYPES[2:])
+    bad = f"device={device!r}: not a device; allowed: {spelled}, or None (where the model loads: the CPU)"
+    if isinstance(device, bool) or not isinstance(device, (str, int, torch.device)):
+        raise ValueError(bad)
+    if isinstance(device, int):
+        if device < 0:
+            raise ValueError(f"device={device!r}: a GPU index is an int >= 0; allowed: None, {spelled}")
+        checked = torch.device("cuda", device)
+    else:
+        try:
+            checked = torch.device(device.strip() if isinstance(device, str) else device)
+        except (RuntimeError, TypeError, ValueError):
+            raise ValueError(bad) from None
+    if checked.type not in DEVICE_TYPES:
+        raise ValueError(bad)
+    if not available:
+        return checked
+    allowed = ", ".join(available_devices())
+    if checked.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r}: {_no_cuda()}; allowed: {allowed}")
+        count = torch.cuda.device_count()
+        if checked.index is not None and checked.index >= count:
+            raise ValueError(
+                f"device={device!r}: this machine has {count} CUDA GPU(s) (cuda:0 to cuda:{count - 1}); "
+                f"allowed: {allowed}"
+            )
+    if checked.type == "mps" and "mps" not in available_devices():
+        raise ValueError(f"device={device!r}: Apple's MPS backend is not available here; allowed: {allowed}")
+    return checked
 
 
 # --------------------------------------------------------------------------------------------

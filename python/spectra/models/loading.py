@@ -10,16 +10,68 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from spectra import defaults
 from spectra.models import zoo
 from spectra.models.devices import check_device, placement_kwargs
 
 MINILM = "all-minilm-l6-v2"
 
+#: Every spelling of a dtype :func:`load_model` takes -> its canonical name (a name of ``torch``).
+DTYPE_NAMES: dict[str, str] = {
+    "float32": "float32",
+    "fp32": "float32",
+    "float": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+    "float64": "float64",
+    "fp64": "float64",
+    "double": "float64",
+}
+_ALLOWED_DTYPES = "float32 (fp32), bfloat16 (bf16), float16 (fp16), float64"
+
+
+def check_dtype(dtype: Any, argument: str = "dtype") -> torch.dtype:
+    """``dtype`` (a torch.dtype, or a name: ``"bfloat16"``/``"bf16"``, ``"float16"``/``"fp16"``,
+    ``"float32"``/``"fp32"``, ``"float64"``; ``"torch.bfloat16"`` too) as a floating torch.dtype, or
+    a ValueError naming ``argument`` and the allowed values. None is the default, float32.
+
+    Example:
+        >>> check_dtype("bf16"), check_dtype(torch.float16), check_dtype(None)
+        (torch.bfloat16, torch.float16, torch.float32)
+        >>> check_dtype("int8")
+        Traceback (most recent call last):
+        ...
+        ValueError: dtype='int8': not a model dtype; allowed: float32 (fp32), bfloat16 (bf16), float16 (fp16), float64
+    """
+    if dtype is None:
+        return getattr(torch, defaults.DTYPE)
+    if isinstance(dtype, torch.dtype):
+        if dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
+            return dtype
+    elif isinstance(dtype, str):
+        name = DTYPE_NAMES.get(dtype.strip().lower().removeprefix("torch."))
+        if name is not None:
+            return getattr(torch, name)
+    raise ValueError(f"{argument}={dtype!r}: not a model dtype; allowed: {_ALLOWED_DTYPES}")
+
+
+def dtype_name(dtype: Any, argument: str = "dtype") -> str:
+    """The canonical name of a dtype (see :func:`check_dtype`): what run configs and meta.json hold.
+
+    Example:
+        >>> dtype_name("bf16"), dtype_name(torch.float16)
+        ('bfloat16', 'float16')
+    """
+    return str(check_dtype(dtype, argument)).removeprefix("torch.")
+
 
 def load_model(
     name_or_path: str,
     *,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | str | None = torch.float32,
     attn_implementation: str = "sdpa",
     device: str | int | torch.device | None = None,
     device_map: str | dict[str, int | str] | None = None,
@@ -28,9 +80,16 @@ def load_model(
 ):
     """A zoo name, ``all-minilm-l6-v2``, or a local model folder (causal LM or encoder), offline.
 
+    dtype: the weights' dtype, a torch.dtype or a name (``"bfloat16"``/``"bf16"``,
+        ``"float16"``/``"fp16"``, ``"float32"``/``"fp32"``, ``"float64"``; see :func:`check_dtype`).
+        Spectra's metrics, captures and statistics come back in float32/float64 whatever it is.
+
     Placement:
-        device: the one device the whole model goes to (``"cuda"``, ``"cuda:1"``, ``"cpu"``);
-            None leaves it where transformers loads it (the CPU). Used only without a ``device_map``.
+        device: the one device the whole model goes to: a str (``"cpu"``, ``"cuda"``, ``"cuda:1"``,
+            ``"mps"``), an int GPU index or a torch.device; None leaves it where transformers loads
+            it (the CPU). A device this machine lacks (``"cuda"`` on a torch without CUDA,
+            ``"cuda:7"`` with fewer GPUs) is a ValueError naming the allowed ones, raised before
+            anything loads. Used only without a ``device_map``.
         device_map: spread the model over devices through accelerate (``pip install accelerate``), for a
             model larger than one GPU: ``"auto"``, ``"balanced"``, ``"balanced_low_0"``, ``"sequential"``,
             or a dict module name -> device (an int GPU index, ``"cpu"``, ``"cuda:N"``, ``"disk"``).
@@ -40,6 +99,7 @@ def load_model(
     Spectra's forwards send token ids to ``spectra.models.devices.input_device(model)`` and accelerate's
     hooks move every layer's inputs to that layer's device; see docs/multi-gpu.md.
     """
+    dtype = check_dtype(dtype)
     target = check_device(device)
     placement = placement_kwargs(device_map, max_memory, offload_folder)  # validates before any loading
     if name_or_path == MINILM:
