@@ -21,7 +21,7 @@ PY_MODULE_LIST := $(VENV)/.python-modules
 $(shell mkdir -p $(VENV) && find python/spectra -name '*.py' -not -path '*/__pycache__/*' | sort > $(PY_MODULE_LIST).new && \
   (cmp -s $(PY_MODULE_LIST).new $(PY_MODULE_LIST) || mv $(PY_MODULE_LIST).new $(PY_MODULE_LIST)); rm -f $(PY_MODULE_LIST).new)
 
-.PHONY: setup apt build test lint ctest pytest cuda-check demo bench info docs clean
+.PHONY: setup apt build test lint ctest pytest cuda-check gpu-check demo bench info docs clean
 
 setup: apt $(VENV)/.spectra-built
 
@@ -84,6 +84,16 @@ cuda-check: $(VENV)/.deps-installed
 	PY=$(PY) bash tools/cuda_compile_check.sh
 
 test: lint ctest pytest cuda-check
+
+# The one-command validation of the CUDA kernels on a GPU machine (tools/gpu/gpu_check.sh, see
+# tools/gpu/README.md): builds _core with every kernel against the installed torch (never `make setup`:
+# no apt, no pip), then the kernel tests, kernel vs torch path vs CPU op, compute-sanitizer, the SDPA
+# benchmark and spectra.profile, under 8 minutes; results in $(GPU_CHECK_OUT) (summary.txt first).
+# `make gpu-check WITH_CUDA=OFF` runs the same flow on a CPU machine. Not part of `make test`.
+WITH_CUDA ?= ON
+GPU_CHECK_OUT ?= $(or $(OUT),build/gpu-check)
+gpu-check:
+	OUT="$(abspath $(GPU_CHECK_OUT))" WITH_CUDA=$(WITH_CUDA) bash tools/gpu/gpu_check.sh
 
 # Profiles tiny-llama on the held-out corpus into results/demo/ (spectra demo; see python/spectra/jobs/demo.py).
 demo: setup

@@ -9,15 +9,18 @@ forward on the same Q and K (V random), with enable_gqa=True where torch has it,
 to 32 heads before timing. Both are timed with CUDA events after --warmup calls; the table shows
 the median of --repeats calls, the peak memory above the pre-call level (torch.cuda.max_memory_allocated
 delta: outputs and workspace, not the inputs) and the ratios metrics / SDPA. The design target is a
-time ratio of at most 2.
+time ratio of at most 2. The torch path (spectra.ops.torch_path.attn_row_stats, plain torch ops on
+the same GPU) is timed the same way, side by side, where the checkout has it.
 
-Without a CUDA GPU, or with a build of spectra that has no CUDA kernels, the script prints why and
-exits with status 0 (`make bench` runs every script in benchmarks/ and must not stop here).
+Without a CUDA GPU, or with neither a build of spectra with CUDA kernels nor the torch path, the
+script prints why and exits with status 0 (`make bench` runs every script in benchmarks/ and must not stop here).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import json
 import statistics
 import sys
 
@@ -58,9 +61,16 @@ def sdpa_has_gqa() -> bool:
 
 
 def measure(
-    length: int, dtype: torch.dtype, heads: int, kv_heads: int, dim: int, gqa: bool, args: argparse.Namespace
-) -> tuple[float, int, float, int]:
-    """(metrics seconds, metrics peak bytes, SDPA seconds, SDPA peak bytes) at one length."""
+    length: int,
+    dtype: torch.dtype,
+    heads: int,
+    kv_heads: int,
+    dim: int,
+    gqa: bool,
+    paths: dict,
+    args: argparse.Namespace,
+) -> dict[str, tuple[float, int] | str]:
+    """{path: (median seconds, peak bytes) or the error} at one length, for each of paths and SDPA."""
     gen = torch.Generator(device="cuda").manual_seed(0)
     q = torch.randn(1, heads, length, dim, device="cuda", dtype=dtype, generator=gen)
     k = torch.randn(1, kv_heads, length, dim, device="cuda", dtype=dtype, generator=gen)
@@ -71,17 +81,27 @@ def measure(
         group = heads // kv_heads
         k_sdpa, v_sdpa, extra = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1), {}
     scaling = dim**-0.5
+    calls = {name: functools.partial(fn, q, k, scaling, args.threshold) for name, fn in paths.items()}
+    calls["SDPA"] = lambda: F.scaled_dot_product_attention(q, k_sdpa, v_sdpa, is_causal=True, scale=scaling, **extra)
+    out: dict[str, tuple[float, int] | str] = {}
+    for name, fn in calls.items():
+        try:
+            out[name] = cuda_timed(fn, args.warmup, args.repeats)
+        except torch.cuda.OutOfMemoryError:
+            out[name] = "out of memory"
+        torch.cuda.empty_cache()
+    return out
 
-    def metrics():
-        # attn_row_stats(q, k, scaling, key_valid, causal, sliding_window, query_offset, threshold, n_sink, softcap)
-        return torch.ops.spectra.attn_row_stats.default(q, k, scaling, None, True, 0, None, args.threshold, 4, 0.0)
 
-    def sdpa():
-        return F.scaled_dot_product_attention(q, k_sdpa, v_sdpa, is_causal=True, scale=scaling, **extra)
+def kernel(q, k, scaling, threshold):
+    # attn_row_stats(q, k, scaling, key_valid, causal, sliding_window, query_offset, threshold, n_sink, softcap)
+    return torch.ops.spectra.attn_row_stats.default(q, k, scaling, None, True, 0, None, threshold, 4, 0.0)
 
-    mt, mm = cuda_timed(metrics, args.warmup, args.repeats)
-    st, sm = cuda_timed(sdpa, args.warmup, args.repeats)
-    return mt, mm, st, sm
+
+def torch_path_call(q, k, scaling, threshold):
+    from spectra.ops import torch_path
+
+    return torch_path.attn_row_stats(q, k, scaling, causal=True, threshold=threshold)
 
 
 def main() -> int:
@@ -94,6 +114,7 @@ def main() -> int:
     parser.add_argument("--threshold", type=float, default=0.9)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--json", default=None, help="also write the rows here")
     args = parser.parse_args()
 
     if not torch.cuda.is_available():
@@ -101,11 +122,19 @@ def main() -> int:
         return 0
     import spectra  # noqa: F401  (importing it registers torch.ops.spectra)
 
-    if not torch._C._dispatch_has_kernel_for_dispatch_key("spectra::attn_row_stats", "CUDA"):
-        print(
-            "cuda_metrics_vs_sdpa: this build of spectra has no CUDA kernels (build it where torch is a CUDA "
-            "build and nvcc is on PATH); nothing measured."
-        )
+    paths = {}
+    if torch._C._dispatch_has_kernel_for_dispatch_key("spectra::attn_row_stats", "CUDA"):
+        paths["kernel"] = kernel
+    else:
+        print("cuda_metrics_vs_sdpa: this build of spectra has no CUDA kernels (SPECTRA_WITH_CUDA=ON builds them).")
+    try:
+        from spectra.ops import torch_path  # noqa: F401
+
+        paths["torch path"] = torch_path_call
+    except ImportError:
+        print("cuda_metrics_vs_sdpa: this checkout has no spectra.ops.torch_path.")
+    if not paths:
+        print("cuda_metrics_vs_sdpa: nothing to measure.")
         return 0
 
     heads, kv_heads, dim = args.heads, args.kv_heads, args.head_dim
@@ -117,27 +146,57 @@ def main() -> int:
     )
     print(
         f"batch 1, H={heads} Hkv={kv_heads} D={dim}, causal, k_eff θ={args.threshold}, "
-        f"SDPA {'enable_gqa=True' if gqa else 'with K/V expanded to H heads'}, median of {args.repeats}"
+        f"SDPA {'enable_gqa=True' if gqa else 'with K/V expanded to H heads'}, median of {args.repeats}; "
+        "ms and peak MiB above the inputs; ratios are path / SDPA"
     )
-    header = (
-        f"{'T':>7} {'dtype':>5} {'metrics ms':>11} {'SDPA ms':>9} {'time ratio':>11} "
-        f"{'metrics MiB':>12} {'SDPA MiB':>9} {'mem ratio':>10}"
+    names = [*paths, "SDPA"]
+    print(
+        f"{'T':>7} {'dtype':>5} "
+        + " ".join(f"{n + ' ms':>14}" for n in names)
+        + " "
+        + " ".join(f"{n + ' ratio':>16}" for n in paths)
+        + " "
+        + " ".join(f"{n + ' MiB':>15}" for n in names)
     )
-    print(header)
     mib = 1 << 20
+    rows = []
     for name in args.dtypes:
         for length in args.lengths:
-            try:
-                mt, mm, st, sm = measure(length, DTYPES[name], heads, kv_heads, dim, gqa, args)
-            except torch.cuda.OutOfMemoryError as exc:
-                print(f"{length:>7} {name:>5}  out of memory: {exc}")
-                torch.cuda.empty_cache()
-                continue
+            got = measure(length, DTYPES[name], heads, kv_heads, dim, gqa, paths, args)
+            sdpa = got["SDPA"]
+
+            def ms(r):
+                return f"{r[0] * 1e3:>14.2f}" if isinstance(r, tuple) else f"{r:>14}"
+
+            def ratio(r, sdpa=sdpa):
+                ok = isinstance(r, tuple) and isinstance(sdpa, tuple)
+                return f"{r[0] / sdpa[0]:>15.2f}x" if ok else f"{'n/a':>16}"
+
+            def mem(r):
+                return f"{r[1] / mib:>15.1f}" if isinstance(r, tuple) else f"{'n/a':>15}"
+
             print(
-                f"{length:>7} {name:>5} {mt * 1e3:>11.2f} {st * 1e3:>9.2f} {mt / st:>10.2f}x "
-                f"{mm / mib:>12.1f} {sm / mib:>9.1f} {mm / max(sm, 1):>9.2f}x"
+                f"{length:>7} {name:>5} "
+                + " ".join(ms(got[n]) for n in names)
+                + " "
+                + " ".join(ratio(got[n]) for n in paths)
+                + " "
+                + " ".join(mem(got[n]) for n in names),
+                flush=True,
             )
-            torch.cuda.empty_cache()
+            rows.append(
+                {
+                    "T": length,
+                    "dtype": name,
+                    **{
+                        n: ({"ms": r[0] * 1e3, "peak_MiB": r[1] / mib} if isinstance(r, tuple) else {"error": r})
+                        for n, r in got.items()
+                    },
+                }
+            )
+            if args.json:
+                with open(args.json, "w") as f:
+                    json.dump({"gpu": props.name, "torch": torch.__version__, "rows": rows}, f, indent=1)
     return 0
 
 
