@@ -41,6 +41,7 @@ except importlib.metadata.PackageNotFoundError:  # a source tree on PYTHONPATH, 
 _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["HookRegistry", "PositionSampler", "RunningMoments", "SecondMoments"], "spectra.ops"),
     **dict.fromkeys(["AttnRowStats", "VecStats", "attn_row_stats", "vec_stats"], "spectra.ops.native"),
+    "backend": "spectra.ops.backend",
     **dict.fromkeys(["Captured", "read_capture", "read_sidecar"], "spectra.capture.store"),
     "Probe": "spectra.capture.probe",
     **dict.fromkeys(["HeadGeometry", "head_geometry"], "spectra.heads.head_geometry"),
@@ -166,4 +167,5 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from spectra.metrics.profile import NonFiniteActivationError, profile  # noqa: F401
     from spectra.models import SUPPORTED_MODEL_TYPES, UnsupportedModelError  # noqa: F401
     from spectra.ops import HookRegistry, PositionSampler, RunningMoments, SecondMoments  # noqa: F401
+    from spectra.ops.backend import backend  # noqa: F401
     from spectra.ops.native import AttnRowStats, VecStats, attn_row_stats, vec_stats  # noqa: F401

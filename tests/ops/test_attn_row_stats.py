@@ -16,6 +16,13 @@ from spectra.testing.tolerance import FLOAT_DTYPES, assert_within_2x_reference, 
 REAL_OUTPUTS = ("entropy", "entropy_normalized", "max_attn", "sink_mass", "sink_mass_n")
 
 
+@pytest.fixture(autouse=True, scope="module", params=["native", "torch"])
+def implementation(request):
+    """Every test of this module runs on the native kernel and on the torch path (spectra.backend)."""
+    with spectra.backend(request.param):
+        yield request.param
+
+
 def truth_logits(q, k, scaling, **mask):
     """(float64 logits with hidden keys at −inf, visible mask), both (B, H, Tq, Tk)."""
     batch, heads, tq, _ = q.shape

@@ -6,11 +6,19 @@ import math
 import pytest
 import torch
 
+import spectra
 from spectra import plasticity
 from spectra.ops import reference
 from spectra.testing.tolerance import FLOAT_DTYPES
 
 OUTPUTS = ("m", "v", "p", "pp")
+
+
+@pytest.fixture(autouse=True, scope="module", params=["native", "torch"])
+def implementation(request):
+    """Every test of this module runs on the native kernel and on the torch path (spectra.backend)."""
+    with spectra.backend(request.param):
+        yield request.param
 
 
 def random_covariance(d: int, gen: torch.Generator) -> torch.Tensor:
@@ -214,16 +222,13 @@ def test_non_float_dtypes_raise_type_error_naming_the_argument(arg, dtype):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.skipif(
-    torch.cuda.is_available()
-    and torch._C._dispatch_has_kernel_for_dispatch_key("spectra::plasticity_pairwise", "CUDA"),
-    reason="this build has the CUDA kernel (tests/ops/test_cuda_kernels.py checks it)",
-)
-def test_cuda_tensors_raise_not_implemented():
-    with pytest.raises(NotImplementedError, match="plasticity_pairwise"):
-        plasticity.pairwise(
-            torch.zeros(2, 3, device="cuda"), torch.zeros(3, device="cuda"), torch.ones(3, device="cuda")
-        )
+def test_cuda_tensors_give_the_cpu_result():
+    # A validated CUDA kernel or, where none is linked, the torch path: never NotImplementedError.
+    w, mean, var = make_inputs(7, 5, "shared", "full", seed=9)
+    on_gpu = plasticity.pairwise(w.cuda(), mean.cuda(), var.cuda())
+    on_cpu = plasticity.pairwise(w, mean, var)
+    for name in OUTPUTS:
+        torch.testing.assert_close(getattr(on_gpu, name).cpu(), getattr(on_cpu, name), rtol=1e-12, atol=1e-14)
 
 
 def test_opcheck_and_torch_compile():

@@ -14,6 +14,13 @@ from spectra.testing.tolerance import FLOAT_DTYPES, assert_within_2x_reference, 
 STATS = ("norm", "max_abs", "participation_ratio")
 
 
+@pytest.fixture(autouse=True, scope="module", params=["native", "torch"])
+def implementation(request):
+    """Every test of this module runs on the native kernel and on the torch path (spectra.backend)."""
+    with spectra.backend(request.param):
+        yield request.param
+
+
 def check_against_reference(x: torch.Tensor) -> None:
     out = spectra.vec_stats(x)
     same_dtype = reference.vec_stats(x)

@@ -1,22 +1,28 @@
-"""Python front-ends of the ``torch.ops.spectra`` ops, and their fake kernels for torch.compile.
+"""Python front ends of the ``torch.ops.spectra`` ops, (their fake kernels for torch.compile are in :mod:`spectra.ops.fakes`).
 
-Each op is one native call; the readable definition of what it computes is its twin in
-:mod:`spectra.reference`.
+Each front end checks its arguments (the native checks, word for word: :mod:`spectra.ops.torch_path.checks`)
+and runs the implementation :func:`spectra.ops.backend.resolve` picks for the tensors' device: the
+native kernel (one ``torch.ops.spectra`` call) or the torch path. The readable definition of what
+each computes is its float64 twin in :mod:`spectra.ops.reference`.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 
+from spectra.ops.backend import resolve
+from spectra.ops.outputs import AttnRowStats, PairwisePlasticity, VecStats
+from spectra.ops.torch_path.checks import check_attn_row_stats, check_plasticity_pairwise, check_vec_stats
 
-class VecStats(NamedTuple):
-    """Per-vector geometry over the last dimension; shapes are the input's leading dims."""
+__all__ = ["AttnRowStats", "PairwisePlasticity", "VecStats", "attn_row_stats", "plasticity_pairwise", "vec_stats"]
 
-    norm: torch.Tensor
-    max_abs: torch.Tensor
-    participation_ratio: torch.Tensor
+
+@torch.compiler.assume_constant_result
+def _overload(op: str, device_type: str) -> str:
+    # The torch path runs through its own dispatcher entry (spectra::<op>.torch, with the op's
+    # schema and fake kernel), so a front end is one opaque op either way and torch.compile traces
+    # it with fullgraph=True; the choice itself is made once, at trace time.
+    return "torch" if resolve(op, device_type) == "torch" else "default"
 
 
 def vec_stats(x: torch.Tensor) -> VecStats:
@@ -25,7 +31,8 @@ def vec_stats(x: torch.Tensor) -> VecStats:
     ``participation_ratio = (Σx²)² / Σx⁴`` lies in [1, D]: D for equal magnitudes, 1 for a one-hot
     vector, NaN for the zero vector. Outputs are float64 for float64 input and float32 otherwise
     (float16/bfloat16 inputs are accumulated in float64, so Σx⁴ cannot overflow). A NaN in a row
-    makes that row's three outputs NaN. Strided (e.g. transposed) inputs are read in place.
+    makes that row's three outputs NaN. Strided (e.g. transposed) inputs are read in place. Runs on
+    any device (see :mod:`spectra.ops.backend`).
 
     Example:
         >>> import torch, spectra
@@ -35,34 +42,9 @@ def vec_stats(x: torch.Tensor) -> VecStats:
         >>> round(s.participation_ratio[0].item(), 6)  # 625/337
         1.854599
     """
-    return VecStats(*torch.ops.spectra.vec_stats.default(x))
-
-
-def _stats_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-@torch.library.register_fake("spectra::vec_stats")
-def _vec_stats_fake(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    torch._check(x.dim() >= 1, lambda: "vec_stats: x must have shape (..., D)")
-    out = x.new_empty(x.shape[:-1], dtype=_stats_dtype(x.dtype))
-    return out, torch.empty_like(out), torch.empty_like(out)
-
-
-class AttnRowStats(NamedTuple):
-    """Per-(batch, query head, query) statistics of an attention row over the keys it may see."""
-
-    entropy: torch.Tensor  # nats
-    entropy_normalized: torch.Tensor  # entropy / ln(n_visible); NaN when n_visible < 2
-    max_attn: torch.Tensor
-    argmax: torch.Tensor  # int64, first key of maximal weight; -1 when no key is visible
-    k_eff: torch.Tensor  # int64, smallest count of keys whose mass reaches threshold - 1e-6
-    sink_mass: torch.Tensor  # weight on key 0
-    sink_mass_n: torch.Tensor  # weight on keys 0 .. n_sink - 1
-    n_visible: torch.Tensor  # int64
-    logit_var: (
-        torch.Tensor
-    )  # Var_p(logits) = -dH/d ln(alpha) when every logit is scaled by alpha (see docs/interventions.md, 'Gain')
+    check_vec_stats(x)
+    op = getattr(torch.ops.spectra.vec_stats, _overload("vec_stats", x.device.type))
+    return VecStats(*op(x))
 
 
 def attn_row_stats(
@@ -87,7 +69,9 @@ def attn_row_stats(
     ``Tk − Tq``); ``causal`` hides later keys, ``sliding_window`` keys ``>= window`` behind, and
     ``key_valid (B, Tk)`` padding keys. ``logit_var`` is the variance of the (scaled, capped) logits
     under the row's attention, so ``dH/d ln α = −logit_var`` when every logit is scaled by α
-    (the closed form of docs/interventions.md, 'Gain'). Memory is O(T) per thread. The readable definition is
+    (the closed form of docs/interventions.md, 'Gain'). The native kernel needs O(T) memory per
+    thread; the torch path (any device without a validated kernel, or ``SPECTRA_BACKEND=torch``)
+    O(block · T), never the T×T matrix — see :mod:`spectra.ops.backend`. The readable definition is
     :func:`spectra.reference.attn_row_stats`.
 
     Example:
@@ -99,63 +83,37 @@ def attn_row_stats(
     """
     if scaling is None:
         scaling = q.shape[-1] ** -0.5
+    window, cap = int(sliding_window or 0), float(softcap or 0.0)
+    check_attn_row_stats(q, k, float(scaling), key_valid, window, float(threshold), int(n_sink), cap)
+    op = getattr(torch.ops.spectra.attn_row_stats, _overload("attn_row_stats", q.device.type))
     return AttnRowStats(
-        *torch.ops.spectra.attn_row_stats.default(
+        *op(
             q,
             k,
             float(scaling),
             key_valid,
             causal,
-            int(sliding_window or 0),
+            window,
             query_offset,
             float(threshold),
             int(n_sink),
-            float(softcap or 0.0),
+            cap,
         )
     )
 
 
-@torch.library.register_fake("spectra::attn_row_stats")
-def _attn_row_stats_fake(
-    q,
-    k,
-    scaling,
-    key_valid=None,
-    causal=True,
-    sliding_window=0,
-    query_offset=None,
-    threshold=0.9,
-    n_sink=4,
-    softcap=0.0,
-):
-    torch._check(q.dim() == 4 and k.dim() == 4, lambda: "attn_row_stats: q and k must be 4-D")
-    shape = q.shape[:3]
-    real = q.new_empty(shape, dtype=_stats_dtype(q.dtype))
-    index = q.new_empty(shape, dtype=torch.long)
-    return (
-        real,
-        torch.empty_like(real),
-        torch.empty_like(real),
-        index,
-        torch.empty_like(index),
-        torch.empty_like(real),
-        torch.empty_like(real),
-        torch.empty_like(index),
-        torch.empty_like(real),
-    )
+def plasticity_pairwise(w: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> PairwisePlasticity:
+    """Logit-gap moments ``m = wᵀμ``, ``v = wᵀΣw``, ``p = Φ(m/√v)`` and ``PP = 4p(1−p)`` of each key
+    difference ``w (P, d)`` under a Gaussian query of mean ``(d,)`` or ``(P, d)`` and diagonal ``(d,)``
+    or full ``(d, d)`` covariance; four ``(P,)`` float64 tensors on ``w``'s device (see
+    :func:`spectra.plasticity.pairwise`, which also accepts other layouts).
 
-
-class PairwisePlasticity(NamedTuple):
-    """Per-pair logit-gap moments and plasticity of key differences under a Gaussian query; all (P,) float64."""
-
-    m: torch.Tensor  # wᵀμ, the mean of the logit gap q·k1 − q·k2
-    v: torch.Tensor  # wᵀΣw, its variance
-    p: torch.Tensor  # Pr(q·k1 > q·k2) = Φ(m/√v)
-    pp: torch.Tensor  # 4·p·(1−p), in [0, 1]
-
-
-@torch.library.register_fake("spectra::plasticity_pairwise")
-def _plasticity_pairwise_fake(w, mean, var):
-    torch._check(w.dim() == 2, lambda: "plasticity_pairwise: w must have shape (P, d)")
-    out = w.new_empty(w.shape[:1], dtype=torch.float64)
-    return out, torch.empty_like(out), torch.empty_like(out), torch.empty_like(out)
+    Example:
+        >>> import torch
+        >>> from spectra.ops.native import plasticity_pairwise
+        >>> plasticity_pairwise(torch.tensor([[1.0, 0.0]]), torch.zeros(2), torch.ones(2)).pp.tolist()
+        [1.0]
+    """
+    check_plasticity_pairwise(w, mean, var)
+    op = getattr(torch.ops.spectra.plasticity_pairwise, _overload("plasticity_pairwise", w.device.type))
+    return PairwisePlasticity(*op(w, mean, var))

@@ -14,22 +14,10 @@ from typing import Any
 import torch
 
 from spectra.ops import _core
-from spectra.ops.native import PairwisePlasticity
+from spectra.ops.native import plasticity_pairwise
+from spectra.ops.outputs import PairwisePlasticity
 
 __all__ = ["PairwisePlasticity", "key_orientation", "plasticity_head", "plasticity_pairwise"]
-
-
-def plasticity_pairwise(w: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> PairwisePlasticity:
-    """Logit-gap moments ``m = wᵀμ``, ``v = wᵀΣw``, ``p = Φ(m/√v)`` and ``PP = 4p(1−p)`` of each key
-    difference ``w (P, d)`` under a Gaussian query of mean ``(d,)`` or ``(P, d)`` and diagonal ``(d,)``
-    or full ``(d, d)`` covariance; four ``(P,)`` float64 tensors (see :func:`spectra.plasticity.pairwise`).
-
-    Example:
-        >>> import torch
-        >>> plasticity_pairwise(torch.tensor([[1.0, 0.0]]), torch.zeros(2), torch.ones(2)).pp.tolist()
-        [1.0]
-    """
-    return PairwisePlasticity(*torch.ops.spectra.plasticity_pairwise.default(w, mean, var))
 
 
 def key_orientation(k: torch.Tensor, k_bucket: torch.Tensor) -> torch.Tensor:

@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from spectra.capture.store import open_qk_folder, read_capture, read_sliding_window
 from spectra.models.checkpoints import capture_step
-from spectra.ops.native import PairwisePlasticity
+from spectra.ops.outputs import PairwisePlasticity
 from spectra.ops.plasticity import key_orientation, plasticity_head, plasticity_pairwise
 
 __all__ = [

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from spectra.ops.native import AttnRowStats
+from spectra.ops.outputs import AttnRowStats
 
 K_EFF_TOLERANCE = 1e-6
 

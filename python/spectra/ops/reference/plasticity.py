@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from spectra.ops.native import PairwisePlasticity
+from spectra.ops.outputs import PairwisePlasticity
 
 
 def pairwise(w: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> PairwisePlasticity:
@@ -27,8 +29,9 @@ def pairwise(w: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> Pairwise
     m = (w * mean).sum(-1)
     v = (w * w * var).sum(-1) if var.dim() == 1 else torch.einsum("pi,ij,pj->p", w, var, w)
     z = m / v.clamp_min(0).sqrt()
-    tail = torch.special.ndtr(-z.abs())
-    p = torch.special.ndtr(z)
+    # Φ(z) = ½·erfc(−z/√2): torch.special.ndtr underflows to 0 already at z = −10 in float64.
+    tail = 0.5 * torch.special.erfc(z.abs() / math.sqrt(2.0))
+    p = 0.5 * torch.special.erfc(-z / math.sqrt(2.0))
     pp = 4 * tail * (1 - tail)
     # v <= 0: the sign of m decides (m = 0: a coin flip).
     degenerate_p = torch.where(m > 0, 1.0, torch.where(m < 0, 0.0, 0.5)).to(torch.float64)

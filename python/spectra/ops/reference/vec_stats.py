@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from spectra.ops.native import VecStats
+from spectra.ops.outputs import VecStats
 
 
 def vec_stats(x: torch.Tensor, *, compute_dtype: torch.dtype | None = None) -> VecStats:

@@ -1,0 +1,187 @@
+"""``attn_row_stats`` in plain torch: runs wherever torch runs (CUDA without a validated Spectra kernel,
+MPS, CPU under ``SPECTRA_BACKEND=torch``).
+
+The native kernel's definitions, computed with torch ops over blocks of query rows so memory stays
+O(block · T), never the (B, H, T, T) matrix the float64 reference materialises:
+
+* logits ``scaling · q·k`` (then Gemma2's ``softcap · tanh(s / softcap)``) in float32, float64 for
+  float64 inputs — 16-bit inputs are widened first, as the kernel does;
+* GQA without repeating K: the block's queries are viewed as ``(B, Hkv, G, rows, D)`` and multiplied
+  by the ``(B, Hkv, 1, D, keys)`` keys, so query head ``h`` reads KV head ``h // G``;
+* each block reads only the keys some row of it may see (causal prefix, sliding window), like the
+  kernel's per-block key range;
+* entropy ``H = ln Z − E[s − max]``, ``max_attn = 1 / Z``, ``logit_var`` as a two-pass variance;
+* ``k_eff``: the weights sorted in descending order, their running sum in float64 compared with
+  ``(θ − 1e-6) · Z`` — the kernel's rule (the smallest count of the largest weights whose mass
+  reaches the target), so the two differ only where rounding puts the sum within ~1e-7 of the
+  target (the tie band the tests allow);
+* a row with no visible key: NaN statistics, argmax −1, k_eff 0; a NaN logit makes its row NaN.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from spectra.ops.outputs import AttnRowStats
+
+K_EFF_TOLERANCE = 1e-6
+
+# Elements of one block's (B, H, rows, keys) logits. The block's temporaries (logits, weights, the
+# sorted copy and its indices, float64 running sums) take ~30 bytes per element, so a block peaks
+# near 30 × this many bytes: ~250 MB on the CPU, ~4 GB on a GPU (where larger blocks mean fewer,
+# better-filled launches).
+BLOCK_ELEMENTS = {"cpu": 1 << 23, "cuda": 1 << 27}
+DEFAULT_BLOCK_ELEMENTS = 1 << 23
+
+
+def block_rows(device: torch.device, batch: int, heads: int, key_len: int) -> int:
+    """Query rows per block so one block's logits hold about ``BLOCK_ELEMENTS[device.type]`` values."""
+    budget = BLOCK_ELEMENTS.get(device.type, DEFAULT_BLOCK_ELEMENTS)
+    return max(1, budget // max(1, batch * heads * key_len))
+
+
+def _key_range(t0: int, t1: int, key_len: int, offset: int, causal: bool, window: int) -> tuple[int, int]:
+    """[lo, hi) of the keys any of query rows t0 .. t1 − 1 may see (before padding)."""
+    lo, hi = 0, key_len
+    if causal:
+        hi = min(key_len, t1 - 1 + offset + 1)
+    if window > 0:
+        lo = max(0, t0 + offset - window + 1)
+        if not causal:
+            hi = min(key_len, t1 - 1 + offset + window)
+    return lo, max(lo, hi)
+
+
+def _visible(t0: int, t1: int, lo: int, hi: int, offset: int, causal: bool, window: int, device) -> torch.Tensor:
+    """(rows, keys) bool: which of keys lo .. hi − 1 each query row t0 .. t1 − 1 may see."""
+    index = torch.arange(t0, t1, device=device)[:, None] + offset
+    key = torch.arange(lo, hi, device=device)[None, :]
+    visible = torch.ones(t1 - t0, hi - lo, dtype=torch.bool, device=device)
+    if causal:
+        visible &= key <= index
+    if window > 0:
+        visible &= (index - key < window) if causal else ((index - key).abs() < window)
+    return visible
+
+
+def _k_eff(e: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Smallest count of the largest weights ``e`` whose float64 sum reaches ``target`` (per row)."""
+    ordered = e.sort(dim=-1, descending=True).values
+    cumulative = ordered.to(torch.float64).cumsum_(-1)
+    del ordered
+    return (cumulative < target.unsqueeze(-1)).sum(-1) + 1
+
+
+def attn_row_stats(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    scaling: float | None = None,
+    *,
+    key_valid: torch.Tensor | None = None,
+    causal: bool = True,
+    sliding_window: int | None = None,
+    query_offset: int | None = None,
+    threshold: float = 0.9,
+    n_sink: int = 4,
+    softcap: float | None = None,
+    rows_per_block: int | None = None,
+) -> AttnRowStats:
+    """:func:`spectra.attn_row_stats` in plain torch, on the tensors' own device.
+
+    Same arguments and outputs as the native op (``rows_per_block`` overrides the block size, for
+    tests); arguments are not checked here — :func:`spectra.attn_row_stats` checks them before it
+    picks an implementation.
+
+    Example:
+        >>> import torch
+        >>> from spectra.ops import torch_path
+        >>> s = torch_path.attn_row_stats(torch.zeros(1, 1, 4, 8), torch.randn(1, 1, 4, 8))
+        >>> s.k_eff[0, 0].tolist(), [round(v, 4) for v in s.entropy[0, 0].tolist()]
+        ([1, 2, 3, 4], [0.0, 0.6931, 1.0986, 1.3863])
+    """
+    batch, heads, query_len, dim = q.shape
+    kv_heads, key_len = k.shape[1], k.shape[2]
+    group = heads // kv_heads
+    device = q.device
+    acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+    scaling = dim**-0.5 if scaling is None else float(scaling)
+    softcap = float(softcap or 0.0)
+    window = int(sliding_window or 0)
+    offset = key_len - query_len if query_offset is None else int(query_offset)
+    shape = (batch, heads, query_len)
+    out = AttnRowStats(
+        entropy=torch.full(shape, math.nan, dtype=acc, device=device),
+        entropy_normalized=torch.full(shape, math.nan, dtype=acc, device=device),
+        max_attn=torch.full(shape, math.nan, dtype=acc, device=device),
+        argmax=torch.full(shape, -1, dtype=torch.long, device=device),
+        k_eff=torch.zeros(shape, dtype=torch.long, device=device),
+        sink_mass=torch.full(shape, math.nan, dtype=acc, device=device),
+        sink_mass_n=torch.full(shape, math.nan, dtype=acc, device=device),
+        n_visible=torch.zeros(shape, dtype=torch.long, device=device),
+        logit_var=torch.full(shape, math.nan, dtype=acc, device=device),
+    )
+    if batch * heads * query_len == 0:
+        return out
+    keys = k.to(acc)  # widened once (16-bit inputs), read in place otherwise
+    valid = None if key_valid is None else key_valid.to(device=device, dtype=torch.bool)
+    rows = rows_per_block or block_rows(device, batch, heads, key_len)
+    for t0 in range(0, query_len, rows):
+        t1 = min(query_len, t0 + rows)
+        lo, hi = _key_range(t0, t1, key_len, offset, causal, window)
+        _block(q, keys, valid, out, t0, t1, lo, hi, offset, causal, window, group, scaling, softcap, threshold, n_sink)
+    return out
+
+
+def _block(q, keys, valid, out, t0, t1, lo, hi, offset, causal, window, group, scaling, softcap, threshold, n_sink):
+    """Fills rows t0 .. t1 − 1 of every output from the logits against keys lo .. hi − 1."""
+    batch, heads, _, dim = q.shape
+    kv_heads = keys.shape[1]
+    visible = _visible(t0, t1, lo, hi, offset, causal, window, q.device)[None, None]  # (1, 1, rows, keys)
+    if valid is not None:
+        visible = visible & valid[:, None, None, lo:hi]  # (B, 1, rows, keys)
+    n_visible = visible.sum(-1).expand(batch, heads, t1 - t0)
+    out.n_visible[:, :, t0:t1] = n_visible
+    if hi <= lo:
+        return
+    qb = q[:, :, t0:t1].to(keys.dtype).reshape(batch, kv_heads, group, t1 - t0, dim)
+    kb = keys[:, :, lo:hi].unsqueeze(2).transpose(-1, -2)  # (B, Hkv, 1, D, keys)
+    s = torch.matmul(qb, kb).reshape(batch, heads, t1 - t0, hi - lo)
+    del qb
+    s.mul_(scaling)
+    if softcap > 0.0:
+        s.div_(softcap).tanh_().mul_(softcap)
+    s.masked_fill_(~visible, -math.inf)
+    m = s.amax(-1, keepdim=True)  # NaN when a NaN logit reached the row
+    finite_max = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    d = s.sub_(finite_max)  # s − max, −inf for hidden keys (in place: s is not needed again)
+    e = d.exp()
+    z = e.sum(-1)
+    shown = e > 0
+    dc = torch.where(shown, d, torch.zeros_like(d))  # 0 · (−inf) never happens
+    mean = (e * dc).sum(-1) / z  # E[s − max]
+    centred = torch.where(shown, d - mean.unsqueeze(-1), torch.zeros_like(d))
+    logit_var = (e * centred * centred).sum(-1) / z
+    del centred, dc
+    entropy = (torch.log(z) - mean).clamp_min(0.0)
+    argmax = d.argmax(-1) + lo
+    sink = e[..., 0] / z if lo == 0 else torch.zeros_like(z)
+    sink_n = e[..., : max(0, n_sink - lo)].sum(-1) / z if n_sink > lo else torch.zeros_like(z)
+    target = (threshold - K_EFF_TOLERANCE) * z.to(torch.float64)
+    k_eff = torch.minimum(_k_eff(e, target), n_visible)
+    del e, d, shown
+    # Rows the kernel reports as undefined: nothing visible, or a NaN logit (z is NaN then).
+    good = (n_visible > 0) & ~torch.isnan(z) & torch.isfinite(m.squeeze(-1))
+    nan = torch.full_like(z, math.nan)
+    n_float = n_visible.to(z.dtype)
+    normalized = torch.where(n_visible >= 2, entropy / torch.log(n_float.clamp_min(2.0)), nan)
+    rows = slice(t0, t1)
+    out.entropy[:, :, rows] = torch.where(good, entropy, nan)
+    out.entropy_normalized[:, :, rows] = torch.where(good, normalized, nan)
+    out.max_attn[:, :, rows] = torch.where(good, 1.0 / z, nan)
+    out.sink_mass[:, :, rows] = torch.where(good, sink, nan)
+    out.sink_mass_n[:, :, rows] = torch.where(good, sink_n, nan)
+    out.logit_var[:, :, rows] = torch.where(good, logit_var, nan)
+    out.argmax[:, :, rows] = torch.where(good, argmax, -1)
+    out.k_eff[:, :, rows] = torch.where(good, k_eff, 0)
