@@ -66,12 +66,20 @@ def _visible(t0: int, t1: int, lo: int, hi: int, offset: int, causal: bool, wind
     return visible
 
 
+def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Σ_j a[..., j] · b[..., j] as a batched matrix-vector product (one pass, no product tensor)."""
+    return (a.unsqueeze(-2) @ b.unsqueeze(-1)).squeeze(-1).squeeze(-1)
+
+
 def _k_eff(e: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Smallest count of the largest weights ``e`` whose float64 sum reaches ``target`` (per row)."""
     ordered = e.sort(dim=-1, descending=True).values
     cumulative = ordered.to(torch.float64).cumsum_(-1)
     del ordered
-    return (cumulative < target.unsqueeze(-1)).sum(-1) + 1
+    # Keys before the first running sum >= target, plus that key: a binary search per row.
+    shape = cumulative.shape[:-1]
+    flat = cumulative.reshape(-1, cumulative.shape[-1])
+    return torch.searchsorted(flat, target.reshape(-1, 1).contiguous()).reshape(shape) + 1
 
 
 def attn_row_stats(
@@ -158,19 +166,21 @@ def _block(q, keys, valid, out, t0, t1, lo, hi, offset, causal, window, group, s
     d = s.sub_(finite_max)  # s − max, −inf for hidden keys (in place: s is not needed again)
     e = d.exp()
     z = e.sum(-1)
-    shown = e > 0
-    dc = torch.where(shown, d, torch.zeros_like(d))  # 0 · (−inf) never happens
-    mean = (e * dc).sum(-1) / z  # E[s − max]
-    centred = torch.where(shown, d - mean.unsqueeze(-1), torch.zeros_like(d))
-    logit_var = (e * centred * centred).sum(-1) / z
-    del centred, dc
+    # Distances clamped at −104 nats as in the kernel (a weight there is already 0 in float32), so
+    # hidden keys contribute e · d = 0 · (−104), never 0 · (−inf). Row sums of products are batched
+    # dot products: one fused pass, no temporary.
+    dc = d.clamp_(min=-104.0)
+    mean = _row_dot(e, dc) / z  # E[s − max]
     entropy = (torch.log(z) - mean).clamp_min(0.0)
-    argmax = d.argmax(-1) + lo
+    argmax = dc.argmax(-1) + lo  # the first maximal key: the max itself is exactly 0 here
+    centred = dc.sub_(mean.unsqueeze(-1)).square_()
+    logit_var = _row_dot(e, centred) / z  # Var_p(s), two-pass: no cancellation
+    del centred, dc, d
     sink = e[..., 0] / z if lo == 0 else torch.zeros_like(z)
     sink_n = e[..., : max(0, n_sink - lo)].sum(-1) / z if n_sink > lo else torch.zeros_like(z)
     target = (threshold - K_EFF_TOLERANCE) * z.to(torch.float64)
     k_eff = torch.minimum(_k_eff(e, target), n_visible)
-    del e, d, shown
+    del e
     # Rows the kernel reports as undefined: nothing visible, or a NaN logit (z is NaN then).
     good = (n_visible > 0) & ~torch.isnan(z) & torch.isfinite(m.squeeze(-1))
     nan = torch.full_like(z, math.nan)
