@@ -15,7 +15,8 @@ FLOAT_DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16, torch.fl
 
 
 def devices(op: str) -> list[str]:
-    """``["cpu"]``, plus ``"cuda"`` when a GPU is visible and ``torch.ops.spectra.<op>`` has a CUDA kernel.
+    """``["cpu"]``, plus ``"cuda"`` when a GPU is visible and ``torch.ops.spectra.<op>`` runs there (a
+    linked CUDA kernel or, where none is, the torch path that ``spectra.ops`` registers for CUDA).
 
     Example:
         >>> devices("vec_stats")[0]
