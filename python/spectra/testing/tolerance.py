@@ -22,6 +22,8 @@ def devices(op: str) -> list[str]:
         >>> devices("vec_stats")[0]
         'cpu'
     """
+    import spectra.ops  # noqa: F401  (loads the ops and their CUDA entries before the dispatcher is asked)
+
     found = ["cpu"]
     if torch.cuda.is_available() and torch._C._dispatch_has_kernel_for_dispatch_key(f"spectra::{op}", "CUDA"):
         found.append("cuda")
