@@ -118,6 +118,20 @@ def test_query_blocks_do_not_change_the_result(rows):
             assert torch.equal(a, b), name
 
 
+def test_float32_matmul_precision_setting_does_not_reach_the_logits():
+    q, k, _ = inputs(torch.float32, seed=8)
+    exact = torch_path.attn_row_stats(q, k)
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")  # bf16 products where the hardware has them
+    try:
+        relaxed = torch_path.attn_row_stats(q, k)
+        assert torch.get_float32_matmul_precision() == "medium"  # restored after the op
+    finally:
+        torch.set_float32_matmul_precision(previous)
+    for a, b in zip(exact, relaxed):
+        assert torch.equal(a.nan_to_num(), b.nan_to_num())
+
+
 class LargestTensor(TorchDispatchMode):
     """Records the largest tensor any aten op produces."""
 

@@ -66,9 +66,22 @@ def _visible(t0: int, t1: int, lo: int, hi: int, offset: int, causal: bool, wind
     return visible
 
 
+def _full_precision_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` with float32 products in full float32: a user's ``set_float32_matmul_precision("high")``
+    (TF32 on GPUs, bf16 passes on some CPUs) would otherwise cut the logits to ~10 mantissa bits."""
+    precision = torch.get_float32_matmul_precision()
+    if precision == "highest" or a.dtype != torch.float32:
+        return a @ b
+    torch.set_float32_matmul_precision("highest")
+    try:
+        return a @ b
+    finally:
+        torch.set_float32_matmul_precision(precision)
+
+
 def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Σ_j a[..., j] · b[..., j] as a batched matrix-vector product (one pass, no product tensor)."""
-    return (a.unsqueeze(-2) @ b.unsqueeze(-1)).squeeze(-1).squeeze(-1)
+    return _full_precision_matmul(a.unsqueeze(-2), b.unsqueeze(-1)).squeeze(-1).squeeze(-1)
 
 
 def _k_eff(e: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -155,7 +168,7 @@ def _block(q, keys, valid, out, t0, t1, lo, hi, offset, causal, window, group, s
         return
     qb = q[:, :, t0:t1].to(keys.dtype).reshape(batch, kv_heads, group, t1 - t0, dim)
     kb = keys[:, :, lo:hi].unsqueeze(2).transpose(-1, -2)  # (B, Hkv, 1, D, keys)
-    s = torch.matmul(qb, kb).reshape(batch, heads, t1 - t0, hi - lo)
+    s = _full_precision_matmul(qb, kb).reshape(batch, heads, t1 - t0, hi - lo)
     del qb
     s.mul_(scaling)
     if softcap > 0.0:
