@@ -7,6 +7,7 @@ the lazy modules below, so ``spectra --help`` and ``spectra <command> --help`` s
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import sys
 from collections.abc import Callable, Iterable
@@ -22,7 +23,7 @@ from spectra.io.parsing import parse_ints, split_names
 from spectra.jobs.capture.options import OPTIONS as CAPTURE_OPTIONS
 from spectra.jobs.dynamics.options import OPTIONS as DYNAMICS_OPTIONS
 from spectra.jobs.geometry.options import OPTIONS as GEOMETRY_OPTIONS
-from spectra.jobs.options import Option, cli_options
+from spectra.jobs.options import Option, cli_options, device_option, dtype_option
 from spectra.jobs.plasticity.options import OPTIONS as PLASTICITY_OPTIONS
 from spectra.jobs.profile.options import OPTIONS as PROFILE_OPTIONS
 from spectra.jobs.sweep.options import OPTIONS as SWEEP_OPTIONS
@@ -39,9 +40,9 @@ class _Lazy(ModuleType):
         return getattr(importlib.import_module(self.__name__), attribute)
 
 
-torch = _Lazy("torch")
 capture_job = _Lazy("spectra.jobs.capture.run")
 demo_job = _Lazy("spectra.jobs.demo")
+devices = _Lazy("spectra.models.devices")
 dynamics_job = _Lazy("spectra.jobs.dynamics.run")
 engine = _Lazy("spectra.engine")
 examples = _Lazy("spectra.data.examples")
@@ -57,7 +58,30 @@ taxonomy = _Lazy("spectra.heads.taxonomy")
 windows_module = _Lazy("spectra.data.windows")
 
 
+class DeviceType(click.ParamType):
+    """A ``--device``: ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or a GPU index, checked against what this
+    torch and machine have (``spectra.models.devices.check_device``), so ``--device cuda`` without
+    CUDA is a usage error naming the allowed devices, like any other bad option; torch is imported
+    only when the option is given."""
+
+    name = "device"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value is None:
+            return None
+        text = str(value).strip()
+        try:
+            return str(devices.check_device(int(text) if text.isdigit() else text))
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+
+
+DEVICE = DeviceType()
+
+
 def _click_type(option: Option) -> Any:
+    if option.name == "device":
+        return DEVICE
     if option.choices is not None:
         return click.Choice(list(option.choices))
     if option.path is not None:
@@ -132,11 +156,20 @@ def info() -> None:
     type=click.Path(file_okay=False),
     help="Result folder (a previous result folder there is replaced).",
 )
-def demo(model: str, context_length: int, n_samples: int, batch_size: int, out_dir: str) -> None:
+@options([dtype_option(), device_option()])
+def demo(
+    model: str, context_length: int, n_samples: int, batch_size: int, out_dir: str, dtype: str, device: str | None
+) -> None:
     """Profile a model on the zoo's held-out text into results/demo; print the figures and a per-layer summary."""
     try:
         demo_job.run_demo(
-            model, context_length=context_length, n_samples=n_samples, batch_size=batch_size, out_dir=out_dir
+            model,
+            context_length=context_length,
+            n_samples=n_samples,
+            batch_size=batch_size,
+            out_dir=out_dir,
+            dtype=dtype,
+            device=device,
         )
     except (ValueError, FileNotFoundError) as error:
         raise click.ClickException(str(error)) from error
@@ -157,6 +190,7 @@ def capture(
     seed,
     max_length,
     dtype,
+    device,
     attn_implementation,
     overwrite,
 ) -> None:
@@ -164,7 +198,7 @@ def capture(
     try:
         read = examples.read_examples(data_path)
         model, tokenizer = loading.load_model(
-            model_name, dtype=getattr(torch, dtype), attn_implementation=attn_implementation
+            model_name, dtype=dtype, device=device, attn_implementation=attn_implementation
         )
         if positions not in ("all", "uniform", "log_uniform"):
             positions = parse_ints(positions)
@@ -260,6 +294,7 @@ def profile_command(
     threshold,
     ignore_first,
     dtype,
+    device,
     attn_implementation,
     resume,
     quiet,
@@ -274,7 +309,7 @@ def profile_command(
                 f"layers/heads: expected e.g. '0,2,5-7'; got --layers {layers!r} --heads {heads!r}"
             ) from None
         model, tokenizer = loading.load_model(
-            model_name, dtype=getattr(torch, dtype), attn_implementation=attn_implementation
+            model_name, dtype=dtype, device=device, attn_implementation=attn_implementation
         )
         windows = windows_module.load_windows(data_path, tokenizer, context_length, n_samples)
         result = profile_job.run_profile(
@@ -302,11 +337,14 @@ def profile_command(
 
 @main.command("sweep")
 @options(SWEEP_OPTIONS)
-def sweep_command(config_path, out_dir, resume, quiet) -> None:
+def sweep_command(config_path, out_dir, dtype, device, resume, quiet) -> None:
     """The seed's intervention experiments: scale sweeps (exp1), gain fits (exp2), the global gain map (exp2b) and
     Q-vs-K scaling (exp3, exp3b), as tables, summary.json and figures."""
     try:
         config = sweep_job.load_config(config_path)
+        overrides = {k: v for k, v in (("dtype", dtype), ("device", device)) if v is not None}
+        if overrides:  # --dtype / --device win over the config's dtype / device
+            config = dataclasses.replace(config, **overrides)
         result = sweep_job.run_sweep(config, out=out_dir, resume=resume, progress=not quiet, command_line=sys.argv)
     except (ValueError, FileNotFoundError, KeyError, TypeError) as error:
         raise click.ClickException(str(error).strip("'\"")) from error
@@ -316,7 +354,17 @@ def sweep_command(config_path, out_dir, resume, quiet) -> None:
 @main.command("dynamics")
 @options(DYNAMICS_OPTIONS)
 def dynamics_command(
-    checkpoints, model_name, out_dir, context_length, n_samples, n_random, random_block, gamma_heatmap, quiet
+    checkpoints,
+    model_name,
+    out_dir,
+    context_length,
+    n_samples,
+    n_random,
+    random_block,
+    dtype,
+    device,
+    gamma_heatmap,
+    quiet,
 ) -> None:
     """Per-head statistics, classes and k_norm gain over training checkpoints: tables and figures."""
     if bool(checkpoints) == bool(model_name):
@@ -332,6 +380,8 @@ def dynamics_command(
             gamma_heatmap=gamma_heatmap,
             progress=not quiet,
             command_line=sys.argv,
+            dtype=dtype,
+            device=device,
         )
     except (ValueError, FileNotFoundError) as error:
         raise click.ClickException(str(error)) from error
@@ -345,10 +395,11 @@ def dynamics_command(
 @click.option("--context-length", default=128, show_default=True, type=click.IntRange(min=1))
 @click.option("--n-samples", default=8, show_default=True, type=click.IntRange(min=1), help="Held-out text windows.")
 @click.option("--out", "out_csv", default=None, type=click.Path(dir_okay=False), help="Also write the table as CSV.")
-def taxonomy_command(model_name, context_length, n_samples, out_csv) -> None:
+@options([dtype_option(), device_option()])
+def taxonomy_command(model_name, context_length, n_samples, out_csv, dtype, device) -> None:
     """Classify every head (sink, induction, previous-token, positional, gatherer, retriever) and print the table."""
     try:
-        model, tokenizer = loading.load_model(model_name)
+        model, tokenizer = loading.load_model(model_name, dtype=dtype, device=device)
         stats = head_stats.head_stats(model, windows_module.load_windows(None, tokenizer, context_length, n_samples))
     except (ValueError, FileNotFoundError) as error:
         raise click.ClickException(str(error)) from error
@@ -368,6 +419,8 @@ def geometry_command(
     checkpoints,
     n_examples,
     max_length,
+    dtype,
+    device,
     out_dir,
     labels,
     n_components,
@@ -397,7 +450,13 @@ def geometry_command(
                 raise ValueError(f"scatter-head: expected LAYER,HEAD such as 2,5; got {scatter_head!r}") from None
         if model_name:
             qk_dirs = geometry_job.capture_model(
-                model_name, Path(out_dir) / "qk", checkpoints=checkpoints, n_examples=n_examples, max_length=max_length
+                model_name,
+                Path(out_dir) / "qk",
+                checkpoints=checkpoints,
+                n_examples=n_examples,
+                max_length=max_length,
+                dtype=dtype,
+                device=device,
             )
         run = geometry_job.run_geometry(
             qk_dirs,
@@ -428,6 +487,8 @@ def plasticity_command(
     checkpoints,
     n_examples,
     max_length,
+    dtype,
+    device,
     out_dir,
     labels,
     mode,
@@ -460,6 +521,8 @@ def plasticity_command(
                 n_examples=n_examples,
                 max_length=max_length,
                 progress=not quiet,
+                dtype=dtype,
+                device=device,
             )
         run = plasticity_job.run_plasticity(
             qk_dirs,
@@ -518,13 +581,26 @@ def plasticity_command(
     type=click.IntRange(2, 64),
     help="Tokens per window in the attention viewer.",
 )
-def report_command(result_dir, out_path, model_name, no_model, n_samples, max_tokens) -> None:
+@options(
+    [
+        dtype_option(help="Dtype the model is loaded in for the attention viewer."),
+        device_option(help="Device for the viewer's model: cpu, cuda, cuda:N or mps (default: the CPU)."),
+    ]
+)
+def report_command(result_dir, out_path, model_name, no_model, n_samples, max_tokens, dtype, device) -> None:
     """One self-contained HTML file summarising a result folder of any Spectra job: run metadata, a layer x head
     grid coloured by a per-head metric with each head's class, an attention viewer for the selected head, and the
     folder's figures."""
     try:
         path = report_html.write_report(
-            result_dir, out_path, model=model_name, with_model=not no_model, n_samples=n_samples, max_tokens=max_tokens
+            result_dir,
+            out_path,
+            model=model_name,
+            with_model=not no_model,
+            n_samples=n_samples,
+            max_tokens=max_tokens,
+            dtype=dtype,
+            device=device,
         )
     except (ValueError, FileNotFoundError) as error:
         raise click.ClickException(str(error)) from error
@@ -569,8 +645,14 @@ def report_command(result_dir, out_path, model_name, no_model, n_samples, max_to
     type=click.Path(file_okay=False),
     help="Result folder (default: the config's out).",
 )
+@options(
+    [
+        dtype_option(None, "Dtype of the models' weights (default: the config's dtype, else float32)."),
+        device_option("Device for the models: cpu, cuda, cuda:N or mps (default: the config's device, else the CPU)."),
+    ]
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def run_command(config_path, engine_name, address, workers, max_retries, out_dir, quiet) -> None:
+def run_command(config_path, engine_name, address, workers, max_retries, out_dir, dtype, device, quiet) -> None:
     """A job from a YAML file (kind: profile | capture | sweep | dynamics | geometry | plasticity, models: [...],
     checkpoints: ..., out, and the kind's settings; examples in configs/runs/) split into tasks by (model or
     checkpoint, sample shard), each writing its own shard; a rerun skips the finished shards. The result folders
@@ -579,6 +661,7 @@ def run_command(config_path, engine_name, address, workers, max_retries, out_dir
         raise click.UsageError("--address and --workers go with --engine ray")
     try:
         config = engine.load_config(config_path)
+        config.update({k: v for k, v in (("dtype", dtype), ("device", device)) if v is not None})  # win over the file
         chosen = engine.make_engine(engine_name, address=address, workers=workers, max_retries=max_retries)
         result = engine.run(config, chosen, out=out_dir, progress=not quiet, command_line=sys.argv)
     except (ValueError, FileNotFoundError, NotImplementedError, RuntimeError) as error:

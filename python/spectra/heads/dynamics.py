@@ -33,6 +33,7 @@ from spectra.heads.stats import head_stats
 from spectra.heads.taxonomy import Thresholds, classify
 from spectra.models import adapter_for, zoo
 from spectra.models.checkpoints import checkpoint_step
+from spectra.models.loading import load_model
 from spectra.ops.native import vec_stats
 
 __all__ = [
@@ -272,6 +273,8 @@ def track(
     batch_size: int = 8,
     thresholds: Thresholds | None = None,
     progress: bool = False,
+    dtype: torch.dtype | str | None = None,
+    device: str | int | torch.device | None = None,
 ) -> Dynamics:
     """Head statistics and classes of every checkpoint, as tidy series sorted by step.
 
@@ -280,6 +283,8 @@ def track(
     zoo's held-out text cut into ``n_samples`` windows of ``context_length`` tokens with the first
     checkpoint's tokenizer. Each checkpoint is :func:`track_checkpoint`; the parts are joined by
     :func:`combine` (``spectra run`` with ``kind: dynamics`` computes the parts as separate tasks).
+    ``dtype`` (default float32) and ``device`` (default: the CPU) load each checkpoint as
+    :func:`spectra.models.loading.load_model` does; the statistics are float32/float64 whatever they are.
 
     Example:
         >>> from spectra import dynamics
@@ -293,7 +298,7 @@ def track(
     parts: list[Dynamics] = []
     first: tuple[Path, dict[str, object]] | None = None
     for step, folder in tqdm(series, desc="checkpoints", disable=not progress):
-        model, tokenizer = zoo.load(folder)
+        model, tokenizer = load_model(str(folder), dtype=dtype, device=device)
         shape = architecture(model)
         if first is None:
             first = (folder, shape)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from spectra import defaults
 from spectra.data.windows import load_windows
 from spectra.jobs.profile.run import META, ProfileResult, run_profile
 from spectra.models.loading import load_model
@@ -50,8 +51,11 @@ def run_demo(
     batch_size: int = 4,
     out_dir: str | Path = "results/demo",
     progress: bool = True,
+    dtype: str = defaults.DTYPE,
+    device: str | None = None,
 ) -> ProfileResult:
-    """Profiles ``model`` on the held-out text into ``out_dir`` (a previous result folder there is
+    """Profiles ``model`` (loaded in ``dtype`` on ``device``, default float32 on the CPU) on the held-out
+    text into ``out_dir`` (a previous result folder there is
     replaced), prints where the figures are and a per-layer summary, writes ``<out_dir>/report.html``
     (``spectra.report``) and returns the result.
 
@@ -70,7 +74,7 @@ def run_demo(
     if (out / META).is_file():
         json.loads((out / META).read_text())  # only ever replace what looks like a result folder
         shutil.rmtree(out)
-    loaded, tokenizer = load_model(model)
+    loaded, tokenizer = load_model(model, dtype=dtype, device=device)
     windows = load_windows(None, tokenizer, context_length, n_samples)
     config = loaded.config
     print(
@@ -101,11 +105,13 @@ def run_demo(
             str(batch_size),
             "--out",
             str(out),
+            *(["--dtype", str(dtype)] if dtype != defaults.DTYPE else []),
+            *(["--device", str(device)] if device is not None else []),
         ],
     )
     seconds = time.perf_counter() - start
     print_result(result)
     print(f"{len(windows) * context_length} tokens profiled and analysed in {seconds:.1f} s")
 
-    print(f"report: {write_report(out)}")
+    print(f"report: {write_report(out, dtype=dtype, device=device)}")
     return result

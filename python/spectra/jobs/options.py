@@ -22,7 +22,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["SAME", "Option", "cli_options", "keys", "table"]
+from spectra import defaults
+
+__all__ = ["SAME", "Option", "cli_options", "device_option", "dtype_option", "keys", "table"]
 
 SAME: Any = object()  # ``key_default``: the run-config default is the command line's
 
@@ -125,3 +127,33 @@ def table(options: Iterable[Option]) -> str:
             meaning = (meaning + " " if meaning else "") + "One of " + ", ".join(f"`{c}`" for c in o.choices) + "."
         rows.append(f"| {flag} | {key} | {default} | {meaning} |")
     return "\n".join(rows)
+
+
+def dtype_option(default: str | None = defaults.DTYPE, help: str | None = None) -> Option:
+    """``--dtype``: the dtype the model's weights are loaded in (every command that loads a model).
+
+    Not a key of the kind's table: ``dtype`` is a key every ``spectra run`` kind accepts. A result's
+    identity covers it through the model's: the ``weights_fingerprint`` hashes every weight's dtype
+    and values, and ``meta.json`` records the model's dtype, so a bfloat16 run never resumes or merges
+    with a float32 one."""
+    return Option(
+        "dtype",
+        default,
+        help or "Dtype of the model's weights (metrics, captures and statistics are float32/float64 whatever it is).",
+        choices=defaults.DTYPES,
+        key=False,
+    )
+
+
+def device_option(help: str | None = None) -> Option:
+    """``--device``: the one device the model is placed on (every command that loads a model).
+
+    Not a key of the kind's table: ``device`` is a key every ``spectra run`` kind accepts. It is
+    deliberately left out of every ``run_hash``: where a model runs changes no setting of the
+    analysis, only float rounding, so a run started on the CPU can be finished on a GPU."""
+    return Option(
+        "device",
+        None,
+        help or "Device for the model: cpu, cuda, cuda:N or mps (default: where it loads, the CPU).",
+        key=False,
+    )

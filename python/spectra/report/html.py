@@ -189,11 +189,14 @@ def build_report_data(
     with_model: bool = True,
     n_samples: int = 2,
     max_tokens: int = 64,
+    dtype: Any = None,
+    device: Any = None,
 ) -> dict[str, Any]:
     """Everything the page shows, JSON-serialisable (figures as data URIs).
 
     ``model`` overrides the model named in the folder (e.g. when it moved); ``with_model=False``
-    skips loading it (no attention viewer, and only classes the folder itself holds).
+    skips loading it (no attention viewer, and only classes the folder itself holds); ``dtype``
+    (default float32) and ``device`` (default the CPU) are how it is loaded.
 
     Example:
         >>> import tempfile
@@ -208,7 +211,7 @@ def build_report_data(
     reference = model or model_reference(result)
     table = head_table(result)
     if with_model:
-        loaded = load_run_model(reference)
+        loaded = load_run_model(reference, dtype=dtype, device=device)
     else:
         loaded = LoadedModel(reference, reason="the report was built without loading the model (--no-model)")
     n_layers, n_heads = _grid_shape(result, table, loaded)
@@ -335,6 +338,8 @@ def write_report(
     with_model: bool = True,
     n_samples: int = 2,
     max_tokens: int = 64,
+    dtype: Any = None,
+    device: Any = None,
 ) -> Path:
     """Writes the report of ``result_dir`` to ``out`` (default ``<result_dir>/report.html``),
     atomically, and returns its path. See :func:`build_report_data` for the options.
@@ -345,7 +350,15 @@ def write_report(
         ...
         FileNotFoundError: result_dir: /nonexistent does not exist
     """
-    data = build_report_data(result_dir, model=model, with_model=with_model, n_samples=n_samples, max_tokens=max_tokens)
+    data = build_report_data(
+        result_dir,
+        model=model,
+        with_model=with_model,
+        n_samples=n_samples,
+        max_tokens=max_tokens,
+        dtype=dtype,
+        device=device,
+    )
     target = Path(out) if out is not None else Path(result_dir) / "report.html"
     if target.is_dir():
         raise ValueError(f"out: {target} is a folder; give the path of the HTML file to write")

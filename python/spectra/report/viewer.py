@@ -52,9 +52,10 @@ class LoadedModel:
     reason: str = ""
 
 
-def load_run_model(reference: str | None) -> LoadedModel:
-    """Loads ``reference`` (zoo name or local folder) with ``spectra.models.loading.load_model``; on
-    failure the returned object says why (a report is still written, without the viewer).
+def load_run_model(reference: str | None, *, dtype: Any = None, device: Any = None) -> LoadedModel:
+    """Loads ``reference`` (zoo name or local folder) with ``spectra.models.loading.load_model`` (in
+    ``dtype``, default float32, on ``device``, default the CPU); on failure the returned object says
+    why (a report is still written, without the viewer).
 
     Example:
         >>> load_run_model("/no/such/model").reason  # doctest: +ELLIPSIS
@@ -63,7 +64,7 @@ def load_run_model(reference: str | None) -> LoadedModel:
     if not reference:
         return LoadedModel(None, reason="the result folder names no model")
     try:
-        model, tokenizer = load_model(reference)
+        model, tokenizer = load_model(reference, dtype=dtype, device=device)
     except Exception as error:  # any loading failure only removes the model-based parts of the report
         return LoadedModel(
             reference, reason=f"model {reference!r} could not be loaded ({type(error).__name__}: {error})"

@@ -4,7 +4,7 @@ stage's keys that ``kind: geometry`` and ``kind: plasticity`` share are built by
 from __future__ import annotations
 
 from spectra import defaults
-from spectra.jobs.options import Option, keys
+from spectra.jobs.options import Option, device_option, dtype_option, keys
 
 __all__ = ["KEYS", "OPTIONS", "stage"]
 
@@ -45,7 +45,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("seed", 0, type=int, min=0),
     Option("max_length", 4096, "Keep the first N tokens.", type=int, min=1, key_default=None),
     Option("examples_per_shard", 8, SHARD_HELP, cli=False),
-    Option("dtype", defaults.DTYPE, choices=defaults.DTYPES, key=False),
+    dtype_option(),
+    device_option(),
     Option("attn_implementation", defaults.ATTN_IMPLEMENTATION, choices=defaults.ATTN_IMPLEMENTATIONS, key=False),
     Option("overwrite", False, "Replace a finished capture in --out.", is_flag=True, key=False),
 )

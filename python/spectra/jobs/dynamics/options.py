@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from spectra.jobs.options import Option, keys
+from spectra.jobs.options import Option, device_option, dtype_option, keys
 
 __all__ = ["KEYS", "OPTIONS"]
 
@@ -27,6 +27,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("n_random", 8, "Repeated random blocks.", type=int, min=1),
     Option("random_block", 32, "Tokens per random block.", type=int, min=2),
     Option("batch_size", 8, "Windows per forward.", cli=False),
+    dtype_option(),
+    device_option(),
     Option(
         "gamma_heatmap",
         help="Require (or skip) the k_norm gamma heatmap; default: drawn when the family has QK-norm.",

@@ -19,11 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from spectra import defaults
 from spectra.figures import dynamics as dynamics_figures
 from spectra.heads.dynamics import Dynamics, gamma_table, track
 from spectra.io.atomic import write_csv, write_json, write_parquet
 from spectra.io.identity import versions
 from spectra.models import zoo
+from spectra.models.devices import check_device
+from spectra.models.loading import dtype_name
 
 __all__ = ["DynamicsResult", "run_dynamics", "write_dynamics"]
 
@@ -53,9 +56,15 @@ def run_dynamics(
     gamma_heatmap: bool | None = None,
     progress: bool = True,
     command_line: Sequence[str] | None = None,
+    dtype: str = defaults.DTYPE,
+    device: str | None = None,
 ) -> DynamicsResult:
     """Tracks ``checkpoints`` (folders, or a zoo name) into ``out_dir``: :func:`spectra.dynamics.track`,
     then :func:`write_dynamics`.
+
+    ``dtype`` and ``device``: how each checkpoint is loaded (as ``spectra.models.loading.load_model``);
+    ``meta.json``'s settings name them when they differ from the defaults (float32, the CPU), as
+    ``kind: dynamics`` does.
 
     ``gamma_heatmap``: None draws the k_norm γ heatmap when the family has QK-norm; True requires it
     (a family without QK-norm is then a ValueError, before any checkpoint is processed); False skips it.
@@ -80,14 +89,20 @@ def run_dynamics(
         random_block=random_block,
         batch_size=batch_size,
         progress=progress,
+        dtype=dtype,
+        device=device,
     )
-    settings = {
+    settings: dict[str, Any] = {
         "context_length": context_length,
         "n_samples": n_samples,
         "n_random": n_random,
         "random_block": random_block,
         "batch_size": batch_size,
     }
+    if dtype_name(dtype) != defaults.DTYPE:
+        settings["dtype"] = dtype_name(dtype)
+    if device is not None and str(check_device(device)) != defaults.DEVICE:
+        settings["device"] = str(check_device(device))
     return write_dynamics(
         result, out, checkpoints=checkpoints, settings=settings, gamma_heatmap=gamma_heatmap, command_line=command_line
     )

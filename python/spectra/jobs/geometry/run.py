@@ -58,12 +58,16 @@ def capture_model(
     bucket_size: int = 1,
     layers: Sequence[int] | None = None,
     heads: Sequence[int] | None = None,
+    dtype: str | None = None,
+    device: str | None = None,
 ) -> list[Path]:
     """Captures post-RoPE q and k of every head of a model (zoo name or folder), or of each of its
     checkpoints, on held-out text (``n_examples`` examples of up to ``max_length`` tokens, every
     position kept, buckets of ``bucket_size`` tokens) into ``out_root/<label>``; returns the folders in
     step order. Finished captures are kept, not redone. ``layers`` / ``heads`` (query heads of every
-    layer) restrict the capture (default all).
+    layer) restrict the capture (default all). ``dtype`` (default float32) and ``device`` (default:
+    the CPU) load the model as ``spectra.models.loading.load_model``; the captured vectors are float32
+    whatever the dtype.
 
     Example:
         >>> import tempfile
@@ -87,7 +91,7 @@ def capture_model(
     for label, source in sources:
         folder = Path(out_root) / label
         if not (folder / SIDECAR).is_file():
-            model, tokenizer = load_model(str(source))
+            model, tokenizer = load_model(str(source), dtype=dtype, device=device)
             run_capture(
                 model,
                 tokenizer,

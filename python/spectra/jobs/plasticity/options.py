@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from spectra.jobs.capture.options import stage
-from spectra.jobs.options import Option, keys
+from spectra.jobs.options import Option, device_option, dtype_option, keys
 
 __all__ = ["KEYS", "OPTIONS"]
 
@@ -38,6 +38,8 @@ OPTIONS: tuple[Option, ...] = (
         type=int,
         min=16,
     ),
+    dtype_option(help="With --model: dtype of the model's weights."),
+    device_option(help="With --model: device for the model, cpu, cuda, cuda:N or mps (default: the CPU)."),
     Option("out", help="Result folder.", path="dir", dest="out_dir", required=True, key=False),
     Option(
         "label", help="A name per --qk folder (default: the folder names).", dest="labels", multiple=True, key=False

@@ -73,12 +73,15 @@ def capture_model(
     progress: bool = False,
     layers: Sequence[int] | None = None,
     heads: Sequence[int] | None = None,
+    dtype: str | None = None,
+    device: str | None = None,
 ) -> list[Path]:
     """Captures post-RoPE q and k of every head of a model (zoo name or folder), or of each of its zoo
     checkpoints, on held-out text: ``n_examples`` examples of ``max_length`` tokens (default: the
     model's full context, ``max_position_embeddings``), every position kept, in ``n_buckets`` uniform
     buckets. Returns the folders in step order; finished captures are reused. ``layers`` / ``heads``
-    (query heads of every layer) restrict the capture (default all).
+    (query heads of every layer) restrict the capture (default all); ``dtype`` and ``device`` load
+    the model (as ``spectra.models.loading.load_model``; default float32 on the CPU).
 
     Example:
         >>> import tempfile
@@ -102,6 +105,8 @@ def capture_model(
         bucket_size=max_length // n_buckets,
         layers=layers,
         heads=heads,
+        dtype=dtype,
+        device=device,
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from spectra import defaults
-from spectra.jobs.options import Option, keys
+from spectra.jobs.options import Option, device_option, dtype_option, keys
 
 __all__ = ["KEYS", "OPTIONS"]
 
@@ -39,7 +39,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("metrics", ",".join(defaults.METRICS), "Comma-separated metrics.", key_default=None),
     Option("threshold", defaults.THRESHOLD, "Mass that k_eff must reach.", type=float),
     Option("ignore_first", defaults.IGNORE_FIRST, "Row metrics are NaN for the first N tokens.", type=int, min=0),
-    Option("dtype", defaults.DTYPE, choices=defaults.DTYPES, key=False),
+    dtype_option(),
+    device_option(),
     Option("attn_implementation", defaults.ATTN_IMPLEMENTATION, choices=defaults.ATTN_IMPLEMENTATIONS, key=False),
     Option(
         "resume", False, "Finish an interrupted run in --out, skipping its finished shards.", is_flag=True, key=False

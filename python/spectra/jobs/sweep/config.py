@@ -19,6 +19,8 @@ from spectra.interventions.scale_sweep import (
     check_alphas,
 )
 from spectra.metrics.profile import check_threshold
+from spectra.models.devices import check_device
+from spectra.models.loading import DTYPE_NAMES
 
 __all__ = ["EXPERIMENTS", "META", "SHARDS", "SweepConfig", "SweepResult", "load_config"]
 
@@ -49,6 +51,12 @@ class SweepConfig:
     n_bootstrap: int = 1000
     seed: int = 42
     out: str | None = None
+    # Loading: the weights' dtype (float32, bfloat16 / bf16, float16 / fp16) and the device the model
+    # runs on (None: where it loads, the CPU; cpu, cuda, cuda:N, mps). Neither is part of ``run`` in
+    # meta.json: the dtype is in the model's identity (its weights_fingerprint hashes each weight's
+    # dtype), and the device changes no setting of the analysis, only float rounding.
+    dtype: str = defaults.DTYPE
+    device: str | None = None
 
     def __post_init__(self) -> None:
         if self.experiment not in EXPERIMENTS:
@@ -106,6 +114,12 @@ class SweepConfig:
             raise ValueError(f"gain_by: {self.gain_by!r}; allowed are max_attn, entropy")
 
         check_threshold(self.threshold)
+        dtype = DTYPE_NAMES.get(self.dtype.strip().lower()) if isinstance(self.dtype, str) else None
+        if dtype not in defaults.DTYPES:
+            raise ValueError(f"dtype: {self.dtype!r}; allowed are {', '.join(defaults.DTYPES)} (or bf16, fp16, fp32)")
+        self.dtype = dtype
+        if self.device is not None:  # the spelling only: whether it exists is checked when the model loads
+            self.device = str(check_device(self.device, available=False))
         for name in ("n_bootstrap", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

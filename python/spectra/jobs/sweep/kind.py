@@ -82,8 +82,11 @@ def _default(f) -> Any:
     return None
 
 
-#: Every ``SweepConfig`` setting but ``model`` (the config's models/checkpoints) and ``out``, with its default.
-KEYS: dict[str, Any] = {f.name: _default(f) for f in fields(SweepConfig) if f.name not in ("model", "out")}
+#: Every ``SweepConfig`` setting but ``model`` (the config's models/checkpoints), ``out``, and ``dtype`` and
+#: ``device`` (keys of every kind, in ``COMMON_KEYS``), with its default.
+KEYS: dict[str, Any] = {
+    f.name: _default(f) for f in fields(SweepConfig) if f.name not in ("model", "out", "dtype", "device")
+}
 #: The common keys a task needs to load its model (dtype, attention, device, device_map, ...).
 PLACEMENT = tuple(k for k in COMMON_KEYS if k not in ("kind", "models", "checkpoints", "out", "gpus_per_task"))
 

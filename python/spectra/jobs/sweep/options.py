@@ -3,7 +3,7 @@ sweep``) are the fields of :class:`spectra.jobs.sweep.run.SweepConfig`."""
 
 from __future__ import annotations
 
-from spectra.jobs.options import Option
+from spectra.jobs.options import Option, device_option, dtype_option
 
 __all__ = ["OPTIONS"]
 
@@ -24,6 +24,8 @@ OPTIONS: tuple[Option, ...] = (
         dest="out_dir",
         key=False,
     ),
+    dtype_option(None, "Dtype of the model's weights (default: the config's dtype, else float32)."),
+    device_option("Device for the model: cpu, cuda, cuda:N or mps (default: the config's device, else the CPU)."),
     Option(
         "resume",
         False,

@@ -86,9 +86,11 @@ def sweep_meta(
     config: SweepConfig, identity: dict[str, str], data_sha256: str, command_line: Sequence[str] | None = None
 ) -> dict[str, Any]:
     """``meta.json`` of a run: ``identity`` is the model's ``class``, ``config_sha256``,
-    ``weights_fingerprint`` and ``dtype``; ``run_hash`` covers the model (not its dtype name) and every
-    setting but ``out``."""
-    run = {k: v for k, v in asdict(config).items() if k != "out"}
+    ``weights_fingerprint`` and ``dtype``; ``run_hash`` covers the model (not its dtype name: the
+    weights_fingerprint hashes each weight's dtype) and every setting but ``out``, ``dtype`` and
+    ``device`` (where the model runs is not part of a run's identity, so ``--resume`` may finish
+    on a GPU a run started on the CPU)."""
+    run = {k: v for k, v in asdict(config).items() if k not in ("out", "dtype", "device")}
     run["data_sha256"] = data_sha256
     model_identity = {k: identity[k] for k in ("class", "config_sha256", "weights_fingerprint")}
     return {
@@ -266,7 +268,7 @@ def run_sweep(
     out_dir = Path(out or config.out or f"results/{config.experiment}")
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"out: {out_dir} exists and is not a folder")
-    model, tokenizer = load_model(config.model)
+    model, tokenizer = load_model(config.model, dtype=config.dtype, device=config.device)
     windows = load_windows(config.data, tokenizer, config.context_length, config.n_samples)
     identity = {
         "class": type(model).__name__,
