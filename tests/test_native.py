@@ -23,6 +23,18 @@ def test_info_reports_build_and_ops():
     assert "native module: loaded" in text and "torch.ops.spectra.vec_stats" in text
 
 
+def test_info_reports_linked_cuda_kernels_and_architectures():
+    build = info.collect()["build"]
+    assert set(build["cuda_kernels"]) <= {"attn_row_stats", "vec_stats", "plasticity_pairwise"}
+    if not build["cuda"]:
+        assert build["cuda_kernels"] == [] and build["cuda_architectures"] == [] and build["cuda_ptx"] == []
+    else:  # real code for each architecture, never compute_7x PTX (see cmake/SpectraCudaArchitectures.cmake)
+        assert build["cuda_architectures"] and all(a.startswith("sm_") for a in build["cuda_architectures"])
+        assert all(int(p.removeprefix("compute_").rstrip("af")) >= 80 for p in build["cuda_ptx"])
+    text = info.format_report(info.collect())
+    assert f"cuda kernels  {', '.join(build['cuda_kernels']) or 'none'}" in text
+
+
 def test_python_m_spectra_info_runs():
     out = subprocess.run([sys.executable, "-m", "spectra.info"], capture_output=True, text=True, check=True)
     assert "native module: loaded" in out.stdout

@@ -31,10 +31,20 @@ py::dict build_info() {
 #ifdef SPECTRA_WITH_CUDA
   info["cuda"] = true;
   info["cuda_compiler"] = build_info::cuda_compiler;
-  info["cuda_architectures"] = build_info::cuda_architectures;
+  info["cuda_arch_list"] = build_info::cuda_arch_list;
 #else
   info["cuda"] = false;
 #endif
+  // Lists, empty without CUDA: the architectures compiled (sm_NN), the PTX embedded (compute_NN) and
+  // the ops whose CUDA kernel is linked.
+  auto strings = [](const auto& values) {
+    py::list out;
+    for (std::string_view v : values) out.append(py::str(v.data(), v.size()));
+    return out;
+  };
+  info["cuda_architectures"] = strings(build_info::cuda_architectures);
+  info["cuda_ptx"] = strings(build_info::cuda_ptx);
+  info["cuda_kernels"] = strings(build_info::cuda_kernels);
   py::list backends;
   backends.append("cpu");
 #ifdef SPECTRA_WITH_CUDA

@@ -30,6 +30,10 @@ def _op_backends(op: str) -> list[str]:
     return [key for key in ("CPU", "CUDA") if torch._C._dispatch_has_kernel_for_dispatch_key(f"spectra::{op}", key)]
 
 
+def _listed(values: list[str]) -> str:
+    return ", ".join(values) if values else "none"
+
+
 def collect() -> dict[str, Any]:
     """Everything ``spectra.info`` reports, as a dict (also used by result folders' meta.json).
 
@@ -80,7 +84,9 @@ def format_report(report: dict[str, Any]) -> str:
         f"  backends      {', '.join(build['backends'])}",
     ]
     if build["cuda"]:
-        lines.append(f"  nvcc          {build['cuda_compiler']} (archs {build['cuda_architectures']})")
+        lines.append(f"  nvcc          {build['cuda_compiler']} (TORCH_CUDA_ARCH_LIST {build['cuda_arch_list']})")
+        lines.append(f"  cuda archs    {_listed(build['cuda_architectures'])}; PTX {_listed(build['cuda_ptx'])}")
+    lines.append(f"  cuda kernels  {_listed(build['cuda_kernels'])}")
     lines.append("  ops:")
     lines += [f"    torch.ops.spectra.{op:<20} {', '.join(keys)}" for op, keys in report["ops"].items()]
     threads = next((line.strip() for line in build["parallel_backend"].splitlines() if "backend" in line), "")
