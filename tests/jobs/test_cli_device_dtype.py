@@ -21,14 +21,15 @@ from spectra.models import zoo
 def loads(monkeypatch):
     """The (dtype, device) of every load_model call."""
     calls: list[tuple[torch.dtype, object]] = []
+    pending: list[torch.dtype] = []  # load_model checks the dtype, then the device
     check_dtype, check_device = loading.check_dtype, loading.check_device
 
     def dtype_spy(dtype, *args):
-        calls.append((check_dtype(dtype, *args), None))
-        return calls[-1][0]
+        pending[:] = [check_dtype(dtype, *args)]
+        return pending[0]
 
     def device_spy(device, **kwargs):
-        calls[-1] = (calls[-1][0], device)
+        calls.append((pending[0], device))
         return check_device(device, **kwargs)
 
     monkeypatch.setattr(loading, "check_dtype", dtype_spy)
