@@ -197,6 +197,7 @@ void HookRegistry::begin_batch(at::Tensor example_ids, at::Tensor positions, at:
   batch_ = Batch{example_ids.to(at::TensorOptions().dtype(at::kLong).device(at::kCPU)).contiguous(), pos,
                  valid.to(at::TensorOptions().dtype(at::kBool).device(at::kCPU)).contiguous()};
   selections_.clear();
+  valid_on_.clear();
   for (const auto& layer_actions : by_layer_)
     for (const auto& a : layer_actions) a->on_begin_batch();
 }
@@ -206,6 +207,7 @@ void HookRegistry::end_batch(bool discard) {
     for (const auto& a : layer_actions) a->on_end_batch(discard);
   batch_.reset();
   selections_.clear();
+  valid_on_.clear();
 }
 
 const Batch& HookRegistry::batch() const {
@@ -213,6 +215,18 @@ const Batch& HookRegistry::batch() const {
               "HookRegistry: attention ran outside a model forward (no batch was begun); call the model, not a "
               "single layer, inside the Probe");
   return *batch_;
+}
+
+at::Tensor HookRegistry::batch_valid_on(const c10::Device& device) {
+  const Batch& b = batch();
+  if (device.is_cpu()) return b.valid;
+  for (const auto& [d, valid] : valid_on_)
+    if (d == device) return valid;
+  // From pinned memory a non-blocking copy is queued on the current stream and the host goes on; the
+  // caching host allocator keeps the pinned block until the copy has run.
+  at::Tensor copy = device.is_cuda() ? b.valid.pin_memory().to(device, /*non_blocking=*/true) : b.valid.to(device);
+  valid_on_.emplace_back(device, copy);
+  return copy;
 }
 
 at::Tensor HookRegistry::sample_mask(int64_t layer, char kind, const at::Tensor& example_ids_in,

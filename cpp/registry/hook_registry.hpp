@@ -142,6 +142,9 @@ class HookRegistry {
   void end_batch(bool discard = false);
   bool in_batch() const { return batch_.has_value(); }
   const Batch& batch() const;
+  // The batch's valid mask on `device`: copied once per batch and device, without making the host
+  // wait for the device (so actions of every layer share one copy and a CUDA forward never syncs).
+  at::Tensor batch_valid_on(const c10::Device& device);
 
   // Runs the layer's actions; returns the (possibly replaced) q, k, v.
   std::tuple<at::Tensor, at::Tensor, at::Tensor> on_attention(int64_t layer, at::Tensor q, at::Tensor k,
@@ -168,6 +171,7 @@ class HookRegistry {
   PositionSampler sampler_;
   std::vector<std::vector<std::shared_ptr<Action>>> by_layer_;
   std::optional<Batch> batch_;
+  std::vector<std::pair<c10::Device, at::Tensor>> valid_on_;  // batch_valid_on's copies of this batch
   std::map<std::pair<int64_t, char>, Selection> selections_;
 };
 

@@ -58,6 +58,7 @@ void bind_hook_registry(py::module_& m) {
       .def_property_readonly("heads", &RowStatsAction::heads)
       .def_property_readonly("threshold", &RowStatsAction::threshold)
       .def_property_readonly("n_sink", &RowStatsAction::n_sink)
+      .def_property_readonly("backend", [](const RowStatsAction& a) { return std::string(a.backend()); })
       .def(
           "drain",
           [](RowStatsAction& a) {
@@ -128,7 +129,8 @@ registry runs that layer's actions in order and returns the (possibly replaced) 
            "Records `kind` at `stage` for `heads` (query heads for q, KV heads for k and v) of `layer`.")
       .def(
           "add_row_stats",
-          [](HookRegistry& r, int64_t layer, std::vector<int64_t> heads, double threshold, int64_t n_sink) {
+          [](HookRegistry& r, int64_t layer, std::vector<int64_t> heads, double threshold, int64_t n_sink,
+             const std::string& backend) {
             TORCH_CHECK_VALUE(layer >= 0 && layer < r.n_layers(), "layer: ", layer,
                               " is not a layer of this model; allowed layers are 0..", r.n_layers() - 1);
             for (int64_t h : heads)
@@ -137,12 +139,14 @@ registry runs that layer's actions in order and returns the (possibly replaced) 
             std::sort(heads.begin(), heads.end());
             heads.erase(std::unique(heads.begin(), heads.end()), heads.end());
             auto action = std::make_shared<RowStatsAction>(layer, std::move(heads), r.n_heads(), r.n_kv_heads(),
-                                                           threshold, n_sink);
+                                                           threshold, n_sink, backend);
             r.add_action(action);
             return action;
           },
           py::arg("layer"), py::arg("heads"), py::arg("threshold") = 0.9, py::arg("n_sink") = 4,
-          "Measures attention rows (entropy, max_attn, k_eff, sink mass, ...) and q/k norms of `heads` of `layer`.")
+          py::arg("backend") = "auto",
+          "Measures attention rows (entropy, max_attn, k_eff, sink mass, ...) and q/k norms of `heads` of `layer`; "
+          "backend auto | native | torch picks the ops' implementation (SPECTRA_BACKEND).")
       .def(
           "add_scale",
           [](HookRegistry& r, int64_t layer, const std::string& kind, std::vector<int64_t> heads, double factor) {

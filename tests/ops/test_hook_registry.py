@@ -1,5 +1,8 @@
 """The native HookRegistry and PositionSampler on hand-made tensors (no model)."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -204,3 +207,146 @@ def test_intervention_action_errors():
     lone.add_head_output(0, 0, "mean")
     with pytest.raises(RuntimeError, match="outside a model forward"):
         lone.on_output(0, torch.randn(1, 5, 4, 8))
+
+
+# ---- row stats ----
+
+ROW_STATS = ("entropy", "entropy_normalized", "max_attn", "argmax", "k_eff", "sink_mass", "sink_mass_n", "n_visible")
+
+
+def _row_stats_inputs(b=3, heads=8, kv=2, t=7, cached=0, dim=16, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(b, heads, t, dim, generator=g).to(dtype)
+    k = torch.randn(b, kv, cached + t, dim, generator=g).to(dtype)
+    valid = torch.ones(b, t, dtype=torch.bool)
+    valid[1, :2] = False  # left padding
+    valid[2, 5:] = False  # right padding
+    return q, k, valid
+
+
+def _per_head_columns(q, k, valid, heads, example_ids, positions, scaling, threshold=0.9, n_sink=4, **mask):
+    """The drained columns, built one head at a time with the public ops (example-major, then head)."""
+    b, n_heads, t, _ = q.shape
+    group = n_heads // k.shape[1]
+    cached = k.shape[2] - t
+    key_valid = torch.cat([torch.ones(b, cached, dtype=torch.bool), valid], 1)
+    per_head = {}
+    for h in heads:
+        kv = h // group
+        s = spectra.attn_row_stats(
+            q[:, h : h + 1], k[:, kv : kv + 1], scaling, key_valid=key_valid, threshold=threshold, n_sink=n_sink, **mask
+        )
+        cols = {name: getattr(s, name)[:, 0] for name in ROW_STATS}
+        cols["q_norm"] = spectra.vec_stats(q[:, h]).norm
+        cols["k_norm"] = spectra.vec_stats(k[:, kv, cached:]).norm
+        per_head[h] = cols
+    out = {name: [] for name in ("example_id", "head", "position", *ROW_STATS, "q_norm", "k_norm")}
+    for i in range(b):
+        real = valid[i]
+        n = int(real.sum())
+        for h in heads:
+            out["example_id"].append(torch.full((n,), example_ids[i]))
+            out["head"].append(torch.full((n,), h))
+            out["position"].append(positions[i][real])
+            for name, values in per_head[h].items():
+                out[name].append(values[i][real])
+    return {name: torch.cat(parts) for name, parts in out.items()}
+
+
+@pytest.mark.parametrize(
+    ("heads", "kv", "cached"),
+    [([0, 3, 5], 2, 0), ([5, 3, 0, 3], 2, 3), ([6, 7], 2, 0), (list(range(8)), 2, 0), ([1, 6], 8, 2), ([2], 1, 0)],
+)
+def test_row_stats_columns_match_per_head_ops(heads, kv, cached):
+    q, k, valid = _row_stats_inputs(kv=kv, cached=cached)
+    reg = spectra.HookRegistry(2, 8, kv, 16, spectra.PositionSampler("all"))
+    action = reg.add_row_stats(1, heads, threshold=0.8, n_sink=2)
+    assert action.heads == sorted(set(heads)) and action.backend == "auto"
+    positions = torch.arange(7).expand(3, 7) + 10
+    example_ids = (4, 9, 2)
+    reg.begin_batch(torch.tensor(example_ids), positions, valid)
+    reg.on_attention(1, q, k, torch.zeros_like(k), 0.25, None, True, 4)
+    reg.end_batch()
+    got = action.drain()
+    want = _per_head_columns(
+        q, k, valid, sorted(set(heads)), example_ids, positions, 0.25, threshold=0.8, n_sink=2, sliding_window=4
+    )
+    assert set(got) == set(want)
+    for name, column in want.items():
+        expected = column.float() if column.is_floating_point() else column.long()
+        assert got[name].dtype == expected.dtype, name
+        torch.testing.assert_close(got[name], expected, rtol=0, atol=0, equal_nan=True, msg=name)
+    assert action.drain()["entropy"].shape == (0,)
+
+
+def test_row_stats_chunks_discard_and_dtypes():
+    q, k, valid = _row_stats_inputs(dtype=torch.float64)
+    reg = spectra.HookRegistry(1, 8, 2, 16, spectra.PositionSampler("all"))
+    action = reg.add_row_stats(0, [0, 3, 5])
+    for step, discard in ((0, False), (1, True), (2, False)):
+        reg.begin_batch(torch.tensor([step, step + 10, step + 20]), torch.arange(7).expand(3, 7), valid)
+        reg.on_attention(0, q * (step + 1), k, k, 0.25)
+        reg.end_batch(discard=discard)
+    got = action.drain()  # the kept forwards in order, each example-major
+    assert torch.unique_consecutive(got["example_id"]).tolist() == [0, 10, 20, 2, 12, 22]
+    assert len(got["head"]) == 2 * 3 * int(valid.sum())
+    for name in ("entropy", "q_norm", "k_norm"):
+        assert got[name].dtype == torch.float32
+    for name in ("argmax", "k_eff", "n_visible", "head", "position", "example_id"):
+        assert got[name].dtype == torch.int64
+
+
+def test_row_stats_backend_argument():
+    q, k, valid = _row_stats_inputs()
+    reg = spectra.HookRegistry(1, 8, 2, 16, spectra.PositionSampler("all"))
+    with pytest.raises(ValueError, match="backend: unknown backend 'cuda'; allowed backends are auto, native, torch"):
+        reg.add_row_stats(0, [1], backend="cuda")
+    native = reg.add_row_stats(0, [1, 6], backend="native")
+    auto = reg.add_row_stats(0, [1, 6])
+    reg.begin_batch(torch.tensor([0, 1, 2]), torch.arange(7).expand(3, 7), valid)
+    reg.on_attention(0, q, k, k, 0.25)
+    reg.end_batch()
+    a, b = native.drain(), auto.drain()
+    assert native.backend == "native"
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, equal_nan=True, msg=name)
+
+
+def test_row_stats_torch_backend_uses_the_torch_overloads():
+    q, k, valid = _row_stats_inputs()
+    reg = spectra.HookRegistry(1, 8, 2, 16, spectra.PositionSampler("all"))
+    action = reg.add_row_stats(0, [0, 3, 5], backend="torch")
+    reg.begin_batch(torch.tensor([0, 1, 2]), torch.arange(7).expand(3, 7), valid)
+    defined = (
+        "torch" in torch.ops.spectra.attn_row_stats.overloads() and "torch" in torch.ops.spectra.vec_stats.overloads()
+    )
+    if not defined:
+        with pytest.raises(RuntimeError, match="spectra.ops was not imported"):
+            reg.on_attention(0, q, k, k, 0.25)
+        return
+    reg.on_attention(0, q, k, k, 0.25)
+    reg.end_batch()
+    got = action.drain()
+    want = _per_head_columns(q, k, valid, [0, 3, 5], (0, 1, 2), torch.arange(7).expand(3, 7), 0.25)
+    for name in ("example_id", "head", "position", "n_visible"):
+        assert torch.equal(got[name], want[name]), name
+    for name in ("entropy", "max_attn", "q_norm", "k_norm"):
+        torch.testing.assert_close(got[name], want[name].float(), rtol=1e-5, atol=1e-5)
+
+
+def test_row_stats_torch_backend_without_spectra_ops_says_so():
+    # The .torch overloads come from Python (spectra.ops); the native module alone does not have them.
+    code = """
+import sys, torch
+from spectra import _core
+assert "spectra.ops" not in sys.modules
+reg = _core.HookRegistry(1, 2, 1, 4, _core.PositionSampler("all"))
+reg.add_row_stats(0, [0], backend="torch")
+reg.begin_batch(torch.tensor([0]), torch.arange(3)[None], torch.ones(1, 3, dtype=torch.bool))
+try:
+    reg.on_attention(0, torch.randn(1, 2, 3, 4), torch.randn(1, 1, 3, 4), torch.randn(1, 1, 3, 4), 0.5)
+except RuntimeError as error:
+    print(error)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "spectra::attn_row_stats.torch is not defined; spectra.ops was not imported" in out

@@ -21,6 +21,7 @@ from spectra.capture.attention_switch import AttentionClient, AttentionSwitch, l
 from spectra.capture.store import Captured, CaptureWriter, capture_path
 from spectra.models import Adapter, adapter_for, inverse_rope
 from spectra.ops import HookRegistry, PositionSampler
+from spectra.ops.backend import current as current_backend
 
 KINDS = ("q", "k", "v")
 STAGES = ("pre_rope", "post_rope")
@@ -128,6 +129,9 @@ class Probe(AttentionClient):
         keep_in_memory: keep rows for ``captured()`` (default: True unless ``out_dir`` is given).
         pre_rope_route: ``"hook"`` (forward hooks on the projections / QK-norm, exact) or
             ``"inverse_rope"`` (undo RoPE on the post-RoPE vectors with the model's own cos/sin).
+        row_stats, threshold, n_sink: also measure the heads' attention rows inside the forward
+            (``attn_row_stats`` and q/k norms, see ``drain_row_stats``), with the ops' implementation
+            that ``spectra.ops.backend.current()`` names when the probe is built.
 
     Rows are numbered by example: the i-th sequence the model sees inside the probe is example i,
     unless ``set_example_ids`` names the rows of the next forward.
@@ -191,9 +195,10 @@ class Probe(AttentionClient):
                     self.registry.add_capture(layer, kind, st, list(targets), self.keep_in_memory)
         if not (isinstance(threshold, (int, float)) and 0.0 < threshold <= 1.0):
             raise ValueError(f"threshold: {threshold!r} is outside (0, 1]")
+        backend = current_backend()  # SPECTRA_BACKEND or spectra.backend(...), as the probe is built
         self._row_stats = (
             [
-                self.registry.add_row_stats(layer, list(hs), float(threshold), int(n_sink))
+                self.registry.add_row_stats(layer, list(hs), float(threshold), int(n_sink), backend=backend)
                 for layer, hs in self.heads_by_layer.items()
             ]
             if row_stats
