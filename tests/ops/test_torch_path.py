@@ -166,6 +166,8 @@ def test_every_op_has_a_cuda_implementation():
     for op in backends.OPS:
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"spectra::{op}", "CUDA"), op
     assert set(registration.CUDA_FALLBACKS) == set(backends.OPS) - backends.LINKED_CUDA
+    # What the dispatcher had before the torch path was registered is what CMake linked.
+    assert backends.LINKED_CUDA == set(spectra.ops._core.build_info()["cuda_kernels"])
 
 
 def test_torch_overloads_pass_opcheck_and_compile():
