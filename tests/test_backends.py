@@ -49,7 +49,7 @@ import pytest
 import torch
 
 import spectra
-from spectra import _core, plasticity
+from spectra import plasticity
 from spectra.data.windows import load_windows
 from spectra.heads import dynamics
 from spectra.interventions import scale_sweep
@@ -67,18 +67,6 @@ FLOAT64 = {"rtol": 1e-9, "atol": 1e-12}
 THRESHOLD = 0.9
 #: Integer-valued metrics that profile stores as float32 columns: compared exactly.
 INTEGER_METRICS = ("argmax", "n_visible")
-
-#: The native row-statistics action (Probe(row_stats=True): profile, propagated scale sweep) takes the
-#: backend once the built spectra._core exposes RowStats.backend; before that Probe passes a keyword
-#: the extension does not know.
-ROW_STATS_BACKEND = hasattr(_core.RowStats, "backend")
-needs_row_stats_backend = pytest.mark.xfail(
-    not ROW_STATS_BACKEND,
-    strict=True,
-    reason="the built spectra._core predates the row-statistics action's backend setting "
-    "(HookRegistry.add_row_stats(..., backend=)): Probe(row_stats=True) cannot run the torch path",
-)
-
 
 # ---- counting the torch path ----
 
@@ -201,7 +189,6 @@ def llama():
 # ---- profile and Probe(row_stats=True) ----
 
 
-@needs_row_stats_backend
 def test_profile_per_token_table_and_head_summaries(llama, calls):
     model, ids, mask = llama
 
@@ -223,7 +210,6 @@ def test_profile_per_token_table_and_head_summaries(llama, calls):
         assert_same_frame(a, b)
 
 
-@needs_row_stats_backend
 def test_probe_row_stats_drained_columns(llama, calls):
     """A head selection that is not whole KV groups, beside a q capture, with padding."""
     model, ids, mask = llama
@@ -249,7 +235,6 @@ def test_probe_row_stats_drained_columns(llama, calls):
     assert_k_eff_equal(native["k_eff"], torch_path["k_eff"], in_band=in_band)
 
 
-@needs_row_stats_backend
 def test_profile_bf16(calls):
     """profile of a bfloat16 model under both backends, with the float32 bound and the per-token k_eff rule.
 
@@ -353,7 +338,6 @@ def test_scale_sweep_local(llama, calls):
     assert_same_frame(native, torch_path, k_eff_means={"k_eff": 1 / native["n_tokens"].min()})
 
 
-@needs_row_stats_backend
 def test_scale_sweep_propagated(llama, calls):
     model, ids, mask = llama
 
