@@ -9,7 +9,9 @@ isolation check and tautological sanity check; see docs/concepts.md, 'What the o
   equal to baseline; the target's **norm ratio** ‖x'‖/‖x‖ equal to the factor (relative 1e-6 in
   float32; the seed used an elementwise ratio that is unstable near 0 and NaN in fp16); exactly
   the expected heads' outputs changed (the whole GQA group for a key scale); and the downstream
-  effect on the logits (KL, change in next-token loss).
+  effect on the logits (KL, change in next-token loss) — or, for a model without a trained LM head
+  (a bare encoder), the relative change of its last hidden state, under that name
+  (:func:`hidden_change`), never a "KL" of softmaxed hidden states.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ __all__ = [
     "check_isolation",
     "logit_effect",
     "run_model",
+    "hidden_change",
     "token_logit_effect",
 ]
 
@@ -53,6 +56,29 @@ class InterventionCheckError(AssertionError):
 def _logits(output) -> torch.Tensor:
     logits = getattr(output, "logits", None)
     return logits if logits is not None else output.last_hidden_state
+
+
+def _output_name(output) -> str:
+    """``"logits"`` for a model with an LM head, ``"last_hidden_state"`` for a bare encoder."""
+    return "logits" if getattr(output, "logits", None) is not None else "last_hidden_state"
+
+
+def hidden_change(base: torch.Tensor, new: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Per sample: the mean over its real tokens of ‖h_new − h_base‖ / ‖h_base‖ (float64, (B,)).
+
+    The downstream effect of an intervention on a model without a trained LM head (a bare encoder),
+    where a KL between softmaxes of hidden states would mean nothing.
+
+    Example:
+        >>> import torch
+        >>> h = torch.ones(1, 2, 4)
+        >>> hidden_change(h, 1.5 * h, torch.ones(1, 2, dtype=torch.bool)).tolist()
+        [0.5]
+    """
+    base64, new64 = base.double().cpu(), new.double().cpu()
+    ratio = (new64 - base64).norm(dim=-1) / base64.norm(dim=-1)
+    v = valid.to(torch.float64).cpu()
+    return (ratio.nan_to_num(posinf=0.0) * v).sum(-1) / v.sum(-1).clamp(min=1)
 
 
 def token_logit_effect(
@@ -174,6 +200,11 @@ class IsolationReport:
     delta_loss: float
     logits_changed: bool
     failures: list[str] = field(default_factory=list)
+    #: What the model outputs: "logits" (an LM head: kl_logits and delta_loss are defined) or
+    #: "last_hidden_state" (a bare encoder: kl_logits and delta_loss are NaN, hidden_change is set).
+    output: str = "logits"
+    #: Mean over real tokens of ‖h' − h‖ / ‖h‖ of the last hidden state; NaN for models with logits.
+    hidden_change: float = math.nan
 
     @property
     def ok(self) -> bool:
@@ -190,7 +221,10 @@ class IsolationReport:
             f"  Q norm ratios {{head: ratio}}: {ratios(self.q_norm_ratios)} (expected {ratios(self.expected_q_factors)})",
             f"  K norm ratios {{kv head: ratio}}: {ratios(self.k_norm_ratios)} (expected {ratios(self.expected_k_factors)})",
             f"  heads whose output changed: {list(self.changed_output_heads)} (expected {list(self.expected_output_heads)})",
-            f"  downstream: KL(base || intervened) = {self.kl_logits:.6g} nats/token, delta loss = {self.delta_loss:.6g}",
+            f"  downstream: KL(base || intervened) = {self.kl_logits:.6g} nats/token, delta loss = {self.delta_loss:.6g}"
+            if self.output == "logits"
+            else f"  downstream (no LM head): last hidden state changed by ||dh||/||h|| = {self.hidden_change:.6g} "
+            "per real token",
         ]
         lines.append("  OK" if self.ok else "  FAILED:\n" + "\n".join(f"   - {f}" for f in self.failures))
         return "\n".join(lines)
@@ -246,10 +280,11 @@ def check_isolation(
 
     probe0, rec0 = _captures(model, layers), OutputRecorder(model, [layer])
     with probe0, rec0:
-        base = _logits(run_model(model, inputs))
+        base_output = run_model(model, inputs)
     probe1, rec1 = _captures(model, layers), OutputRecorder(model, [layer])
     with intervene(model, intervention), probe1, rec1:
         new = _logits(run_model(model, inputs))
+    base, output = _logits(base_output), _output_name(base_output)
 
     failures: list[str] = []
     qf = intervention.q_factors(a.n_heads, a.n_kv_heads)
@@ -295,12 +330,20 @@ def check_isolation(
     if changed != expected:
         failures.append(f"heads whose output changed: {list(changed)}; expected exactly {list(expected)}")
 
-    kl, delta_loss = logit_effect(base, new, inputs, causal=a.family != "bert")
+    if output == "logits":
+        kl, delta_loss = logit_effect(base, new, inputs, causal=a.family != "bert")
+        change = math.nan
+    else:  # a bare encoder: no distribution to take a KL of
+        kl = delta_loss = math.nan
+        mask = model_inputs(inputs).get("attention_mask")
+        valid = torch.ones(base.shape[:2], dtype=torch.bool) if mask is None else mask.to(torch.bool).cpu()
+        per_sample = hidden_change(base, new, valid)
+        change = float((per_sample * valid.sum(-1)).sum() / valid.sum().clamp(min=1))
     logits_changed = not torch.equal(base, new)
     if identity and logits_changed:
-        failures.append("an identity intervention changed the logits")
+        failures.append(f"an identity intervention changed the {output}")
     if not identity and not logits_changed:
-        failures.append("the logits did not change: the intervention did not reach the model's output")
+        failures.append(f"the {output} did not change: the intervention did not reach the model's output")
 
     report = IsolationReport(
         intervention=str(intervention),
@@ -321,6 +364,8 @@ def check_isolation(
         delta_loss=delta_loss,
         logits_changed=logits_changed,
         failures=failures,
+        output=output,
+        hidden_change=change,
     )
     if failures and raise_on_failure:
         raise InterventionCheckError(str(report))

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from spectra.capture.attention_switch import AttentionClient, attached, layer_attention
 from spectra.capture.forward import run_model
 from spectra.capture.probe import Probe
-from spectra.interventions.checks import token_logit_effect
+from spectra.interventions.checks import hidden_change, token_logit_effect
 from spectra.interventions.context import intervene
 from spectra.interventions.specs import ScaleKey, ScaleLogits, ScaleQuery
 from spectra.metrics.profile import check_input_ids, check_threshold
@@ -255,12 +255,13 @@ def _propagated(
                 base_out = _forward(model, ids, mask)
             base = _head_means(probe.drain_row_stats(), ignore_first)
             base_logits = getattr(base_out, "logits", None)
+            base_hidden = getattr(base_out, "last_hidden_state", None) if base_logits is None else None
             for layer, head in targets:
                 group = [h for h in a.kv_group(a.kv_head(head)) if h != head]
                 for kind in kinds:
                     for alpha in alphas:
                         if alpha == 1.0:
-                            means, logits = base, base_logits
+                            means, logits, hidden = base, base_logits, base_hidden
                         else:
                             probe = Probe(
                                 model, layers=range(layer, a.n_layers), capture=(), row_stats=True, threshold=threshold
@@ -268,9 +269,10 @@ def _propagated(
                             probe.set_example_ids(samples)
                             with intervene(model, _make(kind, layer, head, alpha, a)), probe:
                                 out = _forward(model, ids, mask)
-                            means, logits = (
+                            means, logits, hidden = (
                                 _head_means(probe.drain_row_stats(), ignore_first),
                                 getattr(out, "logits", None),
+                                getattr(out, "last_hidden_state", None),
                             )
                         rows.append(_propagated_rows(means, base, samples, layer, head, group, kind, alpha, a.n_layers))
                         if logits is not None and base_logits is not None:
@@ -278,6 +280,11 @@ def _propagated(
                         else:
                             kl = dloss = np.full(len(samples), math.nan)
                         rows[-1]["kl_logits"], rows[-1]["delta_loss"] = kl, dloss
+                        # A bare encoder has no distribution to take a KL of (kl_logits and delta_loss
+                        # stay NaN): its last hidden state's relative change per real token, under its
+                        # own name. Models with logits get no such column.
+                        if base_hidden is not None and hidden is not None:
+                            rows[-1]["hidden_change"] = hidden_change(base_hidden, hidden, valid).numpy()
                         bar.update(1)
     return pd.concat(rows, ignore_index=True)
 
