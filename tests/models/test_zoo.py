@@ -50,7 +50,7 @@ def test_qwen3_checkpoints_are_ordered_and_load() -> None:
 
 
 def test_unknown_names_list_allowed_values() -> None:
-    with pytest.raises(ValueError, match=r"name_or_path.*tiny-llama.*tiny-qwen3"):
+    with pytest.raises(ValueError, match=r"'gpt2' is neither a zoo model \(tiny-llama, tiny-qwen3.*hub id org/name"):
         zoo.load("gpt2")
     with pytest.raises(ValueError, match=r"name.*tiny-llama.*tiny-qwen3"):
         zoo.model_path("gpt2")

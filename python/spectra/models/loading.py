@@ -1,5 +1,6 @@
-"""Loading a model by name or folder, offline: a zoo name, ``all-minilm-l6-v2``, or a local model
-folder (causal LM or encoder), placed on one device or spread by a ``device_map``."""
+"""Loading a model by reference: a zoo name, ``all-minilm-l6-v2``, a local model folder (causal LM or
+encoder) or a hub id ``org/name[@revision]`` from the Hugging Face cache (offline unless a download is
+allowed; see :func:`resolve_model`), placed on one device or spread by a ``device_map``."""
 
 from __future__ import annotations
 
@@ -7,12 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModel, AutoTokenizer
-from transformers.utils import logging as hf_logging
 
 from spectra import defaults
 from spectra.models import zoo
 from spectra.models.devices import check_device, placement_kwargs
+from spectra.models.zoo.references import ResolvedModel, resolve_model
 
 MINILM = "all-minilm-l6-v2"
 
@@ -69,8 +69,10 @@ def dtype_name(dtype: Any, argument: str = "dtype") -> str:
 
 
 def load_model(
-    name_or_path: str,
+    name_or_path: str | Path | ResolvedModel,
     *,
+    revision: str | None = None,
+    allow_download: bool = False,
     dtype: torch.dtype | str | None = torch.float32,
     attn_implementation: str = "sdpa",
     device: str | int | torch.device | None = None,
@@ -78,7 +80,13 @@ def load_model(
     max_memory: dict[int | str, int | str] | None = None,
     offload_folder: str | Path | None = None,
 ):
-    """A zoo name, ``all-minilm-l6-v2``, or a local model folder (causal LM or encoder), offline.
+    """A model and its tokenizer, in eval mode, from a reference: a zoo name, ``all-minilm-l6-v2``, a local
+    model folder (causal LM or encoder) or a hub id ``org/name`` / ``org/name@revision`` found in the
+    Hugging Face cache (see :func:`resolve_model`; a :class:`ResolvedModel` from it is taken as is).
+
+    revision, allow_download: as in :func:`resolve_model`: the hub revision (as ``org/name@revision``),
+        and whether a hub id missing from the cache may be downloaded (off by default; never while
+        ``HF_HUB_OFFLINE`` is set).
 
     dtype: the weights' dtype, a torch.dtype or a name (``"bfloat16"``/``"bf16"``,
         ``"float16"``/``"fp16"``, ``"float32"``/``"fp32"``, ``"float64"``; see :func:`check_dtype`).
@@ -102,34 +110,12 @@ def load_model(
     dtype = check_dtype(dtype)
     target = check_device(device)
     placement = placement_kwargs(device_map, max_memory, offload_folder)  # validates before any loading
-    if name_or_path == MINILM:
-        model, tokenizer = zoo.load_minilm(dtype=dtype, attn_implementation=attn_implementation, **placement)
-    elif name_or_path in zoo.MODEL_NAMES:
-        model, tokenizer = zoo.load(name_or_path, dtype=dtype, attn_implementation=attn_implementation, **placement)
+    if isinstance(name_or_path, ResolvedModel):
+        if revision is not None:
+            raise ValueError("revision: goes to resolve_model, not with a ResolvedModel")
     else:
-        model, tokenizer = _load_folder(name_or_path, dtype, attn_implementation, placement)
+        name_or_path = resolve_model(name_or_path, revision=revision, allow_download=allow_download)
+    model, tokenizer = zoo.load(name_or_path, dtype=dtype, attn_implementation=attn_implementation, **placement)
     if target is not None and not placement:
         model = model.to(target)
     return model, tokenizer
-
-
-def _load_folder(name_or_path: str, dtype: torch.dtype, attn_implementation: str, placement: dict[str, Any]):
-    folder = Path(name_or_path)
-    if not (folder / "config.json").is_file():
-        raise ValueError(
-            f"model: {name_or_path!r} is neither a zoo model ({', '.join(zoo.MODEL_NAMES)}), {MINILM!r}, "
-            "nor a local folder with a config.json"
-        )
-    config = AutoConfig.from_pretrained(folder, local_files_only=True)
-    if any(a.endswith("ForCausalLM") for a in (config.architectures or [])):
-        return zoo.load(folder, dtype=dtype, attn_implementation=attn_implementation, **placement)
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        model = AutoModel.from_pretrained(
-            folder, dtype=dtype, attn_implementation=attn_implementation, local_files_only=True, **placement
-        ).eval()
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
-    return model, AutoTokenizer.from_pretrained(folder, local_files_only=True)

@@ -1,7 +1,9 @@
-"""Finding and loading the committed zoo models, strictly offline.
+"""Finding and loading the committed zoo models, local folders and cached hub models, offline.
 
-Names are resolved to folders inside the installed package, never to hub repositories, and
-``local_files_only=True`` makes a missing file an error instead of a download attempt.
+Zoo names are resolved to folders inside the installed package; other references (local folders,
+hub ids ``org/name[@revision]`` found in the Hugging Face cache) by
+:func:`spectra.models.zoo.references.resolve_model`. ``local_files_only=True`` makes a missing file
+an error instead of a download attempt.
 """
 
 from __future__ import annotations
@@ -9,12 +11,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 from transformers.utils import logging as hf_logging
 
 from spectra.models.devices import placement_kwargs
 from spectra.models.zoo.architectures import MODEL_NAMES
-from spectra.models.zoo.paths import MODELS_DIR
+from spectra.models.zoo.minilm import load_minilm
+from spectra.models.zoo.paths import MODELS_DIR, check_tokenizer_files
+from spectra.models.zoo.references import MINILM, ResolvedModel, resolve_model
 
 
 def model_path(name: str) -> Path:
@@ -44,18 +55,16 @@ def _step(folder: Path) -> int:
     return int(folder.name.removeprefix("step-"))
 
 
-def resolve(name_or_path: str | Path, checkpoint: int | None = None) -> Path:
-    """Model folder for a zoo name or an existing local folder, optionally at a checkpoint step.
+def resolve(name_or_path: str | Path | ResolvedModel, checkpoint: int | None = None) -> Path:
+    """Model folder for a model reference (zoo name, local folder, cached hub id ``org/name[@revision]``;
+    see :func:`spectra.models.zoo.references.resolve_model`), optionally at a checkpoint step.
 
     >>> resolve("tiny-qwen3", checkpoint=0).name
     'step-000000'
     """
-    if isinstance(name_or_path, str) and name_or_path in MODEL_NAMES:
-        folder = model_path(name_or_path)
-    elif Path(name_or_path).is_dir():
-        folder = Path(name_or_path)
-    else:
-        raise ValueError(f"name_or_path must be one of {MODEL_NAMES} or a model folder, got {name_or_path!r}")
+    resolved = name_or_path if isinstance(name_or_path, ResolvedModel) else resolve_model(name_or_path)
+    # a folder loads from the path as given: its config's _name_or_path (in config_sha256) stays as before
+    folder = Path(resolved.reference).expanduser() if resolved.kind == "folder" else resolved.path
     if checkpoint is None:
         return folder
     steps = {_step(p): p for p in (folder / "checkpoints").glob("step-*")}
@@ -65,7 +74,7 @@ def resolve(name_or_path: str | Path, checkpoint: int | None = None) -> Path:
 
 
 def load(
-    name_or_path: str | Path,
+    name_or_path: str | Path | ResolvedModel,
     *,
     dtype: torch.dtype = torch.float32,
     attn_implementation: str = "sdpa",
@@ -74,7 +83,10 @@ def load(
     max_memory=None,
     offload_folder=None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a zoo model (or any local HF causal-LM folder) and its tokenizer, in eval mode.
+    """Load a model and its tokenizer, in eval mode: a zoo model (``all-minilm-l6-v2`` included), a
+    local folder or a hub id ``org/name[@revision]`` from the Hugging Face cache (see
+    :func:`spectra.models.zoo.references.resolve_model`; a :class:`ResolvedModel` is taken as is).
+    A causal LM comes as ``AutoModelForCausalLM``, any other model (an encoder) as ``AutoModel``.
 
     ``checkpoint`` is a training step (see :func:`checkpoint_paths`). Weights are stored in
     float16 and upcast to ``dtype``, float32 by default so analyses are not limited by storage.
@@ -87,13 +99,19 @@ def load(
     """
 
     placement = placement_kwargs(device_map, max_memory, offload_folder)
+    given = name_or_path.reference if isinstance(name_or_path, ResolvedModel) else name_or_path
+    if checkpoint is None and given == MINILM:
+        return load_minilm(dtype=dtype, attn_implementation=attn_implementation, **placement)
     folder = resolve(name_or_path, checkpoint)
+    check_tokenizer_files(folder)  # else an empty tokenizer: every text 0 tokens
     # A weight-loading progress bar for a few MB is noise in notebooks and CLI output; the
     # global switch is restored afterwards so the caller's own setting is untouched.
     bars_were_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        model = AutoModelForCausalLM.from_pretrained(
+        config = AutoConfig.from_pretrained(folder, local_files_only=True)
+        causal = any(a.endswith("ForCausalLM") for a in (config.architectures or []))
+        model = (AutoModelForCausalLM if causal else AutoModel).from_pretrained(
             folder, dtype=dtype, attn_implementation=attn_implementation, local_files_only=True, **placement
         )
     finally:
