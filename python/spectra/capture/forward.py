@@ -34,6 +34,42 @@ def takes_use_cache(module: nn.Module) -> bool:
     return "use_cache" in inspect.signature(module.forward).parameters
 
 
+def vocab_size(model: nn.Module) -> int | None:
+    """Rows of the model's input embedding (the token ids it can look up), else its config's
+    ``vocab_size``; None when it names neither."""
+    get = getattr(model, "get_input_embeddings", None)
+    embedding = get() if callable(get) else None
+    rows = getattr(embedding, "num_embeddings", None)
+    return int(rows) if rows is not None else getattr(getattr(model, "config", None), "vocab_size", None)
+
+
+def check_token_ids(model: nn.Module, input_ids) -> None:
+    """A ValueError naming ``input_ids``, the largest id and the model's vocabulary size when an id is
+    out of range (negative, or >= the rows of its input embedding: a tokenizer larger than the model's
+    embedding, or ids of another model), before any forward: the embedding lookup would otherwise fail
+    with an index error deep in torch (or a device-side assert on a GPU).
+
+    Example:
+        >>> from spectra.models.random_init import tiny_model
+        >>> check_token_ids(tiny_model("llama"), torch.tensor([[1, 2, 500]]))
+        Traceback (most recent call last):
+        ...
+        ValueError: input_ids: token id 500 is out of range for the model's vocabulary of 97 tokens (ids 0..96); does the tokenizer belong to the model?
+    """
+    if not isinstance(input_ids, torch.Tensor) or input_ids.numel() == 0:
+        return
+    size = vocab_size(model)
+    if size is None:
+        return
+    low, high = int(input_ids.min()), int(input_ids.max())
+    if low < 0 or high >= size:
+        bad = low if low < 0 else high
+        raise ValueError(
+            f"input_ids: token id {bad} is out of range for the model's vocabulary of {size} tokens "
+            f"(ids 0..{size - 1}); does the tokenizer belong to the model?"
+        )
+
+
 def run_model(model: nn.Module, inputs, *, backbone: bool = False, require_eval: bool = True):
     """``model(**inputs)`` (or ``model(input_ids=inputs)``) under ``no_grad``; returns the model's output.
 
@@ -44,6 +80,7 @@ def run_model(model: nn.Module, inputs, *, backbone: bool = False, require_eval:
     if require_eval and model.training:
         raise ValueError("model: is in training mode (dropout makes forwards differ); call model.eval() first")
     module = getattr(model, "base_model", model) if backbone else model
+    check_token_ids(model, model_inputs(inputs).get("input_ids"))
     kwargs = to_input_device(model, model_inputs(inputs))
     if backbone and takes_use_cache(module):
         kwargs["use_cache"] = False

@@ -8,6 +8,7 @@ One forward per batch: the Probe routes each layer's post-RoPE q and k to the na
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -57,6 +58,40 @@ def check_threshold(threshold: float) -> float:
     if not isinstance(threshold, (int, float)) or not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold: {threshold!r} is outside (0, 1]")
     return float(threshold)
+
+
+#: Heads a :class:`NonFiniteActivationError` names one by one; the rest are counted ("and N more").
+LISTED_HEADS = 12
+
+
+def check_padding_rows(attention_mask: torch.Tensor | None, sample_ids: Sequence[int] | None = None) -> None:
+    """Rows of ``attention_mask`` without a real token (all padding) get no rows in a profile table:
+    a ValueError when every row is such, naming them; a ``UserWarning`` naming them (as ``sample``
+    ids where given, else batch rows) when only some are, which are then left out.
+
+    Example:
+        >>> check_padding_rows(torch.tensor([[0, 0], [0, 0]]))
+        Traceback (most recent call last):
+        ...
+        ValueError: attention_mask: every row is padding (rows 0, 1 have no real token); nothing to profile
+    """
+    if attention_mask is None or attention_mask.dim() != 2:
+        return
+    empty = [int(i) for i in torch.nonzero(attention_mask.sum(dim=1) == 0).flatten().tolist()]
+    if not empty:
+        return
+    if len(empty) == attention_mask.shape[0]:
+        raise ValueError(
+            f"attention_mask: every row is padding (rows {', '.join(map(str, empty))} have no real token); "
+            "nothing to profile"
+        )
+    names = [int(sample_ids[i]) for i in empty] if sample_ids is not None else empty
+    what = "sample(s)" if sample_ids is not None else "batch row(s)"
+    warnings.warn(
+        f"attention_mask: {what} {', '.join(map(str, names))} are all padding (no real token) and get no rows",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def check_input_ids(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
@@ -143,7 +178,12 @@ def profile(
     the same token). Row metrics are NaN for tokens < ``ignore_first``. Padding tokens (mask 0) get
     no rows. Logits are the model's own post-RoPE, post-QK-norm ones, in float32.
 
-    NaN or inf activations raise :class:`NonFiniteActivationError` naming the heads (or, with
+    A row of ``attention_mask`` that is all padding is a warning naming it (it gets no rows); every row
+    all padding is a ValueError (see :func:`check_padding_rows`). A token id outside the model's
+    vocabulary is a ValueError naming ``input_ids`` before the forward.
+
+    NaN or inf activations raise :class:`NonFiniteActivationError` naming the heads (the first 12,
+    then how many more; or, with
     ``on_nonfinite="nan"``, stay NaN in the table).
 
     Example:
@@ -168,6 +208,7 @@ def profile(
         raise ValueError(
             f"attention_mask: shape {tuple(attention_mask.shape)} differs from input_ids' {tuple(input_ids.shape)}"
         )
+    check_padding_rows(attention_mask, sample_ids)
     probe = Probe(model, layers=layers, heads=heads, capture=(), row_stats=True, threshold=threshold, n_sink=n_sink)
     if sample_ids is not None:
         probe.set_example_ids(sample_ids)
@@ -176,7 +217,9 @@ def profile(
     columns = probe.drain_row_stats()
     bad = nonfinite_heads(columns)
     if len(bad) and on_nonfinite == "raise":
-        listed = ", ".join(f"L{r.layer}H{r.head} ({r.rows} rows)" for r in bad.head(12).itertuples())
+        listed = ", ".join(f"L{r.layer}H{r.head} ({r.rows} rows)" for r in bad.head(LISTED_HEADS).itertuples())
+        if len(bad) > LISTED_HEADS:
+            listed += f" and {len(bad) - LISTED_HEADS} more"
         raise NonFiniteActivationError(
             f"NaN/inf activations reached the attention of {len(bad)} head(s): {listed}; pass on_nonfinite='nan' "
             "to keep them as NaN rows"
