@@ -111,7 +111,8 @@ class _AttentionScores(AttentionClient):
                 ("entropy_mean", s.entropy),
                 ("entropy_normalized_mean", s.entropy_normalized),
                 ("max_attn_mean", s.max_attn),
-                ("k_eff_mean", s.k_eff.double()),
+                # k_eff is a count (0 for a NaN row): NaN where the row's weights are, as the other means are
+                ("k_eff_mean", torch.where(torch.isnan(s.max_attn), math.nan, s.k_eff.double())),
                 ("sink_mass_mean", s.sink_mass),
             ):
                 self._add(name, layer, values.cpu(), late)
@@ -189,6 +190,7 @@ def head_stats(
     threshold: float = 0.9,
     ignore_first: int = 2,
     centered: bool = True,
+    position_ids: torch.Tensor | None = None,
 ) -> pd.DataFrame:
     """One row per (layer, query head): geometry and attention statistics on ``input_ids`` (N, T)
     windows (unpadded), plus the content-free scores on ``n_random`` repeated random blocks.
@@ -198,6 +200,9 @@ def head_stats(
     k_entropy_rank``; ``qk_norm_ratio``; ``entropy_mean, entropy_normalized_mean, max_attn_mean,
     k_eff_mean, sink_mass_mean``; ``previous_token_score, duplicate_token_score, induction_score,
     positional_score``; ``tokens``.
+
+    ``position_ids`` ((N, T) or (T,)), when given, go to the forwards on ``input_ids`` (and
+    ``ignore_first`` counts from them); the repeated random blocks always start at position 0.
 
     Example:
         >>> import spectra
@@ -228,6 +233,16 @@ def head_stats(
             f"random_block: 2 x {random_block} tokens exceed the model's max_position_embeddings ({limit})"
         )
     batches = [input_ids[i : i + batch_size] for i in range(0, len(input_ids), batch_size)]
+    if position_ids is not None:
+        if position_ids.shape[-1] != input_ids.shape[1] or position_ids.dim() not in (1, 2):
+            raise ValueError(
+                f"position_ids: shape {tuple(position_ids.shape)} does not fit input_ids' {tuple(input_ids.shape)}"
+            )
+        positions = position_ids.expand(input_ids.shape)
+        batches = [
+            {"input_ids": ids, "position_ids": positions[i : i + batch_size]}
+            for ids, i in zip(batches, range(0, len(input_ids), batch_size), strict=True)
+        ]
 
     text = _AttentionScores(model, "text", threshold=threshold, ignore_first=ignore_first)
     geometry = HeadGeometry(model, centered=centered)

@@ -22,6 +22,10 @@ without it (the planted one is).
 
 ``margin`` is score − threshold of the assigned class (for ``unclassified``: the largest
 score − threshold of any class, negative), and ``runner_up`` the best other class by that gap.
+
+A head whose every class score is NaN (its statistics came out NaN: NaN weights or activations)
+is ``non_finite``, with NaN ``score`` and ``margin`` and no ``runner_up`` (""): not ``unclassified``,
+which says the head was measured and matched no class.
 """
 
 from __future__ import annotations
@@ -31,7 +35,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["CLASSES", "Thresholds", "class_scores", "classify"]
+__all__ = ["CLASSES", "NON_FINITE", "Thresholds", "class_scores", "classify"]
+
+#: The class of a head whose every class score is NaN (nothing about it could be measured).
+NON_FINITE = "non_finite"
 
 CLASSES: tuple[str, ...] = (
     "static_sink",
@@ -129,6 +136,11 @@ def classify(stats: pd.DataFrame, thresholds: Thresholds | None = None) -> pd.Da
     out["score"] = score
     out["margin"] = margin
     out["runner_up"] = runner
+    unmeasured = np.isnan(values).all(1)
+    if unmeasured.any():
+        out.loc[unmeasured, "class"] = NON_FINITE
+        out.loc[unmeasured, "margin"] = np.nan
+        out.loc[unmeasured, "runner_up"] = ""
     out = pd.concat([out, scores], axis=1)
     for evidence in ("k_norm_mean", "k_one_hotness_mean", "entropy_mean"):
         if evidence in stats.columns:
