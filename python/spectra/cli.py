@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -133,8 +134,16 @@ def options(declared: Iterable[Option]) -> Callable[[Callable], Callable]:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="spectra", message="%(prog)s %(version)s")
-def main() -> None:
+@click.option(
+    "--allow-download",
+    is_flag=True,
+    help="Let a hub id (org/name[@revision]) missing from the Hugging Face cache be downloaded "
+    "(sets SPECTRA_ALLOW_DOWNLOAD=1; never while HF_HUB_OFFLINE=1). Off by default: no network.",
+)
+def main(allow_download: bool = False) -> None:
     """Mechanistic analysis of attention heads in HuggingFace transformers models."""
+    if allow_download:  # read by spectra.models.zoo.references.resolve_model (Ray workers inherit it too)
+        os.environ["SPECTRA_ALLOW_DOWNLOAD"] = "1"
 
 
 @main.command()
@@ -144,7 +153,12 @@ def info() -> None:
 
 
 @main.command()
-@click.option("--model", default="tiny-llama", show_default=True, help="Zoo name or a local model folder.")
+@click.option(
+    "--model",
+    default="tiny-llama",
+    show_default=True,
+    help="Zoo name, a local model folder, or a hub id org/name[@revision] from the Hugging Face cache.",
+)
 @click.option("--context-length", default=256, show_default=True, type=click.IntRange(min=1), help="Tokens per window.")
 @click.option("--n-samples", default=16, show_default=True, type=click.IntRange(min=1), help="Windows to profile.")
 @click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1), help="Windows per shard.")
@@ -390,7 +404,11 @@ def dynamics_command(
 
 @main.command("taxonomy")
 @click.option(
-    "--model", "model_name", default="tiny-qwen3", show_default=True, help="Zoo name or a local model folder."
+    "--model",
+    "model_name",
+    default="tiny-qwen3",
+    show_default=True,
+    help="Zoo name, a local model folder, or a hub id org/name[@revision] from the Hugging Face cache.",
 )
 @click.option("--context-length", default=128, show_default=True, type=click.IntRange(min=1))
 @click.option("--n-samples", default=8, show_default=True, type=click.IntRange(min=1), help="Held-out text windows.")

@@ -29,6 +29,7 @@ from spectra.io.atomic import atomic_path, write_parquet_table
 from spectra.io.identity import digest_array, model_identity, sha256_of
 from spectra.models import zoo
 from spectra.models.loading import MINILM, load_model
+from spectra.models.zoo.references import parse_hub_id, resolve_model
 
 __all__ = [
     "Task",
@@ -127,18 +128,16 @@ class TaskResult:
 
 
 def model_folder(name: str) -> Path:
-    """The folder of a zoo model, of ``all-minilm-l6-v2``, or ``name`` itself when it holds a config.json."""
+    """The folder of a zoo model, of ``all-minilm-l6-v2``, ``name`` itself when it holds a config.json, or
+    the cached snapshot of a hub id ``org/name[@revision]`` (``spectra.models.zoo.references``)."""
     if name in zoo.MODEL_NAMES:
         return zoo.model_path(name)
     if name == MINILM:
         return zoo.minilm_path()
     folder = Path(name)
-    if not (folder / "config.json").is_file():
-        raise ValueError(
-            f"model: {name!r} is neither a zoo model ({', '.join(zoo.MODEL_NAMES)}), {MINILM!r}, "
-            "nor a local folder with a config.json"
-        )
-    return folder
+    if (folder / "config.json").is_file():
+        return folder
+    return resolve_model(name).path  # a hub id; anything else: the error listing what a model may be
 
 
 def expand_checkpoints(entry: str) -> list[Path]:
@@ -183,6 +182,8 @@ def entries(config: Mapping[str, Any]) -> list[tuple[str, str]]:
     for name in config["models"]:
         if name in (*zoo.MODEL_NAMES, MINILM):
             found.append((name, name))
+        elif not Path(name).is_dir() and parse_hub_id(name) is not None:
+            found.append(_hub_entry(name))
         else:
             found.append((Path(name).name, str(Path(name).absolute())))
     for entry in config["checkpoints"]:
@@ -192,6 +193,14 @@ def entries(config: Mapping[str, Any]) -> list[tuple[str, str]]:
     if twice:
         raise ValueError(f"models/checkpoints: {', '.join(twice)} appear(s) more than once")
     return found
+
+
+def _hub_entry(name: str) -> tuple[str, str]:
+    """(label, model) of a hub id: the repository's name (``-<revision>`` where one is given) and the id
+    pinned to the commit it resolves to now, so that every task of the run loads the same weights."""
+    resolved = resolve_model(name)
+    label = resolved.repo_id.split("/")[-1] + (f"-{parse_hub_id(name)[1]}" if "@" in name else "")
+    return label.replace("/", "-"), f"{resolved.repo_id}@{resolved.commit_hash or resolved.revision}"
 
 
 def check_model_config(

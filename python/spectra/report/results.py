@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from spectra.models import zoo
+from spectra.models.zoo.references import recorded_reference
 
 #: The kinds of result folder a report understands, by the job that wrote them.
 KINDS: tuple[str, ...] = ("profile", "sweep", "dynamics", "geometry", "plasticity")
@@ -106,16 +107,17 @@ def read_result(result_dir: str | os.PathLike) -> ResultFolder:
 
 
 def model_reference(result: ResultFolder) -> str | None:
-    """The model a result folder was computed on (zoo name or folder), or None when it names none.
+    """The model a result folder was computed on (zoo name, folder or hub id), or None when it names none.
 
-    Geometry and plasticity runs over several captures and dynamics runs over checkpoints give the
-    last one (the final checkpoint).
+    Where meta.json records a ``model_source``, the reference found again from any folder: a local
+    folder's absolute path, a hub model's ``org/name@<commit>``. Geometry and plasticity runs over
+    several captures and dynamics runs over checkpoints give the last one (the final checkpoint).
     """
     meta, summary = result.meta, result.summary
     if result.kind in ("profile", "sweep"):
         model = meta.get("model")
         name = model.get("name") if isinstance(model, dict) else model
-        return str(name) if name else None
+        return recorded_reference(str(name) if name else None, meta.get("model_source"))
     if result.kind == "dynamics":
         checkpoints = summary.get("checkpoints", meta.get("checkpoints"))
         if isinstance(checkpoints, list):

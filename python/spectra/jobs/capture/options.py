@@ -28,7 +28,7 @@ def stage() -> tuple[Option, ...]:
 OPTIONS: tuple[Option, ...] = (
     Option(
         "model",
-        help="Zoo name, all-minilm-l6-v2, or a local model folder.",
+        help="Zoo name, all-minilm-l6-v2, a local model folder, or a hub id org/name[@revision] from the Hugging Face cache.",
         dest="model_name",
         required=True,
         key=False,

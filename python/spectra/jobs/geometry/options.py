@@ -46,7 +46,8 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "model",
-        help="Instead of --qk: capture this model (zoo name or folder) on held-out text first, into OUT/qk/.",
+        help="Instead of --qk: capture this model (zoo name, folder or hub id org/name[@revision]) on held-out text "
+        "first, into OUT/qk/.",
         dest="model_name",
         key=False,
     ),

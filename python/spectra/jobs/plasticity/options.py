@@ -20,7 +20,8 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "model",
-        help="Instead of --qk: capture this model (zoo name or folder) at its full context first, into OUT/qk/.",
+        help="Instead of --qk: capture this model (zoo name, folder or hub id org/name[@revision]) at its full "
+        "context first, into OUT/qk/.",
         dest="model_name",
         key=False,
     ),

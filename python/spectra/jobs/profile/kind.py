@@ -54,6 +54,7 @@ from spectra.jobs.profile.options import KEYS
 from spectra.jobs.profile.run import DEFAULT_METRICS, META, ProfileResult, _analyse, profile_meta, read_tokens
 from spectra.metrics.profile import check_metrics, check_threshold, profile
 from spectra.metrics.summaries import layer_summary
+from spectra.models.zoo.references import model_source
 
 __all__ = ["KEYS", "check", "compute", "describe", "merge", "plan"]
 
@@ -206,6 +207,9 @@ def merge(
         }
         identity_keys = {k: identity[k] for k in ("class", "config_sha256", "weights_fingerprint")}
         meta = profile_meta(group[0].model, identity_keys, identity["dtype"], run_config, len(group), command_line)
+        source = model_source(group[0].model)
+        if source is not None and source["kind"] == "hub":  # a folder's name here is already its absolute path
+            meta["model_source"] = source
         keep_created(out / META, meta)
         write_json(out / META, meta)
         frame = read_tokens(out)

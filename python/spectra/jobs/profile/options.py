@@ -10,7 +10,7 @@ __all__ = ["KEYS", "OPTIONS"]
 OPTIONS: tuple[Option, ...] = (
     Option(
         "model",
-        help="Zoo name (tiny-llama, tiny-qwen3) or a local model folder.",
+        help="Zoo name (tiny-llama, tiny-qwen3), a local model folder, or a hub id org/name[@revision] from the Hugging Face cache.",
         dest="model_name",
         required=True,
         key=False,

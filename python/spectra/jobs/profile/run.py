@@ -2,7 +2,8 @@
 
 Layout of ``out_dir``::
 
-    meta.json                     model, config hash, run configuration, versions, seed, command line
+    meta.json                     model, config hash, run configuration, versions, seed, command line;
+                                  model_source: a folder's absolute path, a hub model's repo id and commit
     tokens/shard-00000.parquet    per-token metrics of samples [0, batch_size) (``spectra.profile``)
     tokens/shard-00001.parquet    ... one shard per batch; sample = the window's global index
     head_summary.parquet / .csv   per (layer, head): mean, std, n of every metric
@@ -45,6 +46,7 @@ from spectra.io.identity import config_hash, data_sha256, sha256_of, versions, w
 from spectra.metrics import correlations as corr
 from spectra.metrics.profile import check_metrics, check_threshold, profile, write_profile_parquet
 from spectra.metrics.summaries import head_summary, layer_summary
+from spectra.models.zoo.references import model_source
 
 __all__ = ["DEFAULT_METRICS", "ProfileResult", "load_windows", "profile_meta", "run_profile", "verdict"]
 
@@ -213,6 +215,9 @@ def run_profile(
     meta = profile_meta(
         model_name, model_identity, str(next(model.parameters()).dtype), run_config, n_shards, command_line
     )
+    source = model_source(model_name)
+    if source is not None:  # a folder (absolute) or hub model (repo id, commit): found again from any folder
+        meta["model_source"] = source
     run_hash = meta["run_hash"]
     existing_shards = sorted((out / TOKENS).glob("shard-*.parquet")) if out.is_dir() else []
     if (out / META).is_file():

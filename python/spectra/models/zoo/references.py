@@ -9,7 +9,8 @@ One function, :func:`resolve_model`, decides for every entry point (``spectra.mo
 - a hub id ``org/name``, optionally with a revision ``org/name@rev`` (a branch, a tag or a commit hash;
   default ``main``): the snapshot folder in the Hugging Face cache (``HF_HUB_CACHE``, else
   ``HF_HOME``/hub, else ``~/.cache/huggingface/hub``). Nothing is downloaded unless the caller opts in
-  with ``allow_download=True`` (``--allow-download``), and never while ``HF_HUB_OFFLINE`` is set.
+  with ``allow_download=True``, ``spectra --allow-download <command>`` or ``SPECTRA_ALLOW_DOWNLOAD=1``,
+  and never while ``HF_HUB_OFFLINE`` is set.
 
 It lives in the zoo package so that ``zoo.load`` can use it too (the zoo is the lower layer).
 """
@@ -31,6 +32,8 @@ MINILM = "all-minilm-l6-v2"
 HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*)(?:@(?P<revision>[^@\s]+))?$")
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _TRUE = {"1", "on", "yes", "true"}
+#: The environment variable that allows downloads (what ``spectra --allow-download`` sets).
+ALLOW_DOWNLOAD_ENV = "SPECTRA_ALLOW_DOWNLOAD"
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,8 @@ def resolve_model(
     revision: the hub revision, the same as ``org/name@revision`` (give one or the other, or the same
         twice); only for hub ids.
     allow_download: fetch a hub id missing from the cache (ignored, i.e. no download, while
-        ``HF_HUB_OFFLINE`` is set). Off by default: nothing touches the network.
+        ``HF_HUB_OFFLINE`` is set). Off by default: nothing touches the network. ``SPECTRA_ALLOW_DOWNLOAD=1``
+        in the environment (what ``spectra --allow-download`` sets) allows it too.
     cache_dir: the hub cache (default: :func:`hub_cache_dir`).
 
     Example:
@@ -162,6 +166,7 @@ def _resolve_hub(
     cache = Path(cache_dir) if cache_dir is not None else hub_cache_dir()
     asked = revision or "main"
     offline = hub_offline()
+    allow_download = allow_download or os.environ.get(ALLOW_DOWNLOAD_ENV, "").strip().lower() in _TRUE
     try:
         path = Path(snapshot_download(repo_id, revision=asked, cache_dir=cache, local_files_only=True))
     except (LocalEntryNotFoundError, FileNotFoundError, OSError) as error:
@@ -171,10 +176,49 @@ def _resolve_hub(
                 f"model: {reference!r} is no local folder, and the hub id {repo_id} (revision {asked}) is not in "
                 f"the Hugging Face cache {cache} ({why}). Fetch it with `hf download {repo_id}"
                 f"{'' if revision is None else f' --revision {revision}'}` (or `huggingface-cli download`), "
-                "or pass --allow-download (allow_download=True) where the network is allowed."
+                "or allow downloads where the network is allowed: spectra --allow-download <command> "
+                f"(or {ALLOW_DOWNLOAD_ENV}=1; allow_download=True in Python)."
             ) from error
         path = Path(snapshot_download(repo_id, revision=asked, cache_dir=cache))
     if not (path / "config.json").is_file():
         raise ValueError(f"model: the snapshot of {repo_id} at {asked} ({path}) holds no config.json")
     commit = path.name if COMMIT.match(path.name) else None
     return ResolvedModel("hub", reference, path.absolute(), repo_id, asked, commit)
+
+
+def model_source(reference: str | os.PathLike | None) -> dict[str, Any] | None:
+    """What ``meta.json`` records as ``model_source`` for a run on ``reference``: for a local folder or a
+    hub id, :meth:`ResolvedModel.record` (kind, absolute path, repo id, revision, commit hash), resolved
+    offline; None for a zoo model (its name finds it from any folder) or a name that resolves to nothing
+    (a label given by a caller of the Python API).
+
+    Example:
+        >>> model_source("tiny-llama") is None, model_source("no such model") is None
+        (True, True)
+    """
+    if reference is None:
+        return None
+    try:
+        resolved = resolve_model(reference)
+    except ValueError:
+        return None
+    return None if resolved.kind == "zoo" else resolved.record()
+
+
+def recorded_reference(name: str | None, source: Any) -> str | None:
+    """The reference that finds a run's model again from any folder: for a hub model, ``org/name@<commit>``;
+    for a local folder, its absolute path (as meta.json's ``model_source`` records them); else ``name``.
+
+    Example:
+        >>> recorded_reference("acme/m", {"kind": "hub", "repo_id": "acme/m", "commit_hash": "ab" * 20})[:9]
+        'acme/m@ab'
+        >>> recorded_reference("runs/mine", {"kind": "folder", "path": "/data/runs/mine"})
+        '/data/runs/mine'
+    """
+    if isinstance(source, dict):
+        if source.get("kind") == "hub" and source.get("repo_id"):
+            commit = source.get("commit_hash")
+            return f"{source['repo_id']}@{commit}" if commit else str(source["repo_id"])
+        if source.get("kind") == "folder" and source.get("path"):
+            return str(source["path"])
+    return name
