@@ -12,9 +12,6 @@ from pathlib import Path
 
 import torch
 from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForCausalLM,
     AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -24,6 +21,7 @@ from transformers.utils import logging as hf_logging
 from spectra.models.devices import placement_kwargs
 from spectra.models.zoo.architectures import MODEL_NAMES
 from spectra.models.zoo.minilm import load_minilm
+from spectra.models.zoo.model_classes import model_class
 from spectra.models.zoo.paths import MODELS_DIR, check_tokenizer_files
 from spectra.models.zoo.references import MINILM, ResolvedModel, resolve_model
 
@@ -86,7 +84,10 @@ def load(
     """Load a model and its tokenizer, in eval mode: a zoo model (``all-minilm-l6-v2`` included), a
     local folder or a hub id ``org/name[@revision]`` from the Hugging Face cache (see
     :func:`spectra.models.zoo.references.resolve_model`; a :class:`ResolvedModel` is taken as is).
-    A causal LM comes as ``AutoModelForCausalLM``, any other model (an encoder) as ``AutoModel``.
+    A decoder comes as ``AutoModelForCausalLM`` (``AutoModel`` when its checkpoint holds no LM head);
+    an encoder (BERT family) as the bare ``AutoModel``, or as ``AutoModelForMaskedLM`` only when its
+    weights hold a trained masked-LM head — never with a randomly initialised head
+    (:func:`spectra.models.zoo.model_classes.model_class`).
 
     ``checkpoint`` is a training step (see :func:`checkpoint_paths`). Weights are stored in
     float16 and upcast to ``dtype``, float32 by default so analyses are not limited by storage.
@@ -109,9 +110,7 @@ def load(
     bars_were_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        config = AutoConfig.from_pretrained(folder, local_files_only=True)
-        causal = any(a.endswith("ForCausalLM") for a in (config.architectures or []))
-        model = (AutoModelForCausalLM if causal else AutoModel).from_pretrained(
+        model = model_class(folder).from_pretrained(
             folder, dtype=dtype, attn_implementation=attn_implementation, local_files_only=True, **placement
         )
     finally:
