@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "spectra/build_info.hpp"
 
@@ -156,9 +157,46 @@ void RowStatsAction::on_attention(HookRegistry& registry, AttentionCall& call) {
 
   const at::Tensor q_in = select_inputs_ ? q.index_select(1, index.q_heads) : q;
   const at::Tensor k_in = select_inputs_ ? k.index_select(1, index.kv_heads) : k;
-  const auto out = ops_->attn_row_stats.call(q_in, k_in, *call.scaling, key_valid_arg, call.mask.is_causal,
-                                             call.mask.sliding_window.value_or(0), std::nullopt, threshold_,
-                                             n_sink_, call.softcap.value_or(0.0));
+
+  // Left padding. attn_row_stats puts the sink on key 0 (and n_sink keys from there) and reports
+  // argmax as a key index, so on a row whose real tokens start at column s > 0 the sink would be a
+  // pad. Rather than teach every kernel a per-row start, such a row is handed to the op rotated left
+  // by s: its real tokens from column 0, its pads after them, i.e. the same row right-padded. The
+  // causal order, sliding-window distances and the key mask rotate with it, so every statistic is
+  // the one of the unpadded text (sink = first real key, argmax = offset from the first real token),
+  // and the outputs are rotated back to the batch's columns. Exact; nothing is done for batches
+  // without leading pads. With a KV cache (keys beyond this batch's tokens) rows are left as they are.
+  at::Tensor rotate_in, rotate_out;  // (B, T) column indices on the device, defined when some row is rotated
+  if (key_len == seq_len) {
+    const at::Tensor lead = (batch.valid.to(at::kLong).cumsum(1) == 0).sum(1).remainder(seq_len);  // (B,)
+    if (lead.gt(0).any().item<bool>()) {
+      const at::Tensor cols = at::arange(seq_len, at::TensorOptions().dtype(at::kLong)).unsqueeze(0);
+      rotate_in = (cols + lead.unsqueeze(1)).remainder(seq_len).to(device);   // column j reads column j + s
+      rotate_out = (cols - lead.unsqueeze(1)).remainder(seq_len).to(device);  // column i reads column i - s
+    }
+  }
+  auto rotate = [&](const at::Tensor& t, const at::Tensor& columns) {  // t (B, H, T[, D]) along dim 2
+    std::vector<int64_t> shape{columns.size(0), 1, columns.size(1)};
+    if (t.dim() == 4) shape.push_back(1);
+    return t.gather(2, columns.view(shape).expand(t.sizes()));
+  };
+  const bool rotated = rotate_in.defined();
+  const std::optional<at::Tensor> op_key_valid =
+      rotated ? std::optional<at::Tensor>(key_valid.gather(1, rotate_in)) : key_valid_arg;
+  auto out = ops_->attn_row_stats.call(rotated ? rotate(q_in, rotate_in) : q_in,
+                                       rotated ? rotate(k_in, rotate_in) : k_in, *call.scaling, op_key_valid,
+                                       call.mask.is_causal, call.mask.sliding_window.value_or(0), std::nullopt,
+                                       threshold_, n_sink_, call.softcap.value_or(0.0));
+  if (rotated) {
+    std::get<0>(out) = rotate(std::get<0>(out), rotate_out);
+    std::get<1>(out) = rotate(std::get<1>(out), rotate_out);
+    std::get<2>(out) = rotate(std::get<2>(out), rotate_out);
+    std::get<3>(out) = rotate(std::get<3>(out), rotate_out);
+    std::get<4>(out) = rotate(std::get<4>(out), rotate_out);
+    std::get<5>(out) = rotate(std::get<5>(out), rotate_out);
+    std::get<6>(out) = rotate(std::get<6>(out), rotate_out);
+    std::get<7>(out) = rotate(std::get<7>(out), rotate_out);
+  }
   const at::Tensor q_norm = std::get<0>(ops_->vec_stats.call(q_in));                                  // (B, H', T)
   const at::Tensor k_norm = std::get<0>(ops_->vec_stats.call(k_in.narrow(2, key_len - seq_len, seq_len)));  // (B, Hkv', T)
   // (B, H_sel, T): the selected heads, ascending; k_norm is each one's KV head's.

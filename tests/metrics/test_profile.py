@@ -45,27 +45,18 @@ def test_matches_eager_attention_weights(family, padding):
     model = tiny_model(family, "eager")
     ids, mask = batch(model.config.vocab_size, padding)
     kwargs = {"attention_mask": mask}
-    if padding == "left" and family != "bert":
+    if padding == "left":  # the positions profile derives from the mask: index among the real tokens
         kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
     with torch.no_grad():
         weights = model(ids, output_attentions=True, **kwargs).attentions
-    table = (
-        spectra.profile(model, ids, mask, metrics=ALL, ignore_first=0)
-        if padding != "left" or family == "bert"
-        else None
-    )
-    if table is None:  # left padding: the profile's own forward needs the same position ids
-        probe = spectra.Probe(model, capture=(), row_stats=True)
-        with probe, torch.no_grad():
-            model(ids, **kwargs)
-        from spectra.metrics.profile import rows_to_frame
-
-        table = rows_to_frame(probe.drain_row_stats(), ALL, 0)
+    table = spectra.profile(model, ids, mask, metrics=ALL, ignore_first=0)
     n_layers, n_heads = len(weights), weights[0].shape[1]
     real = mask.bool()
+    lead = (mask.cumsum(-1) == 0).sum(-1)  # leading pads: the sink is the first real key
     assert len(table) == n_layers * n_heads * int(real.sum())
     for layer in range(n_layers):
-        expected = metrics_from_weights(weights[layer])
+        aligned = torch.stack([weights[layer][b].roll(-int(lead[b]), dims=-1) for b in range(2)])
+        expected = metrics_from_weights(aligned)
         got = table[table.layer == layer]
         for name, values in expected.items():
             # (B, H, T) -> rows of real tokens in (sample, head, token) order

@@ -230,13 +230,27 @@ def _per_head_columns(q, k, valid, heads, example_ids, positions, scaling, thres
     group = n_heads // k.shape[1]
     cached = k.shape[2] - t
     key_valid = torch.cat([torch.ones(b, cached, dtype=torch.bool), valid], 1)
+    # Without a cache, a left-padded row is measured as if right-padded (sink = its first real key,
+    # argmax from there): rotated left by its leading pads, and the statistics rotated back.
+    lead = [int((valid[i].long().cumsum(0) == 0).sum()) % t if cached == 0 else 0 for i in range(b)]
+
+    def rotate(x, sign):  # (B, ..., T, [D]) per row along the token axis
+        dim = -2 if x.dim() == 4 else -1
+        return torch.stack([x[i].roll(sign * lead[i], dims=dim) for i in range(b)])
+
     per_head = {}
     for h in heads:
         kv = h // group
         s = spectra.attn_row_stats(
-            q[:, h : h + 1], k[:, kv : kv + 1], scaling, key_valid=key_valid, threshold=threshold, n_sink=n_sink, **mask
+            rotate(q[:, h : h + 1], -1),
+            rotate(k[:, kv : kv + 1], -1),
+            scaling,
+            key_valid=rotate(key_valid, -1),
+            threshold=threshold,
+            n_sink=n_sink,
+            **mask,
         )
-        cols = {name: getattr(s, name)[:, 0] for name in ROW_STATS}
+        cols = {name: rotate(getattr(s, name), 1)[:, 0] for name in ROW_STATS}
         cols["q_norm"] = spectra.vec_stats(q[:, h]).norm
         cols["k_norm"] = spectra.vec_stats(k[:, kv, cached:]).norm
         per_head[h] = cols

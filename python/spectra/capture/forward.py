@@ -11,7 +11,7 @@ from torch import nn
 
 from spectra.models.devices import to_input_device
 
-__all__ = ["model_inputs", "run_model", "takes_use_cache"]
+__all__ = ["model_inputs", "padded_position_ids", "run_model", "takes_use_cache"]
 
 
 def model_inputs(inputs) -> dict:
@@ -27,6 +27,41 @@ def model_inputs(inputs) -> dict:
         "inputs: expected a (batch, seq_len) tensor of input ids or a mapping of model inputs "
         f"(e.g. a tokenizer's BatchEncoding); got {type(inputs).__name__}"
     )
+
+
+def padded_position_ids(attention_mask: torch.Tensor, seq_len: int | None = None) -> torch.Tensor:
+    """Position ids from a 2D attention mask: each token's index among the real tokens of its row
+    (``cumsum(mask) - 1``), pads 1 (as transformers' ``generate`` does; their rows are masked anyway).
+
+    The same text then gets the same positions (and RoPE angles) left-padded, right-padded or alone.
+    With a mask longer than ``seq_len`` (a KV cache before the new tokens), the last ``seq_len`` columns.
+    """
+    mask = attention_mask.to(torch.long)
+    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+    return positions if seq_len is None else positions[:, -seq_len:]
+
+
+def _has_leading_padding(attention_mask: torch.Tensor) -> bool:
+    """Whether some row has a pad before a real token (left or inner padding): only then do the default
+    position ids (``arange``) differ from ``padded_position_ids`` on the real tokens."""
+    mask = attention_mask.to(torch.bool)
+    return bool((~mask[:, :-1] & mask[:, 1:]).any())
+
+
+def with_position_ids(module: nn.Module, kwargs: dict) -> dict:
+    """``kwargs`` with ``position_ids`` derived from a 2D ``attention_mask`` that has leading pads, when
+    the caller gave none and ``module.forward`` takes them; otherwise unchanged."""
+    mask, ids = kwargs.get("attention_mask"), kwargs.get("input_ids")
+    if (
+        kwargs.get("position_ids") is not None
+        or not isinstance(mask, torch.Tensor)
+        or mask.dim() != 2
+        or not isinstance(ids, torch.Tensor)
+        or not _has_leading_padding(mask)
+        or "position_ids" not in inspect.signature(module.forward).parameters
+    ):
+        return kwargs
+    return {**kwargs, "position_ids": padded_position_ids(mask, ids.shape[-1]).to(mask.device)}
 
 
 def takes_use_cache(module: nn.Module) -> bool:
@@ -76,12 +111,16 @@ def run_model(model: nn.Module, inputs, *, backbone: bool = False, require_eval:
     Input tensors go to ``spectra.models.devices.input_device(model)`` (the input embedding's device, also
     for a model spread over devices by a device map). With ``require_eval`` (the default) a model in
     training mode raises. With ``backbone=True`` the forward runs through ``model.base_model`` (no LM
-    head), with ``use_cache=False`` where the backbone takes it — the analysis forward of the probes."""
+    head), with ``use_cache=False`` where the backbone takes it — the analysis forward of the probes.
+
+    Left padding: without ``position_ids`` in ``inputs``, a 2D ``attention_mask`` with a pad before a
+    real token gives ``position_ids = padded_position_ids(mask)`` (index among the row's real tokens), so
+    a left-padded text gets the positions it has alone (transformers' default would count the pads)."""
     if require_eval and model.training:
         raise ValueError("model: is in training mode (dropout makes forwards differ); call model.eval() first")
     module = getattr(model, "base_model", model) if backbone else model
     check_token_ids(model, model_inputs(inputs).get("input_ids"))
-    kwargs = to_input_device(model, model_inputs(inputs))
+    kwargs = with_position_ids(module, to_input_device(model, model_inputs(inputs)))
     if backbone and takes_use_cache(module):
         kwargs["use_cache"] = False
     with torch.no_grad():

@@ -178,14 +178,35 @@ def _batches(n: int, batch_size: int):
         yield start, min(n, start + batch_size)
 
 
-def _forward(model, ids, mask):
+def _forward(model, ids, mask, positions=None):
     inputs = {"input_ids": ids}
     if mask is not None:
         inputs["attention_mask"] = mask
+    if positions is not None:
+        inputs["position_ids"] = positions
     return run_model(model, inputs)
 
 
-def _local(model, input_ids, attention_mask, targets, alphas, kinds, threshold, ignore_first, batch_size, progress):
+def _rows(position_ids, start, end):
+    """Rows start:end of (N, T) position ids; (T,) ones (shared by every row) as they are."""
+    if position_ids is None or position_ids.dim() == 1:
+        return position_ids
+    return position_ids[start:end]
+
+
+def _local(
+    model,
+    input_ids,
+    attention_mask,
+    targets,
+    alphas,
+    kinds,
+    threshold,
+    ignore_first,
+    batch_size,
+    progress,
+    position_ids=None,
+):
     heads_by_layer: dict[int, list[int]] = {}
     for layer, head in targets:
         heads_by_layer.setdefault(layer, []).append(head)
@@ -196,7 +217,10 @@ def _local(model, input_ids, attention_mask, targets, alphas, kinds, threshold, 
         ):
             client.sample_offset = start
             _forward(
-                model.base_model, input_ids[start:end], None if attention_mask is None else attention_mask[start:end]
+                model.base_model,
+                input_ids[start:end],
+                None if attention_mask is None else attention_mask[start:end],
+                _rows(position_ids, start, end),
             )
     table = pd.DataFrame({name: np.concatenate([p[name] for p in client.parts]) for name in client.parts[0]})
     frames = [table.assign(mode="local", kind=kind) for kind in kinds]
@@ -236,7 +260,17 @@ def _make(kind: str, layer: int, head: int, alpha: float, a: Adapter):
 
 
 def _propagated(
-    model, input_ids, attention_mask, targets, alphas, kinds, threshold, ignore_first, batch_size, progress
+    model,
+    input_ids,
+    attention_mask,
+    targets,
+    alphas,
+    kinds,
+    threshold,
+    ignore_first,
+    batch_size,
+    progress,
+    position_ids=None,
 ):
     a = adapter_for(model)
     causal_lm = a.family != "bert"
@@ -247,12 +281,13 @@ def _propagated(
         for start, end in batches:
             ids = input_ids[start:end]
             mask = None if attention_mask is None else attention_mask[start:end]
+            positions = _rows(position_ids, start, end)
             valid = torch.ones(ids.shape, dtype=torch.bool) if mask is None else mask.to(torch.bool).cpu()
             samples = list(range(start, end))
             probe = Probe(model, capture=(), row_stats=True, threshold=threshold)
             probe.set_example_ids(samples)
             with probe:
-                base_out = _forward(model, ids, mask)
+                base_out = _forward(model, ids, mask, positions)
             base = _head_means(probe.drain_row_stats(), ignore_first)
             base_logits = getattr(base_out, "logits", None)
             base_hidden = getattr(base_out, "last_hidden_state", None) if base_logits is None else None
@@ -268,7 +303,7 @@ def _propagated(
                             )
                             probe.set_example_ids(samples)
                             with intervene(model, _make(kind, layer, head, alpha, a)), probe:
-                                out = _forward(model, ids, mask)
+                                out = _forward(model, ids, mask, positions)
                             means, logits, hidden = (
                                 _head_means(probe.drain_row_stats(), ignore_first),
                                 getattr(out, "logits", None),
@@ -332,6 +367,7 @@ def scale_sweep(
     mode: Literal["local", "propagated"] = "local",
     kinds: str | Sequence[str] = ("q",),
     attention_mask: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
     threshold: float = 0.9,
     ignore_first: int = 2,
     batch_size: int = 8,
@@ -342,6 +378,10 @@ def scale_sweep(
     ``kinds``: ``"q"`` (ScaleQuery), ``"k"`` (ScaleKey on the head's KV head), ``"logits"``
     (ScaleLogits). ``mode="local"`` costs one forward per batch for every head and α;
     ``mode="propagated"`` one forward per (batch, head, kind, α ≠ 1). See the module docstring.
+
+    ``position_ids`` ((N, T) or (T,)) go to every forward as they are; without them a left-padded
+    ``attention_mask`` gives each token its index among its row's real tokens (``ignore_first``
+    counts real tokens), so left, right and no padding sweep the same text alike.
 
     Example:
         >>> import spectra
@@ -372,7 +412,23 @@ def scale_sweep(
     kinds = _check_kinds(kinds)
     threshold = check_threshold(threshold)
     run = _local if mode == "local" else _propagated
-    table = run(model, input_ids, attention_mask, targets, grid, kinds, threshold, ignore_first, batch_size, progress)
+    if position_ids is not None and (position_ids.dim() not in (1, 2) or position_ids.shape[-1] != input_ids.shape[1]):
+        raise ValueError(
+            f"position_ids: shape {tuple(position_ids.shape)} does not fit input_ids' {tuple(input_ids.shape)}"
+        )
+    table = run(
+        model,
+        input_ids,
+        attention_mask,
+        targets,
+        grid,
+        kinds,
+        threshold,
+        ignore_first,
+        batch_size,
+        progress,
+        position_ids=position_ids,
+    )
     order = ["mode", "kind", "layer", "head", "alpha", "sample"]
     table = table.sort_values(order, kind="stable", ignore_index=True)
     first = [*order, *METRIC_COLUMNS, "n_tokens", "entropy_slope", "max_attn_slope"]

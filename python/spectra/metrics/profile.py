@@ -114,11 +114,21 @@ def check_input_ids(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
     return input_ids
 
 
-def run_backbone(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
-    """One analysis forward through the backbone (no LM head), without a KV cache where supported."""
+def run_backbone(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    position_ids: torch.Tensor | None = None,
+) -> None:
+    """One analysis forward through the backbone (no LM head), without a KV cache where supported.
+
+    Without ``position_ids``, a left-padded ``attention_mask`` gets them from the mask (see
+    ``spectra.capture.forward.run_model``)."""
     inputs = {"input_ids": input_ids}
     if attention_mask is not None:
         inputs["attention_mask"] = attention_mask
+    if position_ids is not None:
+        inputs["position_ids"] = position_ids
     run_model(model, inputs, backbone=True, require_eval=False)
 
 
@@ -159,6 +169,7 @@ def profile(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
     *,
+    position_ids: torch.Tensor | None = None,
     layers: Iterable[int] | None = None,
     heads: Heads = None,
     metrics: str | Iterable[str] = DEFAULT_METRICS,
@@ -173,10 +184,16 @@ def profile(
     Columns: ``sample, layer, head, token`` (token = the position id), then the requested
     ``metrics`` as float32 (see ``METRICS``): ``entropy`` (nats), ``entropy_normalized``
     (H / ln n_visible), ``max_attn``, ``k_eff`` (smallest number of keys holding ``threshold`` of
-    the mass, compared at θ − 1e-6), ``sink_mass`` (weight on key 0), ``sink_mass_n`` (on keys
-    0..n_sink−1), ``argmax``, ``n_visible``, ``q_norm`` and ``k_norm`` (the head's KV-head key at
-    the same token). Row metrics are NaN for tokens < ``ignore_first``. Padding tokens (mask 0) get
-    no rows. Logits are the model's own post-RoPE, post-QK-norm ones, in float32.
+    the mass, compared at θ − 1e-6), ``sink_mass`` (weight on the first real key), ``sink_mass_n``
+    (on the first n_sink real keys), ``argmax`` (key offset from the first real token), ``n_visible``,
+    ``q_norm`` and ``k_norm`` (the head's KV-head key at the same token). Row metrics are NaN for
+    tokens < ``ignore_first``. Logits are the model's own post-RoPE, post-QK-norm ones, in float32.
+
+    Padding: padding tokens (mask 0) get no rows, and left, right or no padding give the same table
+    for the same text. Without ``position_ids``, a left-padded ``attention_mask`` gives each token its
+    index among its row's real tokens as position id (``cumsum(mask) - 1``), which the model's forward
+    (RoPE) and the ``token`` column use; ``ignore_first`` counts real tokens. ``position_ids``
+    (batch, seq_len), when given, go to the forward and the ``token`` column as they are.
 
     A row of ``attention_mask`` that is all padding is a warning naming it (it gets no rows); every row
     all padding is a ValueError (see :func:`check_padding_rows`). A token id outside the model's
@@ -208,12 +225,16 @@ def profile(
         raise ValueError(
             f"attention_mask: shape {tuple(attention_mask.shape)} differs from input_ids' {tuple(input_ids.shape)}"
         )
+    if position_ids is not None and tuple(position_ids.shape) not in (tuple(input_ids.shape), (input_ids.shape[1],)):
+        raise ValueError(
+            f"position_ids: shape {tuple(position_ids.shape)} differs from input_ids' {tuple(input_ids.shape)}"
+        )
     check_padding_rows(attention_mask, sample_ids)
     probe = Probe(model, layers=layers, heads=heads, capture=(), row_stats=True, threshold=threshold, n_sink=n_sink)
     if sample_ids is not None:
         probe.set_example_ids(sample_ids)
     with probe:
-        run_backbone(model, input_ids, attention_mask)
+        run_backbone(model, input_ids, attention_mask, position_ids)
     columns = probe.drain_row_stats()
     bad = nonfinite_heads(columns)
     if len(bad) and on_nonfinite == "raise":
