@@ -133,7 +133,8 @@ def check_config(config: Mapping[str, Any], *, out: str | os.PathLike | None = N
     """The config with every key checked and defaults filled in; ``out`` (``--out``) overrides the config's.
 
     Keys of every kind: ``kind`` (one of :data:`KINDS`), ``models`` (zoo names,
-    ``all-minilm-l6-v2`` or model folders) and/or ``checkpoints`` (a zoo model with checkpoints,
+    ``all-minilm-l6-v2``, model folders or hub ids ``org/name[@revision]`` from the Hugging Face cache,
+    each pinned to the commit it resolves to when the run is planned) and/or ``checkpoints`` (a zoo model with checkpoints,
     e.g. ``tiny-qwen3``, for all of them, or checkpoint folders), ``out``, ``dtype``,
     ``attn_implementation``; placement: ``device`` (``cpu``, ``cuda``, ``cuda:N``, ``mps``; the
     spelling is checked here, its presence where the task loads the model), ``device_map`` (``auto``
