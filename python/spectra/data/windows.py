@@ -14,7 +14,12 @@ from spectra.models import zoo
 
 
 def load_windows(
-    data: str | os.PathLike | None, tokenizer, context_length: int, n_samples: int | None = None
+    data: str | os.PathLike | None,
+    tokenizer,
+    context_length: int,
+    n_samples: int | None = None,
+    *,
+    add_special_tokens: bool = False,
 ) -> torch.Tensor:
     """Token windows ``(N, context_length)`` (int64) from ``data``, at most ``n_samples``, in order.
 
@@ -24,6 +29,12 @@ def load_windows(
     folder of ``shard_*.npz`` (any ``*.npz`` when there is no ``shard_*.npz``), with an integer
     ``input_ids`` array ``[N, L]``: rows shorter than ``context_length`` are dropped, longer ones
     truncated. ``None`` takes the zoo's held-out corpus (``zoo.heldout_text()``).
+
+    ``add_special_tokens``: every text window gets the tokenizer's special tokens around it as the
+    tokenizer adds them to one text (a BOS first for a decoder that defines one, ``[CLS] … [SEP]`` for
+    BERT-style encoders; nothing for a tokenizer that adds none), inside the ``context_length``
+    tokens: the text is cut into pieces of ``context_length`` minus their number. ``.npz`` rows are
+    token ids already and are taken as they are.
 
     Example:
         >>> from spectra import zoo
@@ -37,7 +48,7 @@ def load_windows(
         raise ValueError(f"n-samples: expected an integer >= 1; got {n_samples!r}")
     if data is None:
         texts, source = [zoo.heldout_text()], "the zoo held-out corpus"
-        return _text_windows(texts, tokenizer, context_length, n_samples, source)
+        return _text_windows(texts, tokenizer, context_length, n_samples, source, add_special_tokens)
     path = Path(data)
     if not path.exists():
         raise FileNotFoundError(f"data: {path} does not exist")
@@ -49,26 +60,69 @@ def load_windows(
         if not files:
             raise ValueError(f"data: {path} holds no *.txt files and no .npz token shards")
         return _text_windows(
-            [f.read_text(encoding="utf-8") for f in files], tokenizer, context_length, n_samples, str(path)
+            [f.read_text(encoding="utf-8") for f in files],
+            tokenizer,
+            context_length,
+            n_samples,
+            str(path),
+            add_special_tokens,
         )
     if path.suffix == ".npz":
         return _npz_windows([path], context_length, n_samples, str(path))
-    return _text_windows([path.read_text(encoding="utf-8")], tokenizer, context_length, n_samples, str(path))
+    texts = [path.read_text(encoding="utf-8")]
+    return _text_windows(texts, tokenizer, context_length, n_samples, str(path), add_special_tokens)
+
+
+def special_tokens(tokenizer, sample: str = "In the beginning") -> tuple[list[int], list[int]]:
+    """(prefix, suffix): the special token ids ``tokenizer`` puts before and after one text, read off
+    ``sample`` tokenised with and without them (``[bos]``, ``[]`` for the zoo's tokenizers;
+    ``[cls]``, ``[sep]`` for BERT's)."""
+    plain = list(tokenizer(sample, add_special_tokens=False).input_ids)
+    full = list(tokenizer(sample, add_special_tokens=True).input_ids)
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return full[:start], full[start + len(plain) :]
+    raise ValueError(
+        f"add_special_tokens: the tokenizer's encoding of {sample!r} with special tokens ({full}) does not contain "
+        f"its encoding without them ({plain}); tokenise without special tokens (add_special_tokens=False)"
+    )
 
 
 def _text_windows(
-    texts: Sequence[str], tokenizer, context_length: int, n_samples: int | None, source: str
+    texts: Sequence[str],
+    tokenizer,
+    context_length: int,
+    n_samples: int | None,
+    source: str,
+    add_special_tokens: bool = False,
 ) -> torch.Tensor:
     if tokenizer is None:
         raise ValueError(f"data: {source} is text, but the model comes without a tokenizer; pass .npz token shards")
+    prefix, suffix = special_tokens(tokenizer) if add_special_tokens else ([], [])
+    body = context_length - len(prefix) - len(suffix)  # text tokens per window
+    if body < 1:
+        raise ValueError(
+            f"context-length: {context_length} tokens leave no room for text beside the tokenizer's "
+            f"{len(prefix) + len(suffix)} special tokens"
+        )
     windows: list[torch.Tensor] = []
     longest = 0
     for text in texts:
         ids = tokenizer(text, add_special_tokens=False).input_ids
         longest = max(longest, len(ids))
-        n = len(ids) // context_length
+        n = len(ids) // body
         if n:
-            windows.append(torch.tensor(ids[: n * context_length], dtype=torch.int64).view(n, context_length))
+            pieces = torch.tensor(ids[: n * body], dtype=torch.int64).view(n, body)
+            windows.append(
+                torch.cat(
+                    [
+                        torch.tensor(prefix, dtype=torch.int64).expand(n, -1),
+                        pieces,
+                        torch.tensor(suffix, dtype=torch.int64).expand(n, -1),
+                    ],
+                    dim=1,
+                )
+            )
         if n_samples is not None and sum(len(w) for w in windows) >= n_samples:
             break
     if not windows:
