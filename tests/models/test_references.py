@@ -119,3 +119,10 @@ def test_cache_location_follows_the_environment(tmp_path, monkeypatch):
 def test_parse_hub_id():
     assert parse_hub_id("Qwen/Qwen3-0.6B@refs/pr/1") == ("Qwen/Qwen3-0.6B", "refs/pr/1")
     assert parse_hub_id("org/../x") is None and parse_hub_id("org/name@") is None
+
+
+def test_a_relative_folder_loads_by_its_absolute_path(tmp_path, monkeypatch):
+    shutil.copytree(zoo.model_path("tiny-llama"), tmp_path / "mine")
+    monkeypatch.chdir(tmp_path)
+    model, _ = load_model("mine")
+    assert model.config._name_or_path == str(tmp_path / "mine")  # what captures and config_sha256 record

@@ -61,8 +61,9 @@ def resolve(name_or_path: str | Path | ResolvedModel, checkpoint: int | None = N
     'step-000000'
     """
     resolved = name_or_path if isinstance(name_or_path, ResolvedModel) else resolve_model(name_or_path)
-    # a folder loads from the path as given: its config's _name_or_path (in config_sha256) stays as before
-    folder = Path(resolved.reference).expanduser() if resolved.kind == "folder" else resolved.path
+    # absolute: the model's config._name_or_path (captures' sidecars, config_sha256) names the folder
+    # whatever the working directory
+    folder = resolved.path
     if checkpoint is None:
         return folder
     steps = {_step(p): p for p in (folder / "checkpoints").glob("step-*")}
