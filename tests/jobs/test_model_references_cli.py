@@ -90,3 +90,22 @@ def test_spectra_run_pins_a_hub_id_to_its_commit(hub_cache, tmp_path):
     assert meta["model"]["name"] == f"acme/tiny-llama@{COMMIT}"
     assert meta["model_source"]["repo_id"] == "acme/tiny-llama"
     assert meta["model_source"]["commit_hash"] == COMMIT
+
+
+def test_sweep_of_a_hub_id_records_its_source(hub_cache, tmp_path):
+    from spectra.jobs.sweep.run import SweepConfig, run_sweep
+
+    config = SweepConfig(
+        model="acme/tiny-llama",
+        experiment="qk_asymmetry",
+        heads=[[1, 0]],
+        alphas=[0.5, 1.0],
+        context_length=16,
+        n_samples=2,
+        batch_size=2,
+        n_bootstrap=20,
+    )
+    run_sweep(config, out=tmp_path / "sweep", progress=False)
+    meta = json.loads((tmp_path / "sweep" / "meta.json").read_text())
+    assert meta["model"]["name"] == "acme/tiny-llama"
+    assert (meta["model_source"]["repo_id"], meta["model_source"]["commit_hash"]) == ("acme/tiny-llama", COMMIT)

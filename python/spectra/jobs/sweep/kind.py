@@ -70,6 +70,7 @@ from spectra.jobs.sweep.run import (
     SweepResult,
     SweepShard,
 )
+from spectra.models.zoo.references import model_source
 
 __all__ = ["KEYS", "check", "compute", "describe", "merge", "plan"]
 
@@ -233,6 +234,9 @@ def merge(
         identity = shared_model_identity(group)
         windows = np.ascontiguousarray(group[0].input_ids)
         meta = sweep_job.sweep_meta(settings, identity, data_sha256(windows), command_line)
+        source = model_source(group[0].model)
+        if source is not None and source["kind"] == "hub":  # a folder's name here is already its absolute path
+            meta["model_source"] = source
         keep_created(out / META, meta)
         write_json(out / META, meta)
         summary, tables, figures = sweep_job.analyse_sweep(

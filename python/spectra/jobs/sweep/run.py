@@ -59,6 +59,7 @@ from spectra.jobs.sweep.shards import (
 )
 from spectra.jobs.sweep.summary import _control_summary, _gain_map_summary, _records, print_sweep_result
 from spectra.models.loading import load_model
+from spectra.models.zoo.references import model_source
 
 __all__ = [
     "EXPERIMENTS",
@@ -277,6 +278,9 @@ def run_sweep(
         "dtype": str(next(model.parameters()).dtype),
     }
     meta = sweep_meta(config, identity, data_sha256(windows), command_line)
+    source = model_source(config.model)
+    if source is not None:  # a folder (absolute) or hub model (repo id, commit): found again from any folder
+        meta["model_source"] = source
     n_layers, n_heads = model_shape(model.config)
     shards = plan_shards(config, n_layers, n_heads)  # checks the heads before anything is written
     _prepare_folder(out_dir, meta, resume)
