@@ -11,6 +11,7 @@ import dataclasses
 import importlib
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import ModuleType
@@ -24,7 +25,7 @@ from spectra.io.parsing import parse_ints, split_names
 from spectra.jobs.capture.options import OPTIONS as CAPTURE_OPTIONS
 from spectra.jobs.dynamics.options import OPTIONS as DYNAMICS_OPTIONS
 from spectra.jobs.geometry.options import OPTIONS as GEOMETRY_OPTIONS
-from spectra.jobs.options import Option, cli_options, device_option, dtype_option
+from spectra.jobs.options import Option, attn_implementation_option, cli_options, device_option, dtype_option
 from spectra.jobs.plasticity.options import OPTIONS as PLASTICITY_OPTIONS
 from spectra.jobs.profile.options import OPTIONS as PROFILE_OPTIONS
 from spectra.jobs.sweep.options import OPTIONS as SWEEP_OPTIONS
@@ -144,6 +145,21 @@ def main(allow_download: bool = False) -> None:
     """Mechanistic analysis of attention heads in HuggingFace transformers models."""
     if allow_download:  # read by spectra.models.zoo.references.resolve_model (Ray workers inherit it too)
         os.environ["SPECTRA_ALLOW_DOWNLOAD"] = "1"
+    if warnings.formatwarning is not _format_warning:
+        _format_warning.default = warnings.formatwarning  # type: ignore[attr-defined]
+        warnings.formatwarning = _format_warning
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """Spectra's notices to the user (``load_model``'s attention fallback) as one stderr line
+    (``spectra: ...``), without the file and source line Python's warnings add; any other warning as
+    before."""
+    if category.__name__ == "AttentionFallbackWarning":
+        return f"spectra: {message}\n"
+    return _format_warning.default(message, category, filename, lineno, line)  # type: ignore[attr-defined]
+
+
+_format_warning.default = warnings.formatwarning  # type: ignore[attr-defined]
 
 
 @main.command()
@@ -170,9 +186,16 @@ def info() -> None:
     type=click.Path(file_okay=False),
     help="Result folder (a previous result folder there is replaced).",
 )
-@options([dtype_option(), device_option()])
+@options([dtype_option(), device_option(), attn_implementation_option()])
 def demo(
-    model: str, context_length: int, n_samples: int, batch_size: int, out_dir: str, dtype: str, device: str | None
+    model: str,
+    context_length: int,
+    n_samples: int,
+    batch_size: int,
+    out_dir: str,
+    dtype: str,
+    device: str | None,
+    attn_implementation: str,
 ) -> None:
     """Profile a model on the zoo's held-out text into results/demo; print the figures and a per-layer summary."""
     try:
@@ -184,6 +207,7 @@ def demo(
             out_dir=out_dir,
             dtype=dtype,
             device=device,
+            attn_implementation=attn_implementation,
         )
     except (ValueError, FileNotFoundError) as error:
         raise click.ClickException(str(error)) from error
@@ -351,13 +375,14 @@ def profile_command(
 
 @main.command("sweep")
 @options(SWEEP_OPTIONS)
-def sweep_command(config_path, out_dir, dtype, device, resume, quiet) -> None:
+def sweep_command(config_path, out_dir, dtype, device, attn_implementation, resume, quiet) -> None:
     """The seed's intervention experiments: scale sweeps (exp1), gain fits (exp2), the global gain map (exp2b) and
     Q-vs-K scaling (exp3, exp3b), as tables, summary.json and figures."""
     try:
         config = sweep_job.load_config(config_path)
-        overrides = {k: v for k, v in (("dtype", dtype), ("device", device)) if v is not None}
-        if overrides:  # --dtype / --device win over the config's dtype / device
+        given = (("dtype", dtype), ("device", device), ("attn_implementation", attn_implementation))
+        overrides = {k: v for k, v in given if v is not None}
+        if overrides:  # --dtype / --device / --attn-implementation win over the config's keys
             config = dataclasses.replace(config, **overrides)
         result = sweep_job.run_sweep(config, out=out_dir, resume=resume, progress=not quiet, command_line=sys.argv)
     except (ValueError, FileNotFoundError, KeyError, TypeError) as error:
@@ -377,6 +402,7 @@ def dynamics_command(
     random_block,
     dtype,
     device,
+    attn_implementation,
     gamma_heatmap,
     quiet,
 ) -> None:
@@ -396,6 +422,7 @@ def dynamics_command(
             command_line=sys.argv,
             dtype=dtype,
             device=device,
+            attn_implementation=attn_implementation,
         )
     except (ValueError, FileNotFoundError) as error:
         raise click.ClickException(str(error)) from error
@@ -413,11 +440,13 @@ def dynamics_command(
 @click.option("--context-length", default=128, show_default=True, type=click.IntRange(min=1))
 @click.option("--n-samples", default=8, show_default=True, type=click.IntRange(min=1), help="Held-out text windows.")
 @click.option("--out", "out_csv", default=None, type=click.Path(dir_okay=False), help="Also write the table as CSV.")
-@options([dtype_option(), device_option()])
-def taxonomy_command(model_name, context_length, n_samples, out_csv, dtype, device) -> None:
+@options([dtype_option(), device_option(), attn_implementation_option()])
+def taxonomy_command(model_name, context_length, n_samples, out_csv, dtype, device, attn_implementation) -> None:
     """Classify every head (sink, induction, previous-token, positional, gatherer, retriever) and print the table."""
     try:
-        model, tokenizer = loading.load_model(model_name, dtype=dtype, device=device)
+        model, tokenizer = loading.load_model(
+            model_name, dtype=dtype, device=device, attn_implementation=attn_implementation
+        )
         stats = head_stats.head_stats(model, windows_module.load_windows(None, tokenizer, context_length, n_samples))
     except (ValueError, FileNotFoundError) as error:
         raise click.ClickException(str(error)) from error
@@ -439,6 +468,7 @@ def geometry_command(
     max_length,
     dtype,
     device,
+    attn_implementation,
     out_dir,
     labels,
     n_components,
@@ -475,6 +505,7 @@ def geometry_command(
                 max_length=max_length,
                 dtype=dtype,
                 device=device,
+                attn_implementation=attn_implementation,
             )
         run = geometry_job.run_geometry(
             qk_dirs,
@@ -507,6 +538,7 @@ def plasticity_command(
     max_length,
     dtype,
     device,
+    attn_implementation,
     out_dir,
     labels,
     mode,
@@ -541,6 +573,7 @@ def plasticity_command(
                 progress=not quiet,
                 dtype=dtype,
                 device=device,
+                attn_implementation=attn_implementation,
             )
         run = plasticity_job.run_plasticity(
             qk_dirs,
@@ -603,9 +636,12 @@ def plasticity_command(
     [
         dtype_option(help="Dtype the model is loaded in for the attention viewer."),
         device_option(help="Device for the viewer's model: cpu, cuda, cuda:N or mps (default: the CPU)."),
+        attn_implementation_option(help="Attention backend of the viewer's model (eager where sdpa is refused)."),
     ]
 )
-def report_command(result_dir, out_path, model_name, no_model, n_samples, max_tokens, dtype, device) -> None:
+def report_command(
+    result_dir, out_path, model_name, no_model, n_samples, max_tokens, dtype, device, attn_implementation
+) -> None:
     """One self-contained HTML file summarising a result folder of any Spectra job: run metadata, a layer x head
     grid coloured by a per-head metric with each head's class, an attention viewer for the selected head, and the
     folder's figures."""
@@ -619,6 +655,7 @@ def report_command(result_dir, out_path, model_name, no_model, n_samples, max_to
             max_tokens=max_tokens,
             dtype=dtype,
             device=device,
+            attn_implementation=attn_implementation,
         )
     except (ValueError, FileNotFoundError) as error:
         raise click.ClickException(str(error)) from error
@@ -667,10 +704,13 @@ def report_command(result_dir, out_path, model_name, no_model, n_samples, max_to
     [
         dtype_option(None, "Dtype of the models' weights (default: the config's dtype, else float32)."),
         device_option("Device for the models: cpu, cuda, cuda:N or mps (default: the config's device, else the CPU)."),
+        attn_implementation_option(None, "Attention backend of the models (default: the config's, else sdpa)."),
     ]
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def run_command(config_path, engine_name, address, workers, max_retries, out_dir, dtype, device, quiet) -> None:
+def run_command(
+    config_path, engine_name, address, workers, max_retries, out_dir, dtype, device, attn_implementation, quiet
+) -> None:
     """A job from a YAML file (kind: profile | capture | sweep | dynamics | geometry | plasticity, models: [...],
     checkpoints: ..., out, and the kind's settings; examples in configs/runs/) split into tasks by (model or
     checkpoint, sample shard), each writing its own shard; a rerun skips the finished shards. The result folders
@@ -679,7 +719,8 @@ def run_command(config_path, engine_name, address, workers, max_retries, out_dir
         raise click.UsageError("--address and --workers go with --engine ray")
     try:
         config = engine.load_config(config_path)
-        config.update({k: v for k, v in (("dtype", dtype), ("device", device)) if v is not None})  # win over the file
+        given = (("dtype", dtype), ("device", device), ("attn_implementation", attn_implementation))
+        config.update({k: v for k, v in given if v is not None})  # win over the file
         chosen = engine.make_engine(engine_name, address=address, workers=workers, max_retries=max_retries)
         result = engine.run(config, chosen, out=out_dir, progress=not quiet, command_line=sys.argv)
     except (ValueError, FileNotFoundError, NotImplementedError, RuntimeError) as error:

@@ -122,6 +122,8 @@ def test_without_the_options_models_load_as_before(tmp_path, loads):
     args = _commands(tmp_path)["profile"]
     assert CliRunner().invoke(main, ["profile", *args]).exit_code == 0
     assert loads == [(torch.float32, None)]
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert "attn_implementation" not in meta["model"]  # the default, sdpa, is not named (as before)
 
 
 def test_sweep_config_keys_and_the_options_that_override_them(tmp_path, loads):
@@ -164,3 +166,40 @@ def test_bad_devices_and_dtypes_are_usage_errors_naming_the_allowed_values(comma
     assert f"Error: Invalid value for '{option}': {message}" in " ".join(result.output.split())
     assert "allowed: cpu" in result.output if case == "no_cuda" else True
     assert "Traceback" not in result.output and not loads  # refused before any model loads
+
+
+@pytest.fixture
+def backends(monkeypatch):
+    """The attention backend every load_model call was asked for."""
+    calls: list[str] = []
+    check = loading.check_attn_implementation
+
+    def spy(value, *args):
+        calls.append(check(value, *args))
+        return calls[-1]
+
+    monkeypatch.setattr(loading, "check_attn_implementation", spy)
+    return calls
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_attn_implementation_eager_reaches_the_model(command, tmp_path, backends):
+    if command == "report":
+        _profile_folder(tmp_path)
+        backends.clear()
+    args = _commands(tmp_path)[command]
+    result = CliRunner().invoke(main, [command, *args, "--attn-implementation", "eager"])
+    assert result.exit_code == 0, result.output
+    assert backends and set(backends) == {"eager"}, backends
+    if command in ("profile", "sweep", "demo", "run"):  # meta.json records the backend the model ran with
+        meta = tmp_path / "out" / ("tiny-llama" if command == "run" else "") / "meta.json"
+        assert json.loads(meta.read_text())["model"]["attn_implementation"] == "eager"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_bad_attn_implementation_is_a_usage_error(command, tmp_path, backends):
+    result = CliRunner().invoke(main, [command, *_commands(tmp_path)[command], "--attn-implementation", "flash"])
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    assert "Error: Invalid value for '--attn-implementation': 'flash' is not one of 'sdpa', 'eager'" in message
+    assert "Traceback" not in result.output and not backends

@@ -275,6 +275,7 @@ def track(
     progress: bool = False,
     dtype: torch.dtype | str | None = None,
     device: str | int | torch.device | None = None,
+    attn_implementation: str = "sdpa",
 ) -> Dynamics:
     """Head statistics and classes of every checkpoint, as tidy series sorted by step.
 
@@ -283,7 +284,7 @@ def track(
     zoo's held-out text cut into ``n_samples`` windows of ``context_length`` tokens with the first
     checkpoint's tokenizer. Each checkpoint is :func:`track_checkpoint`; the parts are joined by
     :func:`combine` (``spectra run`` with ``kind: dynamics`` computes the parts as separate tasks).
-    ``dtype`` (default float32) and ``device`` (default: the CPU) load each checkpoint as
+    ``dtype`` (default float32), ``device`` (default: the CPU) and ``attn_implementation`` load each checkpoint as
     :func:`spectra.models.loading.load_model` does; the statistics are float32/float64 whatever they are.
 
     Example:
@@ -298,7 +299,7 @@ def track(
     parts: list[Dynamics] = []
     first: tuple[Path, dict[str, object]] | None = None
     for step, folder in tqdm(series, desc="checkpoints", disable=not progress):
-        model, tokenizer = load_model(str(folder), dtype=dtype, device=device)
+        model, tokenizer = load_model(str(folder), dtype=dtype, device=device, attn_implementation=attn_implementation)
         shape = architecture(model)
         if first is None:
             first = (folder, shape)

@@ -13,6 +13,7 @@ import torch
 import transformers
 
 import spectra
+from spectra import defaults
 from spectra.models.devices import state_dict_values
 
 
@@ -45,13 +46,26 @@ def weights_fingerprint(model, samples: int = 1024) -> str:
 
 def model_identity(model) -> dict[str, str]:
     """``class``, ``config_sha256``, ``weights_fingerprint`` and ``dtype`` of a model, as ``spectra profile``
-    records them in meta.json."""
+    records them in meta.json, and ``attn_implementation`` (the attention backend it runs with) where it
+    is not the default, sdpa (eager asked for, or fallen back to)."""
     return {
         "class": type(model).__name__,
         "config_sha256": config_hash(model),
         "weights_fingerprint": weights_fingerprint(model),
         "dtype": str(next(model.parameters()).dtype),
+        **non_default_attn_implementation(attn_implementation(model)),
     }
+
+
+def non_default_attn_implementation(name: str | None) -> dict[str, str]:
+    """``{"attn_implementation": name}`` where ``name`` is a backend other than the default (sdpa), else
+    ``{}``: meta.json names the backend only where it is not the default, as it does other settings."""
+    return {"attn_implementation": name} if name and name != defaults.ATTN_IMPLEMENTATION else {}
+
+
+def attn_implementation(model) -> str | None:
+    """The attention backend ``model`` runs with (``sdpa``, ``eager``; None when it names none)."""
+    return getattr(getattr(model, "config", None), "_attn_implementation", None)
 
 
 def versions() -> dict[str, str]:

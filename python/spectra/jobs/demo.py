@@ -53,8 +53,9 @@ def run_demo(
     progress: bool = True,
     dtype: str = defaults.DTYPE,
     device: str | None = None,
+    attn_implementation: str = defaults.ATTN_IMPLEMENTATION,
 ) -> ProfileResult:
-    """Profiles ``model`` (loaded in ``dtype`` on ``device``, default float32 on the CPU) on the held-out
+    """Profiles ``model`` (loaded in ``dtype`` on ``device``, default float32 on the CPU, with ``attn_implementation``) on the held-out
     text into ``out_dir`` (a previous result folder there is
     replaced), prints where the figures are and a per-layer summary, writes ``<out_dir>/report.html``
     (``spectra.report``) and returns the result.
@@ -74,7 +75,7 @@ def run_demo(
     if (out / META).is_file():
         json.loads((out / META).read_text())  # only ever replace what looks like a result folder
         shutil.rmtree(out)
-    loaded, tokenizer = load_model(model, dtype=dtype, device=device)
+    loaded, tokenizer = load_model(model, dtype=dtype, device=device, attn_implementation=attn_implementation)
     windows = load_windows(None, tokenizer, context_length, n_samples)
     config = loaded.config
     print(
@@ -107,11 +108,16 @@ def run_demo(
             str(out),
             *(["--dtype", str(dtype)] if dtype != defaults.DTYPE else []),
             *(["--device", str(device)] if device is not None else []),
+            *(
+                ["--attn-implementation", attn_implementation]
+                if attn_implementation != defaults.ATTN_IMPLEMENTATION
+                else []
+            ),
         ],
     )
     seconds = time.perf_counter() - start
     print_result(result)
     print(f"{len(windows) * context_length} tokens profiled and analysed in {seconds:.1f} s")
 
-    print(f"report: {write_report(out, dtype=dtype, device=device)}")
+    print(f"report: {write_report(out, dtype=dtype, device=device, attn_implementation=attn_implementation)}")
     return result

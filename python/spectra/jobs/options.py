@@ -24,7 +24,16 @@ from typing import Any
 
 from spectra import defaults
 
-__all__ = ["SAME", "Option", "cli_options", "device_option", "dtype_option", "keys", "table"]
+__all__ = [
+    "SAME",
+    "Option",
+    "attn_implementation_option",
+    "cli_options",
+    "device_option",
+    "dtype_option",
+    "keys",
+    "table",
+]
 
 SAME: Any = object()  # ``key_default``: the run-config default is the command line's
 
@@ -155,5 +164,21 @@ def device_option(help: str | None = None) -> Option:
         "device",
         None,
         help or "Device for the model: cpu, cuda, cuda:N or mps (default: where it loads, the CPU).",
+        key=False,
+    )
+
+
+def attn_implementation_option(default: str | None = defaults.ATTN_IMPLEMENTATION, help: str | None = None) -> Option:
+    """``--attn-implementation``: the attention backend the model is loaded with (every command that
+    loads a model; one of ``spectra.defaults.ATTN_IMPLEMENTATIONS``).
+
+    Not a key of the kind's table: ``attn_implementation`` is a key every ``spectra run`` kind accepts.
+    A model whose architecture refuses the backend (Gemma2 with ``sdpa``) loads with ``eager`` and a
+    one-line notice (``spectra.models.loading.load_model``); meta.json records the one used."""
+    return Option(
+        "attn_implementation",
+        default,
+        help or "Attention backend of the model (one that refuses sdpa, such as Gemma2, falls back to eager).",
+        choices=defaults.ATTN_IMPLEMENTATIONS,
         key=False,
     )

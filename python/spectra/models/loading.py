@@ -4,6 +4,7 @@ allowed; see :func:`resolve_model`), placed on one device or spread by a ``devic
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,11 @@ from spectra.models.devices import check_device, placement_kwargs
 from spectra.models.zoo.references import ResolvedModel, resolve_model
 
 MINILM = "all-minilm-l6-v2"
+
+
+class AttentionFallbackWarning(UserWarning):
+    """A model loaded with ``eager`` attention because its architecture refused the backend asked for."""
+
 
 #: Every spelling of a dtype :func:`load_model` takes -> its canonical name (a name of ``torch``).
 DTYPE_NAMES: dict[str, str] = {
@@ -74,7 +80,7 @@ def load_model(
     revision: str | None = None,
     allow_download: bool = False,
     dtype: torch.dtype | str | None = torch.float32,
-    attn_implementation: str = "sdpa",
+    attn_implementation: str | None = defaults.ATTN_IMPLEMENTATION,
     device: str | int | torch.device | None = None,
     device_map: str | dict[str, int | str] | None = None,
     max_memory: dict[int | str, int | str] | None = None,
@@ -87,6 +93,10 @@ def load_model(
     revision, allow_download: as in :func:`resolve_model`: the hub revision (as ``org/name@revision``),
         and whether a hub id missing from the cache may be downloaded (off by default; never while
         ``HF_HUB_OFFLINE`` is set).
+
+    attn_implementation: the attention backend (``spectra.defaults.ATTN_IMPLEMENTATIONS``; None:
+        sdpa). An architecture that refuses it (Gemma2 with sdpa) is loaded with ``eager`` instead,
+        with a one-line warning; ``model.config._attn_implementation`` names the one used.
 
     dtype: the weights' dtype, a torch.dtype or a name (``"bfloat16"``/``"bf16"``,
         ``"float16"``/``"fp16"``, ``"float32"``/``"fp32"``, ``"float64"``; see :func:`check_dtype`).
@@ -108,6 +118,7 @@ def load_model(
     hooks move every layer's inputs to that layer's device; see docs/multi-gpu.md.
     """
     dtype = check_dtype(dtype)
+    attn_implementation = check_attn_implementation(attn_implementation)
     target = check_device(device)
     placement = placement_kwargs(device_map, max_memory, offload_folder)  # validates before any loading
     if isinstance(name_or_path, ResolvedModel):
@@ -115,7 +126,48 @@ def load_model(
             raise ValueError("revision: goes to resolve_model, not with a ResolvedModel")
     else:
         name_or_path = resolve_model(name_or_path, revision=revision, allow_download=allow_download)
-    model, tokenizer = zoo.load(name_or_path, dtype=dtype, attn_implementation=attn_implementation, **placement)
+    try:
+        model, tokenizer = _load(name_or_path, dtype, attn_implementation, placement)
+    except ValueError as error:
+        if attn_implementation == "eager" or not _refuses_backend(error):
+            raise
+        warnings.warn(
+            f"{name_or_path}: its architecture does not support attn_implementation={attn_implementation!r}; "
+            "loaded with 'eager' instead",
+            AttentionFallbackWarning,
+            stacklevel=2,
+        )
+        model, tokenizer = _load(name_or_path, dtype, "eager", placement)
     if target is not None and not placement:
         model = model.to(target)
     return model, tokenizer
+
+
+def check_attn_implementation(value: str | None, argument: str = "attn_implementation") -> str:
+    """``value`` if it is one of ``spectra.defaults.ATTN_IMPLEMENTATIONS`` (None: the default, sdpa),
+    else a ValueError naming ``argument`` and the allowed values.
+
+    Example:
+        >>> check_attn_implementation(None), check_attn_implementation("eager")
+        ('sdpa', 'eager')
+        >>> check_attn_implementation("flash")
+        Traceback (most recent call last):
+        ...
+        ValueError: attn_implementation='flash': allowed: sdpa, eager
+    """
+    if value is None:
+        return defaults.ATTN_IMPLEMENTATION
+    if value not in defaults.ATTN_IMPLEMENTATIONS:
+        raise ValueError(f"{argument}={value!r}: allowed: {', '.join(defaults.ATTN_IMPLEMENTATIONS)}")
+    return value
+
+
+def _refuses_backend(error: ValueError) -> bool:
+    """Whether transformers refused the attention backend (``... does not support an attention
+    implementation through torch.nn.functional.scaled_dot_product_attention yet ...``)."""
+    text = str(error)
+    return "does not support" in text and ("attention implementation" in text or "attn_implementation" in text)
+
+
+def _load(resolved: ResolvedModel, dtype: torch.dtype, attn_implementation: str, placement: dict[str, Any]):
+    return zoo.load(resolved, dtype=dtype, attn_implementation=attn_implementation, **placement)

@@ -191,12 +191,14 @@ def build_report_data(
     max_tokens: int = 64,
     dtype: Any = None,
     device: Any = None,
+    attn_implementation: str | None = None,
 ) -> dict[str, Any]:
     """Everything the page shows, JSON-serialisable (figures as data URIs).
 
     ``model`` overrides the model named in the folder (e.g. when it moved); ``with_model=False``
     skips loading it (no attention viewer, and only classes the folder itself holds); ``dtype``
-    (default float32) and ``device`` (default the CPU) are how it is loaded.
+    (default float32), ``device`` (default the CPU) and ``attn_implementation`` (default sdpa, eager
+    where the architecture refuses sdpa) are how it is loaded.
 
     Example:
         >>> import tempfile
@@ -211,7 +213,7 @@ def build_report_data(
     reference = model or model_reference(result)
     table = head_table(result)
     if with_model:
-        loaded = load_run_model(reference, dtype=dtype, device=device)
+        loaded = load_run_model(reference, dtype=dtype, device=device, attn_implementation=attn_implementation)
     else:
         loaded = LoadedModel(reference, reason="the report was built without loading the model (--no-model)")
     n_layers, n_heads = _grid_shape(result, table, loaded)
@@ -340,6 +342,7 @@ def write_report(
     max_tokens: int = 64,
     dtype: Any = None,
     device: Any = None,
+    attn_implementation: str | None = None,
 ) -> Path:
     """Writes the report of ``result_dir`` to ``out`` (default ``<result_dir>/report.html``),
     atomically, and returns its path. See :func:`build_report_data` for the options.
@@ -358,6 +361,7 @@ def write_report(
         max_tokens=max_tokens,
         dtype=dtype,
         device=device,
+        attn_implementation=attn_implementation,
     )
     target = Path(out) if out is not None else Path(result_dir) / "report.html"
     if target.is_dir():

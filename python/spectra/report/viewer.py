@@ -33,6 +33,7 @@ CLASS_SHORT = {
     "gatherer": "gath",
     "semantic_retriever": "sem",
     "unclassified": "·",
+    "non_finite": "NaN",
 }
 
 #: Embedded q/k floats above which the viewer keeps fewer windows / tokens (4 bytes each, base64).
@@ -52,9 +53,12 @@ class LoadedModel:
     reason: str = ""
 
 
-def load_run_model(reference: str | None, *, dtype: Any = None, device: Any = None) -> LoadedModel:
+def load_run_model(
+    reference: str | None, *, dtype: Any = None, device: Any = None, attn_implementation: str | None = None
+) -> LoadedModel:
     """Loads ``reference`` (zoo name or local folder) with ``spectra.models.loading.load_model`` (in
-    ``dtype``, default float32, on ``device``, default the CPU); on failure the returned object says
+    ``dtype``, default float32, on ``device``, default the CPU, with ``attn_implementation``, default
+    sdpa, eager where the architecture refuses it); on failure the returned object says
     why (a report is still written, without the viewer).
 
     Example:
@@ -64,7 +68,7 @@ def load_run_model(reference: str | None, *, dtype: Any = None, device: Any = No
     if not reference:
         return LoadedModel(None, reason="the result folder names no model")
     try:
-        model, tokenizer = load_model(reference, dtype=dtype, device=device)
+        model, tokenizer = load_model(reference, dtype=dtype, device=device, attn_implementation=attn_implementation)
     except Exception as error:  # any loading failure only removes the model-based parts of the report
         return LoadedModel(
             reference, reason=f"model {reference!r} could not be loaded ({type(error).__name__}: {error})"

@@ -3,8 +3,7 @@ stage's keys that ``kind: geometry`` and ``kind: plasticity`` share are built by
 
 from __future__ import annotations
 
-from spectra import defaults
-from spectra.jobs.options import Option, device_option, dtype_option, keys
+from spectra.jobs.options import Option, attn_implementation_option, device_option, dtype_option, keys
 
 __all__ = ["KEYS", "OPTIONS", "stage"]
 
@@ -47,7 +46,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("examples_per_shard", 8, SHARD_HELP, cli=False),
     dtype_option(),
     device_option(),
-    Option("attn_implementation", defaults.ATTN_IMPLEMENTATION, choices=defaults.ATTN_IMPLEMENTATIONS, key=False),
+    attn_implementation_option(),
     Option("overwrite", False, "Replace a finished capture in --out.", is_flag=True, key=False),
 )
 

@@ -68,7 +68,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from spectra.data.windows import load_windows
 from spectra.engine.core import (
@@ -94,6 +94,7 @@ from spectra.heads.dynamics import (
 from spectra.jobs.dynamics.options import KEYS
 from spectra.jobs.dynamics.run import SETTINGS, TABLES, write_dynamics
 from spectra.models import zoo
+from spectra.models.zoo.paths import load_tokenizer
 
 __all__ = ["KEYS", "Series", "check", "compute", "describe", "merge", "plan", "series_of"]
 
@@ -254,7 +255,7 @@ def plan(config: Mapping[str, Any]) -> list[Task]:
     tasks: list[Task] = []
     for series in series_of(config):
         _check_series(series, config)
-        tokenizer = AutoTokenizer.from_pretrained(series.members[0][1], local_files_only=True)
+        tokenizer = load_tokenizer(series.members[0][1])
         windows = load_windows(None, tokenizer, config["context_length"], config["n_samples"]).numpy()
         for step, folder in series.members:
             tasks.append(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from spectra.jobs.options import Option, device_option, dtype_option, keys
+from spectra.jobs.options import Option, attn_implementation_option, device_option, dtype_option, keys
 
 __all__ = ["KEYS", "OPTIONS"]
 
@@ -29,6 +29,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("batch_size", 8, "Windows per forward.", cli=False),
     dtype_option(),
     device_option(),
+    attn_implementation_option(),
     Option(
         "gamma_heatmap",
         help="Require (or skip) the k_norm gamma heatmap; default: drawn when the family has QK-norm.",

@@ -58,11 +58,12 @@ def run_dynamics(
     command_line: Sequence[str] | None = None,
     dtype: str = defaults.DTYPE,
     device: str | None = None,
+    attn_implementation: str = defaults.ATTN_IMPLEMENTATION,
 ) -> DynamicsResult:
     """Tracks ``checkpoints`` (folders, or a zoo name) into ``out_dir``: :func:`spectra.dynamics.track`,
     then :func:`write_dynamics`.
 
-    ``dtype`` and ``device``: how each checkpoint is loaded (as ``spectra.models.loading.load_model``);
+    ``dtype``, ``device`` and ``attn_implementation``: how each checkpoint is loaded (as ``spectra.models.loading.load_model``);
     ``meta.json``'s settings name them when they differ from the defaults (float32, the CPU), as
     ``kind: dynamics`` does.
 
@@ -91,6 +92,7 @@ def run_dynamics(
         progress=progress,
         dtype=dtype,
         device=device,
+        attn_implementation=attn_implementation,
     )
     settings: dict[str, Any] = {
         "context_length": context_length,
@@ -101,6 +103,8 @@ def run_dynamics(
     }
     if dtype_name(dtype) != defaults.DTYPE:
         settings["dtype"] = dtype_name(dtype)
+    if attn_implementation != defaults.ATTN_IMPLEMENTATION:
+        settings["attn_implementation"] = attn_implementation
     if device is not None and str(check_device(device)) != defaults.DEVICE:
         settings["device"] = str(check_device(device))
     return write_dynamics(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from spectra.jobs.capture.options import stage
-from spectra.jobs.options import Option, device_option, dtype_option, keys
+from spectra.jobs.options import Option, attn_implementation_option, device_option, dtype_option, keys
 
 __all__ = ["ANALYSIS_OPTIONS", "KEYS", "OPTIONS"]
 
@@ -62,6 +62,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_length", 256, "With --model: tokens each.", type=int, min=2),
     dtype_option(help="With --model: dtype of the model's weights."),
     device_option(help="With --model: device for the model, cpu, cuda, cuda:N or mps (default: the CPU)."),
+    attn_implementation_option(help="With --model: attention backend of the model (eager where sdpa is refused)."),
     Option("out", help="Result folder.", path="dir", dest="out_dir", required=True, key=False),
     Option(
         "label", help="A name per --qk folder (default: the folder names).", dest="labels", multiple=True, key=False

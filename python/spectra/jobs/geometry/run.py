@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 import spectra
-from spectra import geometry
+from spectra import defaults, geometry
 from spectra.capture.store import SIDECAR, read_capture
 from spectra.data.examples import heldout_examples
 from spectra.figures import geometry as geometry_figures
@@ -60,13 +60,14 @@ def capture_model(
     heads: Sequence[int] | None = None,
     dtype: str | None = None,
     device: str | None = None,
+    attn_implementation: str = defaults.ATTN_IMPLEMENTATION,
 ) -> list[Path]:
     """Captures post-RoPE q and k of every head of a model (zoo name or folder), or of each of its
     checkpoints, on held-out text (``n_examples`` examples of up to ``max_length`` tokens, every
     position kept, buckets of ``bucket_size`` tokens) into ``out_root/<label>``; returns the folders in
     step order. Finished captures are kept, not redone. ``layers`` / ``heads`` (query heads of every
     layer) restrict the capture (default all). ``dtype`` (default float32) and ``device`` (default:
-    the CPU) load the model as ``spectra.models.loading.load_model``; the captured vectors are float32
+    the CPU) and ``attn_implementation`` load the model as ``spectra.models.loading.load_model``; the captured vectors are float32
     whatever the dtype.
 
     Example:
@@ -91,7 +92,9 @@ def capture_model(
     for label, source in sources:
         folder = Path(out_root) / label
         if not (folder / SIDECAR).is_file():
-            model, tokenizer = load_model(str(source), dtype=dtype, device=device)
+            model, tokenizer = load_model(
+                str(source), dtype=dtype, device=device, attn_implementation=attn_implementation
+            )
             run_capture(
                 model,
                 tokenizer,

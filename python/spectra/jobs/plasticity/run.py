@@ -34,7 +34,7 @@ import torch
 from transformers import AutoConfig
 
 import spectra
-from spectra import plasticity
+from spectra import defaults, plasticity
 from spectra.capture.forward import run_model
 from spectra.capture.store import read_sidecar
 from spectra.figures import plasticity as plasticity_figures
@@ -75,12 +75,14 @@ def capture_model(
     heads: Sequence[int] | None = None,
     dtype: str | None = None,
     device: str | None = None,
+    attn_implementation: str = defaults.ATTN_IMPLEMENTATION,
 ) -> list[Path]:
     """Captures post-RoPE q and k of every head of a model (zoo name or folder), or of each of its zoo
     checkpoints, on held-out text: ``n_examples`` examples of ``max_length`` tokens (default: the
     model's full context, ``max_position_embeddings``), every position kept, in ``n_buckets`` uniform
     buckets. Returns the folders in step order; finished captures are reused. ``layers`` / ``heads``
-    (query heads of every layer) restrict the capture (default all); ``dtype`` and ``device`` load
+    (query heads of every layer) restrict the capture (default all); ``dtype``, ``device`` and
+    ``attn_implementation`` load
     the model (as ``spectra.models.loading.load_model``; default float32 on the CPU).
 
     Example:
@@ -107,6 +109,7 @@ def capture_model(
         heads=heads,
         dtype=dtype,
         device=device,
+        attn_implementation=attn_implementation,
     )
 
 

@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoTokenizer
 
 from spectra.data.windows import load_windows
 from spectra.engine.core import (
@@ -54,6 +53,7 @@ from spectra.jobs.profile.options import KEYS
 from spectra.jobs.profile.run import DEFAULT_METRICS, META, ProfileResult, _analyse, profile_meta, read_tokens
 from spectra.metrics.profile import check_metrics, check_threshold, profile
 from spectra.metrics.summaries import layer_summary
+from spectra.models.zoo.paths import load_tokenizer
 from spectra.models.zoo.references import model_source
 
 __all__ = ["KEYS", "check", "compute", "describe", "merge", "plan"]
@@ -128,7 +128,7 @@ def plan(config: Mapping[str, Any]) -> list[Task]:
         check_model_config(
             model, folder, context_length=config["context_length"], layers=config["layers"], heads=config["heads"]
         )
-        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        tokenizer = load_tokenizer(folder)
         windows = load_windows(config["data"], tokenizer, config["context_length"], config["n_samples"]).numpy()
         size = config["samples_per_shard"]
         for shard, lo in enumerate(range(0, len(windows), size)):
@@ -206,7 +206,15 @@ def merge(
             "data_sha256": data_sha256(windows),
         }
         identity_keys = {k: identity[k] for k in ("class", "config_sha256", "weights_fingerprint")}
-        meta = profile_meta(group[0].model, identity_keys, identity["dtype"], run_config, len(group), command_line)
+        meta = profile_meta(
+            group[0].model,
+            identity_keys,
+            identity["dtype"],
+            run_config,
+            len(group),
+            command_line,
+            identity.get("attn_implementation"),
+        )
         source = model_source(group[0].model)
         if source is not None and source["kind"] == "hub":  # a folder's name here is already its absolute path
             meta["model_source"] = source

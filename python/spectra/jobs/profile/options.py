@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from spectra import defaults
-from spectra.jobs.options import Option, device_option, dtype_option, keys
+from spectra.jobs.options import Option, attn_implementation_option, device_option, dtype_option, keys
 
 __all__ = ["KEYS", "OPTIONS"]
 
@@ -41,7 +41,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("ignore_first", defaults.IGNORE_FIRST, "Row metrics are NaN for the first N tokens.", type=int, min=0),
     dtype_option(),
     device_option(),
-    Option("attn_implementation", defaults.ATTN_IMPLEMENTATION, choices=defaults.ATTN_IMPLEMENTATIONS, key=False),
+    attn_implementation_option(),
     Option(
         "resume", False, "Finish an interrupted run in --out, skipping its finished shards.", is_flag=True, key=False
     ),

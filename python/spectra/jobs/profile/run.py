@@ -42,7 +42,14 @@ from spectra.capture.probe import Probe
 from spectra.data.windows import load_windows
 from spectra.figures.profile import plot_entropy_vs_norm, plot_head_heatmaps
 from spectra.io.atomic import write_csv, write_json, write_parquet
-from spectra.io.identity import config_hash, data_sha256, sha256_of, versions, weights_fingerprint
+from spectra.io.identity import (
+    config_hash,
+    data_sha256,
+    non_default_attn_implementation,
+    sha256_of,
+    versions,
+    weights_fingerprint,
+)
 from spectra.metrics import correlations as corr
 from spectra.metrics.profile import check_metrics, check_threshold, profile, write_profile_parquet
 from spectra.metrics.summaries import head_summary, layer_summary
@@ -116,13 +123,17 @@ def profile_meta(
     run_config: dict[str, Any],
     n_shards: int,
     command_line: Sequence[str] | None,
+    attn_implementation: str | None = None,
 ) -> dict[str, Any]:
     """The ``meta.json`` document of a profile folder; ``spectra profile`` and ``kind: profile`` both
     build it here. ``identity`` holds the model's ``class``, ``config_sha256`` and
-    ``weights_fingerprint``; the ``run_hash`` covers it and ``run_config``."""
+    ``weights_fingerprint``; the ``run_hash`` covers it and ``run_config``. ``attn_implementation``,
+    the attention backend the model ran with (eager where sdpa was refused), is recorded beside the
+    dtype where it is not the default (sdpa), outside the ``run_hash``."""
+    backend = non_default_attn_implementation(attn_implementation)
     return {
         "run_hash": sha256_of({"model": identity, "run": run_config}),
-        "model": {"name": model_name, **identity, "dtype": dtype},
+        "model": {"name": model_name, **identity, "dtype": dtype, **backend},
         "run": run_config,
         "n_shards": n_shards,
         "versions": versions(),
@@ -213,7 +224,13 @@ def run_profile(
     }
     n_shards = -(-n // batch_size)
     meta = profile_meta(
-        model_name, model_identity, str(next(model.parameters()).dtype), run_config, n_shards, command_line
+        model_name,
+        model_identity,
+        str(next(model.parameters()).dtype),
+        run_config,
+        n_shards,
+        command_line,
+        getattr(model.config, "_attn_implementation", None),
     )
     source = model_source(model_name)
     if source is not None:  # a folder (absolute) or hub model (repo id, commit): found again from any folder

@@ -57,6 +57,9 @@ class SweepConfig:
     # dtype), and the device changes no setting of the analysis, only float rounding.
     dtype: str = defaults.DTYPE
     device: str | None = None
+    # The attention backend asked for (sdpa, eager); also outside ``run``, like the device: meta.json's
+    # model records the one used (eager where the architecture refuses sdpa).
+    attn_implementation: str = defaults.ATTN_IMPLEMENTATION
 
     def __post_init__(self) -> None:
         if self.experiment not in EXPERIMENTS:
@@ -118,6 +121,9 @@ class SweepConfig:
         if dtype not in defaults.DTYPES:
             raise ValueError(f"dtype: {self.dtype!r}; allowed are {', '.join(defaults.DTYPES)} (or bf16, fp16, fp32)")
         self.dtype = dtype
+        if self.attn_implementation not in defaults.ATTN_IMPLEMENTATIONS:
+            allowed = ", ".join(defaults.ATTN_IMPLEMENTATIONS)
+            raise ValueError(f"attn_implementation: {self.attn_implementation!r}; allowed are {allowed}")
         if self.device is not None:  # the spelling only: whether it exists is checked when the model loads
             self.device = str(check_device(self.device, available=False))
         for name in ("n_bootstrap", "seed"):

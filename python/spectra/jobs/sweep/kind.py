@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from transformers import AutoConfig, AutoTokenizer
+from transformers import AutoConfig
 
 from spectra.data.windows import load_windows
 from spectra.engine.core import (
@@ -70,6 +70,7 @@ from spectra.jobs.sweep.run import (
     SweepResult,
     SweepShard,
 )
+from spectra.models.zoo.paths import load_tokenizer
 from spectra.models.zoo.references import model_source
 
 __all__ = ["KEYS", "check", "compute", "describe", "merge", "plan"]
@@ -83,10 +84,12 @@ def _default(f) -> Any:
     return None
 
 
-#: Every ``SweepConfig`` setting but ``model`` (the config's models/checkpoints), ``out``, and ``dtype`` and
-#: ``device`` (keys of every kind, in ``COMMON_KEYS``), with its default.
+#: Every ``SweepConfig`` setting but ``model`` (the config's models/checkpoints), ``out``, and ``dtype``,
+#: ``device`` and ``attn_implementation`` (keys of every kind, in ``COMMON_KEYS``), with its default.
 KEYS: dict[str, Any] = {
-    f.name: _default(f) for f in fields(SweepConfig) if f.name not in ("model", "out", "dtype", "device")
+    f.name: _default(f)
+    for f in fields(SweepConfig)
+    if f.name not in ("model", "out", "dtype", "device", "attn_implementation")
 }
 #: The common keys a task needs to load its model (dtype, attention, device, device_map, ...).
 PLACEMENT = tuple(k for k in COMMON_KEYS if k not in ("kind", "models", "checkpoints", "out", "gpus_per_task"))
@@ -178,7 +181,7 @@ def plan(config: Mapping[str, Any]) -> list[Task]:
             shards = sweep_job.plan_shards(settings, n_layers, n_heads)
         except ValueError as error:
             raise ValueError(f"{error} ({model}: {n_layers} layers x {n_heads} heads)") from None
-        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        tokenizer = load_tokenizer(folder)
         windows = load_windows(config["data"], tokenizer, config["context_length"], config["n_samples"]).numpy()
         mine = [_task(config, label, model, i, shard, windows) for i, shard in enumerate(shards)]
         if settings.heads == "from_gain_map" and is_done(mine[0]):

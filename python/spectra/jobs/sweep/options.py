@@ -3,7 +3,7 @@ sweep``) are the fields of :class:`spectra.jobs.sweep.run.SweepConfig`."""
 
 from __future__ import annotations
 
-from spectra.jobs.options import Option, device_option, dtype_option
+from spectra.jobs.options import Option, attn_implementation_option, device_option, dtype_option
 
 __all__ = ["OPTIONS"]
 
@@ -26,6 +26,9 @@ OPTIONS: tuple[Option, ...] = (
     ),
     dtype_option(None, "Dtype of the model's weights (default: the config's dtype, else float32)."),
     device_option("Device for the model: cpu, cuda, cuda:N or mps (default: the config's device, else the CPU)."),
+    attn_implementation_option(
+        None, "Attention backend of the model (default: the config's, else sdpa; eager where refused)."
+    ),
     Option(
         "resume",
         False,

@@ -40,7 +40,7 @@ from spectra.figures import sweep as sweep_figures
 from spectra.interventions import gain as gain_mod
 from spectra.interventions import qk_asymmetry
 from spectra.io.atomic import write_csv, write_json, write_parquet
-from spectra.io.identity import config_hash, data_sha256, versions, weights_fingerprint
+from spectra.io.identity import config_hash, data_sha256, non_default_attn_implementation, versions, weights_fingerprint
 from spectra.io.identity import sha256_of as _sha256
 from spectra.jobs.profile.run import _difference
 from spectra.jobs.sweep.config import EXPERIMENTS, META, SHARDS, SweepConfig, SweepResult, load_config
@@ -83,20 +83,25 @@ __all__ = [
 ]
 
 
+def _attn(identity: dict[str, str]) -> dict[str, str]:
+    return non_default_attn_implementation(identity.get("attn_implementation"))
+
+
 def sweep_meta(
     config: SweepConfig, identity: dict[str, str], data_sha256: str, command_line: Sequence[str] | None = None
 ) -> dict[str, Any]:
     """``meta.json`` of a run: ``identity`` is the model's ``class``, ``config_sha256``,
-    ``weights_fingerprint`` and ``dtype``; ``run_hash`` covers the model (not its dtype name: the
-    weights_fingerprint hashes each weight's dtype) and every setting but ``out``, ``dtype`` and
-    ``device`` (where the model runs is not part of a run's identity, so ``--resume`` may finish
+    ``weights_fingerprint``, ``dtype`` and ``attn_implementation`` (the one used; recorded where it is
+    not sdpa); ``run_hash`` covers the model (not its dtype name: the
+    weights_fingerprint hashes each weight's dtype) and every setting but ``out``, ``dtype``,
+    ``attn_implementation`` and ``device`` (where the model runs is not part of a run's identity, so ``--resume`` may finish
     on a GPU a run started on the CPU)."""
-    run = {k: v for k, v in asdict(config).items() if k not in ("out", "dtype", "device")}
+    run = {k: v for k, v in asdict(config).items() if k not in ("out", "dtype", "device", "attn_implementation")}
     run["data_sha256"] = data_sha256
     model_identity = {k: identity[k] for k in ("class", "config_sha256", "weights_fingerprint")}
     return {
         "run_hash": _sha256({"model": model_identity, "run": run}),
-        "model": {"name": config.model, **model_identity, "dtype": identity["dtype"]},
+        "model": {"name": config.model, **model_identity, "dtype": identity["dtype"], **_attn(identity)},
         "run": run,
         "versions": versions(),
         "command_line": list(command_line) if command_line is not None else list(sys.argv),
@@ -269,13 +274,16 @@ def run_sweep(
     out_dir = Path(out or config.out or f"results/{config.experiment}")
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"out: {out_dir} exists and is not a folder")
-    model, tokenizer = load_model(config.model, dtype=config.dtype, device=config.device)
+    model, tokenizer = load_model(
+        config.model, dtype=config.dtype, device=config.device, attn_implementation=config.attn_implementation
+    )
     windows = load_windows(config.data, tokenizer, config.context_length, config.n_samples)
     identity = {
         "class": type(model).__name__,
         "config_sha256": config_hash(model),
         "weights_fingerprint": weights_fingerprint(model),
         "dtype": str(next(model.parameters()).dtype),
+        "attn_implementation": getattr(model.config, "_attn_implementation", None),
     }
     meta = sweep_meta(config, identity, data_sha256(windows), command_line)
     source = model_source(config.model)
