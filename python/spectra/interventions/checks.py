@@ -58,6 +58,12 @@ def _logits(output) -> torch.Tensor:
     return logits if logits is not None else output.last_hidden_state
 
 
+def _real_tokens(inputs, output: torch.Tensor) -> torch.Tensor:
+    """(B, T) bool on the CPU: the inputs' attention mask, or every token when there is none."""
+    mask = model_inputs(inputs).get("attention_mask")
+    return torch.ones(output.shape[:2], dtype=torch.bool) if mask is None else mask.to(torch.bool).cpu()
+
+
 def _output_name(output) -> str:
     """``"logits"`` for a model with an LM head, ``"last_hidden_state"`` for a bare encoder."""
     return "logits" if getattr(output, "logits", None) is not None else "last_hidden_state"
@@ -104,8 +110,7 @@ def logit_effect(base: torch.Tensor, new: torch.Tensor, inputs, *, causal: bool 
     The loss is NaN for models that do not predict the next token (``causal=False``).
     """
     args = model_inputs(inputs)
-    mask = args.get("attention_mask")
-    valid = torch.ones(base.shape[:2], dtype=torch.bool) if mask is None else mask.to(torch.bool).cpu()
+    valid = _real_tokens(inputs, base)
     kl_tokens, nll_base, nll_new, pairs = token_logit_effect(base, new, args.get("input_ids"), valid, causal)
     kl = float(kl_tokens[valid].mean()) if bool(valid.any()) else math.nan
     if pairs is None or not bool(pairs.any()):
@@ -335,8 +340,7 @@ def check_isolation(
         change = math.nan
     else:  # a bare encoder: no distribution to take a KL of
         kl = delta_loss = math.nan
-        mask = model_inputs(inputs).get("attention_mask")
-        valid = torch.ones(base.shape[:2], dtype=torch.bool) if mask is None else mask.to(torch.bool).cpu()
+        valid = _real_tokens(inputs, base)
         per_sample = hidden_change(base, new, valid)
         change = float((per_sample * valid.sum(-1)).sum() / valid.sum().clamp(min=1))
     logits_changed = not torch.equal(base, new)

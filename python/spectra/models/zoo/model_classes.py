@@ -22,6 +22,11 @@ ENCODER_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "distilbert", "elec
 _MLM_HEADS = ("cls.predictions.", "lm_head.", "vocab_projector.", "generator_lm_head.", "predictions.")
 
 
+def _config(folder: str | Path) -> dict:
+    path = Path(folder) / "config.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def is_encoder(folder: str | Path) -> bool:
     """Whether the model in ``folder`` is a bidirectional encoder (by its config.json's model_type).
 
@@ -30,10 +35,7 @@ def is_encoder(folder: str | Path) -> bool:
         >>> is_encoder(minilm_path())
         True
     """
-    config = Path(folder) / "config.json"
-    if not config.is_file():
-        return False
-    return json.loads(config.read_text()).get("model_type") in ENCODER_TYPES
+    return _config(folder).get("model_type") in ENCODER_TYPES
 
 
 def weight_names(folder: str | Path) -> set[str]:
@@ -71,10 +73,10 @@ def model_class(folder: str | Path):
         >>> model_class(minilm_path()).__name__
         'AutoModel'
     """
-    if is_encoder(folder):
+    config = _config(folder)
+    if config.get("model_type") in ENCODER_TYPES:
         return AutoModelForMaskedLM if has_mlm_head(folder) else AutoModel
     # A decoder saved without its LM head (architectures "LlamaModel", say) loads bare too.
-    config = json.loads((Path(folder) / "config.json").read_text()) if (Path(folder) / "config.json").is_file() else {}
     architectures = config.get("architectures") or []
     if architectures and all(a.endswith("Model") and not a.endswith("LMHeadModel") for a in architectures):
         return AutoModel
