@@ -25,7 +25,14 @@ from spectra.io.parsing import parse_ints, split_names
 from spectra.jobs.capture.options import OPTIONS as CAPTURE_OPTIONS
 from spectra.jobs.dynamics.options import OPTIONS as DYNAMICS_OPTIONS
 from spectra.jobs.geometry.options import OPTIONS as GEOMETRY_OPTIONS
-from spectra.jobs.options import Option, attn_implementation_option, cli_options, device_option, dtype_option
+from spectra.jobs.options import (
+    Option,
+    attn_implementation_option,
+    cli_options,
+    device_option,
+    dtype_option,
+    special_tokens_option,
+)
 from spectra.jobs.plasticity.options import OPTIONS as PLASTICITY_OPTIONS
 from spectra.jobs.profile.options import OPTIONS as PROFILE_OPTIONS
 from spectra.jobs.sweep.options import OPTIONS as SWEEP_OPTIONS
@@ -111,6 +118,8 @@ def options(declared: Iterable[Option]) -> Callable[[Callable], Callable]:
         kwargs: dict[str, Any] = {"help": option.help}
         if option.is_flag:
             kwargs["is_flag"] = True
+            if option.secondary:  # an on/off pair: its default is a choice to show
+                kwargs["default"], kwargs["show_default"] = option.default, True
         else:
             if not (option.required or option.multiple):
                 kwargs["default"] = option.default
@@ -186,13 +195,14 @@ def info() -> None:
     type=click.Path(file_okay=False),
     help="Result folder (a previous result folder there is replaced).",
 )
-@options([dtype_option(), device_option(), attn_implementation_option()])
+@options([special_tokens_option(), dtype_option(), device_option(), attn_implementation_option()])
 def demo(
     model: str,
     context_length: int,
     n_samples: int,
     batch_size: int,
     out_dir: str,
+    add_special_tokens: bool,
     dtype: str,
     device: str | None,
     attn_implementation: str,
@@ -205,6 +215,7 @@ def demo(
             n_samples=n_samples,
             batch_size=batch_size,
             out_dir=out_dir,
+            add_special_tokens=add_special_tokens,
             dtype=dtype,
             device=device,
             attn_implementation=attn_implementation,
@@ -227,6 +238,7 @@ def capture(
     bucket_size,
     seed,
     max_length,
+    add_special_tokens,
     dtype,
     device,
     attn_implementation,
@@ -246,6 +258,7 @@ def capture(
             read,
             out_dir,
             max_length=max_length,
+            add_special_tokens=add_special_tokens,
             overwrite=overwrite,
             layers=parse_ints(layers),
             heads=parse_ints(heads),
@@ -324,6 +337,7 @@ def profile_command(
     data_path,
     context_length,
     n_samples,
+    add_special_tokens,
     batch_size,
     out_dir,
     layers,
@@ -349,7 +363,9 @@ def profile_command(
         model, tokenizer = loading.load_model(
             model_name, dtype=dtype, device=device, attn_implementation=attn_implementation
         )
-        windows = windows_module.load_windows(data_path, tokenizer, context_length, n_samples)
+        windows = windows_module.load_windows(
+            data_path, tokenizer, context_length, n_samples, add_special_tokens=add_special_tokens
+        )
         result = profile_job.run_profile(
             model,
             tokenizer,
@@ -365,6 +381,7 @@ def profile_command(
             resume=resume,
             data=data_path,
             n_samples=n_samples,
+            add_special_tokens=add_special_tokens,
             command_line=sys.argv,
             progress=not quiet,
         )
@@ -398,6 +415,7 @@ def dynamics_command(
     out_dir,
     context_length,
     n_samples,
+    add_special_tokens,
     n_random,
     random_block,
     dtype,
@@ -415,6 +433,7 @@ def dynamics_command(
             out_dir,
             context_length=context_length,
             n_samples=n_samples,
+            add_special_tokens=add_special_tokens,
             n_random=n_random,
             random_block=random_block,
             gamma_heatmap=gamma_heatmap,
@@ -440,14 +459,19 @@ def dynamics_command(
 @click.option("--context-length", default=128, show_default=True, type=click.IntRange(min=1))
 @click.option("--n-samples", default=8, show_default=True, type=click.IntRange(min=1), help="Held-out text windows.")
 @click.option("--out", "out_csv", default=None, type=click.Path(dir_okay=False), help="Also write the table as CSV.")
-@options([dtype_option(), device_option(), attn_implementation_option()])
-def taxonomy_command(model_name, context_length, n_samples, out_csv, dtype, device, attn_implementation) -> None:
+@options([special_tokens_option(), dtype_option(), device_option(), attn_implementation_option()])
+def taxonomy_command(
+    model_name, context_length, n_samples, out_csv, add_special_tokens, dtype, device, attn_implementation
+) -> None:
     """Classify every head (sink, induction, previous-token, positional, gatherer, retriever) and print the table."""
     try:
         model, tokenizer = loading.load_model(
             model_name, dtype=dtype, device=device, attn_implementation=attn_implementation
         )
-        stats = head_stats.head_stats(model, windows_module.load_windows(None, tokenizer, context_length, n_samples))
+        windows = windows_module.load_windows(
+            None, tokenizer, context_length, n_samples, add_special_tokens=add_special_tokens
+        )
+        stats = head_stats.head_stats(model, windows)
     except (ValueError, FileNotFoundError) as error:
         raise click.ClickException(str(error)) from error
     table = taxonomy.classify(stats)

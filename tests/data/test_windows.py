@@ -22,10 +22,15 @@ def test_special_tokens_of_a_decoder_and_an_encoder(zoo_tok, bert_tok):
     assert special_tokens(bert_tok) == ([bert_tok.cls_token_id], [bert_tok.sep_token_id])
 
 
-def test_default_windows_carry_no_special_tokens(zoo_tok):
-    plain = load_windows(None, zoo_tok, 32, 4)
-    assert torch.equal(plain, load_windows(None, zoo_tok, 32, 4, add_special_tokens=False))
+def test_default_windows_carry_the_special_tokens(zoo_tok, bert_tok):
+    default = load_windows(None, zoo_tok, 32, 4)
+    assert torch.equal(default, load_windows(None, zoo_tok, 32, 4, add_special_tokens=True))
+    assert (default[:, 0] == zoo_tok.bos_token_id).all()
+    plain = load_windows(None, zoo_tok, 32, 4, add_special_tokens=False)
     assert (plain[:, 0] != zoo_tok.bos_token_id).all()
+    assert plain[0, :31].tolist() == default[0, 1:].tolist()  # the same text, one token later
+    encoder = load_windows(None, bert_tok, 16, 2)
+    assert (encoder[:, 0] == bert_tok.cls_token_id).all() and (encoder[:, -1] == bert_tok.sep_token_id).all()
 
 
 @pytest.mark.parametrize("which", ["zoo", "bert"])

@@ -153,6 +153,7 @@ def test_local_engine_writes_what_run_profile_writes(local_run, tmp_path):
         model_name="tiny-llama",
         batch_size=PER_SHARD,
         n_samples=N_SAMPLES,
+        add_special_tokens=True,  # as load_windows made them, and the kind records
         n_permutations=N_PERMUTATIONS,
         progress=False,
     )

@@ -144,7 +144,14 @@ def test_local_engine_writes_what_spectra_dynamics_writes(local_run, tmp_path):
     assert_same_output(mine, plain.out_dir, skip="shards")  # tables, CSVs, figures, summary.json: the same bytes
     meta, plain_meta = (json.loads((folder / "meta.json").read_text()) for folder in (mine, plain.out_dir))
     assert meta["command_line"] == ["spectra", "run"] and plain_meta["command_line"] == ["spectra", "dynamics"]
-    assert meta["settings"] == {"context_length": 32, "n_samples": 2, "n_random": 2, "random_block": 8, "batch_size": 8}
+    assert meta["settings"] == {
+        "context_length": 32,
+        "n_samples": 2,
+        "add_special_tokens": True,
+        "n_random": 2,
+        "random_block": 8,
+        "batch_size": 8,
+    }
     assert result.results["tiny-qwen3"].summary == plain.summary
     line = describe("tiny-qwen3", result.results["tiny-qwen3"])
     assert line.startswith("tiny-qwen3: 3 checkpoints, steps 0-1600; at step 1600: "), line

@@ -183,9 +183,14 @@ def test_text_files_folders_and_npz_shards(llama, tmp_path):
     (folder / "a.txt").write_text(text[3000:6000])
     ids = [tok(t, add_special_tokens=False).input_ids for t in (text[3000:6000], text[:3000])]  # sorted: a, b
     expected = torch.cat([torch.tensor(i[: len(i) // 40 * 40]).view(-1, 40) for i in ids])
-    assert torch.equal(load_windows(folder, tok, 40, None), expected)
-    assert torch.equal(load_windows(folder, tok, 40, 3), expected[:3])
-    assert torch.equal(load_windows(folder / "a.txt", tok, 40, None), expected[: len(ids[0]) // 40])
+    plain = {"add_special_tokens": False}
+    assert torch.equal(load_windows(folder, tok, 40, None, **plain), expected)
+    assert torch.equal(load_windows(folder, tok, 40, 3, **plain), expected[:3])
+    assert torch.equal(load_windows(folder / "a.txt", tok, 40, None, **plain), expected[: len(ids[0]) // 40])
+    # By default every window is the BOS and 39 text tokens.
+    bos = torch.cat([torch.tensor(i[: len(i) // 39 * 39]).view(-1, 39) for i in ids])
+    bos = torch.cat([torch.full((len(bos), 1), tok.bos_token_id), bos], dim=1)
+    assert torch.equal(load_windows(folder, tok, 40, None), bos)
 
     shards = tmp_path / "npz"
     shards.mkdir()

@@ -215,6 +215,8 @@ class Probe(AttentionClient):
         self._next_example_ids: list[int] | None = None
         self._entered = False
         self.n_examples = 0
+        # How the caller made the inputs (e.g. run_capture's tokenisation), recorded in the sidecar.
+        self.input_notes: dict[str, Any] = {}
 
     # ---- GQA ----
     def kv_head(self, head: int) -> int:
@@ -418,4 +420,5 @@ class Probe(AttentionClient):
                 "positions": list(self.sampler.positions),
             },
             "n_examples": self.n_examples,
+            **({"inputs": dict(self.input_notes)} if self.input_notes else {}),
         }

@@ -19,22 +19,23 @@ def load_windows(
     context_length: int,
     n_samples: int | None = None,
     *,
-    add_special_tokens: bool = False,
+    add_special_tokens: bool = True,
 ) -> torch.Tensor:
     """Token windows ``(N, context_length)`` (int64) from ``data``, at most ``n_samples``, in order.
 
-    ``data`` is a text file or a folder of ``*.txt`` files (sorted by name), each tokenised without
-    special tokens and cut into non-overlapping windows of exactly ``context_length`` tokens (the
-    remainder of each file is dropped, so no window spans two files); or a ``.npz`` file, or a
+    ``data`` is a text file or a folder of ``*.txt`` files (sorted by name), each tokenised and cut
+    into non-overlapping windows of exactly ``context_length`` tokens (the remainder of each file
+    is dropped, so no window spans two files); or a ``.npz`` file, or a
     folder of ``shard_*.npz`` (any ``*.npz`` when there is no ``shard_*.npz``), with an integer
     ``input_ids`` array ``[N, L]``: rows shorter than ``context_length`` are dropped, longer ones
     truncated. ``None`` takes the zoo's held-out corpus (``zoo.heldout_text()``).
 
-    ``add_special_tokens``: every text window gets the tokenizer's special tokens around it as the
-    tokenizer adds them to one text (a BOS first for a decoder that defines one, ``[CLS] … [SEP]`` for
-    BERT-style encoders; nothing for a tokenizer that adds none), inside the ``context_length``
-    tokens: the text is cut into pieces of ``context_length`` minus their number. ``.npz`` rows are
-    token ids already and are taken as they are.
+    ``add_special_tokens`` (default True, as models see text in training): every text window gets
+    the tokenizer's special tokens around it as the tokenizer adds them to one text (a BOS first
+    for a decoder that defines one, ``[CLS] … [SEP]`` for BERT-style encoders; nothing for a
+    tokenizer that adds none), inside the ``context_length`` tokens: the text is cut into pieces of
+    ``context_length`` minus their number. False: plain text tokens only. ``.npz`` rows are token
+    ids already and are taken as they are.
 
     Example:
         >>> from spectra import zoo
@@ -108,7 +109,9 @@ def _text_windows(
     windows: list[torch.Tensor] = []
     longest = 0
     for text in texts:
-        ids = tokenizer(text, add_special_tokens=False).input_ids
+        # verbose=False: a whole file is longer than the model's context by design (it is cut below),
+        # so transformers' "longer than the specified maximum sequence length" warning is noise here.
+        ids = tokenizer(text, add_special_tokens=False, verbose=False).input_ids
         longest = max(longest, len(ids))
         n = len(ids) // body
         if n:

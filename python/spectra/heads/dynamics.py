@@ -268,6 +268,7 @@ def track(
     *,
     context_length: int = 128,
     n_samples: int = 8,
+    add_special_tokens: bool = True,
     n_random: int = 8,
     random_block: int = 32,
     batch_size: int = 8,
@@ -282,7 +283,8 @@ def track(
     ``checkpoints``: checkpoint folders of one architecture, or a zoo name (``"tiny-qwen3"``: its
     training checkpoints, then the final model). ``input_ids``: ``(N, T)`` windows; default the
     zoo's held-out text cut into ``n_samples`` windows of ``context_length`` tokens with the first
-    checkpoint's tokenizer. Each checkpoint is :func:`track_checkpoint`; the parts are joined by
+    checkpoint's tokenizer, with its special tokens unless ``add_special_tokens=False``
+    (:func:`spectra.data.windows.load_windows`). Each checkpoint is :func:`track_checkpoint`; the parts are joined by
     :func:`combine` (``spectra run`` with ``kind: dynamics`` computes the parts as separate tasks).
     ``dtype`` (default float32), ``device`` (default: the CPU) and ``attn_implementation`` load each checkpoint as
     :func:`spectra.models.loading.load_model` does; the statistics are float32/float64 whatever they are.
@@ -304,7 +306,9 @@ def track(
         if first is None:
             first = (folder, shape)
             if input_ids is None:
-                input_ids = load_windows(None, tokenizer, context_length, n_samples)
+                input_ids = load_windows(
+                    None, tokenizer, context_length, n_samples, add_special_tokens=add_special_tokens
+                )
         else:
             check_architecture(first[0], first[1], folder, shape)
         parts.append(

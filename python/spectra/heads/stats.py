@@ -37,7 +37,7 @@ from spectra.capture.attention_switch import AttentionClient, attached, layer_at
 from spectra.capture.forward import run_model
 from spectra.heads.head_geometry import HeadGeometry
 from spectra.metrics.profile import check_input_ids, check_threshold
-from spectra.models import adapter_for
+from spectra.models import adapter_for, resolve_ignore_first
 from spectra.ops.native import attn_row_stats
 
 __all__ = ["ATTENTION_STATS", "SCORE_STATS", "head_stats", "repeated_random_tokens"]
@@ -188,7 +188,7 @@ def head_stats(
     seed: int = 0,
     batch_size: int = 8,
     threshold: float = 0.9,
-    ignore_first: int = 2,
+    ignore_first: int | None = None,
     centered: bool = True,
     position_ids: torch.Tensor | None = None,
 ) -> pd.DataFrame:
@@ -203,6 +203,8 @@ def head_stats(
 
     ``position_ids`` ((N, T) or (T,)), when given, go to the forwards on ``input_ids`` (and
     ``ignore_first`` counts from them); the repeated random blocks always start at position 0.
+    ``ignore_first`` defaults to 2 for a decoder and 0 for an encoder
+    (:func:`spectra.models.default_ignore_first`).
 
     Example:
         >>> import spectra
@@ -219,12 +221,12 @@ def head_stats(
         ("n_random", n_random, 1),
         ("random_block", random_block, 2),
         ("batch_size", batch_size, 1),
-        ("ignore_first", ignore_first, 0),
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name}: expected an integer >= {low}; got {value!r}")
     if model.training:
         raise ValueError("model: is in training mode; call model.eval() first")
+    ignore_first = resolve_ignore_first(model, ignore_first)
     a = adapter_for(model)
     vocab = int(model.config.vocab_size)
     limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)

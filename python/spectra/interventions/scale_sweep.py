@@ -39,7 +39,7 @@ from spectra.interventions.checks import hidden_change, token_logit_effect
 from spectra.interventions.context import intervene
 from spectra.interventions.specs import ScaleKey, ScaleLogits, ScaleQuery
 from spectra.metrics.profile import check_input_ids, check_threshold
-from spectra.models import Adapter, adapter_for
+from spectra.models import Adapter, adapter_for, resolve_ignore_first
 from spectra.ops.native import attn_row_stats
 
 __all__ = ["DEFAULT_ALPHAS", "KINDS", "MODES", "check_alphas", "check_targets", "scale_sweep"]
@@ -369,7 +369,7 @@ def scale_sweep(
     attention_mask: torch.Tensor | None = None,
     position_ids: torch.Tensor | None = None,
     threshold: float = 0.9,
-    ignore_first: int = 2,
+    ignore_first: int | None = None,
     batch_size: int = 8,
     progress: bool = False,
 ) -> pd.DataFrame:
@@ -381,7 +381,8 @@ def scale_sweep(
 
     ``position_ids`` ((N, T) or (T,)) go to every forward as they are; without them a left-padded
     ``attention_mask`` gives each token its index among its row's real tokens (``ignore_first``
-    counts real tokens), so left, right and no padding sweep the same text alike.
+    counts real tokens), so left, right and no padding sweep the same text alike. ``ignore_first``
+    defaults to 2 for a decoder and 0 for an encoder (:func:`spectra.models.default_ignore_first`).
 
     Example:
         >>> import spectra
@@ -401,8 +402,7 @@ def scale_sweep(
         )
     if mode not in MODES:
         raise ValueError(f"mode: unknown mode {mode!r}; allowed are {', '.join(MODES)}")
-    if not isinstance(ignore_first, int) or ignore_first < 0:
-        raise ValueError(f"ignore_first: expected an int >= 0; got {ignore_first!r}")
+    ignore_first = resolve_ignore_first(model, ignore_first)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: expected an int >= 1; got {batch_size!r}")
     if model.training:

@@ -50,6 +50,7 @@ def run_demo(
     n_samples: int = 16,
     batch_size: int = 4,
     out_dir: str | Path = "results/demo",
+    add_special_tokens: bool = True,
     progress: bool = True,
     dtype: str = defaults.DTYPE,
     device: str | None = None,
@@ -76,7 +77,7 @@ def run_demo(
         json.loads((out / META).read_text())  # only ever replace what looks like a result folder
         shutil.rmtree(out)
     loaded, tokenizer = load_model(model, dtype=dtype, device=device, attn_implementation=attn_implementation)
-    windows = load_windows(None, tokenizer, context_length, n_samples)
+    windows = load_windows(None, tokenizer, context_length, n_samples, add_special_tokens=add_special_tokens)
     config = loaded.config
     print(
         f"spectra demo: {model} ({config.num_hidden_layers} layers, {config.num_attention_heads} query heads); "
@@ -92,6 +93,7 @@ def run_demo(
         batch_size=batch_size,
         data=None,
         n_samples=n_samples,
+        add_special_tokens=add_special_tokens,
         progress=progress,
         command_line=[
             "spectra",
@@ -106,6 +108,7 @@ def run_demo(
             str(batch_size),
             "--out",
             str(out),
+            *([] if add_special_tokens else ["--no-add-special-tokens"]),
             *(["--dtype", str(dtype)] if dtype != defaults.DTYPE else []),
             *(["--device", str(device)] if device is not None else []),
             *(

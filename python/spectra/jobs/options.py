@@ -32,6 +32,7 @@ __all__ = [
     "device_option",
     "dtype_option",
     "keys",
+    "special_tokens_option",
     "table",
 ]
 
@@ -165,6 +166,22 @@ def device_option(help: str | None = None) -> Option:
         None,
         help or "Device for the model: cpu, cuda, cuda:N or mps (default: where it loads, the CPU).",
         key=False,
+    )
+
+
+def special_tokens_option(help: str | None = None) -> Option:
+    """``--add-special-tokens/--no-add-special-tokens``: whether text is tokenised with the tokenizer's
+    special tokens (a BOS first for a decoder that defines one, ``[CLS] … [SEP]`` for BERT-style
+    encoders), on by default, as the model saw text in training; a key of the kinds that tokenise text.
+    The choice is part of the run's identity (it changes the windows) and meta.json records it."""
+    return Option(
+        "add_special_tokens",
+        True,
+        help
+        or "Add the tokenizer's special tokens to every text window (BOS for decoders, [CLS]/[SEP] for "
+        "encoders), inside --context-length.",
+        secondary="--no-add-special-tokens",
+        is_flag=True,
     )
 
 

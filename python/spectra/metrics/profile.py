@@ -21,6 +21,7 @@ from torch import nn
 from spectra.capture.forward import run_model
 from spectra.capture.probe import Heads, Probe
 from spectra.io.atomic import write_parquet_table
+from spectra.models import resolve_ignore_first
 
 #: Every metric profile can report, in column order.
 METRICS: tuple[str, ...] = (
@@ -174,7 +175,7 @@ def profile(
     heads: Heads = None,
     metrics: str | Iterable[str] = DEFAULT_METRICS,
     threshold: float = 0.9,
-    ignore_first: int = 2,
+    ignore_first: int | None = None,
     n_sink: int = 4,
     sample_ids: Sequence[int] | None = None,
     on_nonfinite: str = "raise",
@@ -187,7 +188,9 @@ def profile(
     the mass, compared at θ − 1e-6), ``sink_mass`` (weight on the first real key), ``sink_mass_n``
     (on the first n_sink real keys), ``argmax`` (key offset from the first real token), ``n_visible``,
     ``q_norm`` and ``k_norm`` (the head's KV-head key at the same token). Row metrics are NaN for
-    tokens < ``ignore_first``. Logits are the model's own post-RoPE, post-QK-norm ones, in float32.
+    tokens < ``ignore_first`` (default: 2 for a decoder, 0 for an encoder, whose every token sees
+    the whole text; see :func:`spectra.models.default_ignore_first`). Logits are the model's own
+    post-RoPE, post-QK-norm ones, in float32.
 
     Padding: padding tokens (mask 0) get no rows, and left, right or no padding give the same table
     for the same text. Without ``position_ids``, a left-padded ``attention_mask`` gives each token its
@@ -216,8 +219,7 @@ def profile(
     """
     metrics = check_metrics(metrics)
     threshold = check_threshold(threshold)
-    if not isinstance(ignore_first, int) or ignore_first < 0:
-        raise ValueError(f"ignore_first: expected an integer >= 0; got {ignore_first!r}")
+    ignore_first = resolve_ignore_first(model, ignore_first)
     if on_nonfinite not in ("raise", "nan"):
         raise ValueError(f"on_nonfinite: {on_nonfinite!r}; allowed values are 'raise', 'nan'")
     input_ids = check_input_ids(model, input_ids)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from spectra import defaults
 from spectra.models.base import Adapter, StageHook, inverse_rope, split_heads
 from spectra.models.bert import BertAdapter
 from spectra.models.gemma2 import Gemma2Adapter
@@ -62,6 +63,32 @@ def adapter_for(model: nn.Module) -> Adapter:
     return adapter(model)
 
 
+def default_ignore_first(model: nn.Module) -> int:
+    """How many leading tokens' row metrics are NaN when the caller does not say (``ignore_first=None``):
+    ``spectra.defaults.IGNORE_FIRST`` for a decoder, whose first tokens see almost nothing (a token at
+    position 0 attends only to itself), and 0 for an encoder, whose every token sees the whole text.
+
+    Example:
+        >>> from spectra import models, zoo
+        >>> models.default_ignore_first(zoo.load("tiny-llama")[0]), models.default_ignore_first(zoo.load("all-minilm-l6-v2")[0])
+        (2, 0)
+    """
+    return defaults.IGNORE_FIRST if adapter_for(model).causal else 0
+
+
+def resolve_ignore_first(model: nn.Module, ignore_first: int | None) -> int:
+    """``ignore_first`` as given (checked: an integer >= 0), or the model's default for None
+    (:func:`default_ignore_first`)."""
+    if ignore_first is None:
+        return default_ignore_first(model)
+    if isinstance(ignore_first, bool) or not isinstance(ignore_first, int) or ignore_first < 0:
+        raise ValueError(
+            f"ignore_first: expected an integer >= 0, or None for the model's default "
+            f"({defaults.IGNORE_FIRST} for decoders, 0 for encoders); got {ignore_first!r}"
+        )
+    return ignore_first
+
+
 def supported_table() -> str:
     """The README's supported-architectures table (Markdown), rendered from the adapters.
 
@@ -86,7 +113,9 @@ __all__ = [
     "StageHook",
     "UnsupportedModelError",
     "adapter_for",
+    "default_ignore_first",
     "inverse_rope",
+    "resolve_ignore_first",
     "split_heads",
     "supported_table",
 ]

@@ -122,6 +122,12 @@ class Adapter:
         """The query heads that read ``kv_head`` (see :func:`kv_group`)."""
         return kv_group(self.n_heads, self.n_kv_heads, kv_head)
 
+    @property
+    def causal(self) -> bool:
+        """Whether a token attends only to earlier ones (decoders) rather than both ways (encoders),
+        read from the attention modules' own ``is_causal`` (what they pass to the attention call)."""
+        return all(bool(getattr(module, "is_causal", True)) for module in self.attention)
+
     # ---- per layer ----
     def uses_rope(self, layer: int) -> bool:
         return self.has_rope

@@ -62,6 +62,7 @@ from spectra.report.results import (
     head_table,
     model_reference,
     read_result,
+    recorded_special_tokens,
 )
 from spectra.report.viewer import (
     LoadedModel,
@@ -230,7 +231,13 @@ def build_report_data(
     } <= set(table.frame.columns):
         taxonomy, taxonomy_source = classify(table.frame), f"classify({table.source})"
     if loaded.model is not None:
-        windows = viewer_windows(loaded.model, loaded.tokenizer, n_samples=n_samples, max_tokens=max_tokens)
+        windows = viewer_windows(
+            loaded.model,
+            loaded.tokenizer,
+            n_samples=n_samples,
+            max_tokens=max_tokens,
+            add_special_tokens=recorded_special_tokens(result.meta),
+        )
         viewer = {"available": True, **attention_data(loaded.model, loaded.tokenizer, windows, model_name=reference)}
         if taxonomy is None:
             taxonomy = computed_classes(loaded.model, windows)

@@ -128,6 +128,22 @@ def model_reference(result: ResultFolder) -> str | None:
     return _zoo_name(str(model)) if model else None
 
 
+def recorded_special_tokens(meta: Mapping[str, Any]) -> bool:
+    """Whether the run tokenised its text with the tokenizer's special tokens, as meta.json records it
+    (``run`` of a profile or sweep, ``settings`` of a dynamics run); True (the default) where it
+    records nothing, so the report's viewer tokenises its windows as the run did.
+
+    Example:
+        >>> recorded_special_tokens({"run": {"add_special_tokens": False}}), recorded_special_tokens({})
+        (False, True)
+    """
+    for section in ("run", "settings"):
+        part = meta.get(section)
+        if isinstance(part, Mapping) and part.get("add_special_tokens") is False:
+            return False
+    return True
+
+
 def _zoo_name(reference: str) -> str:
     """The zoo name of a folder that is a zoo model's folder (geometry/plasticity runs store the path)."""
     for name in zoo.MODEL_NAMES:

@@ -76,8 +76,11 @@ def load_run_model(
     return LoadedModel(reference, model, tokenizer)
 
 
-def viewer_windows(model: Any, tokenizer: Any, *, n_samples: int = 2, max_tokens: int = 64):
-    """The first ``n_samples`` held-out windows of ``min(max_tokens, max_position_embeddings)`` tokens.
+def viewer_windows(
+    model: Any, tokenizer: Any, *, n_samples: int = 2, max_tokens: int = 64, add_special_tokens: bool = True
+):
+    """The first ``n_samples`` held-out windows of ``min(max_tokens, max_position_embeddings)`` tokens,
+    with the tokenizer's special tokens unless ``add_special_tokens=False`` (as the run was made).
 
     Example:
         >>> from spectra import zoo
@@ -87,7 +90,7 @@ def viewer_windows(model: Any, tokenizer: Any, *, n_samples: int = 2, max_tokens
     """
     limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
     length = min(max_tokens, int(limit)) if limit else max_tokens
-    return load_windows(None, tokenizer, length, n_samples)
+    return load_windows(None, tokenizer, length, n_samples, add_special_tokens=add_special_tokens)
 
 
 def computed_classes(model: Any, windows) -> pd.DataFrame:

@@ -129,7 +129,7 @@ def _names(value: Any, key: str, allowed: tuple[str, ...]) -> list[str]:
 def check_capture_keys(config: dict[str, Any], *, min_length: int = 1) -> dict[str, Any]:
     """Checks the keys of the capture stage every capturing kind shares: ``data`` (a file), ``n_examples``,
     ``max_length`` (at least ``min_length``; None: the kind's default), ``examples_per_shard``,
-    ``layers``, ``heads``."""
+    ``layers``, ``heads``, ``add_special_tokens`` (true)."""
     if config["data"] is not None:
         data = Path(str(config["data"]))
         if not data.is_file():
@@ -143,6 +143,8 @@ def check_capture_keys(config: dict[str, Any], *, min_length: int = 1) -> dict[s
     config["examples_per_shard"] = positive_int(config["examples_per_shard"], "examples_per_shard")
     config["layers"] = int_list(config["layers"], "layers")
     config["heads"] = int_list(config["heads"], "heads")
+    if not isinstance(config["add_special_tokens"], bool):
+        raise ValueError(f"add_special_tokens: expected true or false; got {config['add_special_tokens']!r}")
     return config
 
 
@@ -304,7 +306,17 @@ def plan(config: Mapping[str, Any]) -> list[Task]:
         return {
             "max_length": resolve_max_length(config, model, folder, default, cap=True),
             **{
-                key: config[key] for key in ("layers", "heads", "capture", "stages", "positions", "bucket_size", "seed")
+                key: config[key]
+                for key in (
+                    "layers",
+                    "heads",
+                    "capture",
+                    "stages",
+                    "positions",
+                    "bucket_size",
+                    "seed",
+                    "add_special_tokens",
+                )
             },
         }
 
@@ -328,6 +340,7 @@ def compute(task: Task) -> int:
             task.data,
             folder,
             max_length=o["max_length"],
+            add_special_tokens=o["add_special_tokens"],
             overwrite=True,
             progress=False,
             layers=o["layers"],
@@ -394,6 +407,7 @@ def post_rope_qk_options(config: Mapping[str, Any], max_length: int, bucket_size
         "positions": "all",
         "bucket_size": bucket_size,
         "seed": 0,
+        "add_special_tokens": config["add_special_tokens"],
     }
 
 

@@ -3,13 +3,21 @@ stage's keys that ``kind: geometry`` and ``kind: plasticity`` share are built by
 
 from __future__ import annotations
 
-from spectra.jobs.options import Option, attn_implementation_option, device_option, dtype_option, keys
+from spectra.jobs.options import (
+    Option,
+    attn_implementation_option,
+    device_option,
+    dtype_option,
+    keys,
+    special_tokens_option,
+)
 
 __all__ = ["KEYS", "OPTIONS", "stage"]
 
 LAYERS_HELP = "Layers, e.g. '0,2,5-7' (default all)."
 DATA_HELP = "Examples: .jsonl with 'text' (and optional integer 'id') per line, or text with one example per line."
 SHARD_HELP = "Examples per task (one shard each)."
+SPECIAL_HELP = "Tokenise every example with the tokenizer's special tokens (BOS, or [CLS] ... [SEP])."
 
 
 def stage() -> tuple[Option, ...]:
@@ -21,6 +29,7 @@ def stage() -> tuple[Option, ...]:
         Option("examples_per_shard", 8, SHARD_HELP, cli=False),
         Option("layers", help=LAYERS_HELP, cli=False),
         Option("heads", help="Query heads of every layer, e.g. '0-3' (default all).", cli=False),
+        Option("add_special_tokens", True, SPECIAL_HELP, cli=False),
     )
 
 
@@ -43,6 +52,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("bucket_size", help="Bucket size (default 64 for uniform/log_uniform, else 1).", type=int, min=1),
     Option("seed", 0, type=int, min=0),
     Option("max_length", 4096, "Keep the first N tokens.", type=int, min=1, key_default=None),
+    special_tokens_option(SPECIAL_HELP),
     Option("examples_per_shard", 8, SHARD_HELP, cli=False),
     dtype_option(),
     device_option(),

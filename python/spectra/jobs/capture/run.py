@@ -26,11 +26,15 @@ def run_capture(
     out_dir: str | Path,
     *,
     max_length: int = 4096,
+    add_special_tokens: bool = True,
     overwrite: bool = False,
     progress: bool = True,
     **probe_kwargs: Any,
 ) -> dict[str, Any]:
     """Captures every example into ``out_dir`` and returns the sidecar.
+
+    Each text is tokenised with the tokenizer's special tokens (BOS, or [CLS] … [SEP]) unless
+    ``add_special_tokens=False``, and cut to ``max_length`` tokens; the sidecar's ``inputs`` records both.
 
     Example:
         >>> import tempfile
@@ -50,9 +54,16 @@ def run_capture(
         raise ValueError(f"max_length must be >= 1; got {max_length}")
     examples = list(examples)
     probe = Probe(model, out_dir=out, keep_in_memory=False, **probe_kwargs)
+    probe.input_notes = {"max_length": max_length, "add_special_tokens": add_special_tokens}
     with probe:  # inputs go to the input embedding's device; accelerate's hooks move each layer's inputs
         for example_id, text in tqdm(examples, desc="capture", unit="example", disable=not progress):
-            ids = tokenizer(text, truncation=True, max_length=max_length, return_tensors="pt").input_ids
+            ids = tokenizer(
+                text,
+                truncation=True,
+                max_length=max_length,
+                add_special_tokens=add_special_tokens,
+                return_tensors="pt",
+            ).input_ids
             if ids.shape[1] == 0:
                 raise ValueError(f"data: example {example_id} tokenizes to an empty sequence")
             probe.set_example_ids([example_id])

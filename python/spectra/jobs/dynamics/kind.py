@@ -11,7 +11,7 @@ the very function ``spectra dynamics`` writes through — the same tables, CSVs,
 ``summary.json`` and ``meta.json`` (up to its ``created`` and ``command_line``).
 
 Config keys besides the common ones: ``checkpoints`` (required; ``models`` is refused), and as in
-``spectra dynamics``: ``context_length`` (128), ``n_samples`` (8), ``n_random`` (8),
+``spectra dynamics``: ``context_length`` (128), ``n_samples`` (8), ``add_special_tokens`` (true), ``n_random`` (8),
 ``random_block`` (32), ``batch_size`` (8), ``gamma_heatmap`` (None: drawn when the family has
 QK-norm; true: required; false: skipped). ``data`` must stay unset: like ``spectra dynamics``, the
 kind reads the zoo's held-out text, cut into windows with the first checkpoint's tokenizer (once,
@@ -103,7 +103,7 @@ CHECKPOINT_FILE = "checkpoint.json"  # in a shard: the step, the checkpoint fold
 #: The common keys a task needs to load its model (dtype, attention, device, device_map, ...); meta.json
 #: records those that differ from the defaults spectra dynamics always uses.
 LOADING = tuple(k for k in COMMON_KEYS if k not in ("kind", "models", "checkpoints", "out", "gpus_per_task"))
-_OPTIONS = ("context_length", "n_samples", "n_random", "random_block", "batch_size", *LOADING)
+_OPTIONS = ("context_length", "n_samples", "add_special_tokens", "n_random", "random_block", "batch_size", *LOADING)
 
 
 # --------------------------------------------------------------------------------------------
@@ -129,6 +129,8 @@ def check(config: dict[str, Any]) -> dict[str, Any]:
         )
     for key in ("context_length", "n_samples", "n_random", "batch_size"):
         config[key] = positive_int(config[key], key)
+    if not isinstance(config["add_special_tokens"], bool):
+        raise ValueError(f"add_special_tokens: expected true or false; got {config['add_special_tokens']!r}")
     block = config["random_block"]
     if not isinstance(block, int) or isinstance(block, bool) or block < 2:
         raise ValueError(f"random_block: expected an integer >= 2; got {block!r}")
@@ -256,7 +258,13 @@ def plan(config: Mapping[str, Any]) -> list[Task]:
     for series in series_of(config):
         _check_series(series, config)
         tokenizer = load_tokenizer(series.members[0][1])
-        windows = load_windows(None, tokenizer, config["context_length"], config["n_samples"]).numpy()
+        windows = load_windows(
+            None,
+            tokenizer,
+            config["context_length"],
+            config["n_samples"],
+            add_special_tokens=config["add_special_tokens"],
+        ).numpy()
         for step, folder in series.members:
             tasks.append(
                 Task(

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from spectra.jobs.options import Option, attn_implementation_option, device_option, dtype_option, keys
+from spectra.jobs.options import (
+    Option,
+    attn_implementation_option,
+    device_option,
+    dtype_option,
+    keys,
+    special_tokens_option,
+)
 
 __all__ = ["KEYS", "OPTIONS"]
 
@@ -24,6 +31,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("out", help="Result folder.", path="dir", dest="out_dir", required=True, key=False),
     Option("context_length", 128, type=int, min=1),
     Option("n_samples", 8, "Held-out text windows.", type=int, min=1),
+    special_tokens_option(),
     Option("n_random", 8, "Repeated random blocks.", type=int, min=1),
     Option("random_block", 32, "Tokens per random block.", type=int, min=2),
     Option("batch_size", 8, "Windows per forward.", cli=False),

@@ -40,7 +40,14 @@ class DynamicsResult:
 
 
 #: The run settings meta.json records (as ``run_dynamics`` takes them).
-SETTINGS: tuple[str, ...] = ("context_length", "n_samples", "n_random", "random_block", "batch_size")
+SETTINGS: tuple[str, ...] = (
+    "context_length",
+    "n_samples",
+    "add_special_tokens",
+    "n_random",
+    "random_block",
+    "batch_size",
+)
 TABLES: tuple[str, ...] = ("head_series", "kv_series", "gamma", "taxonomy")
 
 
@@ -50,6 +57,7 @@ def run_dynamics(
     *,
     context_length: int = 128,
     n_samples: int = 8,
+    add_special_tokens: bool = True,
     n_random: int = 8,
     random_block: int = 32,
     batch_size: int = 8,
@@ -86,6 +94,7 @@ def run_dynamics(
         checkpoints,
         context_length=context_length,
         n_samples=n_samples,
+        add_special_tokens=add_special_tokens,
         n_random=n_random,
         random_block=random_block,
         batch_size=batch_size,
@@ -97,6 +106,7 @@ def run_dynamics(
     settings: dict[str, Any] = {
         "context_length": context_length,
         "n_samples": n_samples,
+        "add_special_tokens": add_special_tokens,
         "n_random": n_random,
         "random_block": random_block,
         "batch_size": batch_size,

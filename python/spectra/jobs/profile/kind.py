@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from spectra import defaults
 from spectra.data.windows import load_windows
 from spectra.engine.core import (
     Task,
@@ -53,6 +54,7 @@ from spectra.jobs.profile.options import KEYS
 from spectra.jobs.profile.run import DEFAULT_METRICS, META, ProfileResult, _analyse, profile_meta, read_tokens
 from spectra.metrics.profile import check_metrics, check_threshold, profile
 from spectra.metrics.summaries import layer_summary
+from spectra.models.zoo.model_classes import is_encoder
 from spectra.models.zoo.paths import load_tokenizer
 from spectra.models.zoo.references import model_source
 
@@ -64,7 +66,8 @@ STRAY_GLOB = ("tokens", "shard-*.parquet")  # files under <label>/tokens that a 
 def check(config: dict[str, Any]) -> dict[str, Any]:
     """Checks the profile keys: ``context_length`` (required), ``n_samples`` (default: all windows of
     the data), ``samples_per_shard`` (8) and, as in ``spectra profile``, ``data``, ``layers``,
-    ``heads``, ``metrics``, ``threshold``, ``ignore_first``, ``n_permutations``."""
+    ``heads``, ``metrics``, ``threshold``, ``ignore_first`` (none: 2 for decoders, 0 for encoders),
+    ``add_special_tokens`` (true), ``n_permutations``."""
     config["context_length"] = positive_int(config["context_length"], "context_length")
     config["n_samples"] = positive_int(config["n_samples"], "n_samples", optional=True)
     config["samples_per_shard"] = positive_int(config["samples_per_shard"], "samples_per_shard")
@@ -75,12 +78,16 @@ def check(config: dict[str, Any]) -> dict[str, Any]:
         metrics = [m.strip() for m in metrics.split(",") if m.strip()]
     config["metrics"] = list(check_metrics(DEFAULT_METRICS if metrics is None else metrics))
     config["threshold"] = check_threshold(config["threshold"])
-    if (
+    if config["ignore_first"] is not None and (
         not isinstance(config["ignore_first"], int)
         or isinstance(config["ignore_first"], bool)
         or config["ignore_first"] < 0
     ):
-        raise ValueError(f"ignore_first: expected an integer >= 0; got {config['ignore_first']!r}")
+        raise ValueError(
+            f"ignore_first: expected an integer >= 0, or none for the model's default; got {config['ignore_first']!r}"
+        )
+    if not isinstance(config["add_special_tokens"], bool):
+        raise ValueError(f"add_special_tokens: expected true or false; got {config['add_special_tokens']!r}")
     config["n_permutations"] = positive_int(config["n_permutations"], "n_permutations")
     if config["data"] is not None:
         config["data"] = str(config["data"])
@@ -118,6 +125,7 @@ def plan(config: Mapping[str, Any]) -> list[Task]:
             "offload_folder",
             "n_permutations",
             "data",
+            "add_special_tokens",
             "samples_per_shard",
         )
     }
@@ -129,7 +137,15 @@ def plan(config: Mapping[str, Any]) -> list[Task]:
             model, folder, context_length=config["context_length"], layers=config["layers"], heads=config["heads"]
         )
         tokenizer = load_tokenizer(folder)
-        windows = load_windows(config["data"], tokenizer, config["context_length"], config["n_samples"]).numpy()
+        windows = load_windows(
+            config["data"],
+            tokenizer,
+            config["context_length"],
+            config["n_samples"],
+            add_special_tokens=config["add_special_tokens"],
+        ).numpy()
+        if config["ignore_first"] is None:  # the model's default, as spectra profile's: 0 for encoders
+            options["ignore_first"] = 0 if is_encoder(folder) else defaults.IGNORE_FIRST
         size = config["samples_per_shard"]
         for shard, lo in enumerate(range(0, len(windows), size)):
             hi = min(len(windows), lo + size)
@@ -203,6 +219,7 @@ def merge(
             "ignore_first": int(options["ignore_first"]),
             "n_permutations": int(options["n_permutations"]),
             "data": options["data"],
+            "add_special_tokens": options["add_special_tokens"],
             "data_sha256": data_sha256(windows),
         }
         identity_keys = {k: identity[k] for k in ("class", "config_sha256", "weights_fingerprint")}

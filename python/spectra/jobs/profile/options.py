@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from spectra import defaults
-from spectra.jobs.options import Option, attn_implementation_option, device_option, dtype_option, keys
+from spectra.jobs.options import (
+    Option,
+    attn_implementation_option,
+    device_option,
+    dtype_option,
+    keys,
+    special_tokens_option,
+)
 
 __all__ = ["KEYS", "OPTIONS"]
 
@@ -24,6 +31,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("context_length", help="Tokens per window.", type=int, min=1, required=True),
     Option("n_samples", help="Profile the first N windows (default all).", type=int, min=1),
+    special_tokens_option(),
     Option(
         "samples_per_shard",
         8,
@@ -38,7 +46,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("heads", help="Query heads of every layer, e.g. '0-3' (default all)."),
     Option("metrics", ",".join(defaults.METRICS), "Comma-separated metrics.", key_default=None),
     Option("threshold", defaults.THRESHOLD, "Mass that k_eff must reach.", type=float),
-    Option("ignore_first", defaults.IGNORE_FIRST, "Row metrics are NaN for the first N tokens.", type=int, min=0),
+    Option(
+        "ignore_first",
+        help=f"Row metrics are NaN for the first N tokens (default {defaults.IGNORE_FIRST} for decoders, "
+        "0 for encoders).",
+        type=int,
+        min=0,
+    ),
     dtype_option(),
     device_option(),
     attn_implementation_option(),

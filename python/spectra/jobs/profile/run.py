@@ -53,6 +53,7 @@ from spectra.io.identity import (
 from spectra.metrics import correlations as corr
 from spectra.metrics.profile import check_metrics, check_threshold, profile, write_profile_parquet
 from spectra.metrics.summaries import head_summary, layer_summary
+from spectra.models import resolve_ignore_first
 from spectra.models.zoo.references import model_source
 
 __all__ = ["DEFAULT_METRICS", "ProfileResult", "load_windows", "profile_meta", "run_profile", "verdict"]
@@ -155,10 +156,11 @@ def run_profile(
     heads: Sequence[int] | None = None,
     metrics: Sequence[str] = DEFAULT_METRICS,
     threshold: float = defaults.THRESHOLD,
-    ignore_first: int = defaults.IGNORE_FIRST,
+    ignore_first: int | None = None,
     resume: bool = False,
     data: str | None = None,
     n_samples: int | None = None,
+    add_special_tokens: bool | None = None,
     n_permutations: int = 100,
     command_line: Sequence[str] | None = None,
     progress: bool = True,
@@ -167,7 +169,9 @@ def run_profile(
     head summary, the exp0 correlation tables, ``summary.json`` and the figures.
 
     ``tokenizer`` is unused (the windows are already tokens); it is accepted for symmetry with the
-    data loader. ``data`` and ``n_samples`` (as requested) only go into ``meta.json`` and the run's
+    data loader. ``ignore_first`` defaults to 2 for a decoder, 0 for an encoder. ``data``,
+    ``n_samples`` (as requested) and ``add_special_tokens`` (how the windows were tokenised; None
+    when they did not come from ``load_windows``) only go into ``meta.json`` and the run's
     identity. A folder holding a run with another ``run_hash`` (model, weights, windows or
     configuration) raises ``ValueError`` naming ``out``; a folder holding shards of this very run
     needs ``resume=True``.
@@ -195,8 +199,9 @@ def run_profile(
     limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
     if limit is not None and context_length > limit:
         raise ValueError(f"context-length: {context_length} exceeds the model's max_position_embeddings ({limit})")
-    if not isinstance(ignore_first, int) or ignore_first < 0:
-        raise ValueError(f"ignore-first: expected an integer >= 0; got {ignore_first!r}")
+    ignore_first = resolve_ignore_first(model, ignore_first)
+    if add_special_tokens is not None and not isinstance(add_special_tokens, bool):
+        raise ValueError(f"add_special_tokens: expected True, False or None; got {add_special_tokens!r}")
 
     Probe(model, layers=layers, heads=heads, capture=(), row_stats=True, threshold=threshold)  # validates layers/heads
     out = Path(out_dir)
@@ -215,6 +220,7 @@ def run_profile(
         "ignore_first": int(ignore_first),
         "n_permutations": int(n_permutations),
         "data": None if data is None else str(data),
+        "add_special_tokens": add_special_tokens,
         "data_sha256": data_sha256(windows),
     }
     model_identity = {

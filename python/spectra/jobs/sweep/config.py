@@ -37,6 +37,7 @@ class SweepConfig:
     experiment: str
     model: str = "tiny-llama"
     data: str | None = None  # text file, folder or .npz of windows; None: the embedded held-out text
+    add_special_tokens: bool = True  # the tokenizer's BOS / [CLS] ... [SEP] in every text window
     context_length: int = 128
     n_samples: int = 8
     batch_size: int = 8
@@ -45,7 +46,7 @@ class SweepConfig:
     control: list[int] | None = None  # scale_sweep: the control head [layer, head] for exp2's gain ratio
     modes: list[str] | None = None  # default: local (scale_sweep, gain_map); propagated (qk_asymmetry)
     kinds: list[str] | None = None  # default: q (scale_sweep, gain_map); q and k (qk_asymmetry)
-    ignore_first: int = defaults.IGNORE_FIRST
+    ignore_first: int | None = None  # None: the model's default (2 for decoders, 0 for encoders)
     threshold: float = defaults.THRESHOLD
     gain_by: str = "max_attn"  # the gain that sets categories and picks heads (default max_attn; the seed's entry points disagreed, see docs/concepts.md, 'What the original code got wrong')
     n_bootstrap: int = 1000
@@ -68,8 +69,14 @@ class SweepConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected an integer >= 1; got {value!r}")
-        if isinstance(self.ignore_first, bool) or not isinstance(self.ignore_first, int) or self.ignore_first < 0:
-            raise ValueError(f"ignore_first: expected an integer >= 0; got {self.ignore_first!r}")
+        if self.ignore_first is not None and (
+            isinstance(self.ignore_first, bool) or not isinstance(self.ignore_first, int) or self.ignore_first < 0
+        ):
+            raise ValueError(
+                f"ignore_first: expected an integer >= 0, or none for the model's default; got {self.ignore_first!r}"
+            )
+        if not isinstance(self.add_special_tokens, bool):
+            raise ValueError(f"add_special_tokens: expected true or false; got {self.add_special_tokens!r}")
         self.alphas = list(check_alphas(self.alphas))
         if self.modes is None:
             self.modes = ["propagated"] if self.experiment == "qk_asymmetry" else ["local"]

@@ -44,6 +44,7 @@ import pandas as pd
 import torch
 from transformers import AutoConfig
 
+from spectra import defaults
 from spectra.data.windows import load_windows
 from spectra.engine.core import (
     COMMON_KEYS,
@@ -70,6 +71,7 @@ from spectra.jobs.sweep.run import (
     SweepResult,
     SweepShard,
 )
+from spectra.models.zoo.model_classes import is_encoder
 from spectra.models.zoo.paths import load_tokenizer
 from spectra.models.zoo.references import model_source
 
@@ -95,8 +97,13 @@ KEYS: dict[str, Any] = {
 PLACEMENT = tuple(k for k in COMMON_KEYS if k not in ("kind", "models", "checkpoints", "out", "gpus_per_task"))
 
 
-def _sweep_config(model: str, settings: Mapping[str, Any]) -> SweepConfig:
-    return SweepConfig(model=model, **{key: settings[key] for key in KEYS})
+def _sweep_config(model: str, settings: Mapping[str, Any], *, resolve: bool = True) -> SweepConfig:
+    """The ``SweepConfig`` of ``model``; ``resolve``: an unset ``ignore_first`` becomes the model's
+    default (0 for an encoder, 2 for a decoder), as ``spectra sweep`` records it."""
+    values = {key: settings[key] for key in KEYS}
+    if resolve and values["ignore_first"] is None:
+        values["ignore_first"] = 0 if is_encoder(model_folder(model)) else defaults.IGNORE_FIRST
+    return SweepConfig(model=model, **values)
 
 
 def check(config: dict[str, Any]) -> dict[str, Any]:
@@ -104,7 +111,7 @@ def check(config: dict[str, Any]) -> dict[str, Any]:
     values (defaults of ``modes``/``kinds``/``heads`` filled in per experiment, sorted ``alphas``):
     ``experiment`` (required: scale_sweep | gain_map | qk_asymmetry), ``data``, ``context_length``,
     ``n_samples``, ``batch_size``, ``alphas``, ``heads``, ``control``, ``modes``, ``kinds``,
-    ``ignore_first``, ``threshold``, ``gain_by``, ``n_bootstrap``, ``seed``.
+    ``ignore_first``, ``threshold``, ``gain_by``, ``n_bootstrap``, ``seed``, ``add_special_tokens``.
 
     Example:
         >>> from spectra.engine import check_config
@@ -117,7 +124,7 @@ def check(config: dict[str, Any]) -> dict[str, Any]:
     if config["data"] is not None:
         config["data"] = str(config["data"])
     try:
-        normalised = _sweep_config("-", config)
+        normalised = _sweep_config("-", config, resolve=False)
     except TypeError as error:  # a value of the wrong type deep in a check
         raise ValueError(f"config: a sweep setting has a value of the wrong type ({error})") from None
     for key in KEYS:
@@ -182,7 +189,13 @@ def plan(config: Mapping[str, Any]) -> list[Task]:
         except ValueError as error:
             raise ValueError(f"{error} ({model}: {n_layers} layers x {n_heads} heads)") from None
         tokenizer = load_tokenizer(folder)
-        windows = load_windows(config["data"], tokenizer, config["context_length"], config["n_samples"]).numpy()
+        windows = load_windows(
+            config["data"],
+            tokenizer,
+            config["context_length"],
+            config["n_samples"],
+            add_special_tokens=config["add_special_tokens"],
+        ).numpy()
         mine = [_task(config, label, model, i, shard, windows) for i, shard in enumerate(shards)]
         if settings.heads == "from_gain_map" and is_done(mine[0]):
             later = sweep_job.plan_shards(settings, n_layers, n_heads, _selection(settings, mine[0]))[len(shards) :]

@@ -24,6 +24,7 @@ as tasks and writes the same result folder.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -58,6 +59,7 @@ from spectra.jobs.sweep.shards import (
     sweep_shard,
 )
 from spectra.jobs.sweep.summary import _control_summary, _gain_map_summary, _records, print_sweep_result
+from spectra.models import resolve_ignore_first
 from spectra.models.loading import load_model
 from spectra.models.zoo.references import model_source
 
@@ -277,7 +279,11 @@ def run_sweep(
     model, tokenizer = load_model(
         config.model, dtype=config.dtype, device=config.device, attn_implementation=config.attn_implementation
     )
-    windows = load_windows(config.data, tokenizer, config.context_length, config.n_samples)
+    # The model's own default where the config leaves ignore_first unset, so meta.json records the value used.
+    config = dataclasses.replace(config, ignore_first=resolve_ignore_first(model, config.ignore_first))
+    windows = load_windows(
+        config.data, tokenizer, config.context_length, config.n_samples, add_special_tokens=config.add_special_tokens
+    )
     identity = {
         "class": type(model).__name__,
         "config_sha256": config_hash(model),
