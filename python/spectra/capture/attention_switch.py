@@ -26,6 +26,7 @@ from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from spectra.capture.call_mask import CustomMaskError, mask_shape
 from spectra.models import Adapter, adapter_for
 
 NAME_PREFIX = "spectra_"
@@ -80,15 +81,36 @@ class LayerAttention(NamedTuple):
     sliding_window: int | None
 
 
-def layer_attention(adapter: Adapter, layer: int, module: nn.Module, kwargs: dict) -> LayerAttention:
-    """What the model passed to its attention function, with the adapter filling what it left out
-    (GPT-2 passes no scaling; the window and causality come from the module)."""
+def layer_attention(
+    adapter: Adapter,
+    layer: int,
+    module: nn.Module,
+    kwargs: dict,
+    attention_mask: Any,
+    key_valid: torch.Tensor | None = None,
+) -> LayerAttention:
+    """What the model passed to its attention function: scaling and soft-cap from the call's arguments
+    (the adapter fills in a scaling the model leaves out, as GPT-2 does), causality and the sliding
+    window from the mask the call received (:func:`spectra.capture.call_mask.mask_shape`; ``key_valid``
+    (B, T) marks the real tokens), never from the config. A mask Spectra cannot reproduce raises
+    :class:`~spectra.capture.call_mask.CustomMaskError` naming the layer."""
     scaling = kwargs.get("scaling")
+    if attention_mask is not None and not isinstance(attention_mask, torch.Tensor):
+        raise CustomMaskError(
+            f"layer {layer}: the attention call received a {type(attention_mask).__name__} mask (flex attention), "
+            "which Spectra does not read; load the model with attn_implementation='sdpa' or 'eager'"
+        )
+    shape = mask_shape(
+        attention_mask,
+        key_valid,
+        causal=bool(kwargs.get("is_causal", getattr(module, "is_causal", True))),
+        layer=layer,
+    )
     return LayerAttention(
         adapter.scaling(layer) if scaling is None else float(scaling),
         kwargs.get("softcap"),
-        bool(kwargs.get("is_causal", getattr(module, "is_causal", True))),
-        adapter.sliding_window(layer),
+        shape.causal,
+        shape.sliding_window,
     )
 
 

@@ -217,6 +217,7 @@ class Probe(AttentionClient):
         self.n_examples = 0
         # How the caller made the inputs (e.g. run_capture's tokenisation), recorded in the sidecar.
         self.input_notes: dict[str, Any] = {}
+        self._valid: torch.Tensor | None = None  # the current batch's real tokens (B, T)
 
     # ---- GQA ----
     def kv_head(self, head: int) -> int:
@@ -334,9 +335,16 @@ class Probe(AttentionClient):
                     f"positions: {beyond[:5]} lie outside the sequence (the last position in this batch is {last})"
                 )
         self.registry.begin_batch(torch.tensor(ids, dtype=torch.long), positions, valid)
+        self._valid = valid
         self.n_examples += batch_size
 
+    def _key_valid_for(self, k: torch.Tensor) -> torch.Tensor | None:
+        """The batch's real tokens where they line up with the keys (no KV cache), else None."""
+        valid = self._valid
+        return valid if valid is not None and valid.shape[-1] == k.shape[-2] else None
+
     def end_batch(self, failed: bool) -> None:
+        self._valid = None
         if not self.registry.in_batch:
             return
         self.registry.end_batch(discard=failed)
@@ -351,8 +359,8 @@ class Probe(AttentionClient):
             for kind, x in (("q", q), ("k", k), ("v", v)):
                 if kind in self.kinds:
                     self.registry.on_stage(layer, kind, "pre_rope", x if kind == "v" else inverse_rope(x, cos, sin))
-        mask = attention_mask if isinstance(attention_mask, torch.Tensor) else None  # flex BlockMasks stay in Python
-        how = layer_attention(self.adapter, layer, module, kwargs)
+        mask = attention_mask if isinstance(attention_mask, torch.Tensor) else None
+        how = layer_attention(self.adapter, layer, module, kwargs, attention_mask, self._key_valid_for(k))
         return self.registry.on_attention(
             layer, q, k, v, how.scaling, mask, how.causal, how.sliding_window, how.softcap
         )

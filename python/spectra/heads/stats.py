@@ -98,7 +98,7 @@ class _AttentionScores(AttentionClient):
     def on_attention(self, layer, module, q, k, v, attention_mask, kwargs):
         if self._positions is None:
             return q, k, v
-        scaling, softcap, causal, window = layer_attention(self.adapter, layer, module, kwargs)
+        scaling, softcap, causal, window = layer_attention(self.adapter, layer, module, kwargs, attention_mask)
         qd, kd = q.detach(), k.detach()
         s = attn_row_stats(
             qd, kd, scaling, causal=causal, sliding_window=window, threshold=self.threshold, softcap=softcap

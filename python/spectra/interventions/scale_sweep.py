@@ -129,9 +129,11 @@ class _LocalSweep(AttentionClient):
         if heads is None or self._batch is None:
             return q, k, v
         positions, valid = self._batch
-        scaling, softcap, causal, window = layer_attention(self.adapter, layer, module, kwargs)
         qd, kd = q.detach(), k.detach()
         key_valid = valid.to(qd.device) if kd.shape[2] == valid.shape[1] else None
+        scaling, softcap, causal, window = layer_attention(
+            self.adapter, layer, module, kwargs, attention_mask, key_valid
+        )
         tokens = (valid & (positions >= self.ignore_first))[:, None, :]
         index = torch.tensor(heads, dtype=torch.long)
         batch = q.shape[0]

@@ -179,7 +179,7 @@ class _LayerAttentionRecorder:
         return output
 
     def on_attention(self, layer, module, q, k, v, attention_mask, kwargs):
-        how = layer_attention(self.adapter, layer, module, kwargs)
+        how = layer_attention(self.adapter, layer, module, kwargs, attention_mask)
         self.layers[layer] = {
             "scaling": float(how.scaling),
             "softcap": float(how.softcap) if how.softcap else None,

@@ -1,0 +1,148 @@
+"""Which keys each query may see, read from the mask the model passes to its attention call.
+
+Spectra's metrics never build their mask from a config value or an adapter's guess: a window that
+sits only in the config, or one set on every layer while the model applies it to some, would give
+silently wrong numbers. The attention call's own ``attention_mask`` is the source of truth:
+
+* ``None``: no mask tensor; the backend attends causally when the module is causal (sdpa's
+  ``is_causal``, which transformers uses only without padding and without a window that bites),
+  else to every key.
+* a 4-D tensor ``(B or 1, 1 or H, T_q, T_k)``, boolean (True: visible) or additive float (0:
+  visible, the dtype's minimum or ``-inf``: hidden). Spectra reads its structure at the real
+  queries: causal or not, and the sliding window (the largest visible query-key distance + 1), and
+  checks that the tensor equals the mask those settings and the padding give, entry by entry. A
+  mask with any other structure (chunked attention, a document mask, an additive bias such as
+  ALiBi, different masks per head) is refused with :class:`CustomMaskError` naming the layer, rather
+  than measured with the wrong keys.
+
+The structure of one mask tensor is read once: transformers builds one mask per layer type and
+passes the same tensor to every layer of that type, so later layers reuse the result.
+
+Example:
+    >>> import torch
+    >>> from spectra.capture.call_mask import mask_shape
+    >>> i = torch.arange(6)
+    >>> window = (i[:, None] >= i[None]) & (i[:, None] - i[None] < 3)  # causal, sliding window 3
+    >>> mask_shape(window[None, None], None, causal=True, layer=0)
+    MaskShape(causal=True, sliding_window=3)
+    >>> mask_shape(None, None, causal=True, layer=0)
+    MaskShape(causal=True, sliding_window=None)
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import NamedTuple
+
+import torch
+
+__all__ = ["CustomMaskError", "MaskShape", "mask_shape"]
+
+
+class CustomMaskError(ValueError):
+    """The attention mask a layer received is not causal/bidirectional + sliding window + padding."""
+
+
+class MaskShape(NamedTuple):
+    """The keys a query sees: earlier ones only (``causal``) and at most ``sliding_window`` back."""
+
+    causal: bool
+    sliding_window: int | None
+
+
+# id(mask tensor) -> (weak reference to it, id of the key_valid it was read with, its shape)
+_cache: dict[int, tuple[weakref.ref, int, MaskShape]] = {}
+
+
+def _visible(mask: torch.Tensor, layer: int) -> torch.Tensor:
+    """(B', T_q, T_k) bool: which keys the tensor lets each query see (one mask for every head)."""
+    if mask.dim() != 4:
+        raise CustomMaskError(
+            f"layer {layer}: the attention call received a {mask.dim()}-D mask of shape {tuple(mask.shape)}; "
+            "Spectra reads 4-D (batch, heads, queries, keys) masks"
+        )
+    if mask.dtype == torch.bool:
+        visible = mask
+    else:
+        floor = torch.finfo(mask.dtype).min / 2 if mask.dtype.is_floating_point else 0
+        visible = mask > floor
+        if bool((mask.masked_select(visible) != 0).any()):
+            raise CustomMaskError(
+                f"layer {layer}: the attention mask adds a bias to visible logits (e.g. ALiBi), which Spectra's "
+                "metrics do not reproduce; the metrics of this model are not available"
+            )
+    if visible.shape[1] != 1 and not bool((visible == visible[:, :1]).all()):
+        raise CustomMaskError(
+            f"layer {layer}: the attention mask differs between heads; Spectra's metrics take one mask for every head"
+        )
+    return visible[:, 0]
+
+
+def _band(n_q: int, n_k: int, offset: int, causal: bool, window: int | None, device) -> torch.Tensor:
+    """(T_q, T_k) bool: the keys a query at position ``i + offset`` may see, padding aside."""
+    band = torch.ones(n_q, n_k, dtype=torch.bool, device=device)
+    if causal:
+        band = band.tril(offset)
+        if window is not None:
+            band = band.triu(offset - window + 1)
+    return band
+
+
+def _read(mask: torch.Tensor, key_valid: torch.Tensor | None, causal: bool, layer: int) -> MaskShape:
+    # Only (T_q, T_k) booleans and per-row reductions: as large as the mask the model already built.
+    visible = _visible(mask, layer)
+    n_q, n_k = visible.shape[-2:]
+    offset = n_k - n_q  # queries are the last n_q positions (0 without a KV cache)
+    device = visible.device
+    if key_valid is None:
+        key_valid = torch.ones(visible.shape[0], n_k, dtype=torch.bool, device=device)
+    key_valid = key_valid.to(device=device, dtype=torch.bool)
+    real_q = key_valid[:, offset:]  # (B, T_q)
+    seen = visible & real_q[:, :, None] & key_valid[:, None, :]  # visible real keys of real queries
+    if not bool(seen.any()):
+        return MaskShape(causal, None)
+    is_causal = not bool((seen & ~_band(n_q, n_k, offset, True, None, device)).any())
+    window = None
+    if is_causal:
+        positions = torch.arange(n_q, device=device) + offset
+        rows = seen.any(-1)
+        first_seen = seen.to(torch.uint8).argmax(-1)  # leftmost visible key of each query
+        widest = int((positions - first_seen).masked_select(rows).max()) + 1
+        first_real = key_valid.to(torch.uint8).argmax(-1)[:, None]  # each sample's first real key
+        farthest = int((positions - first_real).masked_select(real_q).max()) + 1
+        # A window shows only where some real query had a real key at its distance or farther.
+        window = widest if widest < farthest else None
+    expected = key_valid[:, None, :] & _band(n_q, n_k, offset, is_causal, window, device)
+    differs = (visible != expected) & real_q[:, :, None]
+    if bool(differs.any()):
+        b, q, k = (int(x) for x in differs.nonzero()[0])
+        what = "visible" if bool(visible[b, q, k]) else "hidden"
+        raise CustomMaskError(
+            f"layer {layer}: the attention mask is not a causal or bidirectional mask with a sliding window and "
+            f"padding (sample {b}: query {q} has key {k} {what}, unlike a "
+            f"{'causal' if is_causal else 'bidirectional'} mask with window {window}); Spectra's metrics take "
+            "such masks only (chunked or document masks are not supported yet)"
+        )
+    return MaskShape(is_causal, window)
+
+
+def mask_shape(
+    attention_mask: torch.Tensor | None, key_valid: torch.Tensor | None, *, causal: bool, layer: int
+) -> MaskShape:
+    """The :class:`MaskShape` of the mask an attention call received.
+
+    ``attention_mask``: what the model passed (None or a 4-D tensor); ``key_valid``: (B, T_k) real
+    tokens (None: all real); ``causal``: whether the module attends causally when there is no mask
+    (its ``is_causal``). Raises :class:`CustomMaskError` for any other mask.
+    """
+    if attention_mask is None:
+        return MaskShape(causal, None)
+    entry = _cache.get(id(attention_mask))
+    valid_id = id(key_valid)
+    if entry is not None and entry[0]() is attention_mask and entry[1] == valid_id:
+        return entry[2]
+    shape = _read(attention_mask.detach(), key_valid, causal, layer)
+    for key in [k for k, (ref, _, _) in _cache.items() if ref() is None]:  # forget freed masks
+        del _cache[key]
+    _cache[id(attention_mask)] = (weakref.ref(attention_mask), valid_id, shape)
+    return shape
