@@ -81,6 +81,16 @@ class LayerAttention(NamedTuple):
     sliding_window: int | None
 
 
+#: Arguments of an attention call that change the weights and that the metrics do not reproduce yet:
+#: refused rather than measured wrong.
+UNREAD_ARGUMENTS = {
+    "s_aux": "learned attention-sink logits",
+    "sinks": "learned attention-sink logits",
+    "position_bias": "an additive position bias",
+    "alibi": "an ALiBi bias",
+}
+
+
 def layer_attention(
     adapter: Adapter,
     layer: int,
@@ -95,6 +105,13 @@ def layer_attention(
     (B, T) marks the real tokens), never from the config. A mask Spectra cannot reproduce raises
     :class:`~spectra.capture.call_mask.CustomMaskError` naming the layer."""
     scaling = kwargs.get("scaling")
+    unread = sorted(name for name in UNREAD_ARGUMENTS if kwargs.get(name) is not None)
+    if unread:
+        raise CustomMaskError(
+            f"layer {layer}: the attention call passes {', '.join(unread)} ("
+            + "; ".join(UNREAD_ARGUMENTS[name] for name in unread)
+            + "), which takes part in the softmax and which Spectra's metrics do not count yet"
+        )
     if attention_mask is not None and not isinstance(attention_mask, torch.Tensor):
         raise CustomMaskError(
             f"layer {layer}: the attention call received a {type(attention_mask).__name__} mask (flex attention), "

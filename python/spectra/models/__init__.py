@@ -16,6 +16,7 @@ from spectra.models.base import Adapter, StageHook, inverse_rope, split_heads
 from spectra.models.bert import BertAdapter
 from spectra.models.gemma2 import Gemma2Adapter
 from spectra.models.gemma3 import Gemma3Adapter
+from spectra.models.generic import GenericAdapter, UnsupportedStructureError, attention_modules_of
 from spectra.models.gpt2 import GPT2Adapter
 from spectra.models.gpt_neox import GPTNeoXAdapter
 from spectra.models.llama import LlamaAdapter
@@ -55,6 +56,14 @@ def adapter_for(model: nn.Module) -> Adapter:
         )
     model_type = getattr(config, "model_type", None)
     adapter = _BY_MODEL_TYPE.get(model_type)
+    if adapter is None and attention_modules_of(model.base_model):
+        # No hand-written adapter: the generic one, for attention that goes through transformers' interface.
+        try:
+            return GenericAdapter(model)
+        except UnsupportedStructureError as error:
+            raise UnsupportedModelError(
+                f"model: architecture {model_type!r} ({type(model).__name__}) is not supported: {error}"
+            ) from None
     if adapter is None:
         raise UnsupportedModelError(
             f"model: architecture {model_type!r} ({type(model).__name__}) is not supported; supported model types are "

@@ -1,0 +1,227 @@
+"""The generic adapter: any decoder whose attention modules call transformers' attention interface.
+
+What makes it safe to take a model no one wrote an adapter for:
+
+* post-RoPE q, k, v are what the attention call receives (the attention switch), whatever the
+  module computes before: QK-norm of any shape, partial RoPE, position-dependent factors;
+* the metrics read scaling and soft-cap from the call's arguments and causality and the window
+  from the mask the call receives (``spectra.capture.call_mask``), never from the config;
+* head counts and head_dim come from the config and the module (``head_dim``,
+  ``num_key_value_groups``), never from ``hidden_size / heads``; a module that names no head_dim
+  is refused;
+* a module whose forward does not call the attention interface is refused, since Spectra would
+  see none of its attention.
+
+Pre-RoPE vectors are read from hooks: the module's QK-norm (``q_norm``/``k_norm`` or
+``q_layernorm``/``k_layernorm``; per head or over all heads before the split), else its ``q_proj``
+/ ``k_proj`` (or a fused ``qkv_proj``: q, then k, then v); a module with neither gives them through
+``Probe(pre_rope_route="inverse_rope")`` (RoPE undone with the model's own cos/sin).
+
+Example:
+    >>> from transformers import AutoConfig, AutoModelForCausalLM
+    >>> from spectra.models.generic import GenericAdapter
+    >>> config = AutoConfig.for_model("olmo2", hidden_size=64, intermediate_size=96, num_attention_heads=4,
+    ...                               num_key_value_heads=2, num_hidden_layers=2, vocab_size=97)
+    >>> adapter = GenericAdapter(AutoModelForCausalLM.from_config(config))
+    >>> adapter.family, adapter.n_layers, adapter.n_heads, adapter.n_kv_heads, adapter.head_dim
+    ('generic', 2, 4, 2, 16)
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from typing import Any
+
+import torch
+from torch import nn
+
+from spectra.models.base import Adapter, HeadsByKind, StageHook, split_heads
+
+__all__ = ["GenericAdapter", "UnsupportedStructureError", "attention_modules_of"]
+
+# Markers of a forward that dispatches through transformers' attention interface.
+_INTERFACE_MARKERS = ("ALL_ATTENTION_FUNCTIONS", "eager_attention_forward", "attention_interface")
+_NORMS = (("q_norm", "k_norm"), ("q_layernorm", "k_layernorm"))
+
+
+class UnsupportedStructureError(ValueError):
+    """The model's attention is not laid out as the generic adapter needs (the message says how)."""
+
+
+def _calls_interface(module: nn.Module) -> bool:
+    try:
+        source = inspect.getsource(type(module).forward)
+    except (OSError, TypeError):
+        return False
+    return any(marker in source for marker in _INTERFACE_MARKERS)
+
+
+def attention_modules_of(backbone: nn.Module) -> list[nn.Module]:
+    """The self-attention modules of ``backbone`` in layer order: modules named ``*Attention`` that
+    carry a ``layer_idx`` (cross-attention modules are not self-attention and are left out)."""
+    found = [
+        m
+        for m in backbone.modules()
+        if type(m).__name__.endswith("Attention") and "Cross" not in type(m).__name__ and hasattr(m, "layer_idx")
+    ]
+    return sorted(found, key=lambda m: int(m.layer_idx))
+
+
+def _entry(backbone: nn.Module, attention: list[nn.Module]) -> nn.Module:
+    """The module whose forward receives the token ids and runs every attention layer: the backbone,
+    or its one child that holds them all and takes ``input_ids`` (OPT's decoder, which the causal-LM
+    head calls directly, bypassing the backbone's own forward)."""
+    ids = {id(m) for m in attention}
+    while True:
+        holders = [c for c in backbone.children() if ids <= {id(m) for m in c.modules()}]
+        if len(holders) != 1 or "input_ids" not in inspect.signature(holders[0].forward).parameters:
+            return backbone
+        backbone = holders[0]
+
+
+class GenericAdapter(Adapter):
+    """The adapter for any decoder without a hand-written one (see the module docstring)."""
+
+    family = "generic"
+    model_types = ()
+    stages = (
+        "pre_rope: q_norm/k_norm outputs where the module has them, else q_proj/k_proj (or the split qkv_proj); "
+        "post_rope: what the attention call receives"
+    )
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        text = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        self.config = text
+        self.backbone = _entry(self.backbone, self.attention)
+        layers = [int(m.layer_idx) for m in self.attention]
+        if len(set(layers)) != len(layers):
+            raise UnsupportedStructureError(
+                f"model: {type(model).__name__} has several self-attention modules per layer "
+                f"({', '.join(sorted({type(m).__name__ for m in self.attention}))})"
+            )
+        outside = sorted({type(m).__name__ for m in self.attention if not _calls_interface(m)})
+        if outside:
+            raise UnsupportedStructureError(
+                f"model: the attention of {type(model).__name__} ({', '.join(outside)}) does not call transformers' "
+                "attention interface, so Spectra cannot see its queries and keys"
+            )
+        first = self.attention[0]
+        if getattr(first, "head_dim", None) is None and getattr(text, "head_dim", None) is None:
+            raise UnsupportedStructureError(
+                f"model: {type(first).__name__} names no head_dim (neither the module nor the config)"
+            )
+
+    def attention_modules(self, backbone: nn.Module) -> list[nn.Module]:
+        return attention_modules_of(backbone)
+
+    @property
+    def n_heads(self) -> int:
+        heads = getattr(self.attention[0], "num_heads", None) or getattr(self.config, "num_attention_heads", None)
+        return int(heads)
+
+    @property
+    def n_kv_heads(self) -> int:
+        # From the module (its key projection's width, or its GQA group size): a config may carry a
+        # num_key_value_heads its architecture never reads.
+        attn = self.attention[0]
+        k_proj = getattr(attn, "k_proj", None)
+        if isinstance(k_proj, nn.Linear) and k_proj.out_features % self.head_dim == 0:
+            return k_proj.out_features // self.head_dim
+        groups = getattr(attn, "num_key_value_groups", None)
+        if groups:
+            return self.n_heads // int(groups)
+        return int(getattr(self.config, "num_key_value_heads", None) or self.n_heads)
+
+    @property
+    def half_split_rope(self) -> bool:
+        """Whether the model rotates the two halves of each head (``rotate_half``), the layout
+        ``inverse_rope`` undoes; interleaved RoPE (Cohere, GLM) is not."""
+        modeling = sys.modules.get(type(self.attention[0]).__module__)
+        rotate = getattr(modeling, "rotate_half", None)
+        try:
+            source = inspect.getsource(rotate) if rotate is not None else ""
+        except (OSError, TypeError):
+            return False
+        return "x.shape[-1] // 2" in source and "::2" not in source
+
+    @property
+    def head_dim(self) -> int:
+        value = getattr(self.attention[0], "head_dim", None)
+        return int(value if value is not None else self.config.head_dim)
+
+    @property
+    def has_rope(self) -> bool:  # type: ignore[override]
+        return getattr(self.config, "rope_parameters", None) is not None or hasattr(self.config, "rope_theta")
+
+    def uses_rope(self, layer: int) -> bool:
+        nope = getattr(self.config, "no_rope_layers", None)  # 1 = RoPE layer, 0 = NoPE (SmolLM3, Llama 4)
+        if isinstance(nope, (list, tuple)) and layer < len(nope):
+            return bool(nope[layer])
+        return self.has_rope
+
+    def rotary_dim(self, layer: int) -> int:
+        params = getattr(self.config, "rope_parameters", None) or {}
+        factor = params.get("partial_rotary_factor", getattr(self.config, "partial_rotary_factor", 1.0)) or 1.0
+        return int(self.head_dim * float(factor))
+
+    def scaling(self, layer: int) -> float:
+        scaling = getattr(self.attention[layer], "scaling", None)
+        return float(scaling) if scaling is not None else self.head_dim**-0.5
+
+    def k_norm_module(self, layer: int) -> nn.Module | None:
+        attn = self.attention[layer]
+        for _, k_name in _NORMS:
+            module = getattr(attn, k_name, None)
+            if isinstance(module, nn.Module):
+                return module
+        return None
+
+    def stage_hooks(self, layer: int) -> list[StageHook]:
+        attn, d = self.attention[layer], self.head_dim
+        heads = {"q": self.n_heads, "k": self.n_kv_heads, "v": self.n_kv_heads}
+
+        def heads_first(kind: str):
+            def read(out: Any) -> HeadsByKind:
+                x = out[0] if isinstance(out, tuple) else out
+                if x.dim() == 3:  # (B, T, H*D): a norm over all heads before the split (OLMo 2), or a projection
+                    return {kind: split_heads(x, d)}
+                # (B, T, H, D), the usual place of QK-norm (before the transpose), or (B, H, T, D) after it
+                after = x.shape[1] == heads[kind] and x.shape[2] != heads[kind]
+                return {kind: x if after else x.transpose(1, 2)}
+
+            return read
+
+        hooks: list[StageHook] = []
+        covered: set[str] = set()
+        norms = next(
+            ((getattr(attn, q), getattr(attn, k)) for q, k in _NORMS if isinstance(getattr(attn, q, None), nn.Module)),
+            None,
+        )
+        if norms is not None:
+            hooks += [StageHook(norms[0], heads_first("q")), StageHook(norms[1], heads_first("k"))]
+            covered |= {"q", "k"}
+        elif all(isinstance(getattr(attn, name, None), nn.Module) for name in ("q_proj", "k_proj")):
+            hooks += [StageHook(attn.q_proj, heads_first("q")), StageHook(attn.k_proj, heads_first("k"))]
+            covered |= {"q", "k"}
+        if isinstance(getattr(attn, "v_proj", None), nn.Module):
+            hooks.append(StageHook(attn.v_proj, heads_first("v")))
+            covered.add("v")
+        fused = getattr(attn, "qkv_proj", None)
+        if isinstance(fused, nn.Module) and covered != {"q", "k", "v"}:
+            sizes = [self.n_heads * d, self.n_kv_heads * d, self.n_kv_heads * d]
+            wanted = tuple(kind for kind in ("q", "k", "v") if kind not in covered)
+            covered |= set(wanted)
+
+            def split(out: torch.Tensor) -> HeadsByKind:
+                parts = dict(zip(("q", "k", "v"), out.split(sizes, dim=-1), strict=True))
+                return {kind: split_heads(parts[kind], d) for kind in wanted}
+
+            hooks.append(StageHook(fused, split))
+        if not {"q", "k"} <= covered:
+            raise UnsupportedStructureError(
+                f"layer {layer}: {type(attn).__name__} has no q/k projections or QK-norm modules to read pre-RoPE "
+                "vectors from; use Probe(pre_rope_route='inverse_rope')"
+            )
+        return hooks

@@ -1,0 +1,97 @@
+"""The generic adapter on decoders without a hand-written one: metrics against float64 eager attention
+on a left-padded batch, pre-RoPE hooks against inverse RoPE, logits bitwise equal under a Probe,
+single-head isolation; and clear refusals where Spectra would otherwise measure the wrong thing."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+import spectra
+from spectra.capture.call_mask import CustomMaskError
+from spectra.models import UnsupportedModelError, adapter_for
+from spectra.models.generic import GenericAdapter
+
+DIMS = dict(
+    hidden_size=64,
+    intermediate_size=96,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    num_hidden_layers=2,
+    vocab_size=97,
+    initializer_range=0.2,
+    pad_token_id=0,
+)
+# Fused qkv (phi3), QK-norm over all heads (olmo2), windows only in the config (ministral3, mixtral),
+# MoE (qwen3_moe), a decoder the causal-LM head calls past its backbone (opt), interleaved RoPE (glm4).
+TYPES = ["olmo2", "ministral3", "phi3", "mixtral", "granite", "cohere2", "opt", "qwen3_moe", "glm4", "starcoder2"]
+
+
+def tiny(model_type: str):
+    config = AutoConfig.for_model(model_type, **DIMS)
+    if hasattr(config, "head_dim"):
+        config.head_dim = 16
+    if hasattr(config, "sliding_window"):
+        config.sliding_window = 4
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
+
+
+def batch():
+    ids = torch.randint(3, 97, (2, 12), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(2, 12, dtype=torch.long)
+    mask[0, :3] = 0
+    return ids, mask
+
+
+@pytest.mark.parametrize("model_type", TYPES)
+def test_generic_adapter_measures_what_eager_attention_computes(model_type):
+    model = tiny(model_type)
+    adapter = adapter_for(model)
+    assert isinstance(adapter, GenericAdapter) and adapter.n_layers == 2 and adapter.head_dim == 16
+    ids, mask = batch()
+    table = spectra.profile(model, ids, mask, metrics=["entropy", "max_attn"], ignore_first=0)
+    with torch.no_grad():
+        attentions = model(ids, attention_mask=mask, output_attentions=True).attentions
+    for layer, weights in enumerate(attentions):
+        w = weights.double()
+        entropy = -(w * torch.where(w > 0, w.log(), torch.zeros((), dtype=torch.float64))).sum(-1)
+        for sample in range(2):
+            got = table[(table["sample"] == sample) & (table["layer"] == layer)].sort_values(["head", "token"])
+            real = mask[sample].bool()
+            np.testing.assert_allclose(got["entropy"], entropy[sample][:, real].reshape(-1).numpy(), atol=1e-5)
+            np.testing.assert_allclose(got["max_attn"], w[sample][:, real].amax(-1).reshape(-1).numpy(), atol=1e-5)
+    # Logits bitwise equal under a probe; one head scaled changes only that head.
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    assert spectra.check_baseline(model, inputs).logits_equal
+    spectra.check_isolation(model, spectra.ScaleQuery(1, 0, 2.0), inputs)
+
+
+@pytest.mark.parametrize("model_type", ["olmo2", "phi3", "mixtral"])
+def test_pre_rope_hooks_agree_with_inverse_rope(model_type):
+    model = tiny(model_type)
+    ids = batch()[0][1:]
+    got = {}
+    for route in ("hook", "inverse_rope"):
+        probe = spectra.Probe(model, layers=[1], heads=[0], capture=("q", "k"), stage="pre_rope", pre_rope_route=route)
+        with probe, torch.no_grad():
+            model(ids)
+        got[route] = [probe.captured(1, 0, kind).vectors for kind in ("q", "k")]
+    for a, b in zip(got["hook"], got["inverse_rope"], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_refusals_name_the_reason():
+    with pytest.raises(UnsupportedModelError, match="does not call transformers' attention interface"):
+        adapter_for(tiny("bloom"))
+    ids, mask = batch()
+    with pytest.raises(CustomMaskError, match="s_aux .*attention-sink"):
+        spectra.profile(tiny("gpt_oss"), ids, mask)
+    with pytest.raises(ValueError, match="^pre_rope_route: .*interleaved"):
+        spectra.Probe(tiny("cohere"), capture=("q",), stage="pre_rope", pre_rope_route="inverse_rope")
