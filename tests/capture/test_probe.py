@@ -392,10 +392,11 @@ def test_bad_arguments_name_the_argument(llama):
 
 
 def test_unsupported_architecture_lists_supported(monkeypatch):
-    from transformers import GPTJConfig
+    from transformers import MambaConfig
 
-    model = AutoModelForCausalLM.from_config(GPTJConfig(n_embd=32, n_layer=1, n_head=4, vocab_size=64, rotary_dim=4))
-    with pytest.raises(spectra.UnsupportedModelError, match=r"'gptj' .* supported model types are llama, mistral"):
+    # No softmax attention at all (a state-space model): no adapter, and the generic one finds nothing.
+    model = AutoModelForCausalLM.from_config(MambaConfig(hidden_size=32, num_hidden_layers=1, vocab_size=64))
+    with pytest.raises(spectra.UnsupportedModelError, match=r"'mamba' .* supported model types are llama, mistral"):
         spectra.Probe(model)
 
 

@@ -67,7 +67,8 @@ def adapter_for(model: nn.Module) -> Adapter:
     if adapter is None:
         raise UnsupportedModelError(
             f"model: architecture {model_type!r} ({type(model).__name__}) is not supported; supported model types are "
-            f"{', '.join(SUPPORTED_MODEL_TYPES)}"
+            f"{', '.join(SUPPORTED_MODEL_TYPES)}, and any decoder whose self-attention modules call transformers' "
+            "attention interface (none found in this model)"
         )
     return adapter(model)
 
