@@ -95,3 +95,25 @@ def test_refusals_name_the_reason():
         spectra.profile(tiny("gpt_oss"), ids, mask)
     with pytest.raises(ValueError, match="^pre_rope_route: .*interleaved"):
         spectra.Probe(tiny("cohere"), capture=("q",), stage="pre_rope", pre_rope_route="inverse_rope")
+
+
+def test_mllama_text_measures_its_self_attention_and_passes_cross_attention_through():
+    from transformers import MllamaForCausalLM, MllamaTextConfig
+
+    config = MllamaTextConfig(**{**DIMS, "num_hidden_layers": 4}, cross_attention_layers=[1])
+    torch.manual_seed(0)
+    model = MllamaForCausalLM._from_config(config, attn_implementation="eager").eval()
+    adapter = adapter_for(model)
+    # Spectra's layers are the self-attention layers in order (the model's layers 0, 2 and 3).
+    assert [int(m.layer_idx) for m in adapter.attention] == [0, 2, 3]
+    ids, mask = batch()
+    table = spectra.profile(model, ids, mask, metrics=["entropy"], ignore_first=0)
+    with torch.no_grad():
+        attentions = model(ids, attention_mask=mask, output_attentions=True).attentions
+    assert len(attentions) == adapter.n_layers == 3
+    for layer, weights in enumerate(attentions):
+        w = weights.double()
+        entropy = -(w * torch.where(w > 0, w.log(), torch.zeros((), dtype=torch.float64))).sum(-1)
+        got = table[(table["sample"] == 1) & (table["layer"] == layer)].sort_values(["head", "token"])
+        np.testing.assert_allclose(got["entropy"], entropy[1].reshape(-1).numpy(), atol=1e-5)
+    assert spectra.check_baseline(model, {"input_ids": ids, "attention_mask": mask}).logits_equal

@@ -144,7 +144,9 @@ def attached(model: nn.Module, client: AttentionClient) -> Iterator[AttentionSwi
 
 _lock = threading.RLock()
 _switches: dict[int, AttentionSwitch] = {}  # id(model) -> switch, while attached
-_routes: dict[int, tuple[AttentionSwitch, int]] = {}  # id(attention module) -> (switch, layer)
+_routes: dict[
+    int, tuple[AttentionSwitch, int | None]
+] = {}  # id(attention module) -> (switch, layer; None: passed through)
 _name_users: Counter[str] = Counter()
 
 
@@ -157,6 +159,8 @@ def spectra_attention(module: nn.Module, query, key, value, attention_mask, **kw
             "set its attn_implementation back (model.set_attn_implementation('sdpa'))"
         )
     switch, layer = route
+    if layer is None:  # attention Spectra does not measure (cross-attention): the model's own, untouched
+        return switch._delegate(module)(module, query, key, value, attention_mask, **kwargs)
     return switch.attend(layer, module, query, key, value, attention_mask, kwargs)
 
 
@@ -210,6 +214,10 @@ class AttentionSwitch:
             self.original, self.name = original, name
             for layer, module in enumerate(adapter.attention):
                 _routes[id(module)] = (self, layer)
+            measured = {id(m) for m in adapter.attention}
+            for module in model.modules():  # other attention (cross-attention, a vision tower): passed through
+                if type(module).__name__.endswith("Attention") and id(module) not in measured:
+                    _routes.setdefault(id(module), (self, None))
             self._handles.append(
                 adapter.backbone.register_forward_pre_hook(self._begin_batch, with_kwargs=True, prepend=True)
             )
@@ -233,9 +241,8 @@ class AttentionSwitch:
             for handle in self._handles:
                 handle.remove()
             self._handles.clear()
-            for module in self.adapter.attention:
-                if _routes.get(id(module), (None,))[0] is self:
-                    del _routes[id(module)]
+            for key in [key for key, (switch, _) in _routes.items() if switch is self]:
+                del _routes[key]
             if _switches.get(id(self.model)) is self:
                 del _switches[id(self.model)]
             if self.name is not None:
