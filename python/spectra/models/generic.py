@@ -108,6 +108,12 @@ class GenericAdapter(Adapter):
                 "attention interface, so Spectra cannot see its queries and keys"
             )
         first = self.attention[0]
+        qk_dim, v_dim = getattr(first, "qk_head_dim", None), getattr(first, "v_head_dim", None)
+        if getattr(first, "kv_lora_rank", None) is not None or (qk_dim and v_dim and qk_dim != v_dim):
+            raise UnsupportedStructureError(
+                f"model: {type(first).__name__} is multi-head latent attention (compressed keys and values, q/k "
+                f"head_dim {qk_dim} against v's {v_dim}), which Spectra does not read yet"
+            )
         if getattr(first, "head_dim", None) is None and getattr(text, "head_dim", None) is None:
             raise UnsupportedStructureError(
                 f"model: {type(first).__name__} names no head_dim (neither the module nor the config)"
