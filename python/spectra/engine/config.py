@@ -149,7 +149,7 @@ def check_config(config: Mapping[str, Any], *, out: str | os.PathLike | None = N
         >>> check_config({"kind": "profile", "models": "tiny-llama", "context_length": 32, "out": "x", "alpha": 1})
         Traceback (most recent call last):
         ...
-        ValueError: config: unknown key(s) alpha; allowed keys for kind profile are attn_implementation, checkpoints, context_length, data, device, device_map, dtype, gpus_per_task, heads, ignore_first, kind, layers, max_memory, metrics, models, n_permutations, n_samples, offload_folder, out, samples_per_shard, threshold
+        ValueError: config: unknown key(s) alpha; allowed keys for kind profile are add_special_tokens, attn_implementation, checkpoints, context_length, data, device, device_map, dtype, gpus_per_task, heads, ignore_first, kind, layers, max_memory, metrics, models, n_permutations, n_samples, offload_folder, out, samples_per_shard, threshold
     """
     if not isinstance(config, Mapping):
         raise ValueError(f"config: expected a mapping; got {type(config).__name__}")
