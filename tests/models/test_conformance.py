@@ -11,7 +11,7 @@ import pytest
 from spectra.models import conformance
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "supported-models.md"
-REGENERATE = ".venv/bin/python -m spectra.models.conformance --write docs/supported-models.md"
+REGENERATE = ".venv/bin/python -m spectra.models.conformance --write docs/supported-models.md --readme README.md"
 KNOWN_SUPPORTED = (
     "llama",
     "mistral",
@@ -82,3 +82,12 @@ def test_markdown_counts_line():
     assert lines[3].startswith("| `b` | unsupported")
     assert "y \\| z" in lines[4]
     assert text.endswith("1 supported, 0 not applicable, 1 unsupported, 1 not buildable, out of 3 types.")
+
+
+def test_readme_lists_the_passing_types(frame):
+    readme = DOC.parents[1] / "README.md"
+    listed = conformance.list_in(readme.read_text())
+    assert listed is not None, f"README.md has no conformance-list markers; regenerate with `{REGENERATE}`"
+    assert listed == conformance.supported_list(frame), (
+        f"README.md's list is out of date; regenerate with `{REGENERATE}`"
+    )
