@@ -116,3 +116,15 @@ def test_windows_only_in_the_config_are_measured_as_the_model_applies_them(model
             got = table[(table["sample"] == sample) & (table["layer"] == layer)].sort_values(["head", "token"])
             want = entropy[sample][:, mask[sample].bool()].reshape(-1).numpy()
             np.testing.assert_allclose(got["entropy"], want, atol=1e-5)
+
+
+def test_the_mask_is_read_in_blocks_of_query_rows(monkeypatch):
+    """A small block size gives the same answers and the same refusals (as at long context)."""
+    import spectra.capture.call_mask as call_mask
+
+    monkeypatch.setattr(call_mask, "BLOCK_ELEMENTS", 2 * 10 * 3)  # 3 query rows a block for batch 2
+    window = CAUSAL & (POS[:, None] - POS[None] < 3)
+    assert mask_shape(batch(window), VALID, causal=True, layer=0) == MaskShape(True, 3)
+    assert mask_shape(batch(CAUSAL), VALID, causal=True, layer=0) == MaskShape(True, None)
+    with pytest.raises(CustomMaskError, match="sample 0: query 4 has key 3 hidden"):
+        mask_shape(batch(CAUSAL & (POS[:, None] // 4 == POS[None] // 4)), VALID, causal=True, layer=0)

@@ -78,51 +78,68 @@ def _visible(mask: torch.Tensor, layer: int) -> torch.Tensor:
     return visible[:, 0]
 
 
-def _band(n_q: int, n_k: int, offset: int, causal: bool, window: int | None, device) -> torch.Tensor:
-    """(T_q, T_k) bool: the keys a query at position ``i + offset`` may see, padding aside."""
-    band = torch.ones(n_q, n_k, dtype=torch.bool, device=device)
-    if causal:
-        band = band.tril(offset)
-        if window is not None:
-            band = band.triu(offset - window + 1)
-    return band
+#: Mask entries per block of query rows the reader holds at once: a few of these booleans, never T×T
+#: of them (at T = 8192 a padded batch of 8 would otherwise make several 512 MiB temporaries).
+BLOCK_ELEMENTS = 1 << 24
+
+
+def _band(lo: int, hi: int, n_k: int, offset: int, causal: bool, window: int | None, device) -> torch.Tensor:
+    """(hi − lo, T_k) bool: the keys queries ``lo..hi`` (at positions ``i + offset``) may see, padding aside."""
+    if not causal:
+        return torch.ones(hi - lo, n_k, dtype=torch.bool, device=device)
+    q = torch.arange(lo, hi, device=device)[:, None] + offset
+    k = torch.arange(n_k, device=device)[None]
+    band = k <= q
+    return band if window is None else band & (q - k < window)
 
 
 def _read(mask: torch.Tensor, key_valid: torch.Tensor | None, causal: bool, layer: int) -> MaskShape:
-    # Only (T_q, T_k) booleans and per-row reductions: as large as the mask the model already built.
-    visible = _visible(mask, layer)
-    n_q, n_k = visible.shape[-2:]
+    visible_all = _visible(mask, layer)
+    n_q, n_k = visible_all.shape[-2:]
     offset = n_k - n_q  # queries are the last n_q positions (0 without a KV cache)
-    device = visible.device
+    device = visible_all.device
     if key_valid is None:
-        key_valid = torch.ones(visible.shape[0], n_k, dtype=torch.bool, device=device)
+        key_valid = torch.ones(visible_all.shape[0], n_k, dtype=torch.bool, device=device)
     key_valid = key_valid.to(device=device, dtype=torch.bool)
-    real_q = key_valid[:, offset:]  # (B, T_q)
-    seen = visible & real_q[:, :, None] & key_valid[:, None, :]  # visible real keys of real queries
-    if not bool(seen.any()):
-        return MaskShape(causal, None)
-    is_causal = not bool((seen & ~_band(n_q, n_k, offset, True, None, device)).any())
-    window = None
-    if is_causal:
-        positions = torch.arange(n_q, device=device) + offset
-        rows = seen.any(-1)
+    batch = max(visible_all.shape[0], key_valid.shape[0])
+    rows = max(1, BLOCK_ELEMENTS // (batch * n_k))
+    blocks = [(lo, min(n_q, lo + rows)) for lo in range(0, n_q, rows)]
+    first_real = key_valid.to(torch.uint8).argmax(-1)[:, None]  # each sample's first real key
+
+    # Pass 1: causal or not, the widest visible distance, and the farthest a real key lies back.
+    any_seen, is_causal, widest, farthest = False, True, 0, 0
+    for lo, hi in blocks:
+        visible, real_q = visible_all[:, lo:hi], key_valid[:, offset + lo : offset + hi]
+        seen = visible & real_q[:, :, None] & key_valid[:, None, :]  # visible real keys of real queries
+        if not bool(seen.any()):
+            continue
+        any_seen = True
+        is_causal = is_causal and not bool((seen & ~_band(lo, hi, n_k, offset, True, None, device)).any())
+        positions = torch.arange(lo, hi, device=device) + offset
         first_seen = seen.to(torch.uint8).argmax(-1)  # leftmost visible key of each query
-        widest = int((positions - first_seen).masked_select(rows).max()) + 1
-        first_real = key_valid.to(torch.uint8).argmax(-1)[:, None]  # each sample's first real key
-        farthest = int((positions - first_real).masked_select(real_q).max()) + 1
-        # A window shows only where some real query had a real key at its distance or farther.
-        window = widest if widest < farthest else None
-    expected = key_valid[:, None, :] & _band(n_q, n_k, offset, is_causal, window, device)
-    differs = (visible != expected) & real_q[:, :, None]
-    if bool(differs.any()):
-        b, q, k = (int(x) for x in differs.nonzero()[0])
-        what = "visible" if bool(visible[b, q, k]) else "hidden"
-        raise CustomMaskError(
-            f"layer {layer}: the attention mask is not a causal or bidirectional mask with a sliding window and "
-            f"padding (sample {b}: query {q} has key {k} {what}, unlike a "
-            f"{'causal' if is_causal else 'bidirectional'} mask with window {window}); Spectra's metrics take "
-            "such masks only (chunked or document masks are not supported yet)"
-        )
+        widest = max(widest, int((positions - first_seen).masked_select(seen.any(-1)).max()) + 1)
+        reach = (positions - first_real).masked_select(real_q)
+        if reach.numel():
+            farthest = max(farthest, int(reach.max()) + 1)
+    if not any_seen:
+        return MaskShape(causal, None)
+    # A window shows only where some real query had a real key at its distance or farther.
+    window = widest if is_causal and widest < farthest else None
+
+    # Pass 2: the tensor must be exactly the mask these settings and the padding give.
+    for lo, hi in blocks:
+        visible, real_q = visible_all[:, lo:hi], key_valid[:, offset + lo : offset + hi]
+        expected = key_valid[:, None, :] & _band(lo, hi, n_k, offset, is_causal, window, device)
+        differs = (visible != expected) & real_q[:, :, None]
+        if bool(differs.any()):
+            b, q, k = (int(x) for x in differs.nonzero()[0])
+            what = "visible" if bool(visible[min(b, visible.shape[0] - 1), q, k]) else "hidden"
+            raise CustomMaskError(
+                f"layer {layer}: the attention mask is not a causal or bidirectional mask with a sliding window "
+                f"and padding (sample {b}: query {lo + q} has key {k} {what}, unlike a "
+                f"{'causal' if is_causal else 'bidirectional'} mask with window {window}); Spectra's metrics take "
+                "such masks only (chunked or document masks are not supported yet)"
+            )
     return MaskShape(is_causal, window)
 
 
