@@ -463,8 +463,10 @@ recurrent models); *not buildable* means the tiny config or model could not be b
 `tests/models/test_conformance.py` checks that this table is current; regenerate it with
 
 ```
-.venv/bin/python -m spectra.models.conformance --write docs/supported-models.md
+.venv/bin/python -m spectra.models.conformance --write docs/supported-models.md --readme README.md
 ```
+
+(`--readme` also regenerates the README's list of the passing types.)
 
 """
 
