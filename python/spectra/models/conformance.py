@@ -292,7 +292,9 @@ def _inputs(model: nn.Module) -> dict[str, torch.Tensor]:
 def _not_applicable(model_type: str, model: nn.Module) -> str | None:
     if model_type in NO_SOFTMAX_ATTENTION:
         return NO_SOFTMAX_ATTENTION[model_type]
-    if not any(type(m).__name__.endswith("Attention") for m in model.modules()):
+    from spectra.models.generic import attention_modules_of
+
+    if not any(type(m).__name__.endswith("Attention") for m in model.modules()) and not attention_modules_of(model):
         return (
             "no softmax attention: no module class named *Attention in the model its default config builds "
             "(hybrids whose default layers are all recurrent included)"

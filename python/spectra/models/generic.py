@@ -58,12 +58,15 @@ def _calls_interface(module: nn.Module) -> bool:
 
 
 def attention_modules_of(backbone: nn.Module) -> list[nn.Module]:
-    """The self-attention modules of ``backbone`` in layer order: modules named ``*Attention`` that
-    carry a ``layer_idx`` (cross-attention modules are not self-attention and are left out)."""
+    """The self-attention modules of ``backbone`` in layer order: modules that carry a ``layer_idx``
+    and are named ``*Attention`` or call the attention interface themselves (``*MLA``);
+    cross-attention modules are not self-attention and are left out."""
     found = [
         m
         for m in backbone.modules()
-        if type(m).__name__.endswith("Attention") and "Cross" not in type(m).__name__ and hasattr(m, "layer_idx")
+        if hasattr(m, "layer_idx")
+        and "Cross" not in type(m).__name__
+        and (type(m).__name__.endswith("Attention") or _calls_interface(m))
     ]
     return sorted(found, key=lambda m: int(m.layer_idx))
 
