@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from spectra import defaults
 from spectra.data.windows import load_windows
 from spectra.engine.core import (
     Task,
@@ -54,7 +53,7 @@ from spectra.jobs.profile.options import KEYS
 from spectra.jobs.profile.run import DEFAULT_METRICS, META, ProfileResult, _analyse, profile_meta, read_tokens
 from spectra.metrics.profile import check_metrics, check_threshold, profile
 from spectra.metrics.summaries import layer_summary
-from spectra.models.zoo.model_classes import is_encoder
+from spectra.models.zoo.model_classes import default_ignore_first
 from spectra.models.zoo.paths import load_tokenizer
 from spectra.models.zoo.references import model_source
 
@@ -145,7 +144,7 @@ def plan(config: Mapping[str, Any]) -> list[Task]:
             add_special_tokens=config["add_special_tokens"],
         ).numpy()
         if config["ignore_first"] is None:  # the model's default, as spectra profile's: 0 for encoders
-            options["ignore_first"] = 0 if is_encoder(folder) else defaults.IGNORE_FIRST
+            options["ignore_first"] = default_ignore_first(folder)
         size = config["samples_per_shard"]
         for shard, lo in enumerate(range(0, len(windows), size)):
             hi = min(len(windows), lo + size)

@@ -44,7 +44,6 @@ import pandas as pd
 import torch
 from transformers import AutoConfig
 
-from spectra import defaults
 from spectra.data.windows import load_windows
 from spectra.engine.core import (
     COMMON_KEYS,
@@ -71,7 +70,7 @@ from spectra.jobs.sweep.run import (
     SweepResult,
     SweepShard,
 )
-from spectra.models.zoo.model_classes import is_encoder
+from spectra.models.zoo.model_classes import default_ignore_first
 from spectra.models.zoo.paths import load_tokenizer
 from spectra.models.zoo.references import model_source
 
@@ -102,7 +101,7 @@ def _sweep_config(model: str, settings: Mapping[str, Any], *, resolve: bool = Tr
     default (0 for an encoder, 2 for a decoder), as ``spectra sweep`` records it."""
     values = {key: settings[key] for key in KEYS}
     if resolve and values["ignore_first"] is None:
-        values["ignore_first"] = 0 if is_encoder(model_folder(model)) else defaults.IGNORE_FIRST
+        values["ignore_first"] = default_ignore_first(model_folder(model))
     return SweepConfig(model=model, **values)
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
 
+from spectra import defaults
+
 #: model_type values of bidirectional encoders (config.json).
 ENCODER_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "distilbert", "electra", "mpnet", "albert"})
 
@@ -36,6 +38,18 @@ def is_encoder(folder: str | Path) -> bool:
         True
     """
     return _config(folder).get("model_type") in ENCODER_TYPES
+
+
+def default_ignore_first(folder: str | Path) -> int:
+    """``spectra.models.default_ignore_first`` for a model folder, without loading it (the run kinds
+    plan from config.json): 0 for an encoder, ``spectra.defaults.IGNORE_FIRST`` for a decoder.
+
+    Example:
+        >>> from spectra.models.zoo.minilm import minilm_path
+        >>> default_ignore_first(minilm_path())
+        0
+    """
+    return 0 if is_encoder(folder) else defaults.IGNORE_FIRST
 
 
 def weight_names(folder: str | Path) -> set[str]:
