@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import inspect
 import sys
 from typing import Any
@@ -50,8 +51,14 @@ class UnsupportedStructureError(ValueError):
 
 
 def _calls_interface(module: nn.Module) -> bool:
+    return _class_calls_interface(type(module))
+
+
+@functools.cache
+def _class_calls_interface(cls: type) -> bool:
+    # Per class, once: every layer of a model shares its attention class, and reading source is slow.
     try:
-        source = inspect.getsource(type(module).forward)
+        source = inspect.getsource(cls.forward)
     except (OSError, TypeError):
         return False
     return any(marker in source for marker in _INTERFACE_MARKERS)
