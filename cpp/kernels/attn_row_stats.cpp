@@ -285,10 +285,25 @@ int64_t k_eff_of(const Acc* s, const Acc* e, int64_t n, Acc max, double target, 
   return count_above + static_cast<int64_t>(ws.boundary.size());
 }
 
-// Statistics of one row from its logits s[0, n) (keys lo .. lo + n − 1; hidden keys hold −inf).
+// k_eff of a row with a learned sink: the smallest number of outcomes (keys, and the sink as one)
+// whose mass reaches target, all weights relative to the row's overall max M. The keys' weights are
+// f · e (e relative to their own max); the best k outcomes are either the k best keys or the sink
+// and the k − 1 best keys, so the count is the smaller of those two searches.
+template <typename Acc>
+int64_t k_eff_with_sink(const Acc* s, const Acc* e, int64_t n, Acc key_max, double f, double keys_mass, double w,
+                        double target, int64_t n_mass, Workspace<Acc>& ws) {
+  const double rest = target - w;
+  if (rest <= 0.0) return 1;  // the sink alone
+  int64_t best = rest <= keys_mass ? 1 + k_eff_of(s, e, n, key_max, rest / f, ws) : 1 + n_mass;
+  if (target <= keys_mass) best = std::min(best, k_eff_of(s, e, n, key_max, target / f, ws));
+  return best;
+}
+
+// Statistics of one row from its logits s[0, n) (keys lo .. lo + n − 1; hidden keys hold −inf);
+// sink: this head's learned sink logit, or nullptr.
 template <typename Acc>
 RowResult row_stats(const Acc* s, int64_t n, int64_t lo, int64_t visible, const AttnRowStatsParams& p,
-                    Workspace<Acc>& ws) {
+                    const double* sink, Workspace<Acc>& ws) {
   RowResult res;
   res.n_visible = visible;
   if (visible == 0 || n <= 0) return res;
@@ -314,6 +329,28 @@ RowResult row_stats(const Acc* s, int64_t n, int64_t lo, int64_t visible, const 
   res.sink_mass_n = sink_n / z;
   res.entropy_normalized = visible >= 2 ? res.entropy / std::log(static_cast<double>(visible)) : kNaN;
   res.k_eff = std::min(k_eff_of(s, e, n, m, (p.threshold - kKeffTolerance) * z, ws), visible);
+  if (sink == nullptr) return res;
+
+  // A learned sink: one more outcome with logit σ. The keys' sums above are relative to their max
+  // m; move them to the row's max M = max(m, σ) (factor f = e^(m − M) <= 1, shift δ = m − M) and
+  // add the sink's terms, all in float64.
+  const double sigma = *sink, key_max = static_cast<double>(m);
+  const double big = std::max(key_max, sigma), delta = key_max - big, f = std::exp(delta);
+  const double d_sink = sigma - big, w = std::exp(d_sink);
+  const double zk = f * z, ak = f * (a + delta * z), bk = f * (b + 2.0 * delta * a + delta * delta * z);
+  const double zt = zk + w, at = ak + w * d_sink, bt = bk + w * d_sink * d_sink;
+  const double mean = at / zt, p_sink = w / zt;
+  res.entropy = std::max(0.0, std::log(zt) - mean);
+  res.max_attn = f / zt;
+  // −dH/d ln α with the keys' logits scaled by α and σ fixed: Var_p(s) − σ·p_sink·(σ − E_p[s]).
+  res.logit_var = std::max(0.0, bt / zt - mean * mean) - sigma * p_sink * (d_sink - mean);
+  res.sink_mass = (lo == 0 ? f * static_cast<double>(e[0]) / zt : 0.0) + p_sink;
+  res.sink_mass_n = f * sink_n / zt + p_sink;
+  res.entropy_normalized = res.entropy / std::log(static_cast<double>(visible + 1));
+  int64_t n_mass = 0;
+  for (int64_t i = 0; i < n; ++i) n_mass += e[i] > Acc(0) ? 1 : 0;
+  const double target = (p.threshold - kKeffTolerance) * zt;
+  res.k_eff = std::min(k_eff_with_sink(s, e, n, m, f, zk, w, target, n_mass, ws), visible + 1);
   return res;
 }
 
@@ -410,7 +447,8 @@ void attn_row_stats(const HeadsView<In>& q, const HeadsView<In>& k, const AttnMa
       const int64_t visible = n <= 0 ? 0
                               : valid != nullptr ? ws.valid_prefix[range.hi + 1] - ws.valid_prefix[range.lo]
                                                  : n;
-      const RowResult res = row_stats<Acc>(row + range.lo, n, range.lo, visible, params, ws);
+      const double* sink = params.sinks != nullptr ? params.sinks + h : nullptr;
+      const RowResult res = row_stats<Acc>(row + range.lo, n, range.lo, visible, params, sink, ws);
       const int64_t o = (b * q.heads + h) * query_seq + t0 + r;
       out.entropy[o] = static_cast<Out>(res.entropy);
       out.entropy_normalized[o] = static_cast<Out>(res.entropy_normalized);

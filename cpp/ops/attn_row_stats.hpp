@@ -46,7 +46,7 @@ struct AttnRowStatsTensors {
 inline AttnRowStatsTensors attn_row_stats_outputs(Backend backend, const at::Tensor& q, const at::Tensor& k,
                                                   double scaling, const std::optional<at::Tensor>& key_valid,
                                                   int64_t sliding_window, double threshold, int64_t n_sink,
-                                                  double softcap) {
+                                                  double softcap, const std::optional<at::Tensor>& sinks) {
   constexpr const char* op = "attn_row_stats";
   TORCH_CHECK_VALUE(q.dim() == 4, op, ": q must have shape (batch, heads, query_len, head_dim); got ", q.sizes());
   TORCH_CHECK_VALUE(k.dim() == 4, op, ": k must have shape (batch, kv_heads, key_len, head_dim); got ", k.sizes());
@@ -71,6 +71,11 @@ inline AttnRowStatsTensors attn_row_stats_outputs(Backend backend, const at::Ten
     TORCH_CHECK_VALUE(key_valid->dim() == 2 && key_valid->size(0) == k.size(0) && key_valid->size(1) == k.size(2),
                       op, ": key_valid must have shape (batch, key_len) = (", k.size(0), ", ", k.size(2), "); got ",
                       key_valid->sizes());
+  }
+  if (sinks.has_value()) {
+    check_float_dtype(*sinks, op, "sinks");
+    TORCH_CHECK_VALUE(sinks->dim() == 1 && sinks->size(0) == q.size(1), op,
+                      ": sinks must have shape (heads,) = (", q.size(1), ",); got ", sinks->sizes());
   }
   const std::array<int64_t, 3> shape{q.size(0), q.size(1), q.size(2)};
   const auto float_options = q.options().dtype(stats_dtype(q.scalar_type()));

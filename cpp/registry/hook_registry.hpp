@@ -65,6 +65,7 @@ struct AttentionCall {
   std::optional<double> scaling;  // None when the model passes none (GPT-2); see the adapter's scaling()
   MaskInfo mask;
   std::optional<double> softcap;  // Gemma2's attn_logit_softcapping, when the model passes it
+  std::optional<at::Tensor> sinks;  // (H,) learned attention-sink logits (gpt-oss's s_aux), when passed
 };
 
 class Action {
@@ -149,7 +150,8 @@ class HookRegistry {
   // Runs the layer's actions; returns the (possibly replaced) q, k, v.
   std::tuple<at::Tensor, at::Tensor, at::Tensor> on_attention(int64_t layer, at::Tensor q, at::Tensor k,
                                                                at::Tensor v, std::optional<double> scaling,
-                                                               MaskInfo mask = {}, std::optional<double> softcap = {});
+                                                               MaskInfo mask = {}, std::optional<double> softcap = {},
+                                                               std::optional<at::Tensor> sinks = {});
   void on_stage(int64_t layer, const std::string& kind, const std::string& stage, const at::Tensor& x);
   // Runs the layer's output actions on the attention output (B, T, H, D); returns it, possibly replaced.
   at::Tensor on_output(int64_t layer, at::Tensor output);

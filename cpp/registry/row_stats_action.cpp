@@ -17,7 +17,8 @@ namespace {
 using AttnRowStatsFn = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                                   at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, double,
                                               const std::optional<at::Tensor>&, bool, int64_t,
-                                              std::optional<int64_t>, double, int64_t, double);
+                                              std::optional<int64_t>, double, int64_t, double,
+                                              const std::optional<at::Tensor>&);
 using VecStatsFn = std::tuple<at::Tensor, at::Tensor, at::Tensor>(const at::Tensor&);
 
 // The `.torch` overloads are defined from Python (spectra.ops) after this module has loaded, so they
@@ -157,6 +158,13 @@ void RowStatsAction::on_attention(HookRegistry& registry, AttentionCall& call) {
 
   const at::Tensor q_in = select_inputs_ ? q.index_select(1, index.q_heads) : q;
   const at::Tensor k_in = select_inputs_ ? k.index_select(1, index.kv_heads) : k;
+  std::optional<at::Tensor> sinks;  // the selected query heads' sink logits, on q's device
+  if (call.sinks.has_value()) {
+    const at::Tensor all = call.sinks->detach().reshape({-1}).to(device);
+    TORCH_CHECK_VALUE(all.size(0) == n_heads_, "metrics: layer ", layer_, " passed ", all.size(0),
+                      " sink logits for ", n_heads_, " heads");
+    sinks = select_inputs_ ? all.index_select(0, index.q_heads) : all;
+  }
 
   // Left padding. attn_row_stats puts the sink on key 0 (and n_sink keys from there) and reports
   // argmax as a key index, so on a row whose real tokens start at column s > 0 the sink would be a
@@ -186,7 +194,7 @@ void RowStatsAction::on_attention(HookRegistry& registry, AttentionCall& call) {
   auto out = ops_->attn_row_stats.call(rotated ? rotate(q_in, rotate_in) : q_in,
                                        rotated ? rotate(k_in, rotate_in) : k_in, *call.scaling, op_key_valid,
                                        call.mask.is_causal, call.mask.sliding_window.value_or(0), std::nullopt,
-                                       threshold_, n_sink_, call.softcap.value_or(0.0));
+                                       threshold_, n_sink_, call.softcap.value_or(0.0), sinks);
   if (rotated) {
     std::get<0>(out) = rotate(std::get<0>(out), rotate_out);
     std::get<1>(out) = rotate(std::get<1>(out), rotate_out);

@@ -81,6 +81,36 @@ TEST_CASE("entropy, max and k_eff of a peaked row", "[attn_row_stats]") {
   CHECK(one_row({std::log(2.0f), 0.0f, 0.0f}).entropy[0] == Approx(1.5 * std::log(2.0)).epsilon(1e-6));
 }
 
+TEST_CASE("a learned sink is one more outcome of the row", "[attn_row_stats]") {
+  // Logits [ln 2, 0] and a sink logit 0: weights 2/4 and 1/4 on the keys, 1/4 on the sink.
+  AttnMaskSpec mask;
+  mask.causal = false;
+  AttnRowStatsParams params;
+  params.threshold = 0.7;
+  const double sink = 0.0;
+  params.sinks = &sink;
+  const Result r = run<float>({1.0f}, {std::log(2.0f), 0.0f}, 1, 1, 1, 1, 2, 1, mask, params);
+  const double entropy = -(0.5 * std::log(0.5) + 2 * 0.25 * std::log(0.25));
+  CHECK(r.entropy[0] == Approx(entropy).epsilon(1e-6));
+  CHECK(r.entropy_normalized[0] == Approx(entropy / std::log(3.0)).epsilon(1e-6));
+  CHECK(r.max_attn[0] == Approx(0.5).epsilon(1e-6));  // keys only
+  CHECK(r.argmax[0] == 0);
+  CHECK(r.sink_mass[0] == Approx(0.75).epsilon(1e-6));  // key 0 and the sink
+  CHECK(r.k_eff[0] == 2);                                // 0.5 + 0.25 >= 0.7
+  CHECK(r.n_visible[0] == 2);
+  // −dH/d ln α with the keys scaled and the sink fixed: Σ_keys p_j s_j (s_j − E_p[s]).
+  const double s0 = std::log(2.0), mean = 0.5 * s0;
+  CHECK(r.logit_var[0] == Approx(0.5 * s0 * (s0 - mean)).epsilon(1e-6));
+  // A sink far above the keys holds the whole row: one outcome reaches any θ.
+  const double big = 50.0;
+  params.sinks = &big;
+  params.threshold = 0.9;
+  const Result held = run<float>({1.0f}, {std::log(2.0f), 0.0f}, 1, 1, 1, 1, 2, 1, mask, params);
+  CHECK(held.k_eff[0] == 1);
+  CHECK(held.sink_mass[0] == Approx(1.0).epsilon(1e-9));
+  CHECK(held.max_attn[0] < 1e-20);
+}
+
 TEST_CASE("causal uniform rows", "[attn_row_stats]") {
   // All logits equal: q = 0.
   const std::vector<float> q(4 * 2, 0.0f), k = {1, 2, 3, 4, 5, 6, 7, 8};

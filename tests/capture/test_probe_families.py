@@ -49,6 +49,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     # The eager path that bypasses the interface, and a per-layer scaling.
     "gpt2-upcast": ("gpt2", {"reorder_and_upcast_attn": True, "scale_attn_by_inverse_layer_idx": True}),
     "bert": ("bert", {}),
+    "roberta": ("roberta", {}),
 }
 #: transformers refuses sdpa for Gemma2 (its logit soft-capping needs eager).
 EAGER_ONLY = {"gemma2"}
@@ -109,7 +110,7 @@ def config_head_dim(cfg) -> int:
 
 
 def config_uses_rope(cfg, layer: int) -> bool:
-    if cfg.model_type in ("gpt2", "bert"):
+    if cfg.model_type in ("gpt2", "bert", "roberta"):
         return False
     if cfg.model_type == "smollm3":
         return cfg.no_rope_layers[layer] == 1
@@ -145,7 +146,7 @@ def attention_modules(model) -> list[torch.nn.Module]:
         return [block.attn for block in model.transformer.h]
     if t == "gpt_neox":
         return [layer.attention for layer in model.gpt_neox.layers]
-    if t == "bert":
+    if t in ("bert", "roberta"):
         return [layer.attention.self for layer in model.encoder.layer]
     return [layer.self_attn for layer in model.model.layers]
 
@@ -196,7 +197,7 @@ def reference_qkv(model, layer: int, hidden: torch.Tensor, cos_sin) -> tuple[dic
     elif t == "gpt_neox":  # per head [q | k | v]
         qkv = to_heads(F.linear(hidden, attn.query_key_value.weight, attn.query_key_value.bias), 3 * d)
         q, k, v = (x.transpose(1, 2).flatten(2) for x in qkv.split(d, dim=-1))
-    elif t == "bert":
+    elif t in ("bert", "roberta"):
         q, k, v = (F.linear(hidden, p.weight, p.bias) for p in (attn.query, attn.key, attn.value))
     else:
         q, k, v = (F.linear(hidden, p.weight, p.bias) for p in (attn.q_proj, attn.k_proj, attn.v_proj))
@@ -331,7 +332,7 @@ def test_attention_weights_from_captured_qk_match_output_attentions(variant: str
     i, j = torch.arange(T)[:, None], torch.arange(T)[None, :]
     for layer in range(cfg.num_hidden_layers):
         allowed = valid[:, None, :].expand(B, T, T).clone()
-        if cfg.model_type != "bert":
+        if cfg.model_type not in ("bert", "roberta"):
             allowed &= j <= i
         window = config_window(cfg, layer)
         if window is not None:

@@ -45,6 +45,14 @@ struct AttnRowStatsParams {
   double softcap = 0.0;     // > 0: logits = softcap · tanh(logits / softcap) (Gemma2)
   double threshold = 0.9;   // k_eff's θ, in (0, 1]; compared as cumulative mass >= θ − 1e-6
   int64_t n_sink = 4;       // sink_mass_n is the mass on keys 0 .. n_sink − 1
+  // Learned attention-sink logits, one per query head (gpt-oss's s_aux), or nullptr. A sink is one
+  // more outcome of every row's softmax, with that logit as is (not scaled, not capped, never
+  // masked) and no value: it takes mass from the keys. With sinks, every statistic is of the row's
+  // whole distribution (keys and the sink) except max_attn and argmax, which stay on the keys;
+  // sink_mass and sink_mass_n add the sink's mass; k_eff counts the sink as one outcome;
+  // entropy_normalized divides by ln(n_visible + 1); logit_var is −dH/d ln α when the keys' logits
+  // are scaled by α and the sink's is not (docs/metrics.md, "Learned attention sinks").
+  const double* sinks = nullptr;
 };
 
 // Tolerance of the k_eff comparison: float32 cumulative sums of probabilities that should reach

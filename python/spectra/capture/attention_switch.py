@@ -79,13 +79,16 @@ class LayerAttention(NamedTuple):
     softcap: float | None
     causal: bool
     sliding_window: int | None
+    #: Learned attention-sink logits (H,) that take part in the softmax (gpt-oss's ``s_aux``), or None.
+    sinks: torch.Tensor | None = None
 
+
+#: Arguments of an attention call that carry learned sink logits (one per head).
+SINK_ARGUMENTS = ("s_aux", "sinks")
 
 #: Arguments of an attention call that change the weights and that the metrics do not reproduce yet:
 #: refused rather than measured wrong.
 UNREAD_ARGUMENTS = {
-    "s_aux": "learned attention-sink logits",
-    "sinks": "learned attention-sink logits",
     "position_bias": "an additive position bias",
     "alibi": "an ALiBi bias",
 }
@@ -102,9 +105,18 @@ def layer_attention(
     """What the model passed to its attention function: scaling and soft-cap from the call's arguments
     (the adapter fills in a scaling the model leaves out, as GPT-2 does), causality and the sliding
     window from the mask the call received (:func:`spectra.capture.call_mask.mask_shape`; ``key_valid``
-    (B, T) marks the real tokens), never from the config. A mask Spectra cannot reproduce raises
-    :class:`~spectra.capture.call_mask.CustomMaskError` naming the layer."""
+    (B, T) marks the real tokens), never from the config; learned sink logits from ``s_aux``/``sinks``.
+    A mask Spectra cannot reproduce raises :class:`~spectra.capture.call_mask.CustomMaskError`
+    naming the layer."""
     scaling = kwargs.get("scaling")
+    sinks = next((kwargs[name] for name in SINK_ARGUMENTS if kwargs.get(name) is not None), None)
+    if sinks is not None:
+        sinks = sinks.detach().reshape(-1)
+        if kwargs.get("softcap"):
+            raise CustomMaskError(
+                f"layer {layer}: the attention call passes both learned sinks and a soft-cap; Spectra's "
+                "metrics define sinks for uncapped logits only"
+            )
     unread = sorted(name for name in UNREAD_ARGUMENTS if kwargs.get(name) is not None)
     if unread:
         raise CustomMaskError(
@@ -128,6 +140,7 @@ def layer_attention(
         kwargs.get("softcap"),
         shape.causal,
         shape.sliding_window,
+        sinks,
     )
 
 

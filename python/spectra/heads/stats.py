@@ -98,10 +98,17 @@ class _AttentionScores(AttentionClient):
     def on_attention(self, layer, module, q, k, v, attention_mask, kwargs):
         if self._positions is None:
             return q, k, v
-        scaling, softcap, causal, window = layer_attention(self.adapter, layer, module, kwargs, attention_mask)
+        scaling, softcap, causal, window, sinks = layer_attention(self.adapter, layer, module, kwargs, attention_mask)
         qd, kd = q.detach(), k.detach()
         s = attn_row_stats(
-            qd, kd, scaling, causal=causal, sliding_window=window, threshold=self.threshold, softcap=softcap
+            qd,
+            kd,
+            scaling,
+            causal=causal,
+            sliding_window=window,
+            threshold=self.threshold,
+            softcap=softcap,
+            sinks=sinks,
         )
         positions = self._positions.to(torch.long)  # (B, T)
         seq = positions.shape[1]
@@ -130,6 +137,7 @@ class _AttentionScores(AttentionClient):
         top = logits_at(argmax)
         t = torch.arange(seq, device=qd.device)
 
+        # p_j = max_attn · e^(s_j − s_max) whatever the denominator holds (a learned sink included).
         def weight_on(offset: int) -> tuple[torch.Tensor, torch.Tensor]:
             """Weight on key t − offset, and where that key exists and is visible (a sliding window hides it)."""
             index = (t - offset).expand_as(argmax)

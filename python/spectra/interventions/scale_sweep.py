@@ -131,9 +131,12 @@ class _LocalSweep(AttentionClient):
         positions, valid = self._batch
         qd, kd = q.detach(), k.detach()
         key_valid = valid.to(qd.device) if kd.shape[2] == valid.shape[1] else None
-        scaling, softcap, causal, window = layer_attention(
+        scaling, softcap, causal, window, sinks = layer_attention(
             self.adapter, layer, module, kwargs, attention_mask, key_valid
         )
+        # The closed forms: entropy_slope = −logit_var holds with learned sinks too (the op defines
+        # logit_var so); max_attn_slope = p_max·(H + ln p_max) only without a sink or a soft-cap.
+        max_slope_known = not softcap and sinks is None
         tokens = (valid & (positions >= self.ignore_first))[:, None, :]
         index = torch.tensor(heads, dtype=torch.long)
         batch = q.shape[0]
@@ -147,6 +150,7 @@ class _LocalSweep(AttentionClient):
                 sliding_window=window,
                 threshold=self.threshold,
                 softcap=softcap,
+                sinks=sinks,
             )
             entropy = s.entropy.cpu().index_select(1, index)
             max_attn = s.max_attn.cpu().index_select(1, index)
@@ -159,7 +163,7 @@ class _LocalSweep(AttentionClient):
                 else torch.full_like(entropy, math.nan),
                 "max_attn_slope": (
                     max_attn.double() * (entropy.double() + max_attn.double().log())
-                    if not softcap
+                    if max_slope_known
                     else torch.full_like(entropy, math.nan)
                 ),
             }

@@ -1,12 +1,13 @@
-"""BERT (incl. all-MiniLM-L6-v2): bidirectional encoder; separate query/key/value Linear layers,
-absolute position embeddings (no RoPE, so both stages are the same vectors)."""
+"""BERT (incl. all-MiniLM-L6-v2) and RoBERTa: bidirectional encoders; separate query/key/value Linear
+layers, absolute position embeddings (no RoPE, so both stages are the same vectors). RoBERTa's
+positions start after its padding index; the model computes them, Spectra reads only q/k/v."""
 
 from spectra.models.base import Adapter, StageHook, split_heads
 
 
 class BertAdapter(Adapter):
     family = "bert"
-    model_types = ("bert",)
+    model_types = ("bert", "roberta")
     stages = "pre_rope = post_rope: query/key/value outputs (no RoPE)"
     has_rope = False
     head_dim_attr = "attention_head_size"

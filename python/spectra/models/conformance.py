@@ -332,11 +332,22 @@ def _check_metrics(spectra, model: nn.Module, inputs: dict[str, torch.Tensor]) -
     if len(frame) != expected:
         raise _CheckFailed(f"profile has {len(frame)} rows, expected {expected} (layers x heads x real tokens)")
     real = [torch.nonzero(mask[b]).flatten().numpy() for b in range(mask.shape[0])]
+    # Learned sinks (gpt-oss): eager returns the keys' weights; the sink's mass is the rest of the row.
+    has_sinks = any(isinstance(getattr(m, "sinks", None), torch.Tensor) for m in model.modules())
     ent_ref, max_ref = {}, {}
     for layer, attn in zip(layers, attentions, strict=True):
         p = attn.detach().to(torch.float64)
         logp = torch.where(p > 0, p.clamp_min(1e-300).log(), torch.zeros_like(p))
-        ent_ref[layer] = (-(p * logp).sum(-1)).numpy()  # (B, H, T)
+        entropy = -(p * logp).sum(-1)
+        if has_sinks:
+            p_sink = (1.0 - p.sum(-1)).clamp_min(0.0)
+            if float(p_sink.max()) < 1e-5:
+                raise _CheckFailed(
+                    "the model has learned sinks but its eager output_attentions leave them out (the rows sum to "
+                    "1: the sink is applied after the softmax), so they cannot check the metrics"
+                )
+            entropy -= torch.where(p_sink > 0, p_sink * p_sink.clamp_min(1e-300).log(), torch.zeros_like(p_sink))
+        ent_ref[layer] = entropy.numpy()  # (B, H, T)
         max_ref[layer] = p.amax(-1).numpy()
     sample = frame["sample"].to_numpy()
     layer_col = frame["layer"].to_numpy()

@@ -96,10 +96,17 @@ TINY_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
             hidden_size=64, intermediate_size=96, num_attention_heads=4, num_hidden_layers=2, max_position_embeddings=64
         ),
     ),
+    # RoBERTa's positions start after its padding index (pad_token_id 0: positions 2 ..).
+    "roberta": (
+        "RobertaConfig",
+        dict(
+            hidden_size=64, intermediate_size=96, num_attention_heads=4, num_hidden_layers=2, max_position_embeddings=72
+        ),
+    ),
 }
 
 #: Families built with ``AutoModel`` (encoders) rather than ``AutoModelForCausalLM``.
-ENCODERS = frozenset({"bert"})
+ENCODERS = frozenset({"bert", "roberta"})
 
 
 def tiny_config(family: str, **overrides: Any):

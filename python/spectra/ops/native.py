@@ -59,6 +59,7 @@ def attn_row_stats(
     threshold: float = 0.9,
     n_sink: int = 4,
     softcap: float | None = None,
+    sinks: torch.Tensor | None = None,
 ) -> AttnRowStats:
     """Entropy, max weight, argmax, k_eff(θ) and sink mass of every attention row, without the T×T matrix.
 
@@ -74,18 +75,32 @@ def attn_row_stats(
     O(block · T), never the T×T matrix — see :mod:`spectra.ops.backend`. The readable definition is
     :func:`spectra.reference.attn_row_stats`.
 
+    ``sinks (H,)``, learned attention-sink logits (gpt-oss's ``s_aux``), adds one more outcome to
+    every row's softmax with that logit, which takes mass from the keys: entropy, k_eff and
+    ``logit_var`` are then of the whole distribution (the sink counted as one outcome), ``sink_mass``
+    and ``sink_mass_n`` include the sink's mass, ``max_attn`` and ``argmax`` stay on the keys, and
+    ``entropy_normalized`` divides by ``ln(n_visible + 1)`` (docs/metrics.md, "Learned attention
+    sinks"). The CUDA kernel does not take sinks: such a call runs the torch path there.
+
     Example:
         >>> import torch, spectra
         >>> q = torch.zeros(1, 1, 4, 8)  # all logits equal: uniform causal rows
         >>> s = spectra.attn_row_stats(q, torch.randn(1, 1, 4, 8))
         >>> [round(v, 4) for v in s.entropy[0, 0].tolist()], s.k_eff[0, 0].tolist()
         ([0.0, 0.6931, 1.0986, 1.3863], [1, 2, 3, 4])
+        >>> sink = torch.zeros(1)  # a sink logit equal to the keys': one more equal outcome
+        >>> s = spectra.attn_row_stats(q, torch.randn(1, 1, 4, 8), sinks=sink)
+        >>> [round(v, 4) for v in s.entropy[0, 0].tolist()], [round(v, 4) for v in s.sink_mass[0, 0].tolist()]
+        ([0.6931, 1.0986, 1.3863, 1.6094], [1.0, 0.6667, 0.5, 0.4])
     """
     if scaling is None:
         scaling = q.shape[-1] ** -0.5
     window, cap = int(sliding_window or 0), float(softcap or 0.0)
-    check_attn_row_stats(q, k, float(scaling), key_valid, window, float(threshold), int(n_sink), cap)
-    op = getattr(torch.ops.spectra.attn_row_stats, _overload("attn_row_stats", q.device.type))
+    check_attn_row_stats(q, k, float(scaling), key_valid, window, float(threshold), int(n_sink), cap, sinks)
+    implementation = _overload("attn_row_stats", q.device.type)
+    if sinks is not None and q.device.type != "cpu":
+        implementation = "torch"  # only the CPU kernel takes learned sinks
+    op = getattr(torch.ops.spectra.attn_row_stats, implementation)
     return AttnRowStats(
         *op(
             q,
@@ -98,6 +113,7 @@ def attn_row_stats(
             float(threshold),
             int(n_sink),
             cap,
+            sinks,
         )
     )
 

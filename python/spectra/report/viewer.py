@@ -185,6 +185,7 @@ class _LayerAttentionRecorder:
             "softcap": float(how.softcap) if how.softcap else None,
             "causal": bool(how.causal),
             "window": int(how.sliding_window) if how.sliding_window else None,
+            "sinks": None if how.sinks is None else [float(x) for x in how.sinks.float().cpu()],
         }
         return q, k, v
 
@@ -271,7 +272,9 @@ def attention_weights(view: Mapping[str, Any], layer: int, head: int, sample: in
     embedded q and k, exactly as the page's JavaScript computes them (float64 from the float32
     vectors): ``s_j = softcap·tanh(q_t·k_j·scaling / softcap)`` (without softcap: ``q_t·k_j·scaling``)
     over the visible keys j (``j <= t`` when causal, ``|t − j| < window`` with a sliding window),
-    then ``exp(s_j − max s) / Σ exp(s − max s)``; 0 for hidden keys.
+    then ``exp(s_j − max s) / Σ exp(s − max s)``; 0 for hidden keys. A layer with learned sink
+    logits (gpt-oss) adds ``exp(σ_h − max)`` to the denominator (its max taken over σ_h too), so its
+    weights sum to 1 minus the sink's mass.
 
     Example:
         >>> from spectra import zoo
@@ -295,6 +298,9 @@ def attention_weights(view: Mapping[str, Any], layer: int, head: int, sample: in
     if how["window"]:
         visible &= np.abs(query - j) < how["window"]
     weights = np.zeros(t)
-    shifted = np.exp(scores[visible] - scores[visible].max())
-    weights[visible] = shifted / shifted.sum()
+    sinks = how.get("sinks")
+    top = scores[visible].max() if sinks is None else max(scores[visible].max(), sinks[head])
+    shifted = np.exp(scores[visible] - top)
+    total = shifted.sum() + (0.0 if sinks is None else np.exp(sinks[head] - top))
+    weights[visible] = shifted / total
     return weights

@@ -1,7 +1,9 @@
 // Spectra report: head grid and attention viewer. No libraries, no network.
 // The viewer computes one head's weights on selection from the embedded post-RoPE q and k:
 // s_j = q_t . k_j * scaling (soft-capped when the layer has a softcap), over the visible keys
-// (j <= t when causal; |t - j| < window with a sliding window), then a max-shifted softmax.
+// (j <= t when causal; |t - j| < window with a sliding window), then a max-shifted softmax; a
+// learned sink logit (gpt-oss) is one more term of the softmax's denominator, so the weights then
+// sum to less than 1.
 // spectra.report.attention_weights is the same computation in Python.
 (function () {
   "use strict";
@@ -71,11 +73,14 @@
     }
     let total = 0;
     const out = new Float64Array(T);
+    const sink = how.sinks ? how.sinks[head] : null;
+    if (sink !== null && sink > max) max = sink;
     for (let j = 0; j < T; j++) {
       if (!visible[j]) continue;
       out[j] = Math.exp(scores[j] - max);
       total += out[j];
     }
+    if (sink !== null) total += Math.exp(sink - max);
     for (let j = 0; j < T; j++) if (visible[j]) out[j] /= total;
     return { weights: out, visible: visible };
   }
@@ -222,6 +227,7 @@
     const rule = [`scaling ${how.scaling.toPrecision(6)}`, how.causal ? "causal" : "bidirectional"];
     if (how.softcap) rule.push(`softcap ${how.softcap}`);
     if (how.window) rule.push(`sliding window ${how.window}`);
+    if (how.sinks) rule.push(`learned sink logit ${how.sinks[head].toPrecision(4)} in the softmax`);
     document.getElementById("viewer-note").textContent =
       `${view.model}: softmax(q·k × scaling) of this head computed in the page from the embedded post-RoPE q and k ` +
       `(${rule.join(", ")}). Background intensity = weight / the row's largest weight; click a token to make it the query.` +

@@ -51,9 +51,16 @@ def attn_row_stats(
     threshold: float = 0.9,
     n_sink: int = 4,
     softcap: float | None = None,
+    sinks: torch.Tensor | None = None,
     compute_dtype: torch.dtype | None = None,
 ) -> AttnRowStats:
     """Materialises the (B, H, Tq, Tk) attention in ``compute_dtype`` and reads the statistics off it.
+
+    With learned sinks ``(H,)`` the softmax runs over the keys plus one more column holding the
+    head's sink logit, as gpt-oss's eager attention does; the statistics are of that whole row
+    (the sink one outcome), except ``max_attn``/``argmax`` (keys only); ``sink_mass`` adds the
+    sink's weight; ``logit_var`` is ``−dH/d ln α`` with only the keys' logits scaled,
+    ``Σ_keys p_j s_j (s_j − E_p[s])``.
 
     Example:
         >>> import torch
@@ -84,21 +91,33 @@ def attn_row_stats(
     ).to(logits.device)
     logits = logits.masked_fill(~visible, -math.inf)
     n_visible = visible.expand(batch, heads, query_len, key_len).sum(-1)
-    p = torch.softmax(logits, dim=-1)  # rows with no visible key become NaN
+    if sinks is None:
+        p = torch.softmax(logits, dim=-1)  # rows with no visible key become NaN
+        p_sink = torch.zeros_like(p[..., 0])
+    else:
+        sink_column = sinks.to(device=logits.device, dtype=cd).view(1, heads, 1, 1)
+        both = torch.softmax(torch.cat([logits, sink_column.expand(batch, heads, query_len, 1)], -1), dim=-1)
+        p, p_sink = both[..., :-1], both[..., -1]
     plogp = torch.where(p > 0, p * torch.log(p), torch.zeros_like(p))
-    entropy = -plogp.sum(-1)
+    entropy = -plogp.sum(-1) - torch.where(p_sink > 0, p_sink * torch.log(p_sink), torch.zeros_like(p_sink))
     max_attn, argmax = p.max(dim=-1)
-    ordered = p.sort(dim=-1, descending=True).values
+    outcomes = p if sinks is None else torch.cat([p, p_sink.unsqueeze(-1)], -1)
+    ordered = outcomes.sort(dim=-1, descending=True).values
     cumulative = ordered.cumsum(dim=-1)
     k_eff = (cumulative < threshold - K_EFF_TOLERANCE).sum(-1) + 1
-    k_eff = torch.minimum(k_eff, n_visible)
-    sink_mass = p[..., 0]
-    sink_mass_n = p[..., :n_sink].sum(-1) if n_sink > 0 else torch.zeros_like(sink_mass)
-    log_n = torch.log(n_visible.to(cd))
-    entropy_normalized = torch.where(n_visible >= 2, entropy / log_n, torch.full_like(entropy, math.nan))
+    n_outcomes = n_visible if sinks is None else n_visible + 1
+    k_eff = torch.minimum(k_eff, n_outcomes)
+    sink_mass = p[..., 0] + p_sink
+    sink_mass_n = (p[..., :n_sink].sum(-1) if n_sink > 0 else torch.zeros_like(sink_mass)) + p_sink
+    log_n = torch.log(n_outcomes.to(cd))
+    entropy_normalized = torch.where(n_outcomes >= 2, entropy / log_n, torch.full_like(entropy, math.nan))
     finite_logits = torch.where(visible, logits, torch.zeros_like(logits))
     mean_logit = (p * finite_logits).sum(-1, keepdim=True)
-    logit_var = (p * (finite_logits - mean_logit) ** 2).sum(-1)
+    if sinks is None:
+        logit_var = (p * (finite_logits - mean_logit) ** 2).sum(-1)
+    else:
+        mean_logit = mean_logit + (p_sink.unsqueeze(-1) * sink_column)
+        logit_var = (p * finite_logits * (finite_logits - mean_logit)).sum(-1)
     empty = n_visible == 0
     nan = torch.full_like(entropy, math.nan)
     entropy, max_attn = torch.where(empty, nan, entropy), torch.where(empty, nan, max_attn)

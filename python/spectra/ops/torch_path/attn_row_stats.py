@@ -15,7 +15,10 @@ O(block · T), never the (B, H, T, T) matrix the float64 reference materialises:
   ``(θ − 1e-6) · Z`` — the kernel's rule (the smallest count of the largest weights whose mass
   reaches the target), so the two differ only where rounding puts the sum within ~1e-7 of the
   target (the tie band the tests allow);
-* a row with no visible key: NaN statistics, argmax −1, k_eff 0; a NaN logit makes its row NaN.
+* a row with no visible key: NaN statistics, argmax −1, k_eff 0; a NaN logit makes its row NaN;
+* learned sinks (``sinks``, one logit per head): the keys' weights are taken relative to the row's
+  overall max ``M = max(max_j s_j, σ)`` and the sink adds ``e^(σ − M)`` to ``Z`` and its terms to the
+  sums, in the kernel's definitions (the sink one outcome of the row; see :func:`spectra.attn_row_stats`).
 """
 
 from __future__ import annotations
@@ -107,6 +110,7 @@ def attn_row_stats(
     threshold: float = 0.9,
     n_sink: int = 4,
     softcap: float | None = None,
+    sinks: torch.Tensor | None = None,
     rows_per_block: int | None = None,
 ) -> AttnRowStats:
     """:func:`spectra.attn_row_stats` in plain torch, on the tensors' own device.
@@ -147,15 +151,38 @@ def attn_row_stats(
         return out
     keys = k.to(acc)  # widened once (16-bit inputs), read in place otherwise
     valid = None if key_valid is None else key_valid.to(device=device, dtype=torch.bool)
+    # (1, H, 1): the sink terms in float64 as in the kernel (float32 on MPS, which has no float64).
+    wide = torch.float32 if device.type == "mps" else torch.float64
+    sink = None if sinks is None else sinks.detach().to(device=device, dtype=wide).view(1, heads, 1)
     rows = rows_per_block or block_rows(device, batch, heads, key_len)
     for t0 in range(0, query_len, rows):
         t1 = min(query_len, t0 + rows)
         lo, hi = _key_range(t0, t1, key_len, offset, causal, window)
-        _block(q, keys, valid, out, t0, t1, lo, hi, offset, causal, window, group, scaling, softcap, threshold, n_sink)
+        _block(
+            q,
+            keys,
+            valid,
+            out,
+            t0,
+            t1,
+            lo,
+            hi,
+            offset,
+            causal,
+            window,
+            group,
+            scaling,
+            softcap,
+            threshold,
+            n_sink,
+            sink,
+        )
     return out
 
 
-def _block(q, keys, valid, out, t0, t1, lo, hi, offset, causal, window, group, scaling, softcap, threshold, n_sink):
+def _block(
+    q, keys, valid, out, t0, t1, lo, hi, offset, causal, window, group, scaling, softcap, threshold, n_sink, sink=None
+):
     """Fills rows t0 .. t1 − 1 of every output from the logits against keys lo .. hi − 1."""
     batch, heads, _, dim = q.shape
     kv_heads = keys.shape[1]
@@ -165,6 +192,11 @@ def _block(q, keys, valid, out, t0, t1, lo, hi, offset, causal, window, group, s
     n_visible = visible.sum(-1).expand(batch, heads, t1 - t0)
     out.n_visible[:, :, t0:t1] = n_visible
     if hi <= lo:
+        return
+    if sink is not None:
+        _block_with_sink(
+            q, keys, visible, n_visible, out, t0, t1, lo, hi, group, scaling, softcap, threshold, n_sink, sink
+        )
         return
     qb = q[:, :, t0:t1].to(keys.dtype).reshape(batch, kv_heads, group, t1 - t0, dim)
     kb = keys[:, :, lo:hi].unsqueeze(2).transpose(-1, -2)  # (B, Hkv, 1, D, keys)
@@ -206,5 +238,57 @@ def _block(q, keys, valid, out, t0, t1, lo, hi, offset, causal, window, group, s
     out.sink_mass[:, :, rows] = torch.where(good, sink, nan)
     out.sink_mass_n[:, :, rows] = torch.where(good, sink_n, nan)
     out.logit_var[:, :, rows] = torch.where(good, logit_var, nan)
+    out.argmax[:, :, rows] = torch.where(good, argmax, -1)
+    out.k_eff[:, :, rows] = torch.where(good, k_eff, 0)
+
+
+def _block_with_sink(
+    q, keys, visible, n_visible, out, t0, t1, lo, hi, group, scaling, softcap, threshold, n_sink, sink
+):
+    """:func:`_block` for a head with a learned sink: sums in float64 relative to ``M = max(max_j s_j, σ)``."""
+    batch, heads, _, dim = q.shape
+    kv_heads = keys.shape[1]
+    qb = q[:, :, t0:t1].to(keys.dtype).reshape(batch, kv_heads, group, t1 - t0, dim)
+    kb = keys[:, :, lo:hi].unsqueeze(2).transpose(-1, -2)
+    s = _full_precision_matmul(qb, kb).reshape(batch, heads, t1 - t0, hi - lo)
+    del qb
+    s.mul_(scaling)
+    if softcap > 0.0:
+        s.div_(softcap).tanh_().mul_(softcap)
+    s.masked_fill_(~visible, -math.inf)
+    key_max = s.amax(-1)  # NaN when a NaN logit reached the row
+    argmax = s.argmax(-1) + lo
+    s = s.to(sink.dtype)
+    top = torch.maximum(torch.where(torch.isfinite(key_max), key_max.to(sink.dtype), sink), sink)  # (B, H, rows)
+    d = s.sub_(top.unsqueeze(-1))
+    e = d.exp()
+    d_sink = sink - top
+    w = d_sink.exp()
+    z = e.sum(-1) + w
+    dc = d.clamp_(min=-745.0)  # e is exactly 0 below: 0 · (−745), never 0 · (−inf)
+    mean = (_row_dot(e, dc) + w * d_sink) / z
+    entropy = (torch.log(z) - mean).clamp_min(0.0)
+    centred = dc.sub_(mean.unsqueeze(-1)).square_()
+    variance = (_row_dot(e, centred) + w * (d_sink - mean).square()) / z
+    del centred, dc, d
+    p_sink = w / z
+    logit_var = variance - sink * p_sink * (d_sink - mean)
+    key0 = e[..., 0] / z if lo == 0 else torch.zeros_like(z)
+    first = e[..., : max(0, n_sink - lo)].sum(-1) / z if n_sink > lo else torch.zeros_like(z)
+    outcomes = torch.cat([e, w.unsqueeze(-1)], dim=-1)
+    k_eff = torch.minimum(_k_eff(outcomes, (threshold - K_EFF_TOLERANCE) * z), n_visible + 1)
+    max_attn = e.amax(-1) / z
+    del e, outcomes
+    good = (n_visible > 0) & ~torch.isnan(z) & torch.isfinite(key_max)
+    acc = out.entropy.dtype
+    nan = torch.full_like(z, math.nan)
+    normalized = entropy / torch.log((n_visible + 1).to(z.dtype))
+    rows = slice(t0, t1)
+    out.entropy[:, :, rows] = torch.where(good, entropy, nan).to(acc)
+    out.entropy_normalized[:, :, rows] = torch.where(good, normalized, nan).to(acc)
+    out.max_attn[:, :, rows] = torch.where(good, max_attn, nan).to(acc)
+    out.sink_mass[:, :, rows] = torch.where(good, key0 + p_sink, nan).to(acc)
+    out.sink_mass_n[:, :, rows] = torch.where(good, first + p_sink, nan).to(acc)
+    out.logit_var[:, :, rows] = torch.where(good, logit_var, nan).to(acc)
     out.argmax[:, :, rows] = torch.where(good, argmax, -1)
     out.k_eff[:, :, rows] = torch.where(good, k_eff, 0)

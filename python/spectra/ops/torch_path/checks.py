@@ -72,6 +72,7 @@ def check_attn_row_stats(
     threshold: float,
     n_sink: int,
     softcap: float,
+    sinks: torch.Tensor | None = None,
 ) -> None:
     op = "attn_row_stats"
     if q.dim() != 4:
@@ -108,6 +109,10 @@ def check_attn_row_stats(
                 f"{op}: key_valid must have shape (batch, key_len) = ({k.shape[0]}, {k.shape[2]}); "
                 f"got {_sizes(key_valid)}"
             )
+    if sinks is not None:
+        check_float_dtype(sinks, op, "sinks")
+        if sinks.dim() != 1 or sinks.shape[0] != q.shape[1]:
+            raise ValueError(f"{op}: sinks must have shape (heads,) = ({q.shape[1]},); got {_sizes(sinks)}")
 
 
 def check_plasticity_pairwise(w: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> None:

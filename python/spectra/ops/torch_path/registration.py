@@ -30,8 +30,8 @@ SCHEMAS = {
     "vec_stats": "vec_stats.torch(Tensor x) -> (Tensor norm, Tensor max_abs, Tensor participation_ratio)",
     "attn_row_stats": (
         "attn_row_stats.torch(Tensor q, Tensor k, float scaling, Tensor? key_valid=None, bool causal=True, "
-        "int sliding_window=0, int? query_offset=None, float threshold=0.9, int n_sink=4, float softcap=0.0) -> "
-        "(Tensor entropy, Tensor entropy_normalized, Tensor max_attn, Tensor argmax, Tensor k_eff, "
+        "int sliding_window=0, int? query_offset=None, float threshold=0.9, int n_sink=4, float softcap=0.0, "
+        "Tensor? sinks=None) -> (Tensor entropy, Tensor entropy_normalized, Tensor max_attn, Tensor argmax, Tensor k_eff, "
         "Tensor sink_mass, Tensor sink_mass_n, Tensor n_visible, Tensor logit_var)"
     ),
     "plasticity_pairwise": (
@@ -56,8 +56,9 @@ def attn_row_stats_kernel(
     threshold: float = 0.9,
     n_sink: int = 4,
     softcap: float = 0.0,
+    sinks: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, ...]:
-    check_attn_row_stats(q, k, scaling, key_valid, sliding_window, threshold, n_sink, softcap)
+    check_attn_row_stats(q, k, scaling, key_valid, sliding_window, threshold, n_sink, softcap, sinks)
     out = attn_row_stats(
         q,
         k,
@@ -69,6 +70,7 @@ def attn_row_stats_kernel(
         threshold=threshold,
         n_sink=n_sink,
         softcap=softcap,
+        sinks=sinks,
     )
     return tuple(out)
 
