@@ -123,3 +123,69 @@ def test_mllama_text_measures_its_self_attention_and_passes_cross_attention_thro
         got = table[(table["sample"] == 1) & (table["layer"] == layer)].sort_values(["head", "token"])
         np.testing.assert_allclose(got["entropy"], entropy[1].reshape(-1).numpy(), atol=1e-5)
     assert spectra.check_baseline(model, {"input_ids": ids, "attention_mask": mask}).logits_equal
+
+
+def test_multi_head_latent_attention_is_read_with_its_q_k_head_dim():
+    from spectra.models import conformance
+
+    # DeepSeek-V3's layout with values narrower than queries and keys (16 = 8 + 8 against 12).
+    default = AutoConfig.for_model("deepseek_v3")
+    config = conformance._apply(default, {**conformance._shrink_kwargs(default), "v_head_dim": 12})
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
+    # Metrics against float64 eager on a padded batch, logits bitwise under a Probe, isolation.
+    row = conformance.check("deepseek_v3", model)
+    assert row.status == "supported", row.reason
+    adapter = adapter_for(model)
+    attn = adapter.attention[0]
+    nope, rope = int(attn.qk_nope_head_dim), int(attn.qk_rope_head_dim)
+    assert adapter.mla and adapter.head_dim == nope + rope != adapter.v_head_dim
+    assert adapter.n_kv_heads == adapter.n_heads
+    ids = batch()[0][1:]
+    probe = spectra.Probe(model, layers=[1], capture=("q", "k"), stage=("pre_rope", "post_rope"))
+    with probe, torch.no_grad():
+        model(ids)
+    for kind in ("q", "k"):
+        for head in (0, adapter.n_heads - 1):
+            pre = probe.captured(1, head, kind, "pre_rope").vectors
+            post = probe.captured(1, head, kind, "post_rope").vectors
+            # RoPE turns only the last qk_rope_head_dim dims: the rest is the projection itself, and
+            # the rotated part keeps its norm (a rotation, after DeepSeek's interleave permutation).
+            torch.testing.assert_close(pre[:, :nope], post[:, :nope], atol=1e-6, rtol=0)
+            torch.testing.assert_close(pre[:, nope:].norm(dim=-1), post[:, nope:].norm(dim=-1), atol=1e-5, rtol=1e-5)
+            assert not torch.allclose(pre[1:, nope:], post[1:, nope:], atol=1e-3)  # RoPE did turn it
+    # Keys share their rotary part across heads.
+    k0, k1 = (probe.captured(1, h, "k", "pre_rope").vectors for h in (0, 1))
+    torch.testing.assert_close(k0[:, nope:], k1[:, nope:], atol=0, rtol=0)
+    # Values keep their own head_dim (12), post-RoPE (what the call receives) and pre-RoPE (kv_b_proj).
+    probe = spectra.Probe(model, layers=[1], heads=[0], capture=("v",), stage=("pre_rope", "post_rope"))
+    with probe, torch.no_grad():
+        model(ids)
+    pre, post = (probe.captured(1, 0, "v", stage).vectors for stage in ("pre_rope", "post_rope"))
+    assert pre.shape == post.shape == (ids.shape[1], 12)
+    torch.testing.assert_close(pre, post, atol=1e-6, rtol=0)
+    assert probe.describe()["model"]["v_head_dim"] == 12
+    with pytest.raises(ValueError, match="^pre_rope_route: .*MLA rotates only the last"):
+        spectra.Probe(model, capture=("q",), stage="pre_rope", pre_rope_route="inverse_rope")
+
+
+@pytest.mark.parametrize("model_type", ["minicpm3", "longcat_flash", "glm4_moe_lite", "youtu"])
+def test_latent_attention_pre_rope_is_the_post_rope_vector_before_its_rotation(model_type):
+    from spectra.models import conformance
+
+    model = conformance.tiny_model_of(model_type)
+    adapter = adapter_for(model)
+    nope = adapter.head_dim - int(adapter.attention[1].qk_rope_head_dim)
+    ids = batch()[0][1:]
+    probe = spectra.Probe(model, layers=[1], heads=[0], capture=("q", "k", "v"), stage=("pre_rope", "post_rope"))
+    with probe, torch.no_grad():
+        model(ids)
+    for kind in ("q", "k", "v"):
+        pre, post = (probe.captured(1, 0, kind, stage).vectors for stage in ("pre_rope", "post_rope"))
+        if kind == "v":
+            torch.testing.assert_close(pre, post, atol=1e-6, rtol=0)
+            continue
+        torch.testing.assert_close(pre[:, :nope], post[:, :nope], atol=1e-6, rtol=0)
+        torch.testing.assert_close(pre[:, nope:].norm(dim=-1), post[:, nope:].norm(dim=-1), atol=1e-5, rtol=1e-5)

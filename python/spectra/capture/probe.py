@@ -180,11 +180,9 @@ class Probe(AttentionClient):
                 f"pre_rope_route: unknown route {pre_rope_route!r}; allowed are {', '.join(PRE_ROPE_ROUTES)}"
             )
         self.pre_rope_route = pre_rope_route
-        if pre_rope_route == "inverse_rope" and not getattr(self.adapter, "half_split_rope", True):
-            raise ValueError(
-                f"pre_rope_route: 'inverse_rope' undoes half-split RoPE, and {type(model).__name__} rotates another "
-                "layout (interleaved); use pre_rope_route='hook'"
-            )
+        unavailable = self.adapter.inverse_rope_unavailable
+        if pre_rope_route == "inverse_rope" and unavailable:
+            raise ValueError(f"pre_rope_route: {type(model).__name__}: {unavailable}")
         self.heads_by_layer = _heads_by_layer(self.adapter, layers, heads)
         self.sampler = make_sampler(positions, bucket_size=bucket_size, seed=seed)
         self.out_dir = Path(out_dir) if out_dir is not None else None

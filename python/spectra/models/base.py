@@ -143,6 +143,14 @@ class Adapter:
     def rotary_dim(self, layer: int) -> int:
         return self.head_dim
 
+    @property
+    def v_head_dim(self) -> int:
+        """head_dim of the values: head_dim, except in multi-head latent attention (DeepSeek-V3)."""
+        return self.head_dim
+
+    #: Why ``Probe(pre_rope_route="inverse_rope")`` cannot give this model's pre-RoPE vectors, or None.
+    inverse_rope_unavailable: ClassVar[str | None] = None
+
     def stage_hooks(self, layer: int) -> list[StageHook]:
         """Hooks that read pre-RoPE q, k and v of ``layer``."""
         attn, d = self.attention[layer], self.head_dim
@@ -184,6 +192,8 @@ class Adapter:
             "n_heads": self.n_heads,
             "n_kv_heads": self.n_kv_heads,
             "head_dim": self.head_dim,
+            # Multi-head latent attention only: its values' head_dim differs from q's and k's.
+            **({"v_head_dim": self.v_head_dim} if self.v_head_dim != self.head_dim else {}),
             "uses_rope": [self.uses_rope(layer) for layer in range(self.n_layers)],
             "sliding_window": [self.sliding_window(layer) for layer in range(self.n_layers)],
         }

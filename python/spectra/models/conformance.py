@@ -205,6 +205,10 @@ def _shrink_kwargs(config) -> dict[str, Any]:
     # MLA (DeepSeek-style): RoPE runs on qk_rope_head_dim, which such configs also call head_dim.
     if "kv_lora_rank" in values and "qk_rope_head_dim" in values and "head_dim" in values:
         out["head_dim"] = out["qk_rope_head_dim"]
+    # MLA expands its latent keys to every query head; the released configs say so with as many KV
+    # heads as query heads (a smaller count makes their eager attention repeat keys it already has).
+    if "kv_lora_rank" in values and "num_key_value_heads" in values and "num_attention_heads" in out:
+        out["num_key_value_heads"] = out["num_attention_heads"]
     # MoE: the first layer dense, the second sparse, where the config says so.
     for key in ("first_k_dense_replace", "first_k_dense", "num_dense_layers"):
         if isinstance(values.get(key), int) and values[key] > 1:

@@ -17,6 +17,14 @@ Pre-RoPE vectors are read from hooks: the module's QK-norm (``q_norm``/``k_norm`
 / ``k_proj`` (or a fused ``qkv_proj``: q, then k, then v); a module with neither gives them through
 ``Probe(pre_rope_route="inverse_rope")`` (RoPE undone with the model's own cos/sin).
 
+Multi-head latent attention (DeepSeek-V3 and its kind: ``kv_lora_rank``, q/k head_dim
+``qk_nope_head_dim + qk_rope_head_dim`` against v's ``v_head_dim``) is read too: the call receives
+q and k per head with the q/k head_dim, so the metrics, q/k captures and q/k interventions work as
+for any model; pre-RoPE q is the split ``q_proj``/``q_b_proj`` output, pre-RoPE k the per-head
+``kv_b_proj`` part joined to the shared rotary part of ``kv_a_proj_with_mqa``, and v the rest of
+``kv_b_proj``'s output, with its own head_dim (``v_head_dim``). ``inverse_rope`` is refused (RoPE
+there turns only the last ``qk_rope_head_dim`` dims of each head).
+
 Example:
     >>> from transformers import AutoConfig, AutoModelForCausalLM
     >>> from spectra.models.generic import GenericAdapter
@@ -119,12 +127,14 @@ class GenericAdapter(Adapter):
             )
         first = self.attention[0]
         qk_dim, v_dim = getattr(first, "qk_head_dim", None), getattr(first, "v_head_dim", None)
-        if getattr(first, "kv_lora_rank", None) is not None or (qk_dim and v_dim and qk_dim != v_dim):
+        #: Multi-head latent attention (see the module docstring).
+        self.mla = getattr(first, "kv_lora_rank", None) is not None or bool(qk_dim and v_dim and qk_dim != v_dim)
+        if self.mla and not (qk_dim and v_dim):
             raise UnsupportedStructureError(
-                f"model: {type(first).__name__} is multi-head latent attention (compressed keys and values, q/k "
-                f"head_dim {qk_dim} against v's {v_dim}), which Spectra does not read yet"
+                f"model: {type(first).__name__} is multi-head latent attention without qk_head_dim and v_head_dim "
+                "attributes, which Spectra needs to read its heads"
             )
-        if getattr(first, "head_dim", None) is None and getattr(text, "head_dim", None) is None:
+        if not self.mla and getattr(first, "head_dim", None) is None and getattr(text, "head_dim", None) is None:
             raise UnsupportedStructureError(
                 f"model: {type(first).__name__} names no head_dim (neither the module nor the config)"
             )
@@ -142,6 +152,8 @@ class GenericAdapter(Adapter):
         # From the module (its key projection's width, or its GQA group size): a config may carry a
         # num_key_value_heads its architecture never reads.
         attn = self.attention[0]
+        if self.mla:  # kv_b_proj gives every query head its own key
+            return self.n_heads
         k_proj = getattr(attn, "k_proj", None)
         if isinstance(k_proj, nn.Linear) and k_proj.out_features % self.head_dim == 0:
             return k_proj.out_features // self.head_dim
@@ -164,8 +176,29 @@ class GenericAdapter(Adapter):
 
     @property
     def head_dim(self) -> int:
+        # MLA: the q/k head_dim the call receives (its config's head_dim is the rotary part only).
+        if self.mla:
+            return int(self.attention[0].qk_head_dim)
         value = getattr(self.attention[0], "head_dim", None)
         return int(value if value is not None else self.config.head_dim)
+
+    @property
+    def v_head_dim(self) -> int:
+        return int(self.attention[0].v_head_dim) if self.mla else self.head_dim
+
+    @property
+    def inverse_rope_unavailable(self) -> str | None:  # type: ignore[override]
+        if self.mla:
+            return (
+                "MLA rotates only the last qk_rope_head_dim dims of each head, which 'inverse_rope' does not undo; "
+                "use pre_rope_route='hook'"
+            )
+        if not self.half_split_rope:
+            return (
+                "'inverse_rope' undoes half-split RoPE, and this model rotates another layout (interleaved); use "
+                "pre_rope_route='hook'"
+            )
+        return None
 
     @property
     def has_rope(self) -> bool:  # type: ignore[override]
@@ -195,6 +228,8 @@ class GenericAdapter(Adapter):
         return None
 
     def stage_hooks(self, layer: int) -> list[StageHook]:
+        if self.mla:
+            return self._latent_stage_hooks(layer)
         attn, d = self.attention[layer], self.head_dim
         heads = {"q": self.n_heads, "k": self.n_kv_heads, "v": self.n_kv_heads}
 
@@ -241,3 +276,37 @@ class GenericAdapter(Adapter):
                 "vectors from; use Probe(pre_rope_route='inverse_rope')"
             )
         return hooks
+
+    def _latent_stage_hooks(self, layer: int) -> list[StageHook]:
+        """Pre-RoPE q, k and v of multi-head latent attention: q is the split query projection; k joins
+        each head's ``kv_b_proj`` part (its first qk_nope_head_dim dims) to the rotary part shared by
+        all heads, the last qk_rope_head_dim dims of ``kv_a_proj_with_mqa``'s output, which runs first
+        in the same forward; v is the rest of each head's ``kv_b_proj`` part."""
+        attn, d = self.attention[layer], self.head_dim
+        nope, rope, rank = int(attn.qk_nope_head_dim), int(attn.qk_rope_head_dim), int(attn.kv_lora_rank)
+        q_module = attn.q_proj if getattr(attn, "q_proj", None) is not None else attn.q_b_proj
+        # LongCat-Flash multiplies the projected query by this before RoPE (its latent keys are scaled
+        # before kv_b_proj, so kv_b_proj's output already carries theirs).
+        q_factor = float(getattr(attn, "mla_scale_q_lora", 1.0))
+        shared: dict[str, torch.Tensor] = {}
+
+        def read_q(out: torch.Tensor) -> HeadsByKind:
+            return {"q": split_heads(out * q_factor if q_factor != 1.0 else out, d)}
+
+        def keep_rotary(out: torch.Tensor) -> HeadsByKind:
+            shared["k_rot"] = out[..., rank : rank + rope]  # (B, T, rope), before RoPE
+            return {}
+
+        def read_k_v(out: torch.Tensor) -> HeadsByKind:
+            k_rot = shared.pop("k_rot")
+            # (B, T, H, nope + v): kv_b_proj may see the latent as (B, 1, T, rank) (DeepSeek-V3's cache layout).
+            heads = out.reshape(*k_rot.shape[:-1], -1, nope + self.v_head_dim)
+            per_head, v = heads[..., :nope], heads[..., nope:]
+            k = torch.cat([per_head, k_rot.unsqueeze(-2).expand(*per_head.shape[:-1], rope)], dim=-1)
+            return {"k": k.transpose(1, 2), "v": v.transpose(1, 2)}
+
+        return [
+            StageHook(q_module, read_q),
+            StageHook(attn.kv_a_proj_with_mqa, keep_rotary),
+            StageHook(attn.kv_b_proj, read_k_v),
+        ]
