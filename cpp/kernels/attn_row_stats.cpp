@@ -444,9 +444,20 @@ void attn_row_stats(const HeadsView<In>& q, const HeadsView<In>& k, const AttnMa
         row[j] = (valid != nullptr && !valid[j]) ? neg_inf : s;
       }
       const int64_t n = range.hi - range.lo + 1;
-      const int64_t visible = n <= 0 ? 0
-                              : valid != nullptr ? ws.valid_prefix[range.hi + 1] - ws.valid_prefix[range.lo]
-                                                 : n;
+      int64_t visible = n <= 0 ? 0
+                        : valid != nullptr ? ws.valid_prefix[range.hi + 1] - ws.valid_prefix[range.lo]
+                                           : n;
+      if (mask.visible != nullptr && n > 0) {
+        // The custom mask hides more keys of this row; the count is then taken key by key.
+        const bool* seen = mask.visible + b * mask.visible_stride_batch + h * mask.visible_stride_head +
+                           (t0 + r) * mask.visible_stride_query;
+        visible = 0;
+        for (int64_t j = range.lo; j <= range.hi; ++j) {
+          const bool shown = seen[j * mask.visible_stride_key];
+          if (!shown) row[j] = neg_inf;
+          visible += (shown && (valid == nullptr || valid[j])) ? 1 : 0;
+        }
+      }
       const double* sink = params.sinks != nullptr ? params.sinks + h : nullptr;
       const RowResult res = row_stats<Acc>(row + range.lo, n, range.lo, visible, params, sink, ws);
       const int64_t o = (b * q.heads + h) * query_seq + t0 + r;

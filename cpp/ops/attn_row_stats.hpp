@@ -46,7 +46,8 @@ struct AttnRowStatsTensors {
 inline AttnRowStatsTensors attn_row_stats_outputs(Backend backend, const at::Tensor& q, const at::Tensor& k,
                                                   double scaling, const std::optional<at::Tensor>& key_valid,
                                                   int64_t sliding_window, double threshold, int64_t n_sink,
-                                                  double softcap, const std::optional<at::Tensor>& sinks) {
+                                                  double softcap, const std::optional<at::Tensor>& sinks,
+                                                  const std::optional<at::Tensor>& visible) {
   constexpr const char* op = "attn_row_stats";
   TORCH_CHECK_VALUE(q.dim() == 4, op, ": q must have shape (batch, heads, query_len, head_dim); got ", q.sizes());
   TORCH_CHECK_VALUE(k.dim() == 4, op, ": k must have shape (batch, kv_heads, key_len, head_dim); got ", k.sizes());
@@ -72,6 +73,15 @@ inline AttnRowStatsTensors attn_row_stats_outputs(Backend backend, const at::Ten
                       op, ": key_valid must have shape (batch, key_len) = (", k.size(0), ", ", k.size(2), "); got ",
                       key_valid->sizes());
   }
+  if (visible.has_value()) {
+    TORCH_CHECK_TYPE(visible->scalar_type() == at::kBool, op, ": visible must be a bool tensor; got ",
+                     visible->scalar_type());
+    TORCH_CHECK_VALUE(visible->dim() == 4 && (visible->size(0) == 1 || visible->size(0) == q.size(0)) &&
+                          (visible->size(1) == 1 || visible->size(1) == q.size(1)) &&
+                          visible->size(2) == q.size(2) && visible->size(3) == k.size(2),
+                      op, ": visible must have shape (batch or 1, heads or 1, query_len, key_len) = (", q.size(0),
+                      " or 1, ", q.size(1), " or 1, ", q.size(2), ", ", k.size(2), "); got ", visible->sizes());
+  }
   if (sinks.has_value()) {
     check_float_dtype(*sinks, op, "sinks");
     TORCH_CHECK_VALUE(sinks->dim() == 1 && sinks->size(0) == q.size(1), op,
@@ -85,10 +95,20 @@ inline AttnRowStatsTensors attn_row_stats_outputs(Backend backend, const at::Ten
           at::empty(shape, long_options),  at::empty(shape, long_options),  at::empty(shape, float_options)};
 }
 
-// The mask for the kernels. `valid` is key_valid made contiguous on the op's device, or undefined.
+// The mask for the kernels. `valid` is key_valid made contiguous on the op's device, or undefined;
+// `visible` the custom mask on the op's device (read through its strides; broadcast dimensions get
+// stride 0), or undefined.
 inline AttnMaskSpec attn_mask_spec(const at::Tensor& valid, bool causal, int64_t sliding_window,
-                                   std::optional<int64_t> query_offset, int64_t query_len, int64_t key_len) {
+                                   std::optional<int64_t> query_offset, int64_t query_len, int64_t key_len,
+                                   const at::Tensor& visible = at::Tensor()) {
   AttnMaskSpec mask;
+  if (visible.defined()) {
+    mask.visible = visible.const_data_ptr<bool>();
+    mask.visible_stride_batch = visible.size(0) == 1 ? 0 : visible.stride(0);
+    mask.visible_stride_head = visible.size(1) == 1 ? 0 : visible.stride(1);
+    mask.visible_stride_query = visible.stride(2);
+    mask.visible_stride_key = visible.stride(3);
+  }
   mask.key_valid = valid.defined() ? valid.const_data_ptr<bool>() : nullptr;
   mask.causal = causal;
   mask.sliding_window = sliding_window;

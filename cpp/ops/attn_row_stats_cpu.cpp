@@ -15,15 +15,17 @@ namespace spectra::bindings {
 AttnRowStatsResult attn_row_stats_cpu(const at::Tensor& q, const at::Tensor& k, double scaling,
                                       const std::optional<at::Tensor>& key_valid, bool causal, int64_t sliding_window,
                                       std::optional<int64_t> query_offset, double threshold, int64_t n_sink,
-                                      double softcap, const std::optional<at::Tensor>& sinks) {
+                                      double softcap, const std::optional<at::Tensor>& sinks,
+                                      const std::optional<at::Tensor>& visible) {
   const AttnRowStatsTensors out = attn_row_stats_outputs(Backend::kCpu, q, k, scaling, key_valid, sliding_window,
-                                                         threshold, n_sink, softcap, sinks);
+                                                         threshold, n_sink, softcap, sinks, visible);
   const int64_t batch = q.size(0), heads = q.size(1), query_len = q.size(2), key_len = k.size(2);
   const int64_t tasks = attn_row_stats_tasks(batch, heads, query_len);
   if (tasks == 0) return out.result();
 
   const at::Tensor valid = key_valid.has_value() ? key_valid->contiguous() : at::Tensor();
-  const AttnMaskSpec mask = attn_mask_spec(valid, causal, sliding_window, query_offset, query_len, key_len);
+  const at::Tensor custom = visible.has_value() ? visible->to(at::kCPU) : at::Tensor();
+  const AttnMaskSpec mask = attn_mask_spec(valid, causal, sliding_window, query_offset, query_len, key_len, custom);
   // The sink logits as float64 on the CPU (one per head; the kernel adds them in float64).
   const at::Tensor sink_logits =
       sinks.has_value() ? sinks->detach().to(at::kCPU, at::kDouble).contiguous() : at::Tensor();

@@ -42,14 +42,15 @@ void launch(const at::Tensor& q, const at::Tensor& k, const AttnMaskSpec& mask, 
 AttnRowStatsResult attn_row_stats_cuda(const at::Tensor& q_in, const at::Tensor& k_in, double scaling,
                                        const std::optional<at::Tensor>& key_valid, bool causal,
                                        int64_t sliding_window, std::optional<int64_t> query_offset, double threshold,
-                                       int64_t n_sink, double softcap, const std::optional<at::Tensor>& sinks) {
+                                       int64_t n_sink, double softcap, const std::optional<at::Tensor>& sinks,
+                                       const std::optional<at::Tensor>& visible) {
   const AttnRowStatsTensors out = attn_row_stats_outputs(Backend::kCuda, q_in, k_in, scaling, key_valid,
-                                                         sliding_window, threshold, n_sink, softcap, sinks);
-  // Learned sinks are in the CPU kernel and the torch path only; spectra.attn_row_stats sends a call
-  // with sinks on a CUDA tensor to the torch path, so only a direct torch.ops call reaches this.
-  TORCH_CHECK_NOT_IMPLEMENTED(!sinks.has_value(), kOp,
-                              ": the CUDA kernel does not take sinks; call spectra.attn_row_stats, which runs the "
-                              "torch path for them");
+                                                         sliding_window, threshold, n_sink, softcap, sinks, visible);
+  // Learned sinks and custom masks are in the CPU kernel and the torch path only; spectra.attn_row_stats
+  // sends such a call on a CUDA tensor to the torch path, so only a direct torch.ops call reaches this.
+  TORCH_CHECK_NOT_IMPLEMENTED(!sinks.has_value() && !visible.has_value(), kOp,
+                              ": the CUDA kernel does not take sinks or a visible mask; call spectra.attn_row_stats, "
+                              "which runs the torch path for them");
   const c10::cuda::OptionalCUDAGuard guard(q_in.device());
   const int64_t batch = q_in.size(0), heads = q_in.size(1), query_len = q_in.size(2), key_len = k_in.size(2);
   const int64_t dim = q_in.size(3);

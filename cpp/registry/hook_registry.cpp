@@ -282,10 +282,11 @@ const Selection& HookRegistry::selection(int64_t layer, char kind) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> HookRegistry::on_attention(int64_t layer, at::Tensor q, at::Tensor k,
                                                                            at::Tensor v, std::optional<double> scaling,
                                                                            MaskInfo mask, std::optional<double> softcap,
-                                                                           std::optional<at::Tensor> sinks) {
+                                                                           std::optional<at::Tensor> sinks,
+                                                                           std::optional<at::Tensor> visible) {
   check_layer(layer, "layer");
-  AttentionCall call{layer,           std::move(q), std::move(k), std::move(v), scaling,
-                     std::move(mask), softcap,      std::move(sinks)};
+  AttentionCall call{layer,           std::move(q), std::move(k),     std::move(v),      scaling,
+                     std::move(mask), softcap,      std::move(sinks), std::move(visible)};
   for (const auto& action : by_layer_[static_cast<size_t>(layer)]) action->on_attention(*this, call);
   return {std::move(call.q), std::move(call.k), std::move(call.v)};
 }

@@ -66,6 +66,9 @@ struct AttentionCall {
   MaskInfo mask;
   std::optional<double> softcap;  // Gemma2's attn_logit_softcapping, when the model passes it
   std::optional<at::Tensor> sinks;  // (H,) learned attention-sink logits (gpt-oss's s_aux), when passed
+  // (B or 1, H or 1, Tq, Tk) bool: the keys each query sees, when the model's mask is not causal /
+  // bidirectional + window + padding (chunked attention, document masks); read from the call's mask.
+  std::optional<at::Tensor> visible;
 };
 
 class Action {
@@ -151,7 +154,8 @@ class HookRegistry {
   std::tuple<at::Tensor, at::Tensor, at::Tensor> on_attention(int64_t layer, at::Tensor q, at::Tensor k,
                                                                at::Tensor v, std::optional<double> scaling,
                                                                MaskInfo mask = {}, std::optional<double> softcap = {},
-                                                               std::optional<at::Tensor> sinks = {});
+                                                               std::optional<at::Tensor> sinks = {},
+                                                               std::optional<at::Tensor> visible = {});
   void on_stage(int64_t layer, const std::string& kind, const std::string& stage, const at::Tensor& x);
   // Runs the layer's output actions on the attention output (B, T, H, D); returns it, possibly replaced.
   at::Tensor on_output(int64_t layer, at::Tensor output);

@@ -208,18 +208,18 @@ registry runs that layer's actions in order and returns the (possibly replaced) 
           "on_attention",
           [](HookRegistry& r, int64_t layer, at::Tensor q, at::Tensor k, at::Tensor v, std::optional<double> scaling,
              std::optional<at::Tensor> attention_mask, bool is_causal, std::optional<int64_t> sliding_window,
-             std::optional<double> softcap, std::optional<at::Tensor> sinks) {
+             std::optional<double> softcap, std::optional<at::Tensor> sinks, std::optional<at::Tensor> visible) {
             py::gil_scoped_release no_gil;
             return r.on_attention(layer, std::move(q), std::move(k), std::move(v), scaling,
                                   MaskInfo{std::move(attention_mask), is_causal, sliding_window}, softcap,
-                                  std::move(sinks));
+                                  std::move(sinks), std::move(visible));
           },
           py::arg("layer"), py::arg("q"), py::arg("k"), py::arg("v"), py::arg("scaling"),
           py::arg("attention_mask") = py::none(), py::arg("is_causal") = true, py::arg("sliding_window") = py::none(),
-          py::arg("softcap") = py::none(), py::arg("sinks") = py::none(),
+          py::arg("softcap") = py::none(), py::arg("sinks") = py::none(), py::arg("visible") = py::none(),
           "Runs the layer's actions on its attention inputs (post-RoPE q (B, H, T, D), k and v (B, Hkv, T, D)), "
-          "the mask information the model gave and its learned sink logits (H,), if any; returns the (possibly "
-          "replaced) q, k, v.")
+          "the mask information the model gave, its learned sink logits (H,) and a custom visibility mask "
+          "(B or 1, H or 1, T, Tk) bool, if any; returns the (possibly replaced) q, k, v.")
       .def(
           "on_stage",
           [](HookRegistry& r, int64_t layer, const std::string& kind, const std::string& stage, const at::Tensor& x) {

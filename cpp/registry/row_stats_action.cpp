@@ -18,7 +18,7 @@ using AttnRowStatsFn = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor
                                   at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, double,
                                               const std::optional<at::Tensor>&, bool, int64_t,
                                               std::optional<int64_t>, double, int64_t, double,
-                                              const std::optional<at::Tensor>&);
+                                              const std::optional<at::Tensor>&, const std::optional<at::Tensor>&);
 using VecStatsFn = std::tuple<at::Tensor, at::Tensor, at::Tensor>(const at::Tensor&);
 
 // The `.torch` overloads are defined from Python (spectra.ops) after this module has loaded, so they
@@ -191,10 +191,24 @@ void RowStatsAction::on_attention(HookRegistry& registry, AttentionCall& call) {
   const bool rotated = rotate_in.defined();
   const std::optional<at::Tensor> op_key_valid =
       rotated ? std::optional<at::Tensor>(key_valid.gather(1, rotate_in)) : key_valid_arg;
+  // A custom mask: the selected heads' rows (when it differs per head), rotated in both its query
+  // rows and its key columns like q and k.
+  std::optional<at::Tensor> visible;
+  if (call.visible.has_value()) {
+    at::Tensor v = call.visible->to(device);
+    if (v.size(1) != 1 && select_inputs_) v = v.index_select(1, index.q_heads);
+    if (rotated) {
+      v = v.expand({batch_size, v.size(1), v.size(2), v.size(3)});
+      const at::Tensor rows = rotate_in.view({batch_size, 1, seq_len, 1}).expand(v.sizes());
+      const at::Tensor cols = rotate_in.view({batch_size, 1, 1, seq_len}).expand(v.sizes());
+      v = v.gather(2, rows).gather(3, cols);
+    }
+    visible = v;
+  }
   auto out = ops_->attn_row_stats.call(rotated ? rotate(q_in, rotate_in) : q_in,
                                        rotated ? rotate(k_in, rotate_in) : k_in, *call.scaling, op_key_valid,
                                        call.mask.is_causal, call.mask.sliding_window.value_or(0), std::nullopt,
-                                       threshold_, n_sink_, call.softcap.value_or(0.0), sinks);
+                                       threshold_, n_sink_, call.softcap.value_or(0.0), sinks, visible);
   if (rotated) {
     std::get<0>(out) = rotate(std::get<0>(out), rotate_out);
     std::get<1>(out) = rotate(std::get<1>(out), rotate_out);

@@ -1,6 +1,7 @@
 """The metrics read which keys each query sees from the mask the model passes to its attention call,
 never from a config value or an adapter's guess: windows only in the config, windows the adapter does
-not know of, and masks Spectra cannot reproduce (chunked, document, per-head, additive biases)."""
+not know of, custom masks (chunked, document, per head) taken key by key, and masks Spectra cannot
+reproduce (additive biases, other ranks) refused."""
 
 from __future__ import annotations
 
@@ -43,16 +44,30 @@ def test_no_mask_bidirectional_masks_and_a_window_longer_than_the_text():
     assert mask_shape(batch(long), VALID, causal=True, layer=0) == MaskShape(True, None)
 
 
+CHUNKED = batch(CAUSAL & (POS[:, None] // 4 == POS[None] // 4))
+DOCUMENT = batch(CAUSAL & ((POS[:, None] < 5) == (POS[None] < 5)))
+PER_HEAD = torch.stack([batch(CAUSAL)[:, 0], batch(CAUSAL & (POS[:, None] - POS[None] < 2))[:, 0]], 1)
+BIDIRECTIONAL_DOCUMENT = (((POS[:, None] < 5) == (POS[None] < 5))[None] & VALID[:, None, :])[:, None]
+
+
+@pytest.mark.parametrize(
+    "name, mask, causal",
+    [("chunked", CHUNKED, True), ("document", DOCUMENT, True), ("per head", PER_HEAD, True)]
+    + [("bidirectional document", BIDIRECTIONAL_DOCUMENT, False)],
+)
+def test_custom_masks_are_taken_key_by_key(name, mask, causal):
+    shape = mask_shape(mask, VALID, causal=causal, layer=5)
+    assert shape.causal is causal and shape.sliding_window is None
+    assert shape.visible is not None and torch.equal(shape.visible, mask)
+    additive = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
+    again = mask_shape(additive, VALID, causal=causal, layer=5)
+    assert torch.equal(again.visible, mask)
+    assert torch.equal(mask_shape(additive, VALID, causal=causal, layer=5).visible, mask)  # from the cache
+
+
 @pytest.mark.parametrize(
     "name, mask, match",
     [
-        ("chunked", batch(CAUSAL & (POS[:, None] // 4 == POS[None] // 4)), "not a causal or bidirectional mask"),
-        ("document", batch(CAUSAL & ((POS[:, None] < 5) == (POS[None] < 5))), "not a causal or bidirectional mask"),
-        (
-            "per head",
-            torch.stack([batch(CAUSAL)[:, 0], batch(CAUSAL & (POS[:, None] - POS[None] < 2))[:, 0]], 1),
-            "heads",
-        ),
         ("bias", torch.zeros(2, 1, 10, 10).masked_fill(~batch(CAUSAL), -torch.inf) - 0.5 * POS, "bias"),
         ("3-D", CAUSAL[None].float(), "4-D"),
     ],
@@ -77,13 +92,19 @@ def test_the_mask_wins_over_the_adapters_window(monkeypatch):
     assert got["n_visible"].max() == 4
 
 
-def test_a_custom_mask_in_the_users_forward_is_refused_not_mismeasured():
+def test_a_custom_mask_in_the_users_forward_is_measured_as_the_model_applies_it():
     model = tiny_model("llama", "eager")
     ids = torch.randint(0, model.config.vocab_size, (1, 10), generator=torch.Generator().manual_seed(0))
     chunked = torch.zeros(1, 1, 10, 10).masked_fill(~(CAUSAL & (POS[:, None] // 4 == POS[None] // 4)), -torch.inf)
-    probe = spectra.Probe(model, layers=[0], heads=[0], capture=(), row_stats=True)
-    with pytest.raises(CustomMaskError, match="^layer 0: "), probe, torch.no_grad():
-        model(ids, attention_mask=chunked)
+    probe = spectra.Probe(model, layers=[0], capture=(), row_stats=True)
+    with probe, torch.no_grad():
+        weights = model(ids, attention_mask=chunked, output_attentions=True).attentions[0].double()[0]  # (H, T, T)
+    rows = probe.drain_row_stats()
+    logs = torch.where(weights > 0, weights.log(), torch.zeros((), dtype=torch.float64))
+    entropy = -(weights * logs).sum(-1)  # (H, T)
+    order = np.lexsort((rows["position"], rows["head"]))
+    np.testing.assert_allclose(rows["entropy"][order], entropy.reshape(-1).numpy(), atol=1e-5)
+    np.testing.assert_array_equal(rows["n_visible"][order], (weights > 0).sum(-1).reshape(-1).numpy())
 
 
 @pytest.mark.parametrize("model_type", ["ministral3", "mixtral", "phi3"])
@@ -119,12 +140,36 @@ def test_windows_only_in_the_config_are_measured_as_the_model_applies_them(model
 
 
 def test_the_mask_is_read_in_blocks_of_query_rows(monkeypatch):
-    """A small block size gives the same answers and the same refusals (as at long context)."""
+    """A small block size gives the same answers (as at long context)."""
     import spectra.capture.call_mask as call_mask
 
     monkeypatch.setattr(call_mask, "BLOCK_ELEMENTS", 2 * 10 * 3)  # 3 query rows a block for batch 2
     window = CAUSAL & (POS[:, None] - POS[None] < 3)
     assert mask_shape(batch(window), VALID, causal=True, layer=0) == MaskShape(True, 3)
     assert mask_shape(batch(CAUSAL), VALID, causal=True, layer=0) == MaskShape(True, None)
-    with pytest.raises(CustomMaskError, match="sample 0: query 4 has key 3 hidden"):
-        mask_shape(batch(CAUSAL & (POS[:, None] // 4 == POS[None] // 4)), VALID, causal=True, layer=0)
+    chunked = mask_shape(CHUNKED, VALID, causal=True, layer=0)
+    assert chunked.causal and torch.equal(chunked.visible, CHUNKED)
+
+
+def test_llama4_chunked_attention_is_measured_as_the_model_applies_it():
+    """Llama 4's chunked layers (chunks of 5 here, shorter than the text) and its NoPE full-attention
+    layer: profile on a left-padded batch against float64 eager weights, logits bitwise under a
+    Probe, single-head isolation, and the report viewer's weights, all through the custom mask."""
+    from spectra.models import conformance
+    from spectra.report.viewer import attention_data, attention_weights
+
+    model = conformance.tiny_model_of("llama4_text")
+    assert model.config.layer_types == ["chunked_attention", "full_attention"]
+    assert model.config.attention_chunk_size == 5
+    row = conformance.check("llama4_text", model)  # metrics ≤ 1e-4 nats, Probe bitwise, check_isolation
+    assert row.status == "supported" and row.max_entropy_error < 1e-5, row
+    ids = conformance._inputs(model)["input_ids"][1:]
+    view = attention_data(model, None, ids)
+    assert view["layers"][0]["visible"] is not None and view["layers"][1]["visible"] is None
+    with torch.no_grad():
+        attentions = model(ids, output_attentions=True).attentions
+    for layer in range(2):
+        for query in range(ids.shape[1]):
+            want = attentions[layer][0, 2, query].double().numpy()
+            np.testing.assert_allclose(attention_weights(view, layer, 2, 0, query), want, atol=2e-6)
+    assert attention_weights(view, 0, 2, 0, 7)[:5].sum() == 0  # query 7's chunk starts at 5

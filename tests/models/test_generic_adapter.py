@@ -189,3 +189,19 @@ def test_latent_attention_pre_rope_is_the_post_rope_vector_before_its_rotation(m
             continue
         torch.testing.assert_close(pre[:, :nope], post[:, :nope], atol=1e-6, rtol=0)
         torch.testing.assert_close(pre[:, nope:].norm(dim=-1), post[:, nope:].norm(dim=-1), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("model_type", ["bart", "whisper", "xlm-roberta", "electra"])
+def test_decoders_with_one_class_for_self_and_cross_attention(model_type):
+    """BART-style decoders keep cross-attention as ``encoder_attn`` and BERT-style ones as
+    ``crossattention``, with the self-attention's class: only the self-attention is measured (the
+    cross-attention is skipped without encoder states); BERT-style modules name their head_dim
+    ``attention_head_size``."""
+    from spectra.models import conformance
+
+    model = conformance.tiny_model_of(model_type)
+    adapter = adapter_for(model)
+    names = {id(m): name for name, m in model.named_modules()}
+    assert all("encoder_attn" not in names[id(m)] and "crossattention" not in names[id(m)] for m in adapter.attention)
+    row = conformance.check(model_type, model)
+    assert row.status == "supported", row.reason

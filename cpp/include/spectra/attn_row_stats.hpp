@@ -38,6 +38,11 @@ struct AttnMaskSpec {
   bool causal = true;
   int64_t sliding_window = 0;
   int64_t query_offset = 0;
+  // A custom mask the model passes (chunked attention, document masks, per-head masks): query row t
+  // of head h in batch b sees key j only where visible[b·sb + h·sh + t·sq + j·sk] is true, on top of
+  // the rules above. Strides in elements; 0 broadcasts a dimension. nullptr: no custom mask.
+  const bool* visible = nullptr;
+  int64_t visible_stride_batch = 0, visible_stride_head = 0, visible_stride_query = 0, visible_stride_key = 0;
 };
 
 struct AttnRowStatsParams {

@@ -81,6 +81,8 @@ class LayerAttention(NamedTuple):
     sliding_window: int | None
     #: Learned attention-sink logits (H,) that take part in the softmax (gpt-oss's ``s_aux``), or None.
     sinks: torch.Tensor | None = None
+    #: (B or 1, H or 1, T_q, T_k) bool: a custom mask (chunked, document, per head) taken as given, or None.
+    visible: torch.Tensor | None = None
 
 
 #: Arguments of an attention call that carry learned sink logits (one per head).
@@ -141,6 +143,7 @@ def layer_attention(
         shape.causal,
         shape.sliding_window,
         sinks,
+        shape.visible,
     )
 
 

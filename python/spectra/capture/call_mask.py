@@ -10,10 +10,13 @@ silently wrong numbers. The attention call's own ``attention_mask`` is the sourc
 * a 4-D tensor ``(B or 1, 1 or H, T_q, T_k)``, boolean (True: visible) or additive float (0:
   visible, the dtype's minimum or ``-inf``: hidden). Spectra reads its structure at the real
   queries: causal or not, and the sliding window (the largest visible query-key distance + 1), and
-  checks that the tensor equals the mask those settings and the padding give, entry by entry. A
-  mask with any other structure (chunked attention, a document mask, an additive bias such as
-  ALiBi, different masks per head) is refused with :class:`CustomMaskError` naming the layer, rather
-  than measured with the wrong keys.
+  checks that the tensor equals the mask those settings and the padding give, entry by entry.
+* any other 4-D visibility (chunked attention, a document mask, different masks per head) is
+  honoured exactly: :class:`MaskShape` then carries the mask itself as ``visible`` (B or 1, H or
+  1, T_q, T_k) bool, which the metrics apply key by key (and ``causal``, where the mask never shows
+  a later key, so the kernels still skip the upper triangle).
+* an additive bias on visible keys (ALiBi as a mask) or a mask of another rank is refused with
+  :class:`CustomMaskError` naming the layer, rather than measured with the wrong logits.
 
 The structure of one mask tensor is read once: transformers builds one mask per layer type and
 passes the same tensor to every layer of that type, so later layers reuse the result.
@@ -24,9 +27,13 @@ Example:
     >>> i = torch.arange(6)
     >>> window = (i[:, None] >= i[None]) & (i[:, None] - i[None] < 3)  # causal, sliding window 3
     >>> mask_shape(window[None, None], None, causal=True, layer=0)
-    MaskShape(causal=True, sliding_window=3)
+    MaskShape(causal=True, sliding_window=3, visible=None)
     >>> mask_shape(None, None, causal=True, layer=0)
-    MaskShape(causal=True, sliding_window=None)
+    MaskShape(causal=True, sliding_window=None, visible=None)
+    >>> chunked = (i[:, None] >= i[None]) & (i[:, None] // 4 == i[None] // 4)  # causal chunks of 4
+    >>> shape = mask_shape(chunked[None, None], None, causal=True, layer=0)
+    >>> shape.causal, shape.sliding_window, shape.visible.shape
+    (True, None, torch.Size([1, 1, 6, 6]))
 """
 
 from __future__ import annotations
@@ -44,18 +51,22 @@ class CustomMaskError(ValueError):
 
 
 class MaskShape(NamedTuple):
-    """The keys a query sees: earlier ones only (``causal``) and at most ``sliding_window`` back."""
+    """The keys a query sees: earlier ones only (``causal``), at most ``sliding_window`` back, and,
+    for a mask of another structure, exactly those ``visible`` marks (B or 1, H or 1, T_q, T_k)."""
 
     causal: bool
     sliding_window: int | None
+    visible: torch.Tensor | None = None
 
 
-# id(mask tensor) -> (weak reference to it, id of the key_valid it was read with, its shape)
-_cache: dict[int, tuple[weakref.ref, int, MaskShape]] = {}
+# id(mask tensor) -> (weak reference to it, id of the key_valid it was read with, its shape). A
+# custom mask's shape is kept without its ``visible`` tensor (which may be the mask itself and would
+# keep it alive): that is taken from the mask again on each call, a view or one comparison.
+_cache: dict[int, tuple[weakref.ref, int, MaskShape, bool]] = {}
 
 
 def _visible(mask: torch.Tensor, layer: int) -> torch.Tensor:
-    """(B', T_q, T_k) bool: which keys the tensor lets each query see (one mask for every head)."""
+    """(B', H', T_q, T_k) bool: which keys the tensor lets each query see."""
     if mask.dim() != 4:
         raise CustomMaskError(
             f"layer {layer}: the attention call received a {mask.dim()}-D mask of shape {tuple(mask.shape)}; "
@@ -71,11 +82,7 @@ def _visible(mask: torch.Tensor, layer: int) -> torch.Tensor:
                 f"layer {layer}: the attention mask adds a bias to visible logits (e.g. ALiBi), which Spectra's "
                 "metrics do not reproduce; the metrics of this model are not available"
             )
-    if visible.shape[1] != 1 and not bool((visible == visible[:, :1]).all()):
-        raise CustomMaskError(
-            f"layer {layer}: the attention mask differs between heads; Spectra's metrics take one mask for every head"
-        )
-    return visible[:, 0]
+    return visible
 
 
 #: Mask entries per block of query rows the reader holds at once: a few of these booleans, never T×T
@@ -94,7 +101,9 @@ def _band(lo: int, hi: int, n_k: int, offset: int, causal: bool, window: int | N
 
 
 def _read(mask: torch.Tensor, key_valid: torch.Tensor | None, causal: bool, layer: int) -> MaskShape:
-    visible_all = _visible(mask, layer)
+    mask4 = _visible(mask, layer)
+    per_head = mask4.shape[1] != 1 and not bool((mask4 == mask4[:, :1]).all())
+    visible_all = mask4.any(1) if per_head else mask4[:, 0]  # the union over heads for pass 1
     n_q, n_k = visible_all.shape[-2:]
     offset = n_k - n_q  # queries are the last n_q positions (0 without a KV cache)
     device = visible_all.device
@@ -122,7 +131,9 @@ def _read(mask: torch.Tensor, key_valid: torch.Tensor | None, causal: bool, laye
         if reach.numel():
             farthest = max(farthest, int(reach.max()) + 1)
     if not any_seen:
-        return MaskShape(causal, None)
+        return MaskShape(causal, None, mask4 if per_head else None)
+    if per_head:  # different masks per head: honoured as given
+        return MaskShape(is_causal, None, mask4)
     # A window shows only where some real query had a real key at its distance or farther.
     window = widest if is_causal and widest < farthest else None
 
@@ -130,16 +141,9 @@ def _read(mask: torch.Tensor, key_valid: torch.Tensor | None, causal: bool, laye
     for lo, hi in blocks:
         visible, real_q = visible_all[:, lo:hi], key_valid[:, offset + lo : offset + hi]
         expected = key_valid[:, None, :] & _band(lo, hi, n_k, offset, is_causal, window, device)
-        differs = (visible != expected) & real_q[:, :, None]
-        if bool(differs.any()):
-            b, q, k = (int(x) for x in differs.nonzero()[0])
-            what = "visible" if bool(visible[min(b, visible.shape[0] - 1), q, k]) else "hidden"
-            raise CustomMaskError(
-                f"layer {layer}: the attention mask is not a causal or bidirectional mask with a sliding window "
-                f"and padding (sample {b}: query {lo + q} has key {k} {what}, unlike a "
-                f"{'causal' if is_causal else 'bidirectional'} mask with window {window}); Spectra's metrics take "
-                "such masks only (chunked or document masks are not supported yet)"
-            )
+        if bool(((visible != expected) & real_q[:, :, None]).any()):
+            # Chunked, document or other masks: honoured key by key (causal still bounds the rows).
+            return MaskShape(is_causal, None, mask4)
     return MaskShape(is_causal, window)
 
 
@@ -150,16 +154,18 @@ def mask_shape(
 
     ``attention_mask``: what the model passed (None or a 4-D tensor); ``key_valid``: (B, T_k) real
     tokens (None: all real); ``causal``: whether the module attends causally when there is no mask
-    (its ``is_causal``). Raises :class:`CustomMaskError` for any other mask.
+    (its ``is_causal``). Raises :class:`CustomMaskError` for an additive bias or a mask that is not 4-D.
     """
     if attention_mask is None:
         return MaskShape(causal, None)
     entry = _cache.get(id(attention_mask))
     valid_id = id(key_valid)
     if entry is not None and entry[0]() is attention_mask and entry[1] == valid_id:
-        return entry[2]
+        shape, custom = entry[2], entry[3]
+        return shape._replace(visible=_visible(attention_mask.detach(), layer)) if custom else shape
     shape = _read(attention_mask.detach(), key_valid, causal, layer)
-    for key in [k for k, (ref, _, _) in _cache.items() if ref() is None]:  # forget freed masks
+    for key in [k for k, (ref, *_) in _cache.items() if ref() is None]:  # forget freed masks
         del _cache[key]
-    _cache[id(attention_mask)] = (weakref.ref(attention_mask), valid_id, shape)
+    custom = shape.visible is not None
+    _cache[id(attention_mask)] = (weakref.ref(attention_mask), valid_id, shape._replace(visible=None), custom)
     return shape

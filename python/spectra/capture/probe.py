@@ -365,7 +365,7 @@ class Probe(AttentionClient):
         mask = attention_mask if isinstance(attention_mask, torch.Tensor) else None
         how = layer_attention(self.adapter, layer, module, kwargs, attention_mask, self._key_valid_for(k))
         return self.registry.on_attention(
-            layer, q, k, v, how.scaling, mask, how.causal, how.sliding_window, how.softcap, how.sinks
+            layer, q, k, v, how.scaling, mask, how.causal, how.sliding_window, how.softcap, how.sinks, how.visible
         )
 
     def drain_row_stats(self) -> dict[str, np.ndarray]:

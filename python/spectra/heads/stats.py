@@ -98,17 +98,19 @@ class _AttentionScores(AttentionClient):
     def on_attention(self, layer, module, q, k, v, attention_mask, kwargs):
         if self._positions is None:
             return q, k, v
-        scaling, softcap, causal, window, sinks = layer_attention(self.adapter, layer, module, kwargs, attention_mask)
+        how = layer_attention(self.adapter, layer, module, kwargs, attention_mask)
+        scaling, softcap, window = how.scaling, how.softcap, how.sliding_window
         qd, kd = q.detach(), k.detach()
         s = attn_row_stats(
             qd,
             kd,
             scaling,
-            causal=causal,
+            causal=how.causal,
             sliding_window=window,
             threshold=self.threshold,
             softcap=softcap,
-            sinks=sinks,
+            sinks=how.sinks,
+            visible=how.visible,
         )
         positions = self._positions.to(torch.long)  # (B, T)
         seq = positions.shape[1]
@@ -144,6 +146,9 @@ class _AttentionScores(AttentionClient):
             weight = (s.max_attn.to(qd.device) * torch.exp(logits_at(index) - top)).cpu()
             visible = window is None or offset < window
             exists = (t - offset >= 0).cpu()
+            if how.visible is not None:  # a custom mask: that key, row by row, as the mask says
+                seen = how.visible[:, :, t, (t - offset).clamp(min=0)].to(weight.device)  # (B or 1, H or 1, T)
+                weight = weight * seen
             return (weight if visible else torch.zeros_like(weight)), exists
 
         block = self.block

@@ -131,9 +131,8 @@ class _LocalSweep(AttentionClient):
         positions, valid = self._batch
         qd, kd = q.detach(), k.detach()
         key_valid = valid.to(qd.device) if kd.shape[2] == valid.shape[1] else None
-        scaling, softcap, causal, window, sinks = layer_attention(
-            self.adapter, layer, module, kwargs, attention_mask, key_valid
-        )
+        how = layer_attention(self.adapter, layer, module, kwargs, attention_mask, key_valid)
+        scaling, softcap, causal, window, sinks = how.scaling, how.softcap, how.causal, how.sliding_window, how.sinks
         # The closed forms: entropy_slope = −logit_var holds with learned sinks too (the op defines
         # logit_var so); max_attn_slope = p_max·(H + ln p_max) only without a sink or a soft-cap.
         max_slope_known = not softcap and sinks is None
@@ -151,6 +150,7 @@ class _LocalSweep(AttentionClient):
                 threshold=self.threshold,
                 softcap=softcap,
                 sinks=sinks,
+                visible=how.visible,
             )
             entropy = s.entropy.cpu().index_select(1, index)
             max_attn = s.max_attn.cpu().index_select(1, index)

@@ -90,12 +90,14 @@ for _names, _value in (
     (("v_head_dim",), 16),
     (("rotary_dim",), 8),
     (("sliding_window", "attention_window_size", "window_size"), 4),
+    # Chunks shorter than the test text, so chunked masks (Llama 4) are exercised, not skipped.
+    (("attention_chunk_size",), 5),
     (("vocab_size",), _VOCAB),
 ):
     for _name in _names:
         _SIZES[_name] = _value
 #: Size fields set even where the default config leaves them None (None there means "derive it").
-_SIZE_IF_NONE = frozenset({"head_dim", "num_key_value_heads", "intermediate_size"})
+_SIZE_IF_NONE = frozenset({"head_dim", "num_key_value_heads", "intermediate_size", "num_experts_per_tok"})
 _FIXED: dict[str, Any] = {"initializer_range": 0.2, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
 
 
@@ -172,7 +174,8 @@ def _shrink_kwargs(config) -> dict[str, Any]:
         if key in _SIZES and (
             (isinstance(value, int) and not isinstance(value, bool)) or (value is None and key in _SIZE_IF_NONE)
         ):
-            out[key] = min(value, _SIZES[key]) if key in ("sliding_window", "attention_window_size") else _SIZES[key]
+            shorter = key in ("sliding_window", "attention_window_size", "attention_chunk_size")
+            out[key] = min(value, _SIZES[key]) if shorter else _SIZES[key]
         elif key in _FIXED and (value is not None or key != "bos_token_id"):
             out[key] = _FIXED[key]
         elif key.endswith("_token_id") and isinstance(value, int) and value >= _VOCAB:
@@ -361,7 +364,13 @@ def _check_metrics(spectra, model: nn.Module, inputs: dict[str, torch.Tensor]) -
     mx = np.empty(len(frame))
     for layer in layers:
         sel = layer_col == layer
-        pos = np.array([real[s][t] for s, t in zip(sample[sel], token[sel], strict=True)], dtype=np.int64)
+        # The token column is the position id: the index among the row's real tokens where the
+        # forward takes position ids, else the column (decoders that number positions by column).
+        pos = (
+            np.array([real[s][t] for s, t in zip(sample[sel], token[sel], strict=True)], dtype=np.int64)
+            if "position_ids" in inputs
+            else token[sel].astype(np.int64)
+        )
         ent[sel] = ent_ref[layer][sample[sel], head[sel], pos]
         mx[sel] = max_ref[layer][sample[sel], head[sel], pos]
     d_ent = np.abs(frame["entropy"].to_numpy(np.float64) - ent)

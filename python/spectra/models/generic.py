@@ -54,6 +54,15 @@ _INTERFACE_MARKERS = ("ALL_ATTENTION_FUNCTIONS", "eager_attention_forward", "att
 _NORMS = (("q_norm", "k_norm"), ("q_layernorm", "k_layernorm"))
 
 
+def _module_head_dim(module: nn.Module) -> int | None:
+    """The head_dim an attention module names: ``head_dim``, or BERT-style ``attention_head_size``."""
+    for name in ("head_dim", "attention_head_size"):
+        value = getattr(module, name, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
 class UnsupportedStructureError(ValueError):
     """The model's attention is not laid out as the generic adapter needs (the message says how)."""
 
@@ -75,12 +84,19 @@ def _class_calls_interface(cls: type) -> bool:
 def attention_modules_of(backbone: nn.Module) -> list[nn.Module]:
     """The self-attention modules of ``backbone`` in layer order: modules that carry a ``layer_idx``
     and are named ``*Attention`` or call the attention interface themselves (``*MLA``);
-    cross-attention modules are not self-attention and are left out."""
+    cross-attention modules are not self-attention and are left out: by class (``*Cross*``) or by
+    where the layer keeps them (``encoder_attn`` in BART-style decoders, ``crossattention`` in
+    BERT-style ones), since those decoders use one class for both."""
+
+    def cross(name: str, module: nn.Module) -> bool:
+        parts = name.lower().split(".")
+        return "Cross" in type(module).__name__ or any("cross" in p or p == "encoder_attn" for p in parts)
+
     found = [
         m
-        for m in backbone.modules()
+        for name, m in backbone.named_modules()
         if hasattr(m, "layer_idx")
-        and "Cross" not in type(m).__name__
+        and not cross(name, m)
         and (type(m).__name__.endswith("Attention") or _calls_interface(m))
     ]
     return sorted(found, key=lambda m: int(m.layer_idx))
@@ -134,7 +150,7 @@ class GenericAdapter(Adapter):
                 f"model: {type(first).__name__} is multi-head latent attention without qk_head_dim and v_head_dim "
                 "attributes, which Spectra needs to read its heads"
             )
-        if not self.mla and getattr(first, "head_dim", None) is None and getattr(text, "head_dim", None) is None:
+        if not self.mla and _module_head_dim(first) is None and getattr(text, "head_dim", None) is None:
             raise UnsupportedStructureError(
                 f"model: {type(first).__name__} names no head_dim (neither the module nor the config)"
             )
@@ -179,7 +195,7 @@ class GenericAdapter(Adapter):
         # MLA: the q/k head_dim the call receives (its config's head_dim is the rotary part only).
         if self.mla:
             return int(self.attention[0].qk_head_dim)
-        value = getattr(self.attention[0], "head_dim", None)
+        value = _module_head_dim(self.attention[0])
         return int(value if value is not None else self.config.head_dim)
 
     @property

@@ -42,6 +42,7 @@ def _attn_row_stats_fake(
     n_sink=4,
     softcap=0.0,
     sinks=None,
+    visible=None,
 ):
     torch._check(q.dim() == 4 and k.dim() == 4, lambda: "attn_row_stats: q and k must be 4-D")
     shape = q.shape[:3]

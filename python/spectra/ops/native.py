@@ -60,6 +60,7 @@ def attn_row_stats(
     n_sink: int = 4,
     softcap: float | None = None,
     sinks: torch.Tensor | None = None,
+    visible: torch.Tensor | None = None,
 ) -> AttnRowStats:
     """Entropy, max weight, argmax, k_eff(θ) and sink mass of every attention row, without the T×T matrix.
 
@@ -80,7 +81,10 @@ def attn_row_stats(
     ``logit_var`` are then of the whole distribution (the sink counted as one outcome), ``sink_mass``
     and ``sink_mass_n`` include the sink's mass, ``max_attn`` and ``argmax`` stay on the keys, and
     ``entropy_normalized`` divides by ``ln(n_visible + 1)`` (docs/metrics.md, "Learned attention
-    sinks"). The CUDA kernel does not take sinks: such a call runs the torch path there.
+    sinks"). ``visible (B or 1, H or 1, Tq, Tk)`` bool, a custom mask (chunked attention, document
+    masks, per-head masks: what a model's 4-D mask says), hides every key it marks False on top of
+    the other rules; ``n_visible`` counts the keys left. The CUDA kernel takes neither: such a call
+    runs the torch path there.
 
     Example:
         >>> import torch, spectra
@@ -96,10 +100,10 @@ def attn_row_stats(
     if scaling is None:
         scaling = q.shape[-1] ** -0.5
     window, cap = int(sliding_window or 0), float(softcap or 0.0)
-    check_attn_row_stats(q, k, float(scaling), key_valid, window, float(threshold), int(n_sink), cap, sinks)
+    check_attn_row_stats(q, k, float(scaling), key_valid, window, float(threshold), int(n_sink), cap, sinks, visible)
     implementation = _overload("attn_row_stats", q.device.type)
-    if sinks is not None and q.device.type != "cpu":
-        implementation = "torch"  # only the CPU kernel takes learned sinks
+    if (sinks is not None or visible is not None) and q.device.type != "cpu":
+        implementation = "torch"  # only the CPU kernel takes learned sinks and custom masks
     op = getattr(torch.ops.spectra.attn_row_stats, implementation)
     return AttnRowStats(
         *op(
@@ -114,6 +118,7 @@ def attn_row_stats(
             int(n_sink),
             cap,
             sinks,
+            visible,
         )
     )
 

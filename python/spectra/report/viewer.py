@@ -186,8 +186,25 @@ class _LayerAttentionRecorder:
             "causal": bool(how.causal),
             "window": int(how.sliding_window) if how.sliding_window else None,
             "sinks": None if how.sinks is None else [float(x) for x in how.sinks.float().cpu()],
+            # A custom mask (chunked, document): (N, 1 or H, T, T) as packed bits; the page applies it.
+            "visible": None if how.visible is None else _encode_bits(how.visible.expand(q.shape[0], -1, -1, -1)),
+            "visible_heads": None if how.visible is None else int(how.visible.shape[1]),
         }
         return q, k, v
+
+
+def _encode_bits(mask) -> str:
+    """A bool tensor's entries in C order as bits, 8 per byte (first entry in the lowest bit), base64."""
+    bits = np.packbits(mask.detach().cpu().numpy().astype(bool).reshape(-1), bitorder="little")
+    return base64.b64encode(bits.tobytes()).decode("ascii")
+
+
+@functools.lru_cache(maxsize=8)
+def decode_bits(text: str, shape: tuple[int, ...]) -> np.ndarray:
+    """The inverse of :func:`_encode_bits`: a read-only bool array of ``shape`` (cached)."""
+    count = int(np.prod(shape))
+    bits = np.unpackbits(np.frombuffer(base64.b64decode(text), dtype=np.uint8), bitorder="little")[:count]
+    return bits.astype(bool).reshape(shape)
 
 
 def _encode_floats(array: np.ndarray) -> str:
@@ -271,7 +288,8 @@ def attention_weights(view: Mapping[str, Any], layer: int, head: int, sample: in
     """The attention weights of ``query`` over all tokens of ``sample`` for one head, from the
     embedded q and k, exactly as the page's JavaScript computes them (float64 from the float32
     vectors): ``s_j = softcap·tanh(q_t·k_j·scaling / softcap)`` (without softcap: ``q_t·k_j·scaling``)
-    over the visible keys j (``j <= t`` when causal, ``|t − j| < window`` with a sliding window),
+    over the visible keys j (``j <= t`` when causal, ``|t − j| < window`` with a sliding window, and
+    only those a custom mask shows, for chunked or document attention),
     then ``exp(s_j − max s) / Σ exp(s − max s)``; 0 for hidden keys. A layer with learned sink
     logits (gpt-oss) adds ``exp(σ_h − max)`` to the denominator (its max taken over σ_h too), so its
     weights sum to 1 minus the sink's mass.
@@ -297,6 +315,10 @@ def attention_weights(view: Mapping[str, Any], layer: int, head: int, sample: in
     visible = j <= query if how["causal"] else np.ones(t, dtype=bool)
     if how["window"]:
         visible &= np.abs(query - j) < how["window"]
+    if how.get("visible"):
+        heads = how["visible_heads"]
+        custom = decode_bits(how["visible"], (n, heads, t, t))
+        visible &= custom[sample, head if heads > 1 else 0, query]
     weights = np.zeros(t)
     sinks = how.get("sinks")
     top = scores[visible].max() if sinks is None else max(scores[visible].max(), sinks[head])

@@ -3,7 +3,8 @@
 // s_j = q_t . k_j * scaling (soft-capped when the layer has a softcap), over the visible keys
 // (j <= t when causal; |t - j| < window with a sliding window), then a max-shifted softmax; a
 // learned sink logit (gpt-oss) is one more term of the softmax's denominator, so the weights then
-// sum to less than 1.
+// sum to less than 1; a layer whose mask is custom (chunked attention, document masks) carries it as
+// bits, and only the keys it shows are visible.
 // spectra.report.attention_weights is the same computation in Python.
 (function () {
   "use strict";
@@ -49,6 +50,15 @@
     Q = decodeFloats(view.q);
     K = decodeFloats(view.k);
   }
+  const maskBits = {}; // layer -> decoded bytes of its custom mask (packed bits, little-endian in each byte)
+  function customVisible(layer, head, sample, query, key) {
+    const how = view.layers[layer];
+    if (!how.visible) return true;
+    if (!maskBits[layer]) maskBits[layer] = Uint8Array.from(atob(how.visible), (c) => c.charCodeAt(0));
+    const T = view.n_tokens, heads = how.visible_heads;
+    const index = ((sample * heads + (heads > 1 ? head : 0)) * T + query) * T + key;
+    return ((maskBits[layer][index >> 3] >> (index & 7)) & 1) === 1;
+  }
 
   function weights(layer, head, sample, query) {
     const T = view.n_tokens, D = view.head_dim, N = view.samples.length;
@@ -61,6 +71,7 @@
     for (let j = 0; j < T; j++) {
       let ok = how.causal ? j <= query : true;
       if (how.window) ok = ok && Math.abs(query - j) < how.window;
+      if (how.visible) ok = ok && customVisible(layer, head, sample, query, j);
       visible[j] = ok;
       if (!ok) continue;
       const kBase = (((layer * view.n_kv_heads + kv) * N + sample) * T + j) * D;
@@ -228,6 +239,7 @@
     if (how.softcap) rule.push(`softcap ${how.softcap}`);
     if (how.window) rule.push(`sliding window ${how.window}`);
     if (how.sinks) rule.push(`learned sink logit ${how.sinks[head].toPrecision(4)} in the softmax`);
+    if (how.visible) rule.push("the model's custom mask (chunked or document attention)");
     document.getElementById("viewer-note").textContent =
       `${view.model}: softmax(q·k × scaling) of this head computed in the page from the embedded post-RoPE q and k ` +
       `(${rule.join(", ")}). Background intensity = weight / the row's largest weight; click a token to make it the query.` +

@@ -52,6 +52,7 @@ def attn_row_stats(
     n_sink: int = 4,
     softcap: float | None = None,
     sinks: torch.Tensor | None = None,
+    visible: torch.Tensor | None = None,
     compute_dtype: torch.dtype | None = None,
 ) -> AttnRowStats:
     """Materialises the (B, H, Tq, Tk) attention in ``compute_dtype`` and reads the statistics off it.
@@ -60,7 +61,8 @@ def attn_row_stats(
     head's sink logit, as gpt-oss's eager attention does; the statistics are of that whole row
     (the sink one outcome), except ``max_attn``/``argmax`` (keys only); ``sink_mass`` adds the
     sink's weight; ``logit_var`` is ``−dH/d ln α`` with only the keys' logits scaled,
-    ``Σ_keys p_j s_j (s_j − E_p[s])``.
+    ``Σ_keys p_j s_j (s_j − E_p[s])``. ``visible`` (B or 1, H or 1, Tq, Tk) bool, a custom mask,
+    hides the keys it marks False on top of the other rules.
 
     Example:
         >>> import torch
@@ -81,6 +83,7 @@ def attn_row_stats(
     logits = q.to(cd) @ keys.transpose(-1, -2) * scaling
     if softcap:
         logits = softcap * torch.tanh(logits / softcap)
+    custom_mask = visible
     visible = visible_keys(
         query_len,
         key_len,
@@ -89,6 +92,8 @@ def attn_row_stats(
         query_offset=query_offset,
         key_valid=key_valid,
     ).to(logits.device)
+    if custom_mask is not None:  # a custom mask (chunked, document, per head): hides more keys
+        visible = visible & custom_mask.to(device=logits.device, dtype=torch.bool)
     logits = logits.masked_fill(~visible, -math.inf)
     n_visible = visible.expand(batch, heads, query_len, key_len).sum(-1)
     if sinks is None:

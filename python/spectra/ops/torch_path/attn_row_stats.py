@@ -16,6 +16,8 @@ O(block · T), never the (B, H, T, T) matrix the float64 reference materialises:
   reaches the target), so the two differ only where rounding puts the sum within ~1e-7 of the
   target (the tie band the tests allow);
 * a row with no visible key: NaN statistics, argmax −1, k_eff 0; a NaN logit makes its row NaN;
+* a custom mask (``visible``, what a model's chunked or document mask says) hides more keys, block
+  by block, before anything is computed from the row;
 * learned sinks (``sinks``, one logit per head): the keys' weights are taken relative to the row's
   overall max ``M = max(max_j s_j, σ)`` and the sink adds ``e^(σ − M)`` to ``Z`` and its terms to the
   sums, in the kernel's definitions (the sink one outcome of the row; see :func:`spectra.attn_row_stats`).
@@ -111,6 +113,7 @@ def attn_row_stats(
     n_sink: int = 4,
     softcap: float | None = None,
     sinks: torch.Tensor | None = None,
+    visible: torch.Tensor | None = None,
     rows_per_block: int | None = None,
 ) -> AttnRowStats:
     """:func:`spectra.attn_row_stats` in plain torch, on the tensors' own device.
@@ -151,6 +154,7 @@ def attn_row_stats(
         return out
     keys = k.to(acc)  # widened once (16-bit inputs), read in place otherwise
     valid = None if key_valid is None else key_valid.to(device=device, dtype=torch.bool)
+    custom = None if visible is None else visible.to(device=device, dtype=torch.bool)
     # (1, H, 1): the sink terms in float64 as in the kernel (float32 on MPS, which has no float64).
     wide = torch.float32 if device.type == "mps" else torch.float64
     sink = None if sinks is None else sinks.detach().to(device=device, dtype=wide).view(1, heads, 1)
@@ -176,19 +180,40 @@ def attn_row_stats(
             threshold,
             n_sink,
             sink,
+            None if custom is None else custom[:, :, t0:t1, lo:hi],
         )
     return out
 
 
 def _block(
-    q, keys, valid, out, t0, t1, lo, hi, offset, causal, window, group, scaling, softcap, threshold, n_sink, sink=None
+    q,
+    keys,
+    valid,
+    out,
+    t0,
+    t1,
+    lo,
+    hi,
+    offset,
+    causal,
+    window,
+    group,
+    scaling,
+    softcap,
+    threshold,
+    n_sink,
+    sink=None,
+    custom=None,
 ):
-    """Fills rows t0 .. t1 − 1 of every output from the logits against keys lo .. hi − 1."""
+    """Fills rows t0 .. t1 − 1 of every output from the logits against keys lo .. hi − 1; ``custom``
+    (B or 1, H or 1, rows, keys) is the block's part of a custom mask."""
     batch, heads, _, dim = q.shape
     kv_heads = keys.shape[1]
     visible = _visible(t0, t1, lo, hi, offset, causal, window, q.device)[None, None]  # (1, 1, rows, keys)
     if valid is not None:
         visible = visible & valid[:, None, None, lo:hi]  # (B, 1, rows, keys)
+    if custom is not None:
+        visible = visible & custom  # (B or 1, H or 1, rows, keys)
     n_visible = visible.sum(-1).expand(batch, heads, t1 - t0)
     out.n_visible[:, :, t0:t1] = n_visible
     if hi <= lo:

@@ -73,6 +73,7 @@ def check_attn_row_stats(
     n_sink: int,
     softcap: float,
     sinks: torch.Tensor | None = None,
+    visible: torch.Tensor | None = None,
 ) -> None:
     op = "attn_row_stats"
     if q.dim() != 4:
@@ -113,6 +114,21 @@ def check_attn_row_stats(
         check_float_dtype(sinks, op, "sinks")
         if sinks.dim() != 1 or sinks.shape[0] != q.shape[1]:
             raise ValueError(f"{op}: sinks must have shape (heads,) = ({q.shape[1]},); got {_sizes(sinks)}")
+    if visible is not None:
+        if visible.dtype != torch.bool:
+            raise TypeError(f"{op}: visible must be a bool tensor; got {dtype_name(visible.dtype)}")
+        b, h, tq, tk = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
+        if not (
+            visible.dim() == 4
+            and visible.shape[0] in (1, b)
+            and visible.shape[1] in (1, h)
+            and visible.shape[2] == tq
+            and visible.shape[3] == tk
+        ):
+            raise ValueError(
+                f"{op}: visible must have shape (batch or 1, heads or 1, query_len, key_len) = "
+                f"({b} or 1, {h} or 1, {tq}, {tk}); got {_sizes(visible)}"
+            )
 
 
 def check_plasticity_pairwise(w: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> None:

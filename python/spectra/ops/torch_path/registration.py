@@ -31,7 +31,7 @@ SCHEMAS = {
     "attn_row_stats": (
         "attn_row_stats.torch(Tensor q, Tensor k, float scaling, Tensor? key_valid=None, bool causal=True, "
         "int sliding_window=0, int? query_offset=None, float threshold=0.9, int n_sink=4, float softcap=0.0, "
-        "Tensor? sinks=None) -> (Tensor entropy, Tensor entropy_normalized, Tensor max_attn, Tensor argmax, Tensor k_eff, "
+        "Tensor? sinks=None, Tensor? visible=None) -> (Tensor entropy, Tensor entropy_normalized, Tensor max_attn, Tensor argmax, Tensor k_eff, "
         "Tensor sink_mass, Tensor sink_mass_n, Tensor n_visible, Tensor logit_var)"
     ),
     "plasticity_pairwise": (
@@ -57,8 +57,9 @@ def attn_row_stats_kernel(
     n_sink: int = 4,
     softcap: float = 0.0,
     sinks: torch.Tensor | None = None,
+    visible: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, ...]:
-    check_attn_row_stats(q, k, scaling, key_valid, sliding_window, threshold, n_sink, softcap, sinks)
+    check_attn_row_stats(q, k, scaling, key_valid, sliding_window, threshold, n_sink, softcap, sinks, visible)
     out = attn_row_stats(
         q,
         k,
@@ -71,6 +72,7 @@ def attn_row_stats_kernel(
         n_sink=n_sink,
         softcap=softcap,
         sinks=sinks,
+        visible=visible,
     )
     return tuple(out)
 
