@@ -205,3 +205,22 @@ def test_decoders_with_one_class_for_self_and_cross_attention(model_type):
     assert all("encoder_attn" not in names[id(m)] and "crossattention" not in names[id(m)] for m in adapter.attention)
     row = conformance.check(model_type, model)
     assert row.status == "supported", row.reason
+
+
+def test_rope_read_from_the_modules_own_code():
+    """Where RoPE applies and where QK-norm sits are read from the attention module's forward: EXAONE 4
+    turns only its sliding layers when a window is set; Hunyuan and nanochat norm after RoPE, so their
+    pre-RoPE vectors are the projections' and inverse RoPE is refused; GPT-J names only rotary_dim."""
+    from spectra.models import conformance
+
+    exaone = adapter_for(conformance.tiny_model_of("exaone4"))
+    assert [exaone.uses_rope(layer) for layer in range(2)] == [bool(m.is_sliding) for m in exaone.attention]
+    assert exaone.uses_rope(0) != exaone.uses_rope(1)
+    for model_type in ("hunyuan_v1_dense", "nanochat"):
+        adapter = adapter_for(conformance.tiny_model_of(model_type))
+        assert "after RoPE" in adapter.inverse_rope_unavailable
+        hooked = {id(h.module) for h in adapter.stage_hooks(1)}
+        assert id(adapter.attention[1].q_proj) in hooked
+    gptj = adapter_for(conformance.tiny_model_of("gptj"))
+    assert gptj.uses_rope(0) and gptj.rotary_dim(0) == gptj.config.rotary_dim
+    assert gptj.inverse_rope_unavailable  # rotate_every_two: interleaved

@@ -19,7 +19,7 @@ from torch import nn
 from spectra import __version__
 from spectra.capture.attention_switch import AttentionClient, AttentionSwitch, layer_attention, switch_for
 from spectra.capture.store import Captured, CaptureWriter, capture_path
-from spectra.models import Adapter, adapter_for, inverse_rope
+from spectra.models import Adapter, UnsupportedStructureError, adapter_for, inverse_rope
 from spectra.ops import HookRegistry, PositionSampler
 from spectra.ops.backend import current as current_backend
 
@@ -180,6 +180,7 @@ class Probe(AttentionClient):
                 f"pre_rope_route: unknown route {pre_rope_route!r}; allowed are {', '.join(PRE_ROPE_ROUTES)}"
             )
         self.pre_rope_route = pre_rope_route
+        self._pre_from_call: set[int] = set()  # layers whose pre-RoPE vectors are the call's (see _install_pre_rope)
         unavailable = self.adapter.inverse_rope_unavailable
         if pre_rope_route == "inverse_rope" and unavailable:
             raise ValueError(f"pre_rope_route: {type(model).__name__}: {unavailable}")
@@ -290,7 +291,16 @@ class Probe(AttentionClient):
     def _install_pre_rope(self) -> None:
         for layer in self.heads_by_layer:
             if self.pre_rope_route == "hook" or not self.adapter.uses_rope(layer):
-                for stage_hook in self.adapter.stage_hooks(layer):
+                try:
+                    stage_hooks = self.adapter.stage_hooks(layer)
+                except UnsupportedStructureError:
+                    if self.adapter.uses_rope(layer):
+                        raise
+                    # No RoPE on this layer and no projection to hook: what the call receives is the
+                    # pre-RoPE stage (as for GPT-2).
+                    self._pre_from_call.add(layer)
+                    continue
+                for stage_hook in stage_hooks:
                     self._handles.append(stage_hook.module.register_forward_hook(self._stage_reader(layer, stage_hook)))
             else:
                 module = self.adapter.attention[layer]
@@ -362,6 +372,10 @@ class Probe(AttentionClient):
             for kind, x in (("q", q), ("k", k), ("v", v)):
                 if kind in self.kinds:
                     self.registry.on_stage(layer, kind, "pre_rope", x if kind == "v" else inverse_rope(x, cos, sin))
+        elif layer in self._pre_from_call and "pre_rope" in self.stages:
+            for kind, x in (("q", q), ("k", k), ("v", v)):
+                if kind in self.kinds:
+                    self.registry.on_stage(layer, kind, "pre_rope", x)
         mask = attention_mask if isinstance(attention_mask, torch.Tensor) else None
         how = layer_attention(self.adapter, layer, module, kwargs, attention_mask, self._key_valid_for(k))
         return self.registry.on_attention(

@@ -7,7 +7,9 @@ random-initialised model from its default config (no download) and check, on a p
 a) ``spectra.profile`` gives the entropy (within 1e-4 nats) and max attention (within 1e-5) that
    the model's own eager ``output_attentions`` give, recomputed in float64 at every real query token;
 b) the logits (an encoder's last hidden state) are bitwise unchanged with a ``spectra.Probe`` attached;
-c) ``spectra.check_isolation`` passes for ``ScaleQuery`` on one head.
+c) the pre-RoPE stage agrees: the hook and inverse-RoPE routes within ``PRE_ROPE_TOL`` where both
+   exist, pre-RoPE equal to post-RoPE on a layer without RoPE;
+d) ``spectra.check_isolation`` passes for ``ScaleQuery`` on one head.
 
 Every type ends in exactly one status: ``supported``, ``not applicable`` (no softmax self-attention:
 state-space and recurrent models), ``unsupported`` (with the exception or the failed check and by
@@ -391,6 +393,67 @@ def _check_metrics(spectra, model: nn.Module, inputs: dict[str, torch.Tensor]) -
     return err_ent, details
 
 
+#: Agreement of the two pre-RoPE routes (hook vs inverse RoPE in float32), relative to the vectors.
+PRE_ROPE_TOL = 1e-4
+
+
+def _check_pre_rope(spectra, model: nn.Module, inputs: dict[str, torch.Tensor]) -> None:
+    """Check c), the pre-RoPE stage of one layer (layer 1, else 0), head 0, on the unpadded row.
+
+    Without RoPE on that layer each pre-RoPE vector is its post-RoPE one up to a positive factor
+    (models that fold their scaling or a temperature into q after the projection, OPT and Llama 4's
+    NoPE layers; cosine ≥ 1 − 1e-6); with RoPE, the hook route and the inverse-RoPE route agree to
+    ``PRE_ROPE_TOL`` where both exist (interleaved RoPE and MLA have only the hook route, modules that
+    compute their own rotary embedding only the hook route too), and one of them must run."""
+    from spectra.models import UnsupportedStructureError, adapter_for
+
+    adapter = adapter_for(model)
+    layer = 1 if adapter.n_layers > 1 else 0
+    row = {key: value[1:] for key, value in inputs.items()}
+
+    def capture(stage: str, route: str) -> list[torch.Tensor]:
+        probe = spectra.Probe(model, layers=[layer], heads=[0], capture=("q", "k"), stage=stage, pre_rope_route=route)
+        with probe, torch.no_grad():
+            model(**row)
+        return [probe.captured(layer, 0, kind).vectors for kind in ("q", "k")]
+
+    if not adapter.uses_rope(layer):
+        for kind, pre, post in zip("qk", capture("pre_rope", "hook"), capture("post_rope", "hook"), strict=True):
+            cosine = torch.nn.functional.cosine_similarity(pre.double(), post.double(), dim=-1)
+            if not bool((cosine >= 1 - 1e-6).all()):
+                raise _CheckFailed(
+                    f"layer {layer} has no RoPE but its pre-RoPE {kind} is not its post-RoPE {kind} up to a factor "
+                    f"(cosine down to {float(cosine.min()):.6f})"
+                )
+        return
+    routes, missing = {}, {}
+    try:
+        routes["hook"] = capture("pre_rope", "hook")
+    except UnsupportedStructureError as exc:  # no projections to hook: the inverse route is the only one
+        missing["hook"] = _first_line(exc).removeprefix("UnsupportedStructureError: ")
+    if adapter.inverse_rope_unavailable:
+        missing["inverse_rope"] = adapter.inverse_rope_unavailable
+    else:
+        try:
+            routes["inverse_rope"] = capture("pre_rope", "inverse_rope")
+        except RuntimeError as exc:
+            if "without position_embeddings" not in str(exc):
+                raise
+            missing["inverse_rope"] = "the module computes its own rotary embedding (no position_embeddings)"
+    if not routes:
+        reasons = "; ".join(f"{route}: {why}" for route, why in missing.items())
+        raise _CheckFailed(f"no route to pre-RoPE vectors ({reasons})")
+    if len(routes) == 2:
+        for kind, hook, inverse in zip("qk", routes["hook"], routes["inverse_rope"], strict=True):
+            scale = float(hook.abs().max()) or 1.0
+            err = float((hook - inverse).abs().max()) / scale
+            if not err <= PRE_ROPE_TOL:
+                raise _CheckFailed(
+                    f"layer {layer} {kind}: the hook and inverse-RoPE routes to pre-RoPE disagree by {err:.3g} "
+                    f"of the vectors' scale (tolerance {PRE_ROPE_TOL:g})"
+                )
+
+
 def check(model_type: str, model: nn.Module | None = None) -> Row:
     """Build the tiny ``model_type`` (unless ``model`` is given) and run the three checks on it."""
     import spectra  # the package root: its attributes load the higher layers lazily
@@ -421,6 +484,8 @@ def check(model_type: str, model: nn.Module | None = None) -> Row:
         if not torch.equal(base, probed):
             diff = float((base.double() - probed.double()).abs().max())
             raise _CheckFailed(f"outputs change with a Probe attached (max |diff| {diff:.3g})")
+        step = "pre_rope"
+        _check_pre_rope(spectra, model, inputs)
         step = "check_isolation"
         layer = 1 if spectra.models.adapter_for(model).n_layers > 1 else 0
         spectra.check_isolation(model, spectra.ScaleQuery(layer, 0, 2.0), dict(inputs))
@@ -483,8 +548,10 @@ transformers plus the encoders `bert` and `roberta`, a tiny random-initialised m
 default config (no download, eager attention) and checks on a padded batch that Spectra measures it
 correctly: the per-token entropy and max attention of `spectra.profile` equal those recomputed from
 the model's own `output_attentions` (within 1e-4 nats and 1e-5), the logits are bitwise unchanged
-with a `spectra.Probe` attached, and `spectra.check_isolation` passes for a `ScaleQuery`
-intervention. *Not applicable* means the model has no softmax self-attention (state-space and
+with a `spectra.Probe` attached, the two routes to pre-RoPE vectors (hooks on the projections or
+QK-norm, and RoPE undone with the model's own cos/sin) agree within 1e-4 of the vectors' scale
+where both exist (pre-RoPE equals post-RoPE on a layer without RoPE), and `spectra.check_isolation`
+passes for a `ScaleQuery` intervention. *Not applicable* means the model has no softmax self-attention (state-space and
 recurrent models); *not buildable* means the tiny config or model could not be built.
 `tests/models/test_conformance.py` checks that this table is current; regenerate it with
 

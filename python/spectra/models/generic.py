@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 import sys
 from typing import Any
 
@@ -51,7 +52,50 @@ __all__ = ["GenericAdapter", "UnsupportedStructureError", "attention_modules_of"
 
 # Markers of a forward that dispatches through transformers' attention interface.
 _INTERFACE_MARKERS = ("ALL_ATTENTION_FUNCTIONS", "eager_attention_forward", "attention_interface")
-_NORMS = (("q_norm", "k_norm"), ("q_layernorm", "k_layernorm"))
+_NORMS = (("q_norm", "k_norm"), ("q_layernorm", "k_layernorm"), ("query_layernorm", "key_layernorm"))
+_ROPE_CALL = "apply_rotary_pos_emb("
+# A condition on RoPE that reads only the module's own attributes (``self.sliding_window is None or
+# self.is_sliding``, ``self.is_local_attention``): safe to evaluate on the module.
+_SELF_CONDITION = re.compile(r"^(?:\s|\(|\)|self\.\w+|None|True|False|is|not|or|and|==|!=)+$")
+
+
+@functools.cache
+def _forward_lines(cls: type) -> tuple[str, ...]:
+    try:
+        return tuple(inspect.getsource(cls.forward).splitlines())
+    except (OSError, TypeError):
+        return ()
+
+
+@functools.cache
+def _rope_condition(cls: type) -> str | None:
+    """The condition under which ``cls.forward`` applies RoPE, when it applies it under one ``if`` on
+    the module's own attributes (EXAONE 4 and Kolibri: only on sliding layers when a window is set;
+    AFMoE: only on local layers); None when unconditional or not readable."""
+    lines = _forward_lines(cls)
+    at = next((i for i, line in enumerate(lines) if _ROPE_CALL in line), None)
+    if at is None:
+        return None
+    indent = len(lines[at]) - len(lines[at].lstrip())
+    for line in reversed(lines[:at]):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if len(line) - len(line.lstrip()) < indent:
+            if stripped.startswith("if ") and stripped.endswith(":"):
+                condition = stripped[3:-1].strip()
+                return condition if _SELF_CONDITION.match(condition) else None
+            return None
+    return None
+
+
+@functools.cache
+def _called_after_rope(cls: type, name: str) -> bool:
+    """Whether ``cls.forward`` calls ``self.<name>(`` only after it applies RoPE (QK-norm after RoPE:
+    Hunyuan, nanochat), so the module's output is not a pre-RoPE vector."""
+    source = "\n".join(_forward_lines(cls))
+    rope, call = source.find(_ROPE_CALL), source.find(f"self.{name}(")
+    return rope >= 0 and call > rope
 
 
 def _module_head_dim(module: nn.Module) -> int | None:
@@ -204,6 +248,18 @@ class GenericAdapter(Adapter):
 
     @property
     def inverse_rope_unavailable(self) -> str | None:  # type: ignore[override]
+        late = [
+            name
+            for pair in _NORMS
+            for name in pair
+            if isinstance(getattr(self.attention[0], name, None), nn.Module)
+            and _called_after_rope(type(self.attention[0]), name)
+        ]
+        if late:
+            return (
+                f"this model applies its QK-norm ({', '.join(late)}) after RoPE, which 'inverse_rope' does not undo; "
+                "use pre_rope_route='hook'"
+            )
         if self.mla:
             return (
                 "MLA rotates only the last qk_rope_head_dim dims of each head, which 'inverse_rope' does not undo; "
@@ -218,15 +274,29 @@ class GenericAdapter(Adapter):
 
     @property
     def has_rope(self) -> bool:  # type: ignore[override]
-        return getattr(self.config, "rope_parameters", None) is not None or hasattr(self.config, "rope_theta")
+        # GPT-J and CodeGen name only their rotary_dim.
+        return (
+            getattr(self.config, "rope_parameters", None) is not None
+            or hasattr(self.config, "rope_theta")
+            or isinstance(getattr(self.config, "rotary_dim", None), int)
+        )
 
     def uses_rope(self, layer: int) -> bool:
         nope = getattr(self.config, "no_rope_layers", None)  # 1 = RoPE layer, 0 = NoPE (SmolLM3, Llama 4)
         if isinstance(nope, (list, tuple)) and layer < len(nope):
             return bool(nope[layer])
+        attn = self.attention[layer]
+        condition = _rope_condition(type(attn)) if self.has_rope else None
+        if condition is not None:  # the module's own rule, on its own attributes
+            try:
+                return bool(eval(condition, {"__builtins__": {}}, {"self": attn}))  # noqa: S307 (see _SELF_CONDITION)
+            except Exception:  # noqa: BLE001 - a condition that reads something else: the config's answer
+                return self.has_rope
         return self.has_rope
 
     def rotary_dim(self, layer: int) -> int:
+        if isinstance(getattr(self.config, "rotary_dim", None), int):
+            return int(self.config.rotary_dim)
         params = getattr(self.config, "rope_parameters", None) or {}
         factor = params.get("partial_rotary_factor", getattr(self.config, "partial_rotary_factor", 1.0)) or 1.0
         return int(self.head_dim * float(factor))
@@ -263,25 +333,38 @@ class GenericAdapter(Adapter):
         hooks: list[StageHook] = []
         covered: set[str] = set()
         norms = next(
-            ((getattr(attn, q), getattr(attn, k)) for q, k in _NORMS if isinstance(getattr(attn, q, None), nn.Module)),
+            (
+                (getattr(attn, q), getattr(attn, k))
+                for q, k in _NORMS
+                if isinstance(getattr(attn, q, None), nn.Module) and not _called_after_rope(type(attn), q)
+            ),
             None,
         )
         if norms is not None:
             hooks += [StageHook(norms[0], heads_first("q")), StageHook(norms[1], heads_first("k"))]
             covered |= {"q", "k"}
-        elif all(isinstance(getattr(attn, name, None), nn.Module) for name in ("q_proj", "k_proj")):
-            hooks += [StageHook(attn.q_proj, heads_first("q")), StageHook(attn.k_proj, heads_first("k"))]
-            covered |= {"q", "k"}
-        if isinstance(getattr(attn, "v_proj", None), nn.Module):
+        else:
+            # q_proj/k_proj/v_proj, or BERT-style query/key/value
+            for names in (("q_proj", "k_proj", "v_proj"), ("query", "key", "value")):
+                if all(isinstance(getattr(attn, name, None), nn.Linear) for name in names[:2]):
+                    hooks += [StageHook(getattr(attn, names[0]), heads_first("q"))]
+                    hooks += [StageHook(getattr(attn, names[1]), heads_first("k"))]
+                    covered |= {"q", "k"}
+                    if isinstance(getattr(attn, names[2], None), nn.Linear):
+                        hooks.append(StageHook(getattr(attn, names[2]), heads_first("v")))
+                        covered.add("v")
+                    break
+        if "v" not in covered and isinstance(getattr(attn, "v_proj", None), nn.Module):
             hooks.append(StageHook(attn.v_proj, heads_first("v")))
             covered.add("v")
         fused = getattr(attn, "qkv_proj", None)
-        if isinstance(fused, nn.Module) and covered != {"q", "k", "v"}:
-            sizes = [self.n_heads * d, self.n_kv_heads * d, self.n_kv_heads * d]
+        sizes = [self.n_heads * d, self.n_kv_heads * d, self.n_kv_heads * d]
+        if isinstance(fused, nn.Linear) and fused.out_features == sum(sizes) and covered != {"q", "k", "v"}:
             wanted = tuple(kind for kind in ("q", "k", "v") if kind not in covered)
             covered |= set(wanted)
 
-            def split(out: torch.Tensor) -> HeadsByKind:
+            def split(out: Any) -> HeadsByKind:
+                out = out[0] if isinstance(out, tuple) else out
                 parts = dict(zip(("q", "k", "v"), out.split(sizes, dim=-1), strict=True))
                 return {kind: split_heads(parts[kind], d) for kind in wanted}
 
@@ -300,7 +383,14 @@ class GenericAdapter(Adapter):
         in the same forward; v is the rest of each head's ``kv_b_proj`` part."""
         attn, d = self.attention[layer], self.head_dim
         nope, rope, rank = int(attn.qk_nope_head_dim), int(attn.qk_rope_head_dim), int(attn.kv_lora_rank)
-        q_module = attn.q_proj if getattr(attn, "q_proj", None) is not None else attn.q_b_proj
+        q_module = getattr(attn, "q_proj", None) or getattr(attn, "q_b_proj", None)
+        if not all(isinstance(m, nn.Module) for m in (q_module, getattr(attn, "kv_a_proj_with_mqa", None))) or not (
+            isinstance(getattr(attn, "kv_b_proj", None), nn.Module)
+        ):
+            raise UnsupportedStructureError(
+                f"layer {layer}: {type(attn).__name__} (multi-head latent attention) has no q_proj/q_b_proj, "
+                "kv_a_proj_with_mqa and kv_b_proj to read pre-RoPE vectors from"
+            )
         # LongCat-Flash multiplies the projected query by this before RoPE (its latent keys are scaled
         # before kv_b_proj, so kv_b_proj's output already carries theirs).
         q_factor = float(getattr(attn, "mla_scale_q_lora", 1.0))
