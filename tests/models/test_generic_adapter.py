@@ -99,6 +99,12 @@ def test_refusals_name_the_reason():
         layer_attention(adapter, 0, module, {"position_bias": torch.zeros(1)}, None)
     with pytest.raises(CustomMaskError, match="both learned sinks and a soft-cap"):
         layer_attention(adapter, 0, module, {"s_aux": torch.zeros(4), "softcap": 30.0}, None)
+    # Differential attention calls the attention function twice per layer: refused, not double-counted.
+    from spectra.models import conformance
+
+    ids, mask = batch()
+    with pytest.raises(UnsupportedModelError, match=r"layer 0 \(DiffLlamaAttention\) calls its attention function more"):
+        spectra.profile(conformance.tiny_model_of("diffllama"), ids, mask)
     with pytest.raises(ValueError, match="^pre_rope_route: .*interleaved"):
         spectra.Probe(tiny("cohere"), capture=("q",), stage="pre_rope", pre_rope_route="inverse_rope")
 

@@ -5,7 +5,8 @@ and the native CPU op, which is the reference here.
 
 Ops and cases: attn_row_stats with every mask option (causal, bidirectional, sliding window, key
 padding, softcap, query_offset positive and negative, decode rows Tq < Tk, GQA and MHA, head_dim 64
-and 128, one 3000-key row block for the k_eff refinement); vec_stats on contiguous and strided
+and 128, one 3000-key row block for the k_eff refinement, learned sinks, custom chunked and per-head
+masks: on CUDA these last run the torch path under every backend); vec_stats on contiguous and strided
 views with a NaN and a zero vector; plasticity_pairwise with shared/per-pair means and
 diagonal/full variances. Each in float16, bfloat16, float32 and float64.
 
@@ -68,6 +69,9 @@ ATTN_CASES = {
         {"sliding_window": 40, "key_valid": "left-pad", "softcap": 30.0, "query_offset": 50},
     ),
     "long rows 3000 keys": (1, 4, 1, 40, 3000, 64, {}),
+    "learned sinks": (2, 8, 2, 70, 70, 64, {"sinks": "spread", "key_valid": "left-pad"}),
+    "custom chunked mask": (2, 8, 2, 70, 70, 64, {"visible": "chunks of 16", "key_valid": "left-pad"}),
+    "custom per-head mask and sinks": (1, 8, 2, 50, 50, 64, {"visible": "per head", "sinks": "spread"}),
 }
 QUICK_ATTN = (
     "causal gqa4",
@@ -124,7 +128,8 @@ def compare_real(got, want, name, rtol, atol, problems, worst) -> None:
 
 
 def truth_attn(q, k, scaling, mask):
-    """float64 probabilities (B, H, Tq, Tk) of the masked softmax."""
+    """float64 probabilities of the masked softmax: (keys (B, H, Tq, Tk), outcomes), the outcomes the
+    keys and, with learned sinks, the sink as one more column (what k_eff counts)."""
     group = q.shape[1] // k.shape[1]
     logits = q.double() @ k.double().repeat_interleave(group, dim=1).transpose(-1, -2) * scaling
     if mask.get("softcap"):
@@ -137,10 +142,19 @@ def truth_attn(q, k, scaling, mask):
         query_offset=mask.get("query_offset"),
         key_valid=mask.get("key_valid"),
     ).expand_as(logits)
-    return torch.softmax(logits.masked_fill(~visible, -math.inf), dim=-1)
+    if mask.get("visible") is not None:
+        visible = visible & mask["visible"].cpu()
+    logits = logits.masked_fill(~visible, -math.inf)
+    if mask.get("sinks") is None:
+        p = torch.softmax(logits, dim=-1)
+        return p, p
+    column = mask["sinks"].double().cpu().view(1, -1, 1, 1).expand(*logits.shape[:3], 1)
+    both = torch.softmax(torch.cat([logits, column], -1), dim=-1)
+    return both[..., :-1], both
 
 
-def compare_attn(got, want, p, threshold, problems, worst, tie_band=1e-5) -> None:
+def compare_attn(got, want, probabilities, threshold, problems, worst, tie_band=1e-5) -> None:
+    p, outcomes = probabilities
     for name in ATTN_REAL:
         compare_real(
             getattr(got, name), getattr(want, name), name, 1e-4, 1e-4 if name == "logit_var" else 1e-5, problems, worst
@@ -161,7 +175,7 @@ def compare_attn(got, want, p, threshold, problems, worst, tie_band=1e-5) -> Non
     if not bool(arg_ok[live].all()):
         problems.append(f"argmax: {int((~arg_ok & live).sum())} rows differ beyond float64 ties")
     c_k = want.k_eff
-    cumulative = p.sort(dim=-1, descending=True).values.cumsum(-1)
+    cumulative = outcomes.sort(dim=-1, descending=True).values.cumsum(-1)
     lo, hi = torch.minimum(g_k, c_k), torch.maximum(g_k, c_k)
     idx = torch.arange(cumulative.shape[-1])
     between = (idx >= (lo - 1).clamp(min=0).unsqueeze(-1)) & (idx < (hi - 1).clamp(min=0).unsqueeze(-1))
@@ -186,6 +200,13 @@ def attn_inputs(spec, dtype, seed):
         for b in range(batch):
             valid[b, : 3 + 5 * b] = False
         mask["key_valid"] = valid
+    if mask.get("sinks") == "spread":
+        mask["sinks"] = torch.linspace(-2.0, 4.0, heads).to(dtype)
+    if mask.get("visible") == "chunks of 16":
+        pos = torch.arange(tk)
+        mask["visible"] = (pos[-tq:, None] // 16 == pos[None] // 16)[None, None]
+    elif mask.get("visible") == "per head":
+        mask["visible"] = torch.rand(1, heads, tq, tk, generator=gen) < 0.7
     return (q * 1.5).to(dtype), k.to(dtype), mask
 
 

@@ -27,7 +27,7 @@ from transformers.masking_utils import AttentionMaskInterface
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from spectra.capture.call_mask import CustomMaskError, mask_shape
-from spectra.models import Adapter, adapter_for
+from spectra.models import Adapter, UnsupportedModelError, adapter_for
 
 NAME_PREFIX = "spectra_"
 
@@ -272,6 +272,7 @@ class AttentionSwitch:
 
     # ---- forward ----
     def _begin_batch(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        self._attended: set[int] = set()
         bound = self._signature.bind_partial(*args, **kwargs).arguments
         positions, valid = batch_layout(bound)
         for client in self.clients:
@@ -279,6 +280,7 @@ class AttentionSwitch:
 
     def _end_batch(self, module: nn.Module, args: tuple, output: Any) -> None:
         # always_call=True: also runs when the forward raised; clients then drop the partial batch.
+        self._attended = None  # calls after the forward (checkpoint recomputation) are not counted
         failed = output is None
         error: BaseException | None = None
         for client in list(self.clients):  # every client ends its batch even if one of them raises
@@ -290,6 +292,18 @@ class AttentionSwitch:
             raise error
 
     def attend(self, layer: int, module: nn.Module, q, k, v, attention_mask, kwargs: dict):
+        attended = getattr(self, "_attended", None)
+        if attended is not None:
+            if layer in attended:
+                # Differential attention (DiffLlama) and the like: two softmaxes combined by the module.
+                # Spectra's metrics, captures and interventions take one call per layer and forward.
+                raise UnsupportedModelError(
+                    f"{type(self.model).__name__} is not supported: layer {layer} "
+                    f"({type(module).__name__}) calls its attention function more than once per forward "
+                    "(e.g. differential attention, which subtracts two softmaxes); Spectra reads one "
+                    "attention call per layer"
+                )
+            attended.add(layer)
         for client in self.clients:
             q, k, v = client.on_attention(layer, module, q, k, v, attention_mask, kwargs)
         result = self._delegate(module)(module, q, k, v, attention_mask, **kwargs)
