@@ -103,7 +103,9 @@ def test_refusals_name_the_reason():
     from spectra.models import conformance
 
     ids, mask = batch()
-    with pytest.raises(UnsupportedModelError, match=r"layer 0 \(DiffLlamaAttention\) calls its attention function more"):
+    with pytest.raises(
+        UnsupportedModelError, match=r"layer 0 \(DiffLlamaAttention\) calls its attention function more"
+    ):
         spectra.profile(conformance.tiny_model_of("diffllama"), ids, mask)
     with pytest.raises(ValueError, match="^pre_rope_route: .*interleaved"):
         spectra.Probe(tiny("cohere"), capture=("q",), stage="pre_rope", pre_rope_route="inverse_rope")
