@@ -103,7 +103,7 @@ def test_run_configs_take_the_key_and_check_it(tmp_path):
             check_config({"kind": kind, **base, **where, **extra, "add_special_tokens": "yes"})
     with pytest.raises(ValueError, match="^add_special_tokens: expected true or false"):
         SweepConfig(experiment="gain_map", add_special_tokens="no")
-    with pytest.raises(ValueError, match="^ignore_first: expected an integer >= 0, or none"):
+    with pytest.raises(ValueError, match=r"^ignore_first: expected an integer >= 0, or None \(none in a config file\)"):
         SweepConfig(experiment="gain_map", ignore_first=-1)
 
 

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 from spectra import defaults
@@ -86,17 +88,30 @@ def default_ignore_first(model: nn.Module) -> int:
     return defaults.IGNORE_FIRST if adapter_for(model).causal else 0
 
 
-def resolve_ignore_first(model: nn.Module, ignore_first: int | None) -> int:
-    """``ignore_first`` as given (checked: an integer >= 0), or the model's default for None
-    (:func:`default_ignore_first`)."""
-    if ignore_first is None:
-        return default_ignore_first(model)
-    if isinstance(ignore_first, bool) or not isinstance(ignore_first, int) or ignore_first < 0:
+def check_ignore_first(ignore_first: Any) -> int | None:
+    """``ignore_first`` checked: an integer >= 0, or None (``none`` in a config file) for the model's
+    default. The one check behind the Python API, the run kinds' configs and sweep experiment files.
+
+    Example:
+        >>> from spectra.models import check_ignore_first
+        >>> check_ignore_first(3), check_ignore_first(None)
+        (3, None)
+    """
+    if ignore_first is not None and (
+        isinstance(ignore_first, bool) or not isinstance(ignore_first, int) or ignore_first < 0
+    ):
         raise ValueError(
-            f"ignore_first: expected an integer >= 0, or None for the model's default "
+            f"ignore_first: expected an integer >= 0, or None (none in a config file) for the model's default "
             f"({defaults.IGNORE_FIRST} for decoders, 0 for encoders); got {ignore_first!r}"
         )
     return ignore_first
+
+
+def resolve_ignore_first(model: nn.Module, ignore_first: int | None) -> int:
+    """``ignore_first`` as given (checked by :func:`check_ignore_first`), or the model's default for
+    None (:func:`default_ignore_first`)."""
+    checked = check_ignore_first(ignore_first)
+    return default_ignore_first(model) if checked is None else checked
 
 
 def supported_table() -> str:
@@ -123,6 +138,7 @@ __all__ = [
     "StageHook",
     "UnsupportedModelError",
     "adapter_for",
+    "check_ignore_first",
     "default_ignore_first",
     "inverse_rope",
     "resolve_ignore_first",

@@ -53,6 +53,7 @@ from spectra.jobs.profile.options import KEYS
 from spectra.jobs.profile.run import DEFAULT_METRICS, META, ProfileResult, _analyse, profile_meta, read_tokens
 from spectra.metrics.profile import check_metrics, check_threshold, profile
 from spectra.metrics.summaries import layer_summary
+from spectra.models import check_ignore_first
 from spectra.models.zoo.model_classes import default_ignore_first
 from spectra.models.zoo.paths import load_tokenizer
 from spectra.models.zoo.references import model_source
@@ -77,14 +78,7 @@ def check(config: dict[str, Any]) -> dict[str, Any]:
         metrics = [m.strip() for m in metrics.split(",") if m.strip()]
     config["metrics"] = list(check_metrics(DEFAULT_METRICS if metrics is None else metrics))
     config["threshold"] = check_threshold(config["threshold"])
-    if config["ignore_first"] is not None and (
-        not isinstance(config["ignore_first"], int)
-        or isinstance(config["ignore_first"], bool)
-        or config["ignore_first"] < 0
-    ):
-        raise ValueError(
-            f"ignore_first: expected an integer >= 0, or none for the model's default; got {config['ignore_first']!r}"
-        )
+    config["ignore_first"] = check_ignore_first(config["ignore_first"])
     if not isinstance(config["add_special_tokens"], bool):
         raise ValueError(f"add_special_tokens: expected true or false; got {config['add_special_tokens']!r}")
     config["n_permutations"] = positive_int(config["n_permutations"], "n_permutations")

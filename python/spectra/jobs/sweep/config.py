@@ -19,6 +19,7 @@ from spectra.interventions.scale_sweep import (
     check_alphas,
 )
 from spectra.metrics.profile import check_threshold
+from spectra.models import check_ignore_first
 from spectra.models.devices import check_device
 from spectra.models.loading import DTYPE_NAMES
 
@@ -69,12 +70,7 @@ class SweepConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected an integer >= 1; got {value!r}")
-        if self.ignore_first is not None and (
-            isinstance(self.ignore_first, bool) or not isinstance(self.ignore_first, int) or self.ignore_first < 0
-        ):
-            raise ValueError(
-                f"ignore_first: expected an integer >= 0, or none for the model's default; got {self.ignore_first!r}"
-            )
+        check_ignore_first(self.ignore_first)
         if not isinstance(self.add_special_tokens, bool):
             raise ValueError(f"add_special_tokens: expected true or false; got {self.add_special_tokens!r}")
         self.alphas = list(check_alphas(self.alphas))
