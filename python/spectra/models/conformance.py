@@ -9,7 +9,10 @@ a) ``spectra.profile`` gives the entropy (within 1e-4 nats) and max attention (w
 b) the logits (an encoder's last hidden state) are bitwise unchanged with a ``spectra.Probe`` attached;
 c) the pre-RoPE stage agrees: the hook and inverse-RoPE routes within ``PRE_ROPE_TOL`` where both
    exist, pre-RoPE equal to post-RoPE on a layer without RoPE;
-d) ``spectra.check_isolation`` passes for ``ScaleQuery`` on one head.
+d) ``spectra.check_isolation`` passes for ``ScaleQuery`` on one head;
+e) where the model takes ``sdpa`` (transformers' default), ``spectra.profile`` under sdpa gives the
+   entropy it gives under eager, within ``SDPA_TOL`` (sdpa passes other masks: ``None`` with
+   ``is_causal``, windows only as a mask).
 
 Every type ends in exactly one status: ``supported``, ``not applicable`` (no softmax self-attention:
 state-space and recurrent models), ``unsupported`` (with the exception or the failed check and by
@@ -393,6 +396,30 @@ def _check_metrics(spectra, model: nn.Module, inputs: dict[str, torch.Tensor]) -
     return err_ent, details
 
 
+#: Entropy under sdpa against the same profile under eager (nats).
+SDPA_TOL = 1e-5
+
+
+def _check_sdpa(spectra, model: nn.Module, inputs: dict[str, torch.Tensor]) -> str:
+    """Check e); returns a note for the details column ("sdpa ..." or why it was not run)."""
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    eager = spectra.profile(model, ids, mask, metrics=["entropy"], ignore_first=0)
+    try:
+        model.set_attn_implementation("sdpa")
+    except (ValueError, ImportError):  # the model refuses sdpa (soft-caps, learned sinks, ...)
+        return "no sdpa"
+    try:
+        sdpa = spectra.profile(model, ids, mask, metrics=["entropy"], ignore_first=0)
+    finally:
+        model.set_attn_implementation("eager")
+    if len(sdpa) != len(eager):
+        raise _CheckFailed(f"profile has {len(sdpa)} rows under sdpa and {len(eager)} under eager")
+    err = float(np.abs(sdpa["entropy"].to_numpy(np.float64) - eager["entropy"].to_numpy(np.float64)).max())
+    if not err <= SDPA_TOL:
+        raise _CheckFailed(f"entropy under sdpa differs from eager's by up to {err:.3g} nats (tolerance {SDPA_TOL:g})")
+    return f"sdpa = eager to {err:.1e}"
+
+
 #: Agreement of the two pre-RoPE routes (hook vs inverse RoPE in float32), relative to the vectors.
 PRE_ROPE_TOL = 1e-4
 
@@ -489,6 +516,8 @@ def check(model_type: str, model: nn.Module | None = None) -> Row:
         step = "check_isolation"
         layer = 1 if spectra.models.adapter_for(model).n_layers > 1 else 0
         spectra.check_isolation(model, spectra.ScaleQuery(layer, 0, 2.0), dict(inputs))
+        step = "sdpa"
+        details = f"{details}; {_check_sdpa(spectra, model, inputs)}"
     except UnsupportedModelError as exc:
         message = str(exc)
         reason = (
@@ -550,9 +579,11 @@ correctly: the per-token entropy and max attention of `spectra.profile` equal th
 the model's own `output_attentions` (within 1e-4 nats and 1e-5), the logits are bitwise unchanged
 with a `spectra.Probe` attached, the two routes to pre-RoPE vectors (hooks on the projections or
 QK-norm, and RoPE undone with the model's own cos/sin) agree within 1e-4 of the vectors' scale
-where both exist (pre-RoPE equals post-RoPE on a layer without RoPE), and `spectra.check_isolation`
-passes for a `ScaleQuery` intervention. *Not applicable* means the model has no softmax self-attention (state-space and
-recurrent models); *not buildable* means the tiny config or model could not be built.
+where both exist (on a layer without RoPE, pre-RoPE is post-RoPE up to a per-token factor), and
+`spectra.check_isolation` passes for a `ScaleQuery` intervention; where the model takes `sdpa`
+(transformers' default), the profile under sdpa equals the one under eager within 1e-5 nats.
+*Not applicable* means the model has no softmax self-attention (state-space and recurrent models);
+*not buildable* means the tiny config or model could not be built.
 `tests/models/test_conformance.py` checks that this table is current; regenerate it with
 
 ```
