@@ -66,6 +66,9 @@ const char* ops_backend_name(OpsBackend backend) {
 struct RowStatsAction::Ops {
   c10::TypedOperatorHandle<AttnRowStatsFn> attn_row_stats;
   c10::TypedOperatorHandle<VecStatsFn> vec_stats;
+  // The torch path's entry, for the calls no CUDA kernel takes (learned sinks, a custom mask); found
+  // when first needed.
+  std::optional<c10::TypedOperatorHandle<AttnRowStatsFn>> attn_row_stats_torch;
 };
 
 RowStatsAction::RowStatsAction(int64_t layer, std::vector<int64_t> heads, int64_t n_heads, int64_t n_kv_heads,
@@ -205,10 +208,15 @@ void RowStatsAction::on_attention(HookRegistry& registry, AttentionCall& call) {
     }
     visible = v;
   }
-  auto out = ops_->attn_row_stats.call(rotated ? rotate(q_in, rotate_in) : q_in,
-                                       rotated ? rotate(k_in, rotate_in) : k_in, *call.scaling, op_key_valid,
-                                       call.mask.is_causal, call.mask.sliding_window.value_or(0), std::nullopt,
-                                       threshold_, n_sink_, call.softcap.value_or(0.0), sinks, visible);
+  // Only the CPU kernel takes learned sinks and custom masks: elsewhere they go to the torch path
+  // (as spectra.attn_row_stats sends them), never to a CUDA kernel that would refuse them.
+  const bool torch_only = (sinks.has_value() || visible.has_value()) && !device.is_cpu();
+  if (torch_only && !ops_->attn_row_stats_torch)
+    ops_->attn_row_stats_torch = find_op<AttnRowStatsFn>("spectra::attn_row_stats", "torch");
+  const auto& attn_op = torch_only ? *ops_->attn_row_stats_torch : ops_->attn_row_stats;
+  auto out = attn_op.call(rotated ? rotate(q_in, rotate_in) : q_in, rotated ? rotate(k_in, rotate_in) : k_in,
+                          *call.scaling, op_key_valid, call.mask.is_causal, call.mask.sliding_window.value_or(0),
+                          std::nullopt, threshold_, n_sink_, call.softcap.value_or(0.0), sinks, visible);
   if (rotated) {
     std::get<0>(out) = rotate(std::get<0>(out), rotate_out);
     std::get<1>(out) = rotate(std::get<1>(out), rotate_out);
