@@ -26,6 +26,7 @@ O(block · T), never the (B, H, T, T) matrix the float64 reference materialises:
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -158,58 +159,58 @@ def attn_row_stats(
     # (1, H, 1): the sink terms in float64 as in the kernel (float32 on MPS, which has no float64).
     wide = torch.float32 if device.type == "mps" else torch.float64
     sink = None if sinks is None else sinks.detach().to(device=device, dtype=wide).view(1, heads, 1)
+    rule = _Rule(offset, causal, window, group, scaling, softcap, float(threshold), int(n_sink))
     rows = rows_per_block or block_rows(device, batch, heads, key_len)
     for t0 in range(0, query_len, rows):
         t1 = min(query_len, t0 + rows)
         lo, hi = _key_range(t0, t1, key_len, offset, causal, window)
-        _block(
-            q,
-            keys,
-            valid,
-            out,
-            t0,
-            t1,
-            lo,
-            hi,
-            offset,
-            causal,
-            window,
-            group,
-            scaling,
-            softcap,
-            threshold,
-            n_sink,
-            sink,
-            None if custom is None else custom[:, :, t0:t1, lo:hi],
-        )
+        block_mask = None if custom is None else custom[:, :, t0:t1, lo:hi]
+        _block(q, keys, valid, block_mask, sink, out, t0, t1, lo, hi, rule)
     return out
 
 
-def _block(
-    q,
-    keys,
-    valid,
-    out,
-    t0,
-    t1,
-    lo,
-    hi,
-    offset,
-    causal,
-    window,
-    group,
-    scaling,
-    softcap,
-    threshold,
-    n_sink,
-    sink=None,
-    custom=None,
-):
-    """Fills rows t0 .. t1 − 1 of every output from the logits against keys lo .. hi − 1; ``custom``
-    (B or 1, H or 1, rows, keys) is the block's part of a custom mask."""
+class _Rule(NamedTuple):
+    """The call's settings every block shares."""
+
+    offset: int
+    causal: bool
+    window: int
+    group: int
+    scaling: float
+    softcap: float
+    threshold: float
+    n_sink: int
+
+
+def _logits(q, keys, visible, t0, t1, lo, hi, rule: _Rule) -> torch.Tensor:
+    """(B, H, rows, keys) logits of query rows t0 .. t1 − 1 against keys lo .. hi − 1: scaled,
+    soft-capped, −inf where ``visible`` hides the key."""
     batch, heads, _, dim = q.shape
-    kv_heads = keys.shape[1]
-    visible = _visible(t0, t1, lo, hi, offset, causal, window, q.device)[None, None]  # (1, 1, rows, keys)
+    qb = q[:, :, t0:t1].to(keys.dtype).reshape(batch, keys.shape[1], rule.group, t1 - t0, dim)
+    kb = keys[:, :, lo:hi].unsqueeze(2).transpose(-1, -2)  # (B, Hkv, 1, D, keys)
+    s = _full_precision_matmul(qb, kb).reshape(batch, heads, t1 - t0, hi - lo)
+    del qb
+    s.mul_(rule.scaling)
+    if rule.softcap > 0.0:
+        s.div_(rule.softcap).tanh_().mul_(rule.softcap)
+    return s.masked_fill_(~visible, -math.inf)
+
+
+def _store(out: AttnRowStats, t0: int, t1: int, good: torch.Tensor, values: dict[str, torch.Tensor]) -> None:
+    """Writes each output's rows t0 .. t1 − 1: the value where ``good``, else the op's undefined value
+    (NaN; argmax −1, k_eff 0)."""
+    for name, value in values.items():
+        target = getattr(out, name)
+        undefined = -1 if name == "argmax" else 0 if name == "k_eff" else math.nan
+        target[:, :, t0:t1] = torch.where(good, value, undefined).to(target.dtype)
+
+
+def _block(q, keys, valid, custom, sink, out, t0, t1, lo, hi, rule: _Rule) -> None:
+    """Fills rows t0 .. t1 − 1 of every output from the logits against keys lo .. hi − 1; ``custom``
+    (B or 1, H or 1, rows, keys) is the block's part of a custom mask, ``sink`` (1, H, 1) the heads'
+    learned sink logits (or None)."""
+    batch, heads = q.shape[:2]
+    visible = _visible(t0, t1, lo, hi, rule.offset, rule.causal, rule.window, q.device)[None, None]
     if valid is not None:
         visible = visible & valid[:, None, None, lo:hi]  # (B, 1, rows, keys)
     if custom is not None:
@@ -218,19 +219,11 @@ def _block(
     out.n_visible[:, :, t0:t1] = n_visible
     if hi <= lo:
         return
+    s = _logits(q, keys, visible, t0, t1, lo, hi, rule)
     if sink is not None:
-        _block_with_sink(
-            q, keys, visible, n_visible, out, t0, t1, lo, hi, group, scaling, softcap, threshold, n_sink, sink
-        )
+        _rows_with_sink(s, sink, n_visible, out, t0, t1, lo, rule)
         return
-    qb = q[:, :, t0:t1].to(keys.dtype).reshape(batch, kv_heads, group, t1 - t0, dim)
-    kb = keys[:, :, lo:hi].unsqueeze(2).transpose(-1, -2)  # (B, Hkv, 1, D, keys)
-    s = _full_precision_matmul(qb, kb).reshape(batch, heads, t1 - t0, hi - lo)
-    del qb
-    s.mul_(scaling)
-    if softcap > 0.0:
-        s.div_(softcap).tanh_().mul_(softcap)
-    s.masked_fill_(~visible, -math.inf)
+    n_sink = rule.n_sink
     m = s.amax(-1, keepdim=True)  # NaN when a NaN logit reached the row
     finite_max = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
     d = s.sub_(finite_max)  # s − max, −inf for hidden keys (in place: s is not needed again)
@@ -246,41 +239,24 @@ def _block(
     centred = dc.sub_(mean.unsqueeze(-1)).square_()
     logit_var = _row_dot(e, centred) / z  # Var_p(s), two-pass: no cancellation
     del centred, dc, d
-    sink = e[..., 0] / z if lo == 0 else torch.zeros_like(z)
-    sink_n = e[..., : max(0, n_sink - lo)].sum(-1) / z if n_sink > lo else torch.zeros_like(z)
-    target = (threshold - K_EFF_TOLERANCE) * z.to(torch.float64)
+    key0 = e[..., 0] / z if lo == 0 else torch.zeros_like(z)
+    first = e[..., : max(0, n_sink - lo)].sum(-1) / z if n_sink > lo else torch.zeros_like(z)
+    target = (rule.threshold - K_EFF_TOLERANCE) * z.to(torch.float64)
     k_eff = torch.minimum(_k_eff(e, target), n_visible)
     del e
     # Rows the kernel reports as undefined: nothing visible, or a NaN logit (z is NaN then).
     good = (n_visible > 0) & ~torch.isnan(z) & torch.isfinite(m.squeeze(-1))
-    nan = torch.full_like(z, math.nan)
     n_float = n_visible.to(z.dtype)
-    normalized = torch.where(n_visible >= 2, entropy / torch.log(n_float.clamp_min(2.0)), nan)
-    rows = slice(t0, t1)
-    out.entropy[:, :, rows] = torch.where(good, entropy, nan)
-    out.entropy_normalized[:, :, rows] = torch.where(good, normalized, nan)
-    out.max_attn[:, :, rows] = torch.where(good, 1.0 / z, nan)
-    out.sink_mass[:, :, rows] = torch.where(good, sink, nan)
-    out.sink_mass_n[:, :, rows] = torch.where(good, sink_n, nan)
-    out.logit_var[:, :, rows] = torch.where(good, logit_var, nan)
-    out.argmax[:, :, rows] = torch.where(good, argmax, -1)
-    out.k_eff[:, :, rows] = torch.where(good, k_eff, 0)
+    normalized = torch.where(n_visible >= 2, entropy / torch.log(n_float.clamp_min(2.0)), math.nan)
+    columns = {"entropy": entropy, "entropy_normalized": normalized, "max_attn": 1.0 / z, "sink_mass": key0}
+    columns |= {"sink_mass_n": first, "logit_var": logit_var, "argmax": argmax, "k_eff": k_eff}
+    _store(out, t0, t1, good, columns)
 
 
-def _block_with_sink(
-    q, keys, visible, n_visible, out, t0, t1, lo, hi, group, scaling, softcap, threshold, n_sink, sink
-):
-    """:func:`_block` for a head with a learned sink: sums in float64 relative to ``M = max(max_j s_j, σ)``."""
-    batch, heads, _, dim = q.shape
-    kv_heads = keys.shape[1]
-    qb = q[:, :, t0:t1].to(keys.dtype).reshape(batch, kv_heads, group, t1 - t0, dim)
-    kb = keys[:, :, lo:hi].unsqueeze(2).transpose(-1, -2)
-    s = _full_precision_matmul(qb, kb).reshape(batch, heads, t1 - t0, hi - lo)
-    del qb
-    s.mul_(scaling)
-    if softcap > 0.0:
-        s.div_(softcap).tanh_().mul_(softcap)
-    s.masked_fill_(~visible, -math.inf)
+def _rows_with_sink(s, sink, n_visible, out, t0, t1, lo, rule: _Rule) -> None:
+    """The statistics of a block's logits ``s`` when each head has a learned sink: sums in float64
+    relative to ``M = max(max_j s_j, σ)``, the sink one more outcome of every row."""
+    n_sink = rule.n_sink
     key_max = s.amax(-1)  # NaN when a NaN logit reached the row
     argmax = s.argmax(-1) + lo
     s = s.to(sink.dtype)
@@ -301,19 +277,11 @@ def _block_with_sink(
     key0 = e[..., 0] / z if lo == 0 else torch.zeros_like(z)
     first = e[..., : max(0, n_sink - lo)].sum(-1) / z if n_sink > lo else torch.zeros_like(z)
     outcomes = torch.cat([e, w.unsqueeze(-1)], dim=-1)
-    k_eff = torch.minimum(_k_eff(outcomes, (threshold - K_EFF_TOLERANCE) * z), n_visible + 1)
+    k_eff = torch.minimum(_k_eff(outcomes, (rule.threshold - K_EFF_TOLERANCE) * z), n_visible + 1)
     max_attn = e.amax(-1) / z
     del e, outcomes
     good = (n_visible > 0) & ~torch.isnan(z) & torch.isfinite(key_max)
-    acc = out.entropy.dtype
-    nan = torch.full_like(z, math.nan)
     normalized = entropy / torch.log((n_visible + 1).to(z.dtype))
-    rows = slice(t0, t1)
-    out.entropy[:, :, rows] = torch.where(good, entropy, nan).to(acc)
-    out.entropy_normalized[:, :, rows] = torch.where(good, normalized, nan).to(acc)
-    out.max_attn[:, :, rows] = torch.where(good, max_attn, nan).to(acc)
-    out.sink_mass[:, :, rows] = torch.where(good, key0 + p_sink, nan).to(acc)
-    out.sink_mass_n[:, :, rows] = torch.where(good, first + p_sink, nan).to(acc)
-    out.logit_var[:, :, rows] = torch.where(good, logit_var, nan).to(acc)
-    out.argmax[:, :, rows] = torch.where(good, argmax, -1)
-    out.k_eff[:, :, rows] = torch.where(good, k_eff, 0)
+    columns = {"entropy": entropy, "entropy_normalized": normalized, "max_attn": max_attn, "sink_mass": key0 + p_sink}
+    columns |= {"sink_mass_n": first + p_sink, "logit_var": logit_var, "argmax": argmax, "k_eff": k_eff}
+    _store(out, t0, t1, good, columns)
