@@ -94,3 +94,53 @@ def assert_png_written(path, folder) -> None:
     assert image.shape[0] > 100 and image.shape[1] > 100
     leftovers = [p.name for p in folder.iterdir() if p.name.endswith(".tmp") or p.name.startswith(".")]
     assert leftovers == []
+
+
+def assert_row_stats_within_2x(
+    out, same, truth, names, *, ulps: float, unit_scale: tuple[str, ...] = ("entropy", "entropy_normalized")
+) -> None:
+    """:func:`assert_within_2x_reference` for each of ``names`` among the real outputs of
+    ``attn_row_stats`` (kernel ``out``, reference in the output precision ``same``, float64 ``truth``);
+    the outputs in ``unit_scale`` err relative to O(1) terms (an entropy is ``ln Z − E[s]``).
+
+    Example:
+        >>> import torch, spectra
+        >>> from spectra import reference
+        >>> g = torch.Generator().manual_seed(0)
+        >>> q, k = torch.randn(1, 2, 5, 4, generator=g), torch.randn(1, 2, 5, 4, generator=g)
+        >>> runs = [reference.attn_row_stats(q, k, compute_dtype=dtype) for dtype in (None, torch.float64)]
+        >>> assert_row_stats_within_2x(spectra.attn_row_stats(q, k), *runs, ["entropy", "max_attn"], ulps=16)
+    """
+    for name in names:
+        assert_within_2x_reference(
+            getattr(out, name),
+            getattr(same, name),
+            getattr(truth, name),
+            name=name,
+            ulps=ulps,
+            scale=1.0 if name in unit_scale else 0.0,
+        )
+
+
+def assert_k_eff_within_ties(
+    k_eff: torch.Tensor, cumulative: torch.Tensor, threshold: float, rows: torch.Tensor
+) -> None:
+    """``k_eff`` (...) against the float64 sorted cumulative masses ``cumulative`` (..., n) of each row's
+    outcomes: on ``rows``, the first ``k_eff`` outcomes reach ``threshold − 1e-6`` within rounding
+    (1e-5) and the first ``k_eff − 1`` do not clearly reach it (the op's tie rule).
+
+    Example:
+        >>> import torch
+        >>> cumulative = torch.tensor([[0.6, 0.9, 1.0]], dtype=torch.float64)
+        >>> assert_k_eff_within_ties(torch.tensor([2]), cumulative, 0.9, torch.tensor([True]))
+    """
+    target = threshold - 1e-6
+    index = (k_eff - 1).clamp(min=0)
+    reached = cumulative.gather(-1, index.unsqueeze(-1)).squeeze(-1) >= target - 1e-5
+    before = torch.where(
+        k_eff >= 2,
+        cumulative.gather(-1, (k_eff - 2).clamp(min=0).unsqueeze(-1)).squeeze(-1),
+        torch.full_like(reached, -1.0, dtype=torch.float64),
+    )
+    not_early = before < target + 1e-5
+    assert bool((reached & not_early)[rows].all()), "k_eff outside the tie band of the float64 truth"
