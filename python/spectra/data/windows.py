@@ -4,8 +4,9 @@ from a text file, a folder of texts or ``.npz`` token arrays, or the zoo's held-
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -157,3 +158,23 @@ def _npz_windows(files: Sequence[Path], context_length: int, n_samples: int | No
             f"(the longest has {longest} tokens)"
         )
     return torch.from_numpy(np.concatenate(rows)[:n_samples])
+
+
+def config_windows(config: Mapping[str, Any], tokenizer, data: str | os.PathLike | None) -> np.ndarray:
+    """The windows a run kind's config asks for: :func:`load_windows` of ``data`` with the config's
+    ``context_length``, ``n_samples`` and ``add_special_tokens``, as an (n, T) integer array (what
+    the kinds hand their tasks).
+
+    Example:
+        >>> from spectra import zoo
+        >>> _, tok = zoo.load("tiny-llama")
+        >>> config_windows({"context_length": 16, "n_samples": 2, "add_special_tokens": True}, tok, None).shape
+        (2, 16)
+    """
+    return load_windows(
+        data,
+        tokenizer,
+        config["context_length"],
+        config["n_samples"],
+        add_special_tokens=config["add_special_tokens"],
+    ).numpy()

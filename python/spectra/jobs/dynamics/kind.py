@@ -70,7 +70,7 @@ import pyarrow.parquet as pq
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from spectra.data.windows import load_windows
+from spectra.data.windows import config_windows
 from spectra.engine.core import (
     COMMON_KEYS,
     Task,
@@ -258,13 +258,7 @@ def plan(config: Mapping[str, Any]) -> list[Task]:
     for series in series_of(config):
         _check_series(series, config)
         tokenizer = load_tokenizer(series.members[0][1])
-        windows = load_windows(
-            None,
-            tokenizer,
-            config["context_length"],
-            config["n_samples"],
-            add_special_tokens=config["add_special_tokens"],
-        ).numpy()
+        windows = config_windows(config, tokenizer, None)
         for step, folder in series.members:
             tasks.append(
                 Task(

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from spectra.data.windows import load_windows
+from spectra.data.windows import config_windows
 from spectra.engine.core import (
     Task,
     check_model_config,
@@ -91,7 +91,7 @@ def plan(config: Mapping[str, Any]) -> list[Task]:
     """The tasks of a profile run: every model and checkpoint × every shard of ``samples_per_shard`` samples.
 
     The windows are tokenised here, once per model, with that model's tokenizer
-    (``profile_job.load_windows``). Tasks come grouped by model, in config order, shards ascending.
+    (``spectra.data.windows.config_windows``). Tasks come grouped by model, in config order, shards ascending.
 
     Example:
         >>> from spectra.engine import check_config
@@ -130,13 +130,7 @@ def plan(config: Mapping[str, Any]) -> list[Task]:
             model, folder, context_length=config["context_length"], layers=config["layers"], heads=config["heads"]
         )
         tokenizer = load_tokenizer(folder)
-        windows = load_windows(
-            config["data"],
-            tokenizer,
-            config["context_length"],
-            config["n_samples"],
-            add_special_tokens=config["add_special_tokens"],
-        ).numpy()
+        windows = config_windows(config, tokenizer, config["data"])
         if config["ignore_first"] is None:  # the model's default, as spectra profile's: 0 for encoders
             options["ignore_first"] = default_ignore_first(folder)
         size = config["samples_per_shard"]

@@ -44,7 +44,7 @@ import pandas as pd
 import torch
 from transformers import AutoConfig
 
-from spectra.data.windows import load_windows
+from spectra.data.windows import config_windows
 from spectra.engine.core import (
     COMMON_KEYS,
     Task,
@@ -164,7 +164,7 @@ def plan(config: Mapping[str, Any]) -> list[Task]:
     """The tasks of a sweep run that can be known now: per model and checkpoint (config order), the
     shards of ``sweep_job.plan_shards`` in the order ``spectra sweep`` computes them.
 
-    The windows are tokenised here, once per model, with its tokenizer (``profile_job.load_windows``)
+    The windows are tokenised here, once per model, with its tokenizer (``spectra.data.windows.config_windows``)
     and the heads checked against its ``config.json``. With ``heads: from_gain_map`` the heads' shards
     are planned once the gain-map shard is done.
 
@@ -188,13 +188,7 @@ def plan(config: Mapping[str, Any]) -> list[Task]:
         except ValueError as error:
             raise ValueError(f"{error} ({model}: {n_layers} layers x {n_heads} heads)") from None
         tokenizer = load_tokenizer(folder)
-        windows = load_windows(
-            config["data"],
-            tokenizer,
-            config["context_length"],
-            config["n_samples"],
-            add_special_tokens=config["add_special_tokens"],
-        ).numpy()
+        windows = config_windows(config, tokenizer, config["data"])
         mine = [_task(config, label, model, i, shard, windows) for i, shard in enumerate(shards)]
         if settings.heads == "from_gain_map" and is_done(mine[0]):
             later = sweep_job.plan_shards(settings, n_layers, n_heads, _selection(settings, mine[0]))[len(shards) :]
