@@ -199,6 +199,9 @@ class AttentionSwitch:
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._delegates: dict[int, Callable[..., Any]] = {}
         self._signature = inspect.signature(self.adapter.backbone.forward)
+        # Layers that have attended in the running forward (None outside one): a second call of a
+        # layer in one forward is refused in attend().
+        self._attended: set[int] | None = None
 
     # ---- attach / detach ----
     def attach(self, client: AttentionClient) -> None:
@@ -272,7 +275,7 @@ class AttentionSwitch:
 
     # ---- forward ----
     def _begin_batch(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        self._attended: set[int] = set()
+        self._attended = set()
         bound = self._signature.bind_partial(*args, **kwargs).arguments
         positions, valid = batch_layout(bound)
         for client in self.clients:
@@ -292,7 +295,7 @@ class AttentionSwitch:
             raise error
 
     def attend(self, layer: int, module: nn.Module, q, k, v, attention_mask, kwargs: dict):
-        attended = getattr(self, "_attended", None)
+        attended = self._attended
         if attended is not None:
             if layer in attended:
                 # Differential attention (DiffLlama) and the like: two softmaxes combined by the module.

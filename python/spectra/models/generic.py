@@ -60,11 +60,13 @@ _SELF_CONDITION = re.compile(r"^(?:\s|\(|\)|self\.\w+|None|True|False|is|not|or|
 
 
 @functools.cache
-def _forward_lines(cls: type) -> tuple[str, ...]:
+def _forward_source(cls: type) -> str:
+    """The source of ``cls.forward`` ("" where it cannot be read), read once per class: every layer of a
+    model shares its attention class, and reading source is slow."""
     try:
-        return tuple(inspect.getsource(cls.forward).splitlines())
+        return inspect.getsource(cls.forward)
     except (OSError, TypeError):
-        return ()
+        return ""
 
 
 @functools.cache
@@ -72,7 +74,7 @@ def _rope_condition(cls: type) -> str | None:
     """The condition under which ``cls.forward`` applies RoPE, when it applies it under one ``if`` on
     the module's own attributes (EXAONE 4 and Kolibri: only on sliding layers when a window is set;
     AFMoE: only on local layers); None when unconditional or not readable."""
-    lines = _forward_lines(cls)
+    lines = _forward_source(cls).splitlines()
     at = next((i for i, line in enumerate(lines) if _ROPE_CALL in line), None)
     if at is None:
         return None
@@ -93,7 +95,7 @@ def _rope_condition(cls: type) -> str | None:
 def _called_after_rope(cls: type, name: str) -> bool:
     """Whether ``cls.forward`` calls ``self.<name>(`` only after it applies RoPE (QK-norm after RoPE:
     Hunyuan, nanochat), so the module's output is not a pre-RoPE vector."""
-    source = "\n".join(_forward_lines(cls))
+    source = _forward_source(cls)
     rope, call = source.find(_ROPE_CALL), source.find(f"self.{name}(")
     return rope >= 0 and call > rope
 
@@ -112,17 +114,7 @@ class UnsupportedStructureError(ValueError):
 
 
 def _calls_interface(module: nn.Module) -> bool:
-    return _class_calls_interface(type(module))
-
-
-@functools.cache
-def _class_calls_interface(cls: type) -> bool:
-    # Per class, once: every layer of a model shares its attention class, and reading source is slow.
-    try:
-        source = inspect.getsource(cls.forward)
-    except (OSError, TypeError):
-        return False
-    return any(marker in source for marker in _INTERFACE_MARKERS)
+    return any(marker in _forward_source(type(module)) for marker in _INTERFACE_MARKERS)
 
 
 def attention_modules_of(backbone: nn.Module) -> list[nn.Module]:
