@@ -323,8 +323,9 @@ def _output(model: nn.Module, out) -> torch.Tensor:
     return logits if logits is not None else out.last_hidden_state
 
 
-def _check_metrics(spectra, model: nn.Module, inputs: dict[str, torch.Tensor]) -> tuple[float, str]:
-    """Check a): returns (max entropy error, details); raises ``_CheckFailed`` naming the failure."""
+def _check_metrics(spectra, model: nn.Module, inputs: dict[str, torch.Tensor]) -> tuple[float, str, Any]:
+    """Check a): returns (max entropy error, details, the eager profile); raises ``_CheckFailed``
+    naming the failure."""
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
     with torch.no_grad():
         out = model(**inputs, output_attentions=True)
@@ -393,17 +394,17 @@ def _check_metrics(spectra, model: nn.Module, inputs: dict[str, torch.Tensor]) -
         )
     if err_max > MAX_ATTN_TOL:
         raise _CheckFailed(f"max_attn off by up to {err_max:.3g} (tolerance {MAX_ATTN_TOL:g})", err_ent)
-    return err_ent, details
+    return err_ent, details, frame
 
 
 #: Entropy under sdpa against the same profile under eager (nats).
 SDPA_TOL = 1e-5
 
 
-def _check_sdpa(spectra, model: nn.Module, inputs: dict[str, torch.Tensor]) -> str:
-    """Check e); returns a note for the details column ("sdpa ..." or why it was not run)."""
+def _check_sdpa(spectra, model: nn.Module, inputs: dict[str, torch.Tensor], eager) -> str:
+    """Check e) against ``eager``, check a)'s profile; returns a note for the details column ("sdpa
+    ..." or why it was not run)."""
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
-    eager = spectra.profile(model, ids, mask, metrics=["entropy"], ignore_first=0)
     try:
         model.set_attn_implementation("sdpa")
     except (ValueError, ImportError):  # the model refuses sdpa (soft-caps, learned sinks, ...)
@@ -502,7 +503,7 @@ def check(model_type: str, model: nn.Module | None = None) -> Row:
     step = "profile"
     try:
         spectra.models.adapter_for(model)  # a model Spectra refuses is reported by its reason, before any forward
-        err, details = _check_metrics(spectra, model, inputs)
+        err, details, eager_profile = _check_metrics(spectra, model, inputs)
         step = "probe"
         with torch.no_grad():
             base = _output(model, model(**inputs))
@@ -517,7 +518,7 @@ def check(model_type: str, model: nn.Module | None = None) -> Row:
         layer = 1 if spectra.models.adapter_for(model).n_layers > 1 else 0
         spectra.check_isolation(model, spectra.ScaleQuery(layer, 0, 2.0), dict(inputs))
         step = "sdpa"
-        details = f"{details}; {_check_sdpa(spectra, model, inputs)}"
+        details = f"{details}; {_check_sdpa(spectra, model, inputs, eager_profile)}"
     except UnsupportedModelError as exc:
         message = str(exc)
         reason = (
